@@ -216,7 +216,7 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def chunk_document(text: str, size: int = 300, overlap: int = 60, length: LengthFn = len) -> list[Chunk]:
+def chunk_document(text: str, size: int = 480, overlap: int = 60, length: LengthFn = len) -> list[Chunk]:
     """Chunks of a cleaned document with chapter metadata and offsets into `text`."""
     if overlap >= size:
         raise ValueError(f"chunk overlap ({overlap}) must be smaller than chunk size ({size})")
@@ -244,7 +244,7 @@ def chunk_document(text: str, size: int = 300, overlap: int = 60, length: Length
     return chunks
 
 
-def make_splitter(size: int = 300, overlap: int = 60, length: LengthFn = len) -> Any:
+def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) -> Any:
     """A LlamaIndex NodeParser over `chunk_document`, for use in IngestionPipeline and friends."""
     from llama_index.core.node_parser import NodeParser
     from llama_index.core.schema import BaseNode, NodeRelationship, TextNode
@@ -260,14 +260,16 @@ def make_splitter(size: int = 300, overlap: int = 60, length: LengthFn = len) ->
             for node in nodes:
                 doc_text = node.get_content()
                 for chunk in chunk_document(doc_text, self.chunk_size, self.chunk_overlap, length):
+                    meta = {**node.metadata, **chunk.metadata()}
                     tn = TextNode(
                         id_=chunk_node_id(node.node_id, chunk),
                         text=chunk.text,
-                        metadata=chunk.metadata(),
+                        metadata=meta,
                         start_char_idx=chunk.start,
                         end_char_idx=chunk.end,
-                        excluded_embed_metadata_keys=list(chunk.metadata()),
-                        excluded_llm_metadata_keys=list(chunk.metadata()),
+                        # metadata is for filters and citations, not for the embedded text
+                        excluded_embed_metadata_keys=list(meta),
+                        excluded_llm_metadata_keys=list(meta),
                     )
                     tn.relationships[NodeRelationship.SOURCE] = node.as_related_node_info()
                     out.append(tn)

@@ -17,6 +17,8 @@ _WEB_HEADING_PREFIX = re.compile(r"^(正文|章节目录|VIP章节)\s+(?=第)")
 _ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff]")
 _SPACES = re.compile(r"[ \t\u3000\xa0\u2002\u2003\u2009]+")
 HEADING_LIKE = re.compile(r"^\s*(#{1,6}\s|第[0-9零〇一二两三四五六七八九十百千]+[回章节卷])")
+# the same, on a line whose digits were replaced by '#' (chapter headings repeat with changing digits)
+_HEADING_TEMPLATE = re.compile(r"^\s*(#{1,6}\s|(正文\s*)?第[#零〇一二两三四五六七八九十百千]+[回章节卷])")
 
 
 @dataclass
@@ -44,7 +46,7 @@ def _boilerplate_templates(lines: list[str]) -> set[str]:
     templated = {
         t
         for t, n in counts.items()
-        if n >= 3 and "#" in t and not HEADING_LIKE.match(t) and len(re.sub(r"[#\W]", "", t)) < len(t)
+        if n >= 3 and "#" in t and not _HEADING_TEMPLATE.match(t) and len(re.sub(r"[#\W]", "", t)) < len(t)
     }
     return framed | templated
 

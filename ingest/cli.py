@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("add", parents=[common], help="ingest files or folders (idempotent, incremental)")
     a.add_argument("paths", nargs="+", type=Path)
-    a.add_argument("--chunk-size", type=int, help="target chunk length (default 300)")
+    a.add_argument("--chunk-size", type=int, help="target chunk length (default 480)")
     a.add_argument("--chunk-overlap", type=int, help="overlap between chunks (default 60)")
     a.add_argument("--chunk-unit", choices=["chars", "tokens"])
     a.add_argument("--prune", action="store_true", help="also remove documents whose files are gone from these folders")

@@ -64,7 +64,8 @@ class SentenceTransformerEmbedder:
 
         self.name = f"st/{model}"
         self._model = SentenceTransformer(model, device=device or "cpu")
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or 0)
         prompts = getattr(self._model, "prompts", {}) or {}
         lowered = model.lower()
         self._query_prompt = prompts.get("query")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .aliases import mine_aliases
-from .chunking import Chunk, chunk_document, chunk_node_id, content_hash
+from .chunking import content_hash, make_splitter
 from .embedding import Embedder, get_embedder
 from .errors import IngestError, UnknownDocumentError, UnreadableFileError
 from .keyword import KeywordIndex, add_words, fingerprint
@@ -19,7 +19,6 @@ from .settings import IngestSettings
 from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, make_client
 
 log = logging.getLogger(__name__)
-FLUSH = 256  # embedded chunks per write: a crash loses at most this much embedding work
 
 
 @dataclass
@@ -52,7 +51,7 @@ def open_store(settings: IngestSettings, collection: str | None = None) -> Knowl
 
 
 def keyword_index_for(settings: IngestSettings, store: KnowledgeStore) -> KeywordIndex:
-    return KeywordIndex(settings.keyword_dir / store.name)
+    return KeywordIndex(settings.keyword_dir / store.name, settings.keyword_tokenizer)
 
 
 def embedder_name(settings: IngestSettings) -> str:
@@ -77,26 +76,17 @@ def _length_fn(settings: IngestSettings, embedder: Callable[[], Embedder]) -> Ca
     return counter
 
 
-def _nodes(doc: LoadedDocument, chunks: Sequence[Chunk]) -> list[Any]:
-    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+def _nodes(doc: LoadedDocument, settings: IngestSettings, length: Callable[[str], int]) -> list[Any]:
+    """LlamaIndex nodes of a document, through the chapter-aware NodeParser (ids are content-addressed)."""
+    from llama_index.core import Document
 
-    nodes = []
-    for c in chunks:
-        meta = {"doc_id": doc.doc_id, "source": doc.source, "doc_title": doc.title, **c.metadata()}
-        node = TextNode(
-            id_=chunk_node_id(doc.doc_id, c),
-            text=c.text,
-            metadata=meta,
-            start_char_idx=c.start,
-            end_char_idx=c.end,
-            excluded_embed_metadata_keys=list(meta),
-            excluded_llm_metadata_keys=list(meta),
-        )
-        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc.doc_id)
-        nodes.append(node)
+    splitter = make_splitter(settings.chunk_size, settings.chunk_overlap, length)
+    source = Document(
+        id_=doc.doc_id, text=doc.text, metadata={"doc_id": doc.doc_id, "source": doc.source, "doc_title": doc.title}
+    )
     # identical chunks within one document (a repeated chapter) collapse to one id: keep the first
     unique: dict[str, Any] = {}
-    for n in nodes:
+    for n in splitter.get_nodes_from_documents([source]):
         unique.setdefault(n.node_id, n)
     return list(unique.values())
 
@@ -104,8 +94,11 @@ def _nodes(doc: LoadedDocument, chunks: Sequence[Chunk]) -> list[Any]:
 class _Embedding:
     """Embeds nodes in batches and writes them in flushes, with one progress bar for the whole run."""
 
-    def __init__(self, store: KnowledgeStore, embedder: Embedder, batch: int, total: int, progress: bool):
-        self.store, self.embedder, self.batch = store, embedder, batch
+    def __init__(
+        self, store: KnowledgeStore, embedder: Embedder, batch: int, total: int, progress: bool, flush_every: int = 256
+    ):
+        # a crash loses at most `flush_every` chunks of embedding work
+        self.store, self.embedder, self.batch, self.flush_every = store, embedder, batch, flush_every
         self.buffer: list[Any] = []
         self.bar: Any = None
         if progress and total:
@@ -114,26 +107,32 @@ class _Embedding:
             self.bar = tqdm(total=total, unit="chunk", desc="embedding", dynamic_ncols=True)
         self.chars = 0
         self.seconds = 0.0
+        self.written = 0
 
     def run(self, nodes: Sequence[Any]) -> None:
-        for lo in range(0, len(nodes), self.batch):
-            part = nodes[lo : lo + self.batch]
-            t0 = time.perf_counter()
-            vectors = self.embedder.embed_passages([n.text for n in part])
-            self.seconds += time.perf_counter() - t0
-            for n, v in zip(part, vectors, strict=True):
-                n.embedding = v.tolist()
-                self.chars += len(n.text)
-            self.buffer.extend(part)
-            if len(self.buffer) >= FLUSH:
-                self.flush()
-            if self.bar:
-                self.bar.update(len(part))
-        self.flush()
+        try:
+            for lo in range(0, len(nodes), self.batch):
+                part = nodes[lo : lo + self.batch]
+                t0 = time.perf_counter()
+                vectors = self.embedder.embed_passages([n.text for n in part])
+                self.seconds += time.perf_counter() - t0
+                for n, v in zip(part, vectors, strict=True):
+                    n.embedding = v.tolist()
+                    self.chars += len(n.text)
+                self.buffer.extend(part)
+                if len(self.buffer) >= self.flush_every:
+                    self.flush()
+                if self.bar:
+                    self.bar.update(len(part))
+        finally:
+            # keep what was embedded before a failure or Ctrl-C: the next run skips it
+            self.flush()
 
     def flush(self) -> None:
         if self.buffer:
             self.store.add_nodes(self.buffer)
+            self.written += len(self.buffer)
+            log.info("stored %d embedded chunks", self.written)
             self.buffer = []
 
     def close(self) -> None:
@@ -157,8 +156,7 @@ def _plan(
             summary.unchanged += 1
             summary.chunks_skipped += rec.n_chunks
             continue
-        chunks = chunk_document(doc.text, settings.chunk_size, settings.chunk_overlap, length)
-        work.append((doc, h, _nodes(doc, chunks)))
+        work.append((doc, h, _nodes(doc, settings, length)))
     return work
 
 
@@ -186,7 +184,8 @@ def add_paths(
         nonlocal loaded
         if loaded is None:
             loaded = get_embedder(settings.embed_model)
-            store.check_embedder(loaded.name, loaded.dim)
+        store.check_embedder(loaded.name, loaded.dim)
+        store.set_embedding_info(loaded.name, loaded.dim)  # before the first write, so a crash cannot mix models
         return loaded
 
     roots = [Path(p) for p in paths]
@@ -233,7 +232,11 @@ def add_paths(
         to_embed_total += len(fresh)
         plans.append((doc, h, nodes, fresh, existing))
 
-    emb = _Embedding(store, get(), settings.embed_batch_size, to_embed_total, progress) if to_embed_total else None
+    emb = (
+        _Embedding(store, get(), settings.embed_batch_size, to_embed_total, progress, settings.embed_flush)
+        if to_embed_total
+        else None
+    )
     try:
         for doc, h, nodes, fresh, existing in plans:
             old = records.get(doc.doc_id)
@@ -276,8 +279,6 @@ def add_paths(
         if emb:
             emb.close()
             summary.embedded_chars, summary.embed_seconds = emb.chars, emb.seconds
-    if loaded is not None:
-        store.set_embedding_info(loaded.name, loaded.dim)
     refresh_keyword_index(settings, store)
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -403,7 +404,8 @@ def refresh_keyword_index(
     """Bring the collection's BM25 index in step with its visible chunks (tokenising only new ones)."""
     index = index or keyword_index_for(settings, store)
     records, ids, fp = visible_state(store)
-    _teach_aliases(settings, records.values())
+    if settings.keyword_tokenizer == "jieba":
+        _teach_aliases(settings, records.values())
     if not index.try_load(fp):
         index.build(fp, ids, store.get_chunks)
     return index

@@ -67,8 +67,9 @@ class Retriever:
         collection: str | None = None,
         embedder: Embedder | None = None,
         use_aliases: bool = True,
-        alias_dense: bool = False,
+        alias_dense: bool | None = None,
         refresh_seconds: float = 2.0,
+        keyword_weight: float | None = None,
     ) -> None:
         self.settings = settings
         self.store: KnowledgeStore = open_store(settings, collection)
@@ -76,7 +77,8 @@ class Retriever:
         self.embedder = embedder or get_embedder(settings.embed_model)
         self.store.check_embedder(self.embedder.name, self.embedder.dim)
         self.use_aliases = use_aliases
-        self.alias_dense = alias_dense
+        self.alias_dense = settings.alias_dense if alias_dense is None else alias_dense
+        self.keyword_weight = settings.keyword_weight if keyword_weight is None else keyword_weight
         self.refresh_seconds = refresh_seconds
         self._index: KeywordIndex = keyword_index_for(settings, self.store)
         self._lock = threading.Lock()
@@ -111,6 +113,20 @@ class Retriever:
     def expand(self, query: str) -> list[str]:
         return self.aliases.expansions(query) if self.use_aliases else []
 
+    def _keyword_query(self, query: str) -> tuple[list[str], list[list[str]]]:
+        """Plain query tokens, and one synonym group per entity the query names (all its names' tokens)."""
+        method = self._index.method
+        tokens = tokenize(query, method)
+        if not self.use_aliases:
+            return tokens, []
+        groups: list[list[str]] = []
+        for name in self.aliases.find(query):
+            names = [name, *self.aliases.expansions(name)]
+            group = list(dict.fromkeys(t for n in names for t in tokenize(n, method)))
+            groups.append(group)
+        in_groups = {t for g in groups for t in g}
+        return [t for t in tokens if t not in in_groups], groups
+
     def retrieve(
         self,
         query: str,
@@ -137,8 +153,8 @@ class Retriever:
             dense = dense[:pool]
         keyword: list[tuple[str, float]] = []
         if mode in ("hybrid", "keyword") and self._index.bm25 is not None:
-            tokens = tokenize(query) + [t for name in extra for t in tokenize(name)]
-            scores = self._index.bm25.scores(tokens)
+            tokens, synonyms = self._keyword_query(query)
+            scores = self._index.bm25.scores(tokens, synonyms)
             ids = self._index.bm25.ids
             mask = self._index.mask(filters.doc_ids, filters.chapter_min, filters.chapter_max)
             if mask is not None:
@@ -153,12 +169,12 @@ class Retriever:
                     break
                 keyword.append((ids[r], float(scores[r])))
         fused: dict[str, dict[str, float]] = {}
-        for name, ranked in (("dense", dense), ("keyword", keyword)):
+        for name, ranked, weight in (("dense", dense, 1.0), ("keyword", keyword, self.keyword_weight)):
             for rank, (cid, score) in enumerate(ranked, start=1):
                 entry = fused.setdefault(cid, {"fused": 0.0})
                 entry[name] = score
                 entry[f"{name}_rank"] = rank
-                entry["fused"] += 1.0 / (RRF_K + rank)
+                entry["fused"] += weight / (RRF_K + rank)
         best = sorted(fused.items(), key=lambda kv: -kv[1]["fused"])[:k]
         missing = [cid for cid, _ in best if cid not in texts]
         if missing:

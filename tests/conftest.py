@@ -65,7 +65,7 @@ def novel_file(tmp_path: Path) -> Path:
 def settings(tmp_path: Path):
     from ingest.settings import get_settings
 
-    return get_settings(data_dir=tmp_path / "data", collection="test")
+    return get_settings(data_dir=tmp_path / "data", collection="test", chunk_size=80, chunk_overlap=20)
 
 
 @pytest.fixture(scope="session")

@@ -62,3 +62,8 @@ def test_gbk_hard_wrapped_copy_cleans_like_the_utf8_copy():
     # paragraphs come out whole in both copies: the same first paragraph of every chapter, almost always
     same = sum(a[c].text.splitlines()[-1] == b[c].text.splitlines()[-1] for c in a)
     assert same >= 100
+
+
+def test_chapter_headings_numbered_in_digits_are_not_boilerplate():
+    text = "".join(f"第{n:03d}回 回目{n}\n{'甲乙丙丁戊'[n - 1]}曰：善。\n" for n in range(1, 6))
+    assert clean_text(text).splitlines()[::2] == [f"第{n:03d}回 回目{n}" for n in range(1, 6)]

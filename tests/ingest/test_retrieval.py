@@ -1,0 +1,108 @@
+"""Hybrid retrieval over a real store: fusion, filters, aliases, and the library call."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest import pipeline
+from ingest.retrieval import Filters, Retriever, retrieve
+from ingest.settings import get_settings
+
+CHAPTERS = {
+    1: "覆姓诸葛，名亮，字孔明，琅琊阳都人也。诸葛亮躬耕于南阳，好为梁父吟。诸葛亮每自比于管仲、乐毅。",
+    2: "孔明筑七星坛于南屏山，披发仗剑，登坛作法。是夜三更，忽然东风大起，吹得旗幡尽向西北。",
+    3: "周瑜欲害孔明，令丁奉、徐盛引兵追之。孔明早令赵云驾小舟接应，扬帆而去。",
+    4: "诸葛亮之兄在东吴为官，兄弟各事其主，公私分明，常往来于两国之间。",
+    5: "曹操大宴铜雀台，令武将比试弓箭，徐晃一箭射中锦袍，众皆喝彩。",
+}
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("kb")
+    novel = root / "novel.txt"
+    novel.write_text("".join(f"第{n}回 回目{n}\n{t}\n" for n, t in CHAPTERS.items()), encoding="utf-8")
+    notes = root / "notes.md"
+    notes.write_text("# 札记\n\n赤壁一战，曹军大败，火攻乃成。\n", encoding="utf-8")
+    aliases = root / "aliases.txt"
+    aliases.write_text("诸葛亮 孔明 卧龙\n", encoding="utf-8")
+    settings = get_settings(data_dir=root / "data", collection="sg", chunk_size=120, chunk_overlap=0)
+    pipeline.add_paths([novel, notes], settings, embedder=embedder)
+    return settings, aliases
+
+
+def chapter_of(hits):
+    return [h.chapter for h in hits]
+
+
+def test_hybrid_fuses_dense_and_keyword_ranks(kb, embedder):
+    settings, _ = kb
+    r = Retriever(settings, embedder=embedder)
+    hits = r.retrieve("谁在南屏山登坛作法祭东风", k=3)
+    assert hits[0].chapter == 2
+    top = hits[0].scores
+    assert {"dense", "keyword", "dense_rank", "keyword_rank", "fused"} <= set(top)
+    w = settings.keyword_weight
+    assert top["fused"] == pytest.approx(1 / (60 + top["dense_rank"]) + w / (60 + top["keyword_rank"]))
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    dense = r.retrieve("谁在南屏山登坛作法祭东风", k=3, mode="dense")
+    keyword = r.retrieve("谁在南屏山登坛作法祭东风", k=3, mode="keyword")
+    assert dense[0].chapter == 2 and keyword[0].chapter == 2
+    assert all("keyword" not in h.scores for h in dense) and all("dense" not in h.scores for h in keyword)
+
+
+def test_chapter_and_document_filters(kb, embedder):
+    settings, _ = kb
+    r = Retriever(settings, embedder=embedder)
+    for mode in ("hybrid", "dense", "keyword"):
+        hits = r.retrieve("孔明", k=10, filters=Filters(chapter_min=2, chapter_max=3), mode=mode)
+        assert hits and set(chapter_of(hits)) <= {2, 3}, mode
+    notes_id = next(d for d, rec in r.documents.items() if rec.title == "札记")
+    hits = r.retrieve("东风", k=10, filters=Filters(doc_ids=[notes_id]))
+    assert "火攻" in hits[0].text
+    assert hits and {h.metadata["doc_id"] for h in hits} == {notes_id}
+    assert all(h.chapter is None for h in hits)
+
+
+def test_mined_aliases_bring_a_name_to_passages_using_another(kb, embedder):
+    settings, _ = kb
+    with_aliases = Retriever(settings, embedder=embedder)
+    without = Retriever(settings, embedder=embedder, use_aliases=False)
+    assert "孔明" in with_aliases.expand("诸葛亮借东风")
+    query = "诸葛亮东风"
+    ranked = chapter_of(with_aliases.retrieve(query, k=5, mode="keyword"))
+    plain = chapter_of(without.retrieve(query, k=5, mode="keyword"))
+    # chapter 2 tells the story but calls him 孔明; chapter 4 names 诸葛亮 but is about his brother
+    assert ranked.index(2) < ranked.index(4)
+    assert plain.index(4) < plain.index(2)
+
+
+def test_user_alias_table_adds_names_the_corpus_never_defines(kb, embedder):
+    settings, aliases = kb
+    plain = Retriever(settings, embedder=embedder)
+    assert "卧龙" not in plain.aliases.names
+    table = Retriever(settings.model_copy(update={"aliases_file": aliases}), embedder=embedder)
+    assert {"孔明", "诸葛亮"} <= set(table.expand("卧龙在哪里筑坛"))
+    boosted = table.retrieve("卧龙登坛作法", k=1, mode="keyword")[0]
+    assert boosted.chapter == 2
+    assert boosted.score > plain.retrieve("卧龙登坛作法", k=1, mode="keyword")[0].score
+
+
+def test_retriever_sees_documents_added_after_it_started(kb, embedder, tmp_path):
+    settings, _ = kb
+    r = Retriever(settings, embedder=embedder, refresh_seconds=0)
+    extra = tmp_path / "extra.txt"
+    extra.write_text("张飞据水断桥，大喝一声，曹军退走。\n", encoding="utf-8")
+    pipeline.add_paths([extra], settings, embedder=embedder)
+    try:
+        assert "断桥" in r.retrieve("长坂坡断桥", k=1)[0].text
+    finally:
+        pipeline.remove_documents([str(extra)], settings)
+    assert all("断桥" not in h.text for h in r.retrieve("长坂坡断桥", k=5))
+
+
+def test_library_retrieve_call(kb):
+    settings, _ = kb
+    hits = retrieve("徐晃射中锦袍", k=2, settings=settings)
+    assert len(hits) == 2 and hits[0].chapter == 5
+    assert hits[0].metadata["chapter_title"] == "回目5" and hits[0].text.startswith("曹操大宴铜雀台")
