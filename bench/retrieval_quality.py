@@ -85,16 +85,19 @@ def main() -> int:
     base = get_settings(data_dir=args.data_dir, collection=args.collection)
     table = base.model_copy(update={"aliases_file": args.aliases})
     rows = []
+    # (mode, settings, use_aliases, alias_dense, keyword_weight, label); None = the settings' default
     configs = [
-        ("hybrid", base, True, False, "mined aliases"),
-        ("dense", base, True, False, "mined aliases"),
-        ("keyword", base, True, False, "mined aliases"),
-        ("hybrid", base, False, False, "no aliases"),
-        ("keyword", base, False, False, "no aliases"),
-        ("hybrid", table, True, False, "mined + table"),
-        ("keyword", table, True, False, "mined + table"),
-        ("hybrid", table, True, True, "mined + table, also in dense query"),
-        ("dense", table, True, True, "mined + table, also in dense query"),
+        ("hybrid", base, True, None, None, "default: mined aliases"),
+        ("dense", base, True, None, None, "default: mined aliases"),
+        ("keyword", base, True, None, None, "default: mined aliases"),
+        ("hybrid", base, False, None, None, "no aliases"),
+        ("dense", base, False, None, None, "no aliases"),
+        ("keyword", base, False, None, None, "no aliases"),
+        ("hybrid", table, True, None, None, "mined + table"),
+        ("dense", table, True, None, None, "mined + table"),
+        ("keyword", table, True, None, None, "mined + table"),
+        ("hybrid", base, True, False, None, "ablation: aliases not in the dense query"),
+        ("hybrid", base, True, None, 1.0, "ablation: plain RRF (keyword weight 1)"),
     ]
     alias_ids = {
         json.loads(line)["id"]
@@ -102,8 +105,8 @@ def main() -> int:
         if line.strip() and json.loads(line).get("alias")
     }
     alias_qs = [q for q in questions if q.id in alias_ids]
-    for mode, settings, use_aliases, alias_dense, label in configs:
-        r = Retriever(settings, use_aliases=use_aliases, alias_dense=alias_dense)
+    for mode, settings, use_aliases, alias_dense, weight, label in configs:
+        r = Retriever(settings, use_aliases=use_aliases, alias_dense=alias_dense, keyword_weight=weight)
         rep = evaluate(r, questions, 10, mode)  # type: ignore[arg-type]
         alias_rep = evaluate(r, alias_qs, 10, mode) if alias_qs else None  # type: ignore[arg-type]
         row = {**rep.summary(), "aliases": label}

@@ -1,0 +1,198 @@
+"""The `finetune` command: `data extract | convert | validate | split` (train, eval and merge come later)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from .formats import Conversation, Format, Problem
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FORMAT_CHOICES = ["alpaca", "sharegpt", "openai"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true")
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument(
+        "--from", dest="src_format", choices=["auto", *FORMAT_CHOICES], default="auto", help="input format"
+    )
+
+    p = argparse.ArgumentParser(prog="finetune", description="Persona fine-tuning: data sets (training comes later).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    data = sub.add_parser("data", help="build, convert, validate and split dialogue data sets")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)
+
+    e = dsub.add_parser(
+        "extract", parents=[common], help="a character's lines from a novel, paired with what prompted them"
+    )
+    e.add_argument("--novel", type=Path, required=True, help="plain-text novel (any encoding ingest detects)")
+    e.add_argument("--character", required=True, help="the character's name, e.g. 诸葛亮")
+    e.add_argument("--aliases", default="", help="other names in speaker tags, comma-separated: 孔明,亮,卧龙,军师,丞相")
+    e.add_argument("--out", type=Path, required=True, help="folder for pairs, sample.md and report.json")
+    e.add_argument(
+        "--ambiguous",
+        type=Path,
+        help='JSON alias table overriding the defaults: {"丞相": {"chapters": [80, 104], "evidence": [...], '
+        '"against": [...], "window": 300}, "亮": null}',
+    )
+    e.add_argument("--format", choices=FORMAT_CHOICES, default="openai", help="format of the pairs file")
+    e.add_argument("--sample", type=int, default=50, help="pairs in sample.md for a person to check (default 50)")
+    e.add_argument("--seed", type=int, default=0, help="seed for the sample")
+    e.add_argument("--context", action="store_true", help="put chapter and speaker tag into the user turn too")
+
+    c = dsub.add_parser("convert", parents=[common, source], help="convert between alpaca, sharegpt and openai")
+    c.add_argument("input", type=Path)
+    c.add_argument("--to", choices=FORMAT_CHOICES, required=True)
+    c.add_argument("--out", type=Path, required=True, help="output file: .jsonl for JSON lines, else a JSON array")
+    c.add_argument("--meta", action="store_true", help="keep each record's meta (a non-standard field)")
+
+    v = dsub.add_parser("validate", parents=[common, source], help="report every bad record with its line")
+    v.add_argument("input", type=Path)
+
+    s = dsub.add_parser("split", parents=[common, source], help="de-duplicate and split into train/val with a seed")
+    s.add_argument("input", type=Path)
+    s.add_argument("--val", type=float, default=0.1, help="validation share (default 0.1)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--out", type=Path, required=True, help="folder for train, val and split.json")
+    s.add_argument("--to", choices=FORMAT_CHOICES, help="output format (default: the input's)")
+    s.add_argument("--no-dedupe", action="store_true", help="keep duplicate conversations")
+    s.add_argument("--mix", type=Path, help="general or RAG-grounded data to mix into the training part")
+    s.add_argument("--mix-ratio", type=float, default=0.2, help="share of --mix data in train (default 0.2: 80/20)")
+    s.add_argument("--meta", action="store_true", help="keep each record's meta (a non-standard field)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .formats import DataError
+
+    try:
+        if args.cmd == "data":
+            return _data(args)
+        return EXIT_USAGE
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _read(path: Path, src_format: str) -> tuple[list[Conversation], list[Problem], Format]:
+    from .formats import read_with_format
+
+    fmt = None if src_format == "auto" else cast("Format", src_format)
+    convs, problems, used = read_with_format(path, fmt)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    return convs, problems, used
+
+
+def _skipped(problems: list[Problem]) -> str:
+    return f"{len(problems)} skipped (see above)" if problems else "0 skipped"
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.data_cmd == "extract":
+        return _extract(args)
+    convs, problems, fmt = _read(args.input, args.src_format)
+    status = EXIT_FAILED if problems else EXIT_OK  # a skipped record always shows in the exit code
+    if args.data_cmd == "validate":
+        print(f"{args.input}: {len(convs)} valid {fmt} records, {_skipped(problems)}")
+        return status
+    if not convs:
+        print(f"error: {args.input}: no valid records to write", file=sys.stderr)
+        return EXIT_FAILED
+    from .formats import write
+
+    if args.data_cmd == "convert":
+        n = write(args.out, convs, args.to, meta=args.meta)
+        print(f"wrote {n} conversations to {args.out} ({args.to}) from {args.input} ({fmt}); {_skipped(problems)}")
+        return status
+    if args.data_cmd == "split":
+        return max(status, _split(args, convs, problems, fmt))
+    return EXIT_USAGE
+
+
+def _split(args: argparse.Namespace, convs: list[Conversation], problems: list[Problem], fmt: Format) -> int:
+    from .dataset import dedupe, mix, split
+    from .formats import write
+
+    if not 0 <= args.val < 1 or not 0 <= args.mix_ratio < 1:
+        print("error: --val and --mix-ratio are shares in [0, 1), e.g. --val 0.1", file=sys.stderr)
+        return EXIT_USAGE
+    dropped = 0
+    if not args.no_dedupe:
+        convs, dropped = dedupe(convs)
+    train, val = split(convs, args.val, args.seed)
+    mixed = 0
+    if args.mix:
+        extra, extra_problems, _ = _read(args.mix, "auto")
+        problems = problems + extra_problems
+        before = len(train)
+        train = mix(train, extra, args.mix_ratio, args.seed)
+        mixed = len(train) - before
+    out_fmt: Format = args.to or fmt
+    ext = ".jsonl" if out_fmt == "openai" or args.input.suffix == ".jsonl" else ".json"
+    write(args.out / f"train{ext}", train, out_fmt, meta=args.meta)
+    write(args.out / f"val{ext}", val, out_fmt, meta=args.meta)
+    record = {
+        "input": str(args.input),
+        "input_format": fmt,
+        "format": out_fmt,
+        "val": args.val,
+        "seed": args.seed,
+        "dedupe": not args.no_dedupe,
+        "duplicates_dropped": dropped,
+        "skipped": len(problems),
+        "train": len(train),
+        "validation": len(val),
+        "mix": {"file": str(args.mix), "ratio": args.mix_ratio, "added": mixed} if args.mix else None,
+    }
+    (args.out / "split.json").write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    mixed_note = f", {mixed} mixed in" if args.mix else ""
+    print(
+        f"train {len(train)} / val {len(val)} (seed {args.seed}) in {args.out} from {args.input}; "
+        f"{dropped} duplicates dropped{mixed_note}; {_skipped(problems)}"
+    )
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .aliases import load_overrides
+    from .extract import extract_to_dir
+
+    aliases = [a.strip() for a in args.aliases.replace("，", ",").split(",") if a.strip()]
+    overrides = load_overrides(args.ambiguous) if args.ambiguous else None
+    report = extract_to_dir(
+        args.novel,
+        args.character,
+        aliases,
+        args.out,
+        overrides,
+        sample_size=args.sample,
+        seed=args.seed,
+        fmt=args.format,
+        context=args.context,
+    )
+    if not report.pairs:
+        print(
+            f"error: no lines attributed to {args.character} in {args.novel}: check --character and --aliases "
+            f"(the names used in speaker tags such as 孔明曰), and {args.out}/report.json for rejected tags",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(f"{report.line()} -> {args.out}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

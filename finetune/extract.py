@@ -1,0 +1,287 @@
+"""Build a persona dialogue set from a novel: each line the character says, paired with what prompted it.
+
+How a line is found and paired (chapter by chapter, after ingest's decoding and cleaning):
+
+1. Speech is a top-level “…” introduced by a speaker tag (`孔明笑曰：“`, `玄德问孔明曰：“`); see `speech`.
+   The speaker is the subject the tag's clause opens with; a clause with no subject of its own (乃曰,
+   翻身问童子曰) takes the subject of the clause before it in the same sentence; 又曰 right after a closing
+   quote continues that speaker; 答曰 right after `X问Y曰` is Y.
+2. The speaker is the character when that subject opens with the name or an alias (longest first). An
+   ambiguous alias (丞相, 军师, 亮; any title or one-character alias) also needs the evidence its
+   `aliases.AliasRule` asks for: the right chapters and, nearest in the narration before, a name of the
+   character rather than of someone else. `--ambiguous FILE` overrides the table alias by alias.
+3. Parts of one speech split by 又曰 / 孔明又曰 with no narration between them are joined.
+4. The prompt is the previous speaker's words when someone else spoke just before (at most MAX_GAP
+   characters of narration between, no scene change such as 却说 or 次日, no paragraph break unless it is a
+   direct reply); otherwise the last sentence or two of narration before the line (from the scene's start
+   when a scene begins there). A line with no narration before it is left out and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .aliases import AliasRule, EvidenceCheck, resolve_rules, rules_as_dict
+from .formats import Conversation, DataError, Format, write
+from .speech import Utterance, named_alias, utterances
+
+log = logging.getLogger(__name__)
+
+MAX_GAP = 40  # narration (chars) allowed between a question and the reply for the question to be the prompt
+NARRATION_CHARS = 120  # at most this much narration as a prompt
+MIN_PROMPT_CHARS = 4
+# A scene change or a lapse of time between a question and a line: the line does not answer the question.
+_SCENE_OPENER = re.compile(r"却说|且说|话说|再说|却表")
+_SCENE_CHANGE = re.compile(r"却说|且说|话说|再说|却表|次日|数日|是夜|当夜|不一日")
+
+
+@dataclass
+class ExtractReport:
+    """What extraction found, for the one-line summary, report.json and tests."""
+
+    character: str
+    aliases: list[str]
+    novel: str = ""
+    encoding: str = ""
+    chapters: int = 0
+    utterances: int = 0  # every tagged speech in the novel
+    lines: int = 0  # the character's, after joining 又曰 continuations
+    pairs_per_alias: Counter[str] = field(default_factory=Counter)
+    prompts: Counter[str] = field(default_factory=Counter)  # speech | narration
+    rejected: Counter[str] = field(default_factory=Counter)  # "alias: reason"
+    no_prompt: int = 0
+    rules: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> int:
+        return sum(self.pairs_per_alias.values())
+
+    def line(self) -> str:
+        per_alias = ", ".join(f"{a} {n}" for a, n in self.pairs_per_alias.most_common())
+        return (
+            f"{self.pairs} pairs for {self.character} ({per_alias or 'none'}) from {self.chapters} chapters; "
+            f"prompts: {self.prompts['speech']} speech, {self.prompts['narration']} narration; "
+            f"{sum(self.rejected.values())} ambiguous tags rejected, {self.no_prompt} lines without a prompt"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "character": self.character,
+            "aliases": self.aliases,
+            "novel": self.novel,
+            "encoding": self.encoding,
+            "chapters": self.chapters,
+            "utterances": self.utterances,
+            "lines": self.lines,
+            "pairs": self.pairs,
+            "pairs_per_alias": dict(self.pairs_per_alias.most_common()),
+            "prompts": dict(self.prompts),
+            "rejected": dict(self.rejected.most_common()),
+            "no_prompt": self.no_prompt,
+            "ambiguous_alias_rules": self.rules,
+        }
+
+
+def _attribute(
+    text: str,
+    utts: list[Utterance],
+    chapter: int | None,
+    aliases: list[str],
+    checks: dict[str, EvidenceCheck],
+    report: ExtractReport,
+) -> None:
+    """Set `alias` on the utterances the character speaks."""
+    quoted = [(u.quote.open, u.quote.end) for u in utts]
+    last_accepted: int | None = None
+    prev: Utterance | None = None
+    for u in utts:
+        # the raw tag too: a name may start with an opener (时迁 is not 时 + 迁)
+        alias = (
+            prev.alias if (u.inherited and prev) else named_alias(u.subject, aliases) or named_alias(u.intro, aliases)
+        )
+        if alias and alias in checks and not u.inherited:
+            reason = checks[alias].check(text, u.start, chapter, quoted, last_accepted)
+            if reason:
+                report.rejected[f"{alias}: {reason}"] += 1
+                log.debug("rejected %s at %s: %s", alias, text[u.start : u.colon], reason)
+                alias = None
+        u.alias = alias
+        if alias:
+            last_accepted = u.start
+        prev = u
+
+
+def _join_continuations(utts: list[Utterance]) -> list[Utterance]:
+    """A speech cut by 又曰 / 遂取出一图，曰 / 孔明又曰 right after its closing quote is one line: with no
+    narration between the parts there is nothing to pair the second part with."""
+    out: list[Utterance] = []
+    for u in utts:
+        prev = out[-1] if out else None
+        if prev and prev.end == u.start and (u.inherited or (u.alias and prev.alias)):
+            prev.text += u.text
+            prev.quote = u.quote  # the joined line ends where the last part ends
+            continue
+        out.append(u)
+    return out
+
+
+def _narration(text: str, lo: int, hi: int) -> str:
+    """The last sentence or two of narration in text[lo:hi], at most NARRATION_CHARS."""
+    from ingest.chunking import split_sentences
+
+    span = text[lo:hi]
+    kept = ""
+    for s, e in reversed(split_sentences(span)):
+        piece = span[s:e].strip()
+        if kept and len(piece) + len(kept) > NARRATION_CHARS:
+            break
+        kept = piece + kept
+        if len(kept) >= NARRATION_CHARS // 2:
+            break
+    # a scene that begins inside the window begins the prompt (却说玄德… rather than the last scene's end)
+    scenes = [m.start() for m in _SCENE_OPENER.finditer(kept) if m.start() == 0 or kept[m.start() - 1] in "。！？”"]
+    if scenes:
+        kept = _SCENE_OPENER.sub("", kept[scenes[-1] :], count=1)
+    kept = kept.strip().rstrip("，,、：:")
+    return kept[-NARRATION_CHARS:]
+
+
+def _pairs(
+    text: str, utts: list[Utterance], chapter: int | None, title: str | None, context: bool, report: ExtractReport
+) -> list[Conversation]:
+    convs: list[Conversation] = []
+    heading = f"（第{chapter}回 {title or ''}）".replace(" ）", "）") if chapter else ""
+    for k, u in enumerate(utts):
+        if not u.alias or not u.text.strip():
+            continue
+        report.lines += 1
+        prev = utts[k - 1] if k else None
+        meta: dict[str, Any] = {"chapter": chapter, "chapter_title": title, "alias": u.alias, "intro": u.intro}
+        gap = text[prev.end : u.start] if prev else ""
+        answers = (
+            prev is not None
+            and not prev.alias
+            and prev.text.strip()
+            and len(gap.strip()) <= MAX_GAP
+            and ("\n" not in gap or not gap.strip())  # across a paragraph only as a direct reply
+            and not _SCENE_CHANGE.search(gap + u.intro)
+        )
+        if prev and answers:
+            prompt = f"{prev.intro}：“{prev.text}”" if context else prev.text
+            meta |= {"prompt": "speech", "prompt_intro": prev.intro}
+        else:
+            prompt = _narration(text, prev.end if prev else 0, u.start)
+            if len(prompt) < MIN_PROMPT_CHARS:
+                report.no_prompt += 1
+                continue
+            meta["prompt"] = "narration"
+        meta["offset"] = u.start
+        report.prompts[meta["prompt"]] += 1
+        report.pairs_per_alias[u.alias] += 1
+        convs.append(Conversation.pair(heading + prompt if context else prompt, u.text.strip(), **meta))
+    return convs
+
+
+def extract_pairs(
+    text: str,
+    character: str,
+    aliases: list[str],
+    overrides: dict[str, AliasRule | None] | None = None,
+    context: bool = False,
+    report: ExtractReport | None = None,
+) -> list[Conversation]:
+    """Pairs (prompt -> the character's line) from a cleaned novel, chapter by chapter.
+
+    The prompt is the previous speaker's words when someone else spoke just before (at most MAX_GAP
+    characters of narration between), else the narration before the line. `context` puts the chapter and
+    the previous speaker's tag into the user turn; the same facts are always in `meta`.
+    """
+    from ingest.chunking import split_sections
+
+    names = list(dict.fromkeys([character, *aliases]))
+    rules = resolve_rules(character, names, overrides)
+    plain = [a for a in names if a not in rules]
+    checks = {alias: EvidenceCheck(rule, plain) for alias, rule in rules.items()}
+    report = report if report is not None else ExtractReport(character, aliases)
+    report.rules = rules_as_dict(rules)
+    convs: list[Conversation] = []
+    for section in split_sections(text):
+        report.chapters += section.chapter is not None
+        utts = utterances(section.text)
+        report.utterances += len(utts)
+        _attribute(section.text, utts, section.chapter, names, checks, report)
+        utts = _join_continuations(utts)
+        convs += _pairs(section.text, utts, section.chapter, section.chapter_title, context, report)
+    return convs
+
+
+def read_novel(path: Path) -> tuple[str, str]:
+    """(cleaned text, encoding) of a novel file in any encoding ingest can detect."""
+    from ingest.cleaning import clean_text
+    from ingest.encoding import DecodeError, decode_bytes
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; point --novel at a plain-text novel") from None
+    try:
+        text, encoding = decode_bytes(raw)
+    except DecodeError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return clean_text(text), encoding
+
+
+def _sample_markdown(report: ExtractReport, sample: list[Conversation], seed: int) -> str:
+    lines = [
+        f"# {report.character}: {len(sample)} random pairs of {report.pairs} (seed {seed})",
+        "",
+        "Check each: is the reply really the character's, and does the prompt lead to it?",
+        "",
+    ]
+    for i, conv in enumerate(sample, start=1):
+        m = conv.meta
+        where = f"第{m['chapter']}回 {m.get('chapter_title') or ''}".strip() if m.get("chapter") else "(no chapter)"
+        how = f"{m['prompt']}" + (f" ({m['prompt_intro']})" if m.get("prompt_intro") else "")
+        lines += [
+            f"## {i}. {where} · {m['alias']} · tag {m['intro']} · prompt: {how}",
+            "",
+            f"**user**: {conv.messages[0]['content']}",
+            "",
+            f"**{report.character}**: {conv.messages[1]['content']}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def extract_to_dir(
+    novel: Path,
+    character: str,
+    aliases: list[str],
+    out: Path,
+    overrides: dict[str, AliasRule | None] | None = None,
+    sample_size: int = 50,
+    seed: int = 0,
+    fmt: Format = "openai",
+    context: bool = False,
+) -> ExtractReport:
+    """Extract and write out/pairs.{jsonl|json} (with meta), out/sample.md and out/report.json."""
+    text, encoding = read_novel(novel)
+    report = ExtractReport(character, aliases, novel=str(novel), encoding=encoding)
+    convs = extract_pairs(text, character, aliases, overrides, context, report)
+    for conv in convs:
+        conv.meta["source"] = novel.name
+    out.mkdir(parents=True, exist_ok=True)
+    write(out / ("pairs.jsonl" if fmt == "openai" else "pairs.json"), convs, fmt, meta=True)
+    rng = random.Random(seed)
+    sample = [convs[i] for i in sorted(rng.sample(range(len(convs)), min(sample_size, len(convs))))]
+    (out / "sample.md").write_text(_sample_markdown(report, sample, seed), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n", "utf-8")
+    log.info("%s", report.line())
+    return report
