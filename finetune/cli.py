@@ -1,4 +1,4 @@
-"""The `finetune` command: `data extract | convert | validate | split` (train, eval and merge come later)."""
+"""The `finetune` command: `data extract | convert | validate | split`, `train`, `eval`, `merge`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         "--from", dest="src_format", choices=["auto", *FORMAT_CHOICES], default="auto", help="input format"
     )
 
-    p = argparse.ArgumentParser(prog="finetune", description="Persona fine-tuning: data sets (training comes later).")
+    p = argparse.ArgumentParser(
+        prog="finetune", description="Persona fine-tuning: data sets, LoRA training, evaluation, merging."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     data = sub.add_parser("data", help="build, convert, validate and split dialogue data sets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
@@ -66,19 +68,46 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mix", type=Path, help="general or RAG-grounded data to mix into the training part")
     s.add_argument("--mix-ratio", type=float, default=0.2, help="share of --mix data in train (default 0.2: 80/20)")
     s.add_argument("--meta", action="store_true", help="keep each record's meta (a non-standard field)")
+    _model_commands(sub, common)
     return p
+
+
+def _model_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    t = sub.add_parser("train", parents=[common], help="LoRA/QLoRA training from a YAML config (resumes)")
+    t.add_argument("config", type=Path, help="experiment YAML, e.g. finetune/configs/zhuge_liang_gemma270m.yaml")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides: train.lr=1e-4 lora.r=16")
+    t.add_argument("--restart", action="store_true", help="drop the output dir's checkpoints and metrics first")
+
+    ev = sub.add_parser("eval", parents=[common], help="loss, BLEU/ROUGE-L/style or accuracy/F1; base vs tuned")
+    ev.add_argument("run_dir", type=Path, help="a directory written by `finetune train`")
+    ev.add_argument("--max-samples", type=int, help="held-out pairs to generate or score (0: all; default: config)")
+    ev.add_argument("--no-base", action="store_true", help="skip the base model's side of the comparison")
+
+    m = sub.add_parser("merge", parents=[common], help="fold the adapter into its base: a folder vLLM serves")
+    m.add_argument("run_dir", type=Path, help="a directory written by `finetune train` (or one of its checkpoints)")
+    m.add_argument("--out", type=Path, required=True, help="output model folder")
+    m.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    m.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .config import ConfigError
     from .formats import DataError
+    from .models import ModelError
+    from .runio import RunError
 
     try:
         if args.cmd == "data":
             return _data(args)
+        from . import commands
+
+        return {"train": commands.train, "eval": commands.evaluate, "merge": commands.merge}[args.cmd](args)
+    except ConfigError as exc:
+        print(f"error: config: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except DataError as exc:
+    except (DataError, ModelError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

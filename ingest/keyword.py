@@ -121,6 +121,17 @@ class BM25:
         return out
 
 
+    def idf(self, tokens: Iterable[str]) -> dict[str, float]:
+        """Inverse document frequency of each known token (0 for tokens the corpus does not have)."""
+        df = np.diff(self.weights.indptr)
+        n = max(len(self.ids), 1)
+        out = {}
+        for t in tokens:
+            j = self.vocab.get(t)
+            out[t] = float(np.log(1.0 + (n - df[j] + 0.5) / (df[j] + 0.5))) if j is not None else 0.0
+        return out
+
+
 def fingerprint(committed_ids: Iterable[str]) -> str:
     h = hashlib.sha256()
     for i in sorted(committed_ids):

@@ -12,6 +12,7 @@ from typing import Any
 from .aliases import mine_aliases
 from .chunking import content_hash, make_splitter
 from .embedding import Embedder, get_embedder
+from .entities import mine_entities
 from .errors import IngestError, UnknownDocumentError, UnreadableFileError
 from .keyword import KeywordIndex, add_words, fingerprint
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
@@ -240,6 +241,7 @@ def add_paths(
     try:
         for doc, h, nodes, fresh, existing in plans:
             old = records.get(doc.doc_id)
+            aliases = mine_aliases(doc.text) if settings.mine_aliases else []
             rec = DocRecord(
                 doc_id=doc.doc_id,
                 source=doc.source,
@@ -251,7 +253,8 @@ def add_paths(
                 chars=len(doc.text),
                 committed=old.committed if old else [],
                 pending=[n.node_id for n in nodes],
-                aliases=mine_aliases(doc.text) if settings.mine_aliases else [],
+                aliases=aliases,
+                entities=mine_entities(doc.text, aliases=aliases) if settings.mine_entities else [],
             )
             store.put_record(rec)  # pending first: a crash from here on is finished by the next run
             if emb and fresh:

@@ -86,6 +86,7 @@ class Retriever:
         self._visible: set[str] = set()
         self._records: dict[str, DocRecord] = {}
         self.aliases = AliasTable()
+        self.entities: frozenset[str] = frozenset()
         self._refresh(force=True)
 
     def _refresh(self, force: bool = False) -> None:
@@ -105,6 +106,9 @@ class Retriever:
             if self.settings.aliases_file and self.settings.aliases_file.is_file():
                 table = table.merged(load_alias_file(self.settings.aliases_file))
             self.aliases = table
+            self.entities = frozenset(
+                {e for r in records.values() for e in r.entities} | {n for g in table.groups for n in g}
+            )
 
     @property
     def documents(self) -> dict[str, DocRecord]:
@@ -112,6 +116,40 @@ class Retriever:
 
     def expand(self, query: str) -> list[str]:
         return self.aliases.expansions(query) if self.use_aliases else []
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """The dense query vector `retrieve` uses (aliases appended); callers may compute it once and reuse it."""
+        return self.embed_queries([query])[0]
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        texts = []
+        for q in queries:
+            extra = self.expand(q)
+            texts.append(q + ("（" + "、".join(extra) + "）" if extra and self.alias_dense else ""))
+        return self.embedder.embed_queries(texts)
+
+    def keyword_top(self, query: str) -> tuple[float, int]:
+        """The best chunk's BM25 score for the query and the number of query tokens: how well the corpus
+        matches the words of a message, at the cost of one sparse column sum."""
+        self._refresh()
+        if self._index.bm25 is None:
+            return 0.0, 0
+        tokens, synonyms = self._keyword_query(query)
+        scores = self._index.bm25.scores(tokens, synonyms)
+        return (float(scores.max()) if len(scores) else 0.0), len(tokens) + len(synonyms)
+
+    def query_terms(self, query: str) -> list[tuple[list[str], float]]:
+        """The query's content terms for matching sentences: each a group of interchangeable tokens (an
+        entity's names, or one word's bigram) with its IDF in the corpus. Unigrams only when there is no
+        bigram (a one-character query)."""
+        self._refresh()
+        if self._index.bm25 is None:
+            return []
+        tokens, synonyms = self._keyword_query(query)
+        groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
+        groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
+        idf = self._index.bm25.idf({t for g in groups for t in g})
+        return [(g, max(idf[t] for t in g)) for g in groups if max(idf[t] for t in g) > 0]
 
     def _keyword_query(self, query: str) -> tuple[list[str], list[list[str]]]:
         """Plain query tokens, and one synonym group per entity the query names (all its names' tokens)."""
@@ -139,13 +177,11 @@ class Retriever:
         self._refresh()
         filters = filters or Filters()
         pool = max(4 * k, 40)
-        extra = self.expand(query)
         dense: list[tuple[str, float]] = []
         texts: dict[str, tuple[str, dict[str, Any]]] = {}
         if mode in ("hybrid", "dense"):
             if query_embedding is None:
-                dense_query = query + ("（" + "、".join(extra) + "）" if extra and self.alias_dense else "")
-                query_embedding = self.embedder.embed_queries([dense_query])[0]
+                query_embedding = self.embed_query(query)
             for c in self.store.query(query_embedding, pool + 8, filters.chroma()):
                 if c.chunk_id in self._visible:  # chunks of unfinished versions are not served
                     dense.append((c.chunk_id, c.score))

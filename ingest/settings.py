@@ -43,6 +43,7 @@ class IngestSettings(BaseSettings):
     alias_dense: bool = Field(default=True, description="also add a name's aliases to the dense query")
     aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
     mine_aliases: bool = True
+    mine_entities: bool = Field(default=True, description="record each document's names (for the router)")
 
     @property
     def store_path(self) -> Path:

@@ -46,6 +46,7 @@ class DocRecord:
     committed: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     aliases: list[list[str]] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
 
     @property
     def n_chunks(self) -> int:
@@ -53,9 +54,10 @@ class DocRecord:
 
     def to_chroma(self) -> tuple[str, dict[str, Any]]:
         body = json.dumps(
-            {"committed": self.committed, "pending": self.pending, "aliases": self.aliases}, ensure_ascii=False
+            {"committed": self.committed, "pending": self.pending, "aliases": self.aliases, "entities": self.entities},
+            ensure_ascii=False,
         )
-        meta = {k: v for k, v in asdict(self).items() if k not in ("committed", "pending", "aliases")}
+        meta = {k: v for k, v in asdict(self).items() if k not in ("committed", "pending", "aliases", "entities")}
         meta["n_chunks"] = self.n_chunks
         return body, meta
 
@@ -68,6 +70,7 @@ class DocRecord:
             committed=data.get("committed", []),
             pending=data.get("pending", []),
             aliases=data.get("aliases", []),
+            entities=data.get("entities", []),
         )
 
 

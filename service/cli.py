@@ -1,4 +1,4 @@
-"""The `kongming` command: evaluation of the knowledge base (serve, ask and bench arrive with the service)."""
+"""The `kongming` command: serve the chat service, ask one question, fit and evaluate the router and retrieval."""
 
 from __future__ import annotations
 
@@ -25,7 +25,37 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--aliases", type=Path, help="alias table to merge with the mined one")
     r.add_argument("--no-aliases", action="store_true", help="do not expand names (for comparison)")
     r.add_argument("--json", type=Path, help="write per-question results here (JSONL, input order)")
+    rt = evsub.add_parser("route", help="accuracy, per-route precision/recall and confusion matrix of the router")
+    rt.add_argument("--messages", type=Path, required=True, help="JSONL: id, message[, route, history]")
+    rt.add_argument("--json", type=Path, help="write {id, route, scores, reason} per message (JSONL, input order)")
+    _kb_args(rt)
+    fit = sub.add_parser("fit", help="fit a component on a labelled set")
+    fitsub = fit.add_subparsers(dest="what", required=True)
+    fr = fitsub.add_parser("router", help="fit the router's weights on labelled messages")
+    fr.add_argument("--messages", type=Path, default=Path("eval/route_train.jsonl"))
+    fr.add_argument("--out", type=Path, help="where to write the model (default: the one the service ships)")
+    fr.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
+    _kb_args(fr)
+    ask = sub.add_parser("ask", help="answer one message and print the route, the answer and the citations")
+    ask.add_argument("message")
+    ask.add_argument("--route", choices=["auto", "rag", "persona", "both"], default="auto")
+    ask.add_argument("--persona", help="persona name (default: KONGMING_DEFAULT_PERSONA)")
+    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    _kb_args(ask)
+    sv = sub.add_parser("serve", help="start the OpenAI-compatible API and the chat page (/ui)")
+    sv.add_argument("--host", help="default 127.0.0.1 (KONGMING_HOST)")
+    sv.add_argument("--port", type=int, help="default 8000 (KONGMING_PORT)")
+    sv.add_argument("--upstream-url", help="OpenAI-compatible server (vLLM) to use instead of in-process models")
+    sv.add_argument("--no-ui", action="store_true", help="do not mount the Gradio page")
+    _kb_args(sv)
     return p
+
+
+def _kb_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", help="knowledge base (default: KONGMING_COLLECTION or 'default')")
+    p.add_argument("--data-dir", type=Path, help="data root (default: KONGMING_DATA_DIR or ./data)")
+    p.add_argument("--chroma-url", help="Chroma server URL instead of the embedded store")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.cmd == "eval" and args.what == "retrieval":
         return _eval_retrieval(args)
-    return 2
+    from . import commands
+
+    handler = {
+        ("eval", "route"): commands.eval_route,
+        ("fit", "router"): commands.fit_router,
+        ("ask", None): commands.ask,
+        ("serve", None): commands.serve,
+    }[(args.cmd, getattr(args, "what", None))]
+    return handler(args)
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:

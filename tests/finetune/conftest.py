@@ -36,3 +36,64 @@ def small_novel(tmp_path: Path) -> Path:
     p = tmp_path / "xiao_sanguo.txt"
     p.write_text(NOVEL, encoding="utf-8")
     return p
+
+
+# Training fixtures: a tiny random chat model and a memorisation set, built once per session.
+PAIRS = [
+    ("先生何以知今日大雾？", "亮于三日前已算定今日有大雾。"),
+    ("曹兵势大，如之奈何？", "主公勿忧，亮自有妙计。"),
+    ("将军欲成霸业，当如何？", "可先取荆州为家，后取西川建基业。"),
+    ("丞相何不从子午谷出兵？", "此危计也，不可用。"),
+    ("今日天气如何？", "今天天气很好，我们去公园散步吧。"),
+    ("外卖怎么样？", "外卖送得很快，味道也不错。"),
+]
+
+
+def write_pairs(path: Path, repeat: int = 4) -> Path:
+    import json
+
+    lines = [
+        json.dumps(
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}, ensure_ascii=False
+        )
+        for _ in range(repeat)
+        for q, a in PAIRS
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def chat_file(tmp_path: Path) -> Path:
+    return write_pairs(tmp_path / "pairs.jsonl")
+
+
+def tiny_overrides(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    """key=value overrides for a fast run of the tiny model; `extra` wins."""
+    return [
+        f"model={model}",
+        f"data.train={data}",
+        "data.dedupe=false",
+        "data.val_split=0.2",
+        f"output_dir={out}",
+        "train.max_steps=12",
+        "train.lr=1e-2",
+        "train.batch_size=4",
+        "train.max_seq_len=96",
+        "train.eval_every=4",
+        "train.save_every=4",
+        "train.warmup_ratio=0",
+        "lora.r=16",
+        "lora.alpha=32",
+        "lora.dropout=0",
+        "eval.max_samples=4",
+        "eval.max_new_tokens=12",
+        *extra,
+    ]

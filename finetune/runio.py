@@ -1,0 +1,128 @@
+"""A run directory on disk: atomic writes, metrics.jsonl, checkpoints written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class RunError(RuntimeError):
+    """Training, evaluation or merging cannot go on; the message names the file or key and the fix."""
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def append_metric(run_dir: Path, record: dict[str, Any]) -> None:
+    """One JSON line, written with a single write call; a line cut by a crash is dropped on resume."""
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return records
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Keep only the records up to `step` (what the checkpoint being resumed from had seen)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    write_text(run_dir / METRICS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first (a checkpoint is renamed into place only once fully written)."""
+    root = run_dir / CHECKPOINTS
+    found = []
+    for p in root.iterdir() if root.is_dir() else []:
+        m = _STEP_DIR.match(p.name)
+        if m and (p / "state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def write_dir(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Have `fill` write into a fresh temporary folder beside `target`, then rename it to `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(tmp)
+        for f in tmp.rglob("*"):  # some writers (safetensors) create files private; runs are shared like data
+            f.chmod(0o755 if f.is_dir() else 0o644)
+        tmp.chmod(0o755)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def save_checkpoint(run_dir: Path, step: int, fill: Callable[[Path], None], keep: int) -> Path:
+    path = write_dir(run_dir / CHECKPOINTS / f"step-{step:06d}", fill)
+    for _, old in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def move_files_into(src: Path, dst: Path, last: str | None = None) -> None:
+    """Rename every file of `src` into `dst` (each rename atomic), `last` after the others."""
+    files = sorted(src.iterdir(), key=lambda p: p.name == last)
+    for f in files:
+        if f.is_file():
+            os.replace(f, dst / f.name)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Forget earlier training in `run_dir` (the `--restart` flag): checkpoints, metrics and the summary."""
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    for name in (METRICS_FILE, SUMMARY_FILE):
+        (run_dir / name).unlink(missing_ok=True)

@@ -1,0 +1,282 @@
+"""LoRA/QLoRA training: a lean loop over packed or length-grouped batches, with checkpoints, resume and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, changed_keys, dump_yaml, load_config
+from .runio import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    RunError,
+    append_metric,
+    checkpoints,
+    clear_run,
+    move_files_into,
+    read_metrics,
+    save_checkpoint,
+    truncate_metrics,
+    write_dir,
+    write_json,
+    write_text,
+)
+from .steps import batch_loss, mean_loss, peak_memory_mb, pick_device, use_bf16
+
+log = logging.getLogger(__name__)
+# What may change between an interrupted run and its resumption: how long, how often, how it is evaluated.
+RESUMABLE = frozenset(
+    {"train.max_steps", "train.epochs", "train.eval_every", "train.save_every", "train.keep_checkpoints"}
+    | {"train.device", "output_dir", "eval"}
+)
+
+
+class TrainError(RunError):
+    """Training cannot start or go on; the message names the cause and the fix."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    train_loss: float | None
+    val_loss: float | None
+    tokens_per_s: float
+    seconds: float
+    resumed_from: int | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _lora(model: Any, cfg: Config) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.lora.qlora:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
+    elif cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in cfg.lora.target_modules if m not in present]
+    if missing:
+        linear = ", ".join(sorted(n for n in present if n.endswith("proj")))
+        raise TrainError(f"lora.target_modules: {', '.join(missing)} not in this model (it has {linear})")
+    spec = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    from .models import quiet_peft
+
+    with quiet_peft():
+        return get_peft_model(model, spec)
+
+
+@dataclass
+class _Loop:
+    """What a checkpoint holds besides weights: where in the data the run is, and its running totals."""
+
+    step: int = 0
+    epoch: int = 0
+    micro: int = 0  # next micro-batch of the epoch
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def rate(self) -> float:
+        return round(self.tokens / self.seconds, 1) if self.seconds else 0.0
+
+
+def _save(run_dir: Path, loop: _Loop, model: Any, optimizer: Any, scheduler: Any, device: Any, keep: int) -> None:
+    import torch
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        torch.save({"cpu": torch.get_rng_state(), "cuda": cuda}, tmp / "rng.pt")
+        write_json(tmp / "state.json", loop.__dict__)  # last: a checkpoint counts only once state.json exists
+
+    save_checkpoint(run_dir, loop.step, fill, keep)
+
+
+def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, device: Any) -> _Loop:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["cpu"])
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    return _Loop(**json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
+
+
+def _prepare_dir(cfg: Config, restart: bool) -> tuple[Path, list[tuple[int, Path]]]:
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if restart:
+        clear_run(run_dir)
+    found = checkpoints(run_dir)
+    if found and (run_dir / CONFIG_FILE).is_file():
+        diffs = changed_keys(load_config(run_dir / CONFIG_FILE), cfg, RESUMABLE)
+        if diffs:
+            raise TrainError(
+                f"{run_dir} holds checkpoints of a different experiment ({', '.join(diffs[:4])}): "
+                "set another output_dir, or pass --restart to start this one over"
+            )
+    header = f"finetune train {run_dir / CONFIG_FILE}\nresolved config of this run (merge and eval read it)"
+    write_text(run_dir / CONFIG_FILE, dump_yaml(cfg, header))
+    return run_dir, found
+
+
+def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train `cfg` into `cfg.output_dir`, resuming from its last checkpoint unless `restart`.
+
+    `stop_after` ends the loop after that many steps of this call, as an interruption would (for tests).
+    """
+    import torch
+    from tqdm import tqdm
+    from transformers import get_scheduler
+
+    from .models import load_causal_lm, load_tokenizer, resolve_model
+    from .trainset import epoch_batches, load_conversations, pack, tokenize
+
+    device = pick_device(cfg.train.device)
+    if cfg.lora.qlora and device.type != "cuda":
+        raise TrainError(
+            "lora.qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU; "
+            "set lora.qlora=false to train plain LoRA on this machine"
+        )
+    run_dir, found = _prepare_dir(cfg, restart)
+    bf16 = use_bf16(cfg.train.bf16, device)
+    torch.manual_seed(cfg.train.seed)
+    t = cfg.train
+
+    base = resolve_model(cfg.model, cfg.model_cache_dir)
+    tokenizer = load_tokenizer(base)
+    pad = tokenizer.pad_token_id
+    train_convs, val_convs = load_conversations(cfg)
+    train_ex = tokenize(tokenizer, train_convs, t.max_seq_len, cfg.data.system)
+    val_ex = tokenize(tokenizer, val_convs[: t.val_max_examples or None], t.max_seq_len, cfg.data.system)
+    if not train_ex:
+        raise TrainError(f"data.train: no example left to train on in {cfg.data.train}")
+    packed = t.batching == "packing"
+    rows = pack(train_ex, t.max_seq_len) if packed else [[e] for e in train_ex]
+    per_epoch = math.ceil(len(epoch_batches(rows, t.batch_size, t.batching, t.seed, 0)) / t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(per_epoch * t.epochs))
+    log.info("%d train / %d val examples in %d rows; %d steps/epoch, %d steps", len(train_ex), len(val_ex),
+             len(rows), per_epoch, total)  # fmt: skip
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = _lora(load_causal_lm(base, dtype, device, cfg.lora.qlora), cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda")
+    warmup = round(t.warmup_ratio * total)
+    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    loop, resumed = _Loop(), None
+    if found:
+        resumed, ckpt = found[-1]
+        loop = _restore(ckpt, model, optimizer, scheduler, device)
+        truncate_metrics(run_dir, resumed)
+        log.info("resuming from %s (step %d of %d)", ckpt, resumed, total)
+        append_metric(run_dir, {"step": resumed, "event": "resume"})
+    else:
+        truncate_metrics(run_dir, -1)
+
+    def validate() -> float | None:
+        if not val_ex:
+            return None
+        loss = mean_loss(model, val_ex, t, device, bf16, pad)
+        append_metric(run_dir, {"step": loop.step, "val_loss": loss, "val_ppl": math.exp(min(loss, 50))})
+        return loss
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    last_loss = val_loss = None
+    ran = 0
+    model.train()
+    bar = tqdm(total=total, initial=loop.step, desc="train", unit="step", disable=None)
+    while loop.step < total and (stop_after is None or ran < stop_after):
+        batches = epoch_batches(rows, t.batch_size, t.batching, t.seed, loop.epoch)
+        while loop.micro < len(batches) and loop.step < total and (stop_after is None or ran < stop_after):
+            group = batches[loop.micro : loop.micro + t.grad_accum]
+            loop.micro += len(group)
+            start = time.perf_counter()
+            loss_sum, n_labels, tokens = batch_loss(model, group, pad, packed, device, autocast)
+            if t.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, t.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            took = time.perf_counter() - start
+            loop.step, loop.tokens, loop.seconds, ran = (
+                loop.step + 1,
+                loop.tokens + tokens,
+                loop.seconds + took,
+                ran + 1,
+            )
+            last_loss = loss_sum / max(n_labels, 1)
+            epoch = round(loop.epoch + loop.micro / len(batches), 4)
+            append_metric(run_dir, {
+                "step": loop.step, "epoch": epoch, "loss": last_loss, "lr": lr, "tokens": tokens,
+                "label_tokens": n_labels, "tokens_per_s": round(tokens / took, 1), "seconds": round(took, 4),
+                "peak_mem_mb": peak_memory_mb(device),
+            })  # fmt: skip
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            if t.eval_every and loop.step % t.eval_every == 0 and loop.step < total:
+                val_loss = validate()
+            if t.save_every and loop.step % t.save_every == 0 and loop.step < total:
+                _save(run_dir, loop, model, optimizer, scheduler, device, t.keep_checkpoints)
+        if loop.micro >= len(batches):
+            loop.epoch, loop.micro = loop.epoch + 1, 0
+    bar.close()
+    if loop.step < total:  # stopped on request: leave a checkpoint to resume from
+        _save(run_dir, loop, model, optimizer, scheduler, device, t.keep_checkpoints)
+        return TrainResult(run_dir, loop.step, last_loss, val_loss, loop.rate(), loop.seconds, resumed)
+
+    if last_loss is None:  # resumed from the final checkpoint: nothing left to train
+        last_loss = next((r["loss"] for r in reversed(read_metrics(run_dir)) if "loss" in r), None)
+    val_loss = validate()
+    _save(run_dir, loop, model, optimizer, scheduler, device, t.keep_checkpoints)
+    _write_final(run_dir, model, tokenizer)
+    summary = {
+        "steps": loop.step, "epochs": round(loop.step / per_epoch, 3), "train_loss": last_loss,
+        "val_loss": val_loss, "tokens": loop.tokens, "train_seconds": round(loop.seconds, 2),
+        "tokens_per_s": loop.rate(), "trainable_parameters": sum(p.numel() for p in trainable),
+        "peak_mem_mb": peak_memory_mb(device), "device": str(device), "bf16": bf16, "base_model": str(base),
+        "train_examples": len(train_ex), "val_examples": len(val_ex), "rows": len(rows), "resumed_from": resumed,
+    }  # fmt: skip
+    write_json(run_dir / SUMMARY_FILE, summary)
+    try:
+        from .plots import plot_loss_curve
+
+        plot_loss_curve(run_dir)
+    except Exception as exc:  # a plot is a convenience; never lose a finished run to it
+        log.warning("could not draw the loss curve: %s", exc)
+    return TrainResult(run_dir, loop.step, last_loss, val_loss, loop.rate(), loop.seconds, resumed, summary)
+
+
+def _write_final(run_dir: Path, model: Any, tokenizer: Any) -> None:
+    """Adapter and tokenizer into the run directory, each file renamed into place, adapter_config.json last
+    (its presence is what marks a finished run for eval and merge)."""
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
+
+    final = write_dir(run_dir / ".final", fill)
+    move_files_into(final, run_dir, last="adapter_config.json")
+    final.rmdir()

@@ -1,0 +1,35 @@
+"""Named things of a corpus (people, places, organisations), mined at ingest time for the service's router."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+
+log = logging.getLogger(__name__)
+
+# jieba's part-of-speech tags for person, transliterated person, place and organisation names
+_NAME_TAGS = {"nr", "nrt", "nrfg", "ns", "nt"}
+# a speech verb glued to a name by the tagger ("孔明曰") is not a name of its own
+_SPEECH_TAIL = re.compile(r"[曰道云言问答笑叹]$")
+MAX_ENTITIES = 4000
+
+
+def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None = None) -> list[str]:
+    """Names that occur at least `min_count` times, most frequent first, plus every name of `aliases`."""
+    import jieba.posseg as pseg
+
+    counts: Counter[str] = Counter()
+    for pair in pseg.cut(text):
+        word, flag = pair.word, pair.flag
+        if flag in _NAME_TAGS and len(word) >= 2 and not _SPEECH_TAIL.search(word):
+            counts[word] += 1
+    names = [w for w, n in counts.most_common() if n >= min_count][:MAX_ENTITIES]
+    seen = set(names)
+    for group in aliases or []:
+        for n in group:
+            if n not in seen and len(n) >= 2:
+                names.append(n)
+                seen.add(n)
+    log.debug("mined %d entity names", len(names))
+    return names

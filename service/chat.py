@@ -1,0 +1,220 @@
+"""One chat turn: route the conversation, retrieve, build the prompt, hand back a reply to complete or stream.
+
+The HTTP API and the Gradio page both call `ChatService.reply`; there is no second code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.retrieval import Filters, RetrievedChunk
+
+from .engines import Completion, Delta, Engine, Message, SamplingParams
+from .errors import BadRequest, NotFound
+from .persona import Engines, persona_messages
+from .protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
+from .rag import EMPTY_KB, MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
+from .retrieval import KnowledgeBase, citations
+from .router import DEFAULT_MODEL, RouteDecision, Router, RouterModel, Signals
+from .settings import PersonaConfig, ServiceSettings
+
+log = logging.getLogger(__name__)
+ROUTED = "kongming"
+RAG_MODEL = "kongming-rag"
+PERSONA_PREFIX = "kongming-persona-"
+STREAM_PIECE = 12  # characters per streamed piece of an extractive answer
+
+
+@dataclass
+class Reply:
+    """A prepared answer: route, citations, and either ready text (extractive) or an engine call to make."""
+
+    decision: RouteDecision
+    citations: list[Citation]
+    model: str
+    text: str | None = None
+    engine: Engine | None = None
+    messages: list[Message] = field(default_factory=list)
+    params: SamplingParams = field(default_factory=SamplingParams)
+    note: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def route_info(self) -> RouteInfo:
+        d = self.decision
+        return RouteInfo(route=d.route, forced=d.forced, persona=d.persona, scores=d.scores, reason=d.reason)
+
+    async def complete(self) -> Completion:
+        if self.text is not None:
+            return Completion(self.text, "stop", 0, len(self.text))
+        assert self.engine is not None
+        return await self.engine.generate(self.messages, self.params)
+
+    async def stream(self) -> AsyncIterator[Delta]:
+        if self.text is not None:
+            for i in range(0, len(self.text), STREAM_PIECE):
+                yield Delta(self.text[i : i + STREAM_PIECE])
+            yield Delta("", "stop", 0, len(self.text))
+            return
+        assert self.engine is not None
+        async for delta in self.engine.stream(self.messages, self.params):
+            yield delta
+
+
+def load_router(settings: ServiceSettings, kb: KnowledgeBase) -> Router:
+    path = settings.router_model or DEFAULT_MODEL
+    model = RouterModel.load(Path(path))
+    return Router(model, router_signals(settings, kb), lambda texts: kb.retriever.embed_queries(texts))
+
+
+def router_signals(settings: ServiceSettings, kb: KnowledgeBase) -> Signals:
+    """What the router reads from the knowledge base (names, keyword match) and the personas' names."""
+    names = [a for p in settings.personas for a in [p.display_name, *p.aliases]]
+    return Signals(
+        entities=kb.entities,
+        keyword_top=lambda q: kb.retriever.keyword_top(q) if kb.available() else (0.0, 0),
+        persona_names=names,
+    )
+
+
+class ChatService:
+    def __init__(
+        self, settings: ServiceSettings, kb: KnowledgeBase, engines: Engines, router: Router | None = None
+    ) -> None:
+        self.settings = settings
+        self.kb = kb
+        self.engines = engines
+        self._router = router
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            self._router = load_router(self.settings, self.kb)
+        return self._router
+
+    def models(self) -> list[ModelCard]:
+        cards = [
+            ModelCard(id=ROUTED, description="routed per message: rag, persona or both"),
+            ModelCard(id=RAG_MODEL, description="answers from the knowledge base with citations"),
+        ]
+        for p in self.settings.personas:
+            cards.append(ModelCard(id=PERSONA_PREFIX + p.name, description=f"speaks as {p.display_name}"))
+        return cards
+
+    def resolve_model(self, model: str) -> tuple[Route | None, PersonaConfig | None]:
+        """The forced route and persona a model name stands for (None route = let the router decide)."""
+        if model == ROUTED:
+            return None, None
+        if model == RAG_MODEL:
+            return "rag", None
+        if model.startswith(PERSONA_PREFIX):
+            persona = self.settings.persona(model.removeprefix(PERSONA_PREFIX))
+            if persona is not None:
+                return "persona", persona
+        known = ", ".join(c.id for c in self.models())
+        raise NotFound(f"The model `{model}` does not exist. Available models: {known}", param="model")
+
+    async def reply(
+        self,
+        messages: Sequence[Message],
+        model: str = ROUTED,
+        params: SamplingParams | None = None,
+        options: KongmingOptions | None = None,
+        max_tokens: int | None = None,
+    ) -> Reply:
+        """Prepare the answer to the conversation's last user message. `max_tokens` None = the route's default;
+        the result is capped by `max_tokens_cap`."""
+        options = options or KongmingOptions()
+        params = params or SamplingParams()
+        cap = self.settings.max_tokens_cap
+        forced, persona = self.resolve_model(model)
+        forced = options.route or forced
+        if options.persona:
+            persona = self.settings.persona(options.persona)
+            if persona is None:
+                raise BadRequest(f"unknown persona {options.persona!r}", param="kongming.persona")
+        persona = persona or self.settings.persona()
+        if persona is None:
+            raise BadRequest(f"default persona {self.settings.default_persona!r} is not configured")
+        msgs = [dict(m) for m in messages]
+        users = [m["content"] for m in msgs if m["role"] == "user"]
+        if not users or msgs[-1]["role"] != "user":
+            raise BadRequest("the last message must be a user message", param="messages")
+        question = users[-1]
+        if not question.strip():
+            raise BadRequest("the last user message is empty", param="messages")
+        timings: dict[str, float] = {}
+        kb_ready = await self.kb.run(self.kb.available)
+        query = _retrieval_query(users)
+        embedding = None
+        t0 = time.perf_counter()
+        if kb_ready and (forced is None or forced in ("rag", "both")):
+            embedding = await self.kb.run(self.kb.retriever.embed_query, query)
+            timings["embed_ms"] = (time.perf_counter() - t0) * 1000
+        if forced is None:
+            t1 = time.perf_counter()
+            decision = await self.kb.run(self.router.decide, msgs, embedding if query == question else None)
+            timings["route_ms"] = (time.perf_counter() - t1) * 1000
+        else:
+            decision = RouteDecision(forced, {forced: 1.0}, f"{forced}: forced by the request", forced=True)
+        if decision.route in ("persona", "both"):
+            decision.persona = persona.name
+        if decision.route == "persona":
+            engine = await self.engines.persona(persona)
+            params.max_tokens = min(max_tokens or persona.max_tokens, cap)
+            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs),
+                         params=params, timings=timings)
+        hits: list[RetrievedChunk] = []
+        terms: list[tuple[list[str], float]] = []
+        if kb_ready:
+            t2 = time.perf_counter()
+            k = options.k or self.settings.retrieval_k
+            filters = Filters(
+                doc_ids=options.doc_ids,
+                chapter_min=options.chapters[0] if options.chapters else None,
+                chapter_max=options.chapters[1] if options.chapters else None,
+            )
+            hits = await self.kb.run(self.kb.search, query, k, filters, embedding)
+            terms = await self.kb.run(self.kb.retriever.query_terms, query)
+            timings["retrieval_ms"] = (time.perf_counter() - t2) * 1000
+        history = msgs[:-1]
+        relevant = bool(hits) and max(coverage(h.text, terms) for h in hits) >= MIN_COVERAGE
+        if decision.route == "both":
+            engine = await self.engines.persona(persona)
+            params.max_tokens = min(max_tokens or persona.max_tokens, cap)
+            if relevant:
+                prompt = grounded_persona_messages(
+                    persona_messages(persona, msgs)[0]["content"], history, question, hits
+                )
+                return Reply(decision, citations(hits), model, engine=engine, messages=prompt, params=params,
+                             timings=timings)
+            note = "no passage of the knowledge base matched: answered in persona without sources"
+            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs),
+                         params=params, note=note, timings=timings)
+        if not kb_ready:
+            return Reply(decision, [], model, text=EMPTY_KB, note=self.kb.error, timings=timings)
+        rag_engine = self.engines.rag()
+        if rag_engine is not None and relevant:
+            params.max_tokens = min(max_tokens or 512, cap)
+            return Reply(decision, citations(hits), model, engine=rag_engine,
+                         messages=rag_messages(history, question, hits), params=params, timings=timings)
+        if rag_engine is not None:
+            return Reply(decision, [], model, text=NO_ANSWER, timings=timings)
+        extract = extractive_answer(hits, terms)
+        cited = [c for c in citations(hits) if c.index in extract.used]
+        note = "extractive answer (no generative model configured)"
+        return Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
+
+
+def _retrieval_query(users: Sequence[str]) -> str:
+    """A short follow-up ("那后来呢？") is searched together with the question before it."""
+    last = users[-1]
+    if len(users) > 1 and len(last.strip()) <= 8:
+        return users[-2] + " " + last
+    return last
+
+

@@ -1,0 +1,143 @@
+"""What the `kongming` subcommands do, behind the thin argument parsing in cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from .settings import ServiceSettings, get_service_settings, ingest_settings_for
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> ServiceSettings:
+    return get_service_settings(data_dir=getattr(args, "data_dir", None), **extra)
+
+
+def _kb(args: argparse.Namespace, settings: ServiceSettings) -> Any:
+    from .retrieval import KnowledgeBase
+
+    ingest = ingest_settings_for(settings, collection=args.collection, chroma_url=args.chroma_url)
+    return KnowledgeBase(ingest)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def fit_router(args: argparse.Namespace) -> int:
+    from .chat import router_signals
+    from .router import DEFAULT_MODEL, RouterModel
+    from .router_fit import fit_router as fit
+    from .router_fit import load_messages
+
+    settings = _settings(args)
+    kb = _kb(args, settings)
+    if not kb.available():
+        return _fail(f"{kb.error} (the router's signals come from the knowledge base)")
+    try:
+        items = load_messages(args.messages)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    # the signals (names, keyword index, embedder) of the live knowledge base, as the service will see them
+    model = fit(items, router_signals(settings, kb), kb.retriever.embed_queries, c=args.c,
+                meta={"messages": str(args.messages), "collection": kb.settings.collection})
+    out = args.out or DEFAULT_MODEL
+    model.save(out)
+    RouterModel.load(out)
+    print(f"fitted on {model.meta['n']} messages ({len(model.features)} features): wrote {out}")
+    return 0
+
+
+def eval_route(args: argparse.Namespace) -> int:
+    from .chat import load_router
+    from .router_fit import evaluate_router, load_messages
+
+    settings = _settings(args)
+    kb = _kb(args, settings)
+    try:
+        items = load_messages(args.messages)
+        router = load_router(settings, kb)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    if not kb.available():
+        print(f"warning: {kb.error}; routing without knowledge-base signals", file=sys.stderr)
+    report, records = evaluate_router(router, items)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if report.graded:
+        print(json.dumps(report.summary(), ensure_ascii=False))
+        print(_confusion_table(report.confusion), file=sys.stderr)
+    else:
+        print(f"{report.total} messages without labels: wrote decisions only", file=sys.stderr)
+    return 0
+
+
+def _confusion_table(confusion: dict[str, dict[str, int]]) -> str:
+    routes = list(confusion)
+    lines = ["gold \\ routed " + " ".join(f"{r:>8}" for r in routes)]
+    for g in routes:
+        lines.append(f"{g:>14} " + " ".join(f"{confusion[g][r]:>8}" for r in routes))
+    return "\n".join(lines)
+
+
+def ask(args: argparse.Namespace) -> int:
+    from .app import build_chat_service
+    from .errors import ServiceError
+    from .protocol import KongmingOptions
+
+    settings = _settings(args)
+    chat = build_chat_service(settings, ingest_settings_for(settings, collection=args.collection,
+                                                              chroma_url=args.chroma_url))
+    route = None if args.route == "auto" else args.route
+    options = KongmingOptions(route=route, persona=args.persona)
+
+    async def run() -> int:
+        try:
+            reply = await chat.reply([{"role": "user", "content": args.message}], options=options,
+                                     max_tokens=args.max_tokens)
+            if args.json:
+                done = await reply.complete()
+                print(json.dumps({"route": reply.route_info.model_dump(), "answer": done.text,
+                                  "citations": [c.model_dump() for c in reply.citations], "note": reply.note},
+                                 ensure_ascii=False, indent=1))
+                return 0
+            print(f"route: {reply.decision.route} — {reply.decision.reason}")
+            async for delta in reply.stream():
+                print(delta.text, end="", flush=True)
+            print()
+            for c in reply.citations:
+                where = f"第{c.chapter}回 {c.chapter_title or ''}".strip() if c.chapter is not None else ""
+                print(f"[{c.index}] {c.document} {where} ({c.score:.4f}): {c.snippet}")
+            if reply.note:
+                print(f"note: {reply.note}", file=sys.stderr)
+            return 0
+        except ServiceError as exc:
+            return _fail(exc.message)
+        finally:
+            await chat.engines.aclose()
+
+    return asyncio.run(run())
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    extra: dict[str, Any] = {"host": args.host, "port": args.port, "upstream_url": args.upstream_url}
+    if args.no_ui:
+        extra["ui"] = False
+    settings = _settings(args, **extra)
+    ingest = ingest_settings_for(settings, collection=args.collection, chroma_url=args.chroma_url)
+    app = create_app(settings, ingest_settings=ingest)
+    where = f"http://{settings.host}:{settings.port}"
+    print(f"kongming on {where}  (OpenAI API: {where}/v1, chat page: {where}/ui)", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+

@@ -1,0 +1,90 @@
+"""The service's view of the knowledge base: lazy hybrid retriever, query embeddings, names and citations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ingest.errors import IngestError
+from ingest.retrieval import Filters, RetrievedChunk, Retriever
+from ingest.settings import IngestSettings
+
+from .protocol import Citation
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SNIPPET_CHARS = 160
+
+
+class KnowledgeBase:
+    """Opens the retriever on first use; every call runs on one worker thread (the embedder and Chroma
+    client are not shared across threads), so the event loop never blocks on retrieval."""
+
+    def __init__(self, settings: IngestSettings, retriever: Retriever | None = None) -> None:
+        self.settings = settings
+        self._retriever = retriever
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb")
+        self.error: str | None = None
+
+    @property
+    def retriever(self) -> Retriever:
+        with self._lock:
+            if self._retriever is None:
+                self._retriever = Retriever(self.settings)
+            return self._retriever
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def available(self) -> bool:
+        """True when the collection has documents; false (with `error` set) when it is empty or unreadable."""
+        try:
+            docs = self.retriever.documents
+        except (IngestError, OSError) as exc:
+            self.error = str(exc)
+            return False
+        if not docs:
+            self.error = (
+                f"knowledge base {self.settings.collection!r} is empty: add documents with `ingest add FILES`"
+            )
+            return False
+        self.error = None
+        return True
+
+    def entities(self) -> frozenset[str]:
+        return self.retriever.entities if self.available() else frozenset()
+
+    def search(
+        self, query: str, k: int, filters: Filters | None = None, embedding: Any = None
+    ) -> list[RetrievedChunk]:
+        if not self.available():
+            return []
+        return self.retriever.retrieve(query, k, filters, query_embedding=embedding)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def citations(hits: list[RetrievedChunk], titles: dict[str, str] | None = None) -> list[Citation]:
+    out = []
+    for i, h in enumerate(hits, start=1):
+        m = h.metadata
+        snippet = h.text.strip().replace("\n", " ")
+        out.append(
+            Citation(
+                index=i,
+                doc_id=str(m.get("doc_id", "")),
+                document=str(m.get("title") or m.get("doc_title") or (titles or {}).get(str(m.get("doc_id")), "")),
+                source=str(m.get("source", "")),
+                chapter=h.chapter,
+                chapter_title=m.get("chapter_title") or None,
+                snippet=snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),
+                score=round(h.score, 6),
+                chunk_id=h.chunk_id,
+            )
+        )
+    return out

@@ -1,0 +1,116 @@
+"""Settings of the chat service: where it listens, which models answer, personas, limits and keys."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from ingest.settings import IngestSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class PersonaConfig(BaseModel):
+    """A character the persona route can speak as."""
+
+    name: str = Field(description="short id used in model names: kongming-persona-<name>")
+    display_name: str
+    aliases: list[str] = Field(default_factory=list, description="how users address the persona")
+    system_prompt: str
+    model: str = Field(default="gemma-3-270m", description="base model: local HF folder, hub id or gemma-3-270m")
+    adapter: str | None = Field(default=None, description="LoRA adapter folder applied in-process")
+    served_model: str | None = Field(default=None, description="model name at the upstream (vLLM) server")
+    max_tokens: int = Field(default=160, ge=1, description="default answer length for this persona")
+
+
+ZHUGE_LIANG = PersonaConfig(
+    name="zhuge-liang",
+    display_name="诸葛亮",
+    aliases=["诸葛亮", "孔明", "卧龙", "军师", "丞相", "先生", "武侯", "亮", "诸葛孔明", "Zhuge Liang", "Kongming"],
+    system_prompt=(
+        "你是诸葛亮，字孔明，号卧龙，蜀汉丞相。以诸葛亮的身份、口吻和学识作答：言辞典雅，半文半白，"
+        "自称“亮”，称对方为“将军”或“足下”。不知道的事就说不知道，不要编造。"
+    ),
+    adapter=str(REPO_ROOT / "models" / "zhuge-liang-gemma270m"),
+)
+ZHEN_HUAN = PersonaConfig(
+    name="zhen-huan",
+    display_name="甄嬛",
+    aliases=["甄嬛", "嬛嬛", "莞嫔", "熹贵妃", "娘娘", "小主"],
+    system_prompt="你是甄嬛，大理寺少卿甄远道之女，后来的熹贵妃。以甄嬛的身份和口吻作答，温婉聪慧。",
+    adapter=str(REPO_ROOT / "models" / "zhen-huan-gemma270m"),
+)
+
+
+class ServiceSettings(BaseSettings):
+    """Read from `KONGMING_*` env variables and the `[service]` table of `$KONGMING_CONFIG` (kongming.toml)."""
+
+    model_config = SettingsConfigDict(env_prefix="KONGMING_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="accepted Bearer keys, plain or as 'sha256:<hex>'; empty = chat needs no key",
+    )
+    upstream_url: str | None = Field(default=None, description="OpenAI-compatible server (vLLM), e.g. http://h:8001/v1")
+    upstream_api_key: str | None = None
+    upstream_timeout: float = Field(default=120.0, gt=0)
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    rag_model: str | None = Field(
+        default=None,
+        description="model at the upstream that writes RAG answers; unset = the extractive answerer",
+    )
+    personas: list[PersonaConfig] = Field(default_factory=lambda: [ZHUGE_LIANG, ZHEN_HUAN])
+    default_persona: str = "zhuge-liang"
+    retrieval_k: int = Field(default=5, ge=1, le=50)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    max_tokens_cap: int = Field(default=2048, ge=1)
+    max_messages: int = Field(default=256, ge=1)
+    router_model: Path | None = Field(default=None, description="fitted router (default: the one shipped)")
+    ui: bool = Field(default=True, description="mount the Gradio chat page at /ui")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins; off when empty")
+    device: str = "cpu"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = Path(os.environ.get("KONGMING_CONFIG", "kongming.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml, toml_table_header=("service",)))
+        return tuple(sources)
+
+    def persona(self, name: str | None = None) -> PersonaConfig | None:
+        name = name or self.default_persona
+        return next((p for p in self.personas if p.name == name), None)
+
+    def key_digests(self) -> set[str]:
+        return {k.removeprefix("sha256:") if k.startswith("sha256:") else hash_key(k) for k in self.api_keys}
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def get_service_settings(**overrides: Any) -> ServiceSettings:
+    return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def ingest_settings_for(settings: ServiceSettings, **overrides: Any) -> IngestSettings:
+    """The knowledge-base settings the service uses (same env and TOML, same data dir)."""
+    from ingest.settings import get_settings
+
+    return get_settings(data_dir=settings.data_dir, **overrides)

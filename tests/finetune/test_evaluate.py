@@ -1,0 +1,126 @@
+"""Evaluation: BLEU/ROUGE-L/style on known strings, classification metrics and baselines, plots, whole runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.classify import LabelledText, baselines, metrics, split_rows
+from finetune.config import load_config
+from finetune.plots import overfitting_note, plot_loss_curve
+from finetune.runio import append_metric
+from finetune.textmetrics import bleu, rouge_l, style_score
+
+from .conftest import tiny_overrides
+
+STYLE = {"particles": list("之乎者也矣焉哉"), "self_address": ["亮", "吾", "某"], "address": ["主公", "将军", "陛下"]}
+
+
+def test_bleu_on_known_strings():
+    ref = "亮于三日前已算定今日有大雾"
+    assert bleu([ref], [ref]) == pytest.approx(100.0)
+    assert bleu(["曹操"], [ref]) == pytest.approx(0.0)
+    # sacrebleu's zh tokenizer splits CJK into characters: 5 of 13 characters, all n-grams matching, short output
+    assert bleu(["今日有大雾"], [ref]) == pytest.approx(20.19, abs=0.01)
+
+
+def test_character_rouge_l_on_known_strings():
+    assert rouge_l(["亮于三日前已算定"], ["亮于三日前已算定"]) == pytest.approx(1.0)
+    # LCS 三日前大雾 = 5: precision 5/5, recall 5/13, F1 = 2*5/(5+13)
+    assert rouge_l(["三日前大雾"], ["亮于三日前已算定今日有大雾"]) == pytest.approx(10 / 18)
+    assert rouge_l(["主公勿忧", "曹操"], ["主公勿忧", "孙权"]) == pytest.approx(0.5)
+
+
+def test_style_score_counts_the_persona_register():
+    s = style_score(["亮以为不可也", "主公勿忧", "今天天气好", "吾观之，将军可破也"], STYLE)
+    assert s["particles"]["share"] == pytest.approx(0.5)  # 也 / 之…也
+    assert s["self_address"]["share"] == pytest.approx(0.5)  # 亮 / 吾
+    assert s["address"]["share"] == pytest.approx(0.5)  # 主公 / 将军
+    assert s["score"] == pytest.approx(0.5)
+    assert style_score([], STYLE)["score"] == 0
+
+
+def test_classification_metrics_on_known_labels():
+    m = metrics([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], ["差评", "好评"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["per_class"]["好评"] == {"precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
+                                     "f1": pytest.approx(2 / 3), "support": 3}  # fmt: skip
+    assert m["per_class"]["差评"]["precision"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["confusion_matrix"]["matrix"] == [[1, 1], [1, 2]]
+
+
+def test_baselines_and_seeded_split():
+    good = ["很快，好吃，味道足", "送餐快，态度好", "好吃，量大，下次还点", "味道不错，很满意"]
+    bad = ["太慢了，菜都凉了", "难吃，再也不点了", "送了两个小时，差评", "量少，很难吃"]
+    rows = [LabelledText(t, 1) for t in good * 5] + [LabelledText(t, 0) for t in bad * 10]
+    train, test = split_rows(rows, 0.3, 100)
+    assert (len(train), len(test)) == (42, 18) and split_rows(rows, 0.3, 100) == (train, test)
+    result = baselines(train, test, ["差评", "好评"])
+    assert result["majority"]["per_class"]["好评"]["recall"] == 0  # always says 差评, the larger class
+    assert result["tfidf_logreg"]["accuracy"] == pytest.approx(1.0)
+
+
+def test_loss_curve_png_and_overfitting_note(tmp_path: Path):
+    for step in range(1, 41):
+        append_metric(tmp_path, {"step": step, "loss": 3.0 - step * 0.05})
+        if step % 10 == 0:
+            append_metric(tmp_path, {"step": step, "val_loss": [2.5, 2.2, 2.4, 2.8][step // 10 - 1]})
+    png = plot_loss_curve(tmp_path)
+    assert png == tmp_path / "loss_curve.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    note = overfitting_note([json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()])
+    assert note is not None and "rose from 2.2000 (step 20) to 2.8000 (step 40)" in note
+    healthy = [{"step": s, "loss": 3 - s * 0.05} for s in range(1, 41)] + [
+        {"step": s, "val_loss": 2.5 - s * 0.01} for s in (10, 20, 30, 40)
+    ]
+    assert overfitting_note(healthy) is None
+    assert plot_loss_curve(tmp_path / "empty") is None
+
+
+def test_evaluate_a_chat_run(tiny_model: Path, chat_file: Path, tmp_path: Path):
+    from finetune.evaluate import evaluate_run
+    from finetune.train import train
+
+    run = tmp_path / "run"
+    train(load_config(None, tiny_overrides(tiny_model, chat_file, run, "train.max_steps=30")))
+    report = evaluate_run(run)
+    assert report["val"]["tuned"]["loss"] < report["val"]["base"]["loss"]
+    assert report["val"]["tuned"]["perplexity"] == pytest.approx(
+        2.718281828 ** report["val"]["tuned"]["loss"], rel=1e-3
+    )
+    gen = report["generation"]
+    assert gen["held_out"] == 4 and {"tuned", "base", "reference"} <= gen.keys()
+    assert gen["tuned"]["rouge_l"] > gen["base"]["rouge_l"]  # the memorised answers come back
+    assert gen["reference"]["rouge_l"] == pytest.approx(1.0)
+    rows = [json.loads(x) for x in (run / "eval_samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 4 and {"prompt", "reference", "tuned", "base"} <= rows[0].keys()
+    assert json.loads((run / "eval.json").read_text(encoding="utf-8"))["val"] == report["val"]
+    assert (run / "loss_curve.png").is_file()
+
+
+def test_evaluate_a_classification_run(tiny_model: Path, tmp_path: Path):
+    from finetune.evaluate import evaluate_run
+    from finetune.train import train
+
+    csv = tmp_path / "reviews.csv"
+    lines = ["label,review"] + [f"1,好吃，送餐快{i}" for i in range(20)] + [f"0,太慢了，菜都凉了{i}" for i in range(30)]
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model, csv, run, "task=classify", "data.val_split=0.3", "data.split_seed=100",
+                               "train.max_steps=20", "eval.max_samples=0", "train.max_seq_len=160")  # fmt: skip
+    train(load_config(None, overrides))
+    c = evaluate_run(run)["classification"]
+    assert (c["train_rows"], c["test_rows"]) == (35, 15)
+    for name in ("tuned", "base", "majority", "tfidf_logreg"):
+        assert 0 <= c[name]["accuracy"] <= 1 and c[name]["confusion_matrix"]["labels"] == ["差评", "好评"]
+        assert sum(map(sum, c[name]["confusion_matrix"]["matrix"])) == 15
+    assert c["tuned"]["accuracy"] == pytest.approx(1.0)  # two easy patterns, memorised
+
+
+def test_eval_refuses_an_unfinished_run(tmp_path: Path):
+    from finetune.evaluate import EvalError, evaluate_run
+
+    with pytest.raises(EvalError, match=r"no config\.yaml in"):
+        evaluate_run(tmp_path)

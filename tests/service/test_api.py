@@ -1,0 +1,189 @@
+"""The OpenAI-compatible API over a real app and knowledge base: routes, citations, streaming, errors, auth."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.fakes import QueuedEngine
+
+pytestmark = pytest.mark.integration
+
+
+def chat(client, content, model="kongming", **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def sse_events(text: str) -> list:
+    out = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: ") :]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def test_models_lists_routed_rag_and_every_persona(make_client):
+    ids = [m["id"] for m in make_client().get("/v1/models").json()["data"]]
+    assert ids == ["kongming", "kongming-rag", "kongming-persona-zhuge-liang", "kongming-persona-zhen-huan"]
+
+
+def test_rag_answer_cites_passages_with_chapter_and_snippet(make_client):
+    r = chat(make_client(), "孔明向鲁肃借了多少只船？", model="kongming-rag")
+    assert r.status_code == 200
+    body = r.json()
+    ext = body["kongming"]
+    assert ext["route"] == {"route": "rag", "forced": True, "persona": None, "scores": {"rag": 1.0},
+                            "reason": "rag: forced by the request"}
+    answer = body["choices"][0]["message"]["content"]
+    assert "二十只" in answer and "[1]" in answer
+    cite = ext["citations"][0]
+    assert cite["chapter"] == 3 and cite["chapter_title"] == "草船借箭 周瑜用计"
+    assert "二十只" in cite["snippet"] or "鲁肃" in cite["snippet"]
+    assert r.headers["x-kongming-route"] == "rag"
+    assert json.loads(r.headers["x-kongming-citations"])[0]["chapter"] == 3
+    assert body["usage"]["completion_tokens"] > 0
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+
+
+def test_rag_says_so_when_nothing_relevant(make_client):
+    body = chat(make_client(), "光合作用需要哪些条件？", model="kongming-rag").json()
+    assert "没有找到" in body["choices"][0]["message"]["content"]
+    assert body["kongming"]["citations"] == []
+
+
+def test_streaming_sends_tokens_then_citations_in_a_last_chunk_before_done(make_client):
+    r = chat(make_client(), "孔明向鲁肃借了多少只船？", model="kongming-rag", stream=True,
+             stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert events[-1] == "[DONE]"
+    last = events[-2]
+    assert last["choices"] == [] and last["kongming"]["route"]["route"] == "rag"
+    assert last["kongming"]["citations"][0]["chapter"] == 3
+    assert last["usage"]["completion_tokens"] > 0
+    pieces = [e["choices"][0]["delta"].get("content", "") for e in events[:-2] if e["choices"]]
+    assert len([p for p in pieces if p]) > 1  # really streamed in pieces
+    non_stream = chat(make_client(), "孔明向鲁肃借了多少只船？", model="kongming-rag").json()
+    assert "".join(pieces) == non_stream["choices"][0]["message"]["content"]
+    assert [e["choices"][0]["finish_reason"] for e in events[:-2] if e["choices"]][-1] == "stop"
+
+
+def test_persona_forced_uses_the_persona_engine_and_its_system_prompt(make_client):
+    engine = QueuedEngine("zhuge", ["亮在此。"])
+    client = make_client(engines={"zhuge-liang": engine})
+    body = chat(client, "今天天气如何", model="kongming-persona-zhuge-liang").json()
+    assert body["choices"][0]["message"]["content"] == "亮在此。"
+    assert body["kongming"]["route"]["route"] == "persona" and body["kongming"]["route"]["persona"] == "zhuge-liang"
+    prompt = engine.calls[0]
+    assert prompt[0]["role"] == "system" and "诸葛亮" in prompt[0]["content"]
+    assert prompt[-1] == {"role": "user", "content": "今天天气如何"}
+
+
+def test_routed_model_explains_its_decision(make_client):
+    client = make_client()
+    cases = {"周瑜要孔明几天造好十万支箭？": "rag", "先生近来可好？": "persona",
+             "孔明先生，当年草船借箭时您怎么算准会有大雾的？": "both"}
+    for message, route in cases.items():
+        info = chat(client, message).json()["kongming"]["route"]
+        assert info["route"] == route, (message, info)
+        assert not info["forced"]
+        assert set(info["scores"]) == {"rag", "persona", "both"}
+        assert info["reason"].startswith(route + ":") and len(info["reason"]) > len(route) + 5
+
+
+def test_both_grounds_the_persona_on_numbered_passages(make_client):
+    engine = QueuedEngine("zhuge", ["亮借箭之时，早知三日后必有大雾[1]。"])
+    client = make_client(engines={"zhuge-liang": engine})
+    body = chat(client, "先生，你草船借箭向鲁肃借了几只船？", kongming={"route": "both"}).json()
+    assert body["kongming"]["route"]["route"] == "both"
+    assert body["kongming"]["citations"] and body["kongming"]["citations"][0]["index"] == 1
+    system, user = engine.calls[0][0]["content"], engine.calls[0][-1]["content"]
+    assert "诸葛亮" in system and "[1]" in user and "鲁肃" in user
+
+
+def test_chapter_filter_restricts_citations(make_client):
+    body = chat(make_client(), "孔明", model="kongming-rag", kongming={"chapters": [2, 2]}).json()
+    assert {c["chapter"] for c in body["kongming"]["citations"]} <= {2}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+        ({"model": "kongming", "messages": []}, 400, "messages"),
+        ({"model": "kongming", "messages": [{"role": "robot", "content": "hi"}]}, 400, "messages.0.role"),
+        ({"model": "kongming", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "messages"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "  "}]}, 400, "messages"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, 400,
+         "max_tokens"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400,
+         "temperature"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1}, 400, "frobnicate"),
+        ({"model": "kongming", "messages": "hi"}, 400, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
+    ],
+)
+def test_malformed_requests_get_openai_shaped_4xx(make_client, body, status, param):
+    r = make_client().post("/v1/chat/completions", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["param"] == param and err["message"]
+
+
+def test_invalid_json_and_oversized_bodies(make_client):
+    client = make_client(max_request_bytes=4096)
+    r = client.post("/v1/chat/completions", content=b'{"model": "kongming", "messages": [', headers={
+        "content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", content=b"\xff\xfe{}", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    big = {"model": "kongming", "messages": [{"role": "user", "content": "字" * 5000}]}
+    r = client.post("/v1/chat/completions", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_api_keys_when_configured(make_client):
+    from service.settings import hash_key
+
+    client = make_client(api_keys=["secret-1", "sha256:" + hash_key("secret-2")])
+    assert chat(client, "你好").status_code == 401
+    assert chat(client, "你好").json()["error"]["type"] == "authentication_error"
+    assert client.post("/v1/chat/completions", headers={"authorization": "Bearer wrong"},
+                       json={"model": "kongming", "messages": [{"role": "user", "content": "x"}]}).status_code == 401
+    for key in ("secret-1", "secret-2"):
+        r = client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+    assert client.get("/health").status_code == 200  # health stays open
+
+
+def test_kb_writes_need_a_key_and_reuse_ingest(make_client, tmp_path):
+    open_client = make_client()
+    r = open_client.post("/v1/kb/documents", files={"files": ("a.txt", "内容".encode(), "text/plain")})
+    assert r.status_code == 401
+    client = make_client(api_keys=["k"])
+    auth = {"authorization": "Bearer k"}
+    text = "第一回 测试\n\n曹丕字子桓，曹操之子也。子桓好文学，著《典论》。" * 3
+    r = client.post("/v1/kb/documents", headers=auth, files={"files": ("caopi.txt", text.encode(), "text/plain")})
+    assert r.status_code == 200 and r.json()["added"] == 1, r.text
+    docs = client.get("/v1/kb/documents", headers=auth).json()["data"]
+    doc = next(d for d in docs if d["source"].endswith("caopi.txt"))
+    r = client.post("/v1/kb/documents", headers=auth, files={"files": ("../evil.txt", b"x", "text/plain")})
+    assert r.status_code == 400
+    assert client.delete(f"/v1/kb/documents/{doc['id']}", headers=auth).json()["deleted"] is True
+    assert client.delete("/v1/kb/documents/nope", headers=auth).status_code == 404
+
+
+def test_metrics_count_requests_and_routes(make_client):
+    client = make_client()
+    chat(client, "孔明向鲁肃借了多少只船？", model="kongming-rag")
+    text = client.get("/metrics").text
+    assert 'kongming_router_decisions_total{forced="true",route="rag"} 1.0' in text
+    assert "kongming_chat_latency_seconds_bucket" in text
+    assert 'kongming_requests_total{method="POST",path="/v1/chat/completions",status="200"}' in text
