@@ -100,8 +100,6 @@ def _check(body: ChatCompletionRequest, settings: ServiceSettings) -> None:
     """Refusals for what the schema alone cannot say."""
     if not body.messages:
         raise BadRequest("messages must contain at least one message", param="messages")
-    if len(body.messages) > settings.max_messages:
-        raise BadRequest(f"too many messages: {len(body.messages)} > {settings.max_messages}", param="messages")
     if body.n is not None and body.n > 1:
         raise BadRequest("n > 1 is not supported: ask for one choice", param="n")
     if body.tools:

@@ -140,6 +140,8 @@ class ChatService:
         persona = persona or self.settings.persona()
         if persona is None:
             raise BadRequest(f"default persona {self.settings.default_persona!r} is not configured")
+        if len(messages) > self.settings.max_messages:
+            raise BadRequest(f"too many messages: {len(messages)} > {self.settings.max_messages}", param="messages")
         msgs = [dict(m) for m in messages]
         users = [m["content"] for m in msgs if m["role"] == "user"]
         if not users or msgs[-1]["role"] != "user":

@@ -187,3 +187,10 @@ def test_metrics_count_requests_and_routes(make_client):
     assert 'kongming_router_decisions_total{forced="true",route="rag"} 1.0' in text
     assert "kongming_chat_latency_seconds_bucket" in text
     assert 'kongming_requests_total{method="POST",path="/v1/chat/completions",status="200"}' in text
+
+
+def test_too_many_messages_is_a_400(make_client):
+    client = make_client(max_messages=10)
+    msgs = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}] * 6
+    r = client.post("/v1/chat/completions", json={"model": "kongming", "messages": [*msgs[:-1]]})
+    assert r.status_code == 400 and "too many messages" in r.json()["error"]["message"]

@@ -1,0 +1,188 @@
+"""The Gradio chat page in a real headless Chromium: streamed answers with their route, reason and citations."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from service.engines import Completion, Delta, Message, SamplingParams
+from service.errors import UpstreamError
+from tests.conftest import NOVEL
+from tests.service.conftest import ServerThread
+from tests.service.fakes import QueuedEngine
+
+pytestmark = [
+    pytest.mark.integration,
+    # gradio 6's queue calls pandas options that pandas 3 deprecates (Pandas4Warning): not ours to fix
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing"),
+]
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+WAIT_MS = 90_000  # first answers load the router and embed on a busy 2-core CI machine
+PERSONA_REPLY = "亮以为：借箭之计，在于知天时、识人心。雾起之日，便是功成之时。"
+BOT = '#chat [data-testid="bot"]'
+# Records every distinct text of the last bot message, so the test sees the partial states of a stream.
+WATCH_JS = """() => {
+  window.__states = [];
+  const chat = document.querySelector('#chat');
+  const record = () => {
+    const bots = chat.querySelectorAll('[data-testid="bot"]');
+    const text = bots.length ? bots[bots.length - 1].innerText : '';
+    if (text && window.__states[window.__states.length - 1] !== text) window.__states.push(text);
+  };
+  new MutationObserver(record).observe(chat, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+class BrokenEngine:
+    """A persona engine whose model server breaks the connection after the first words."""
+
+    name = "broken"
+
+    async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
+        raise UpstreamError("the model server closed the connection")
+
+    async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
+        yield Delta("臣妾")
+        raise UpstreamError("the model server closed the connection")
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("KONGMING_CHROMIUM") or next(
+        (p for name in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(name))), None
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium binary found: install Debian's `chromium` package or set KONGMING_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # playwright's own browser downloads are unreachable here; the system Chromium is driven directly.
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(kb_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, QueuedEngine]]:
+    """The real app (API + page) on uvicorn; 诸葛亮 answers from a slow queue, 甄嬛's model server is broken."""
+    from service.app import build_chat_service, create_app
+    from service.settings import get_service_settings
+
+    zhuge = QueuedEngine("zhuge-liang", piece=2, delay=0.15)
+    settings = get_service_settings(data_dir=tmp_path_factory.mktemp("svc"))
+    chat = build_chat_service(settings, kb_settings, engines={"zhuge-liang": zhuge, "zhen-huan": BrokenEngine()})
+    srv = ServerThread(create_app(settings, chat=chat, ui=True))
+    srv.server.config.lifespan = "on"  # Gradio starts its event queue in the app's lifespan, not on request
+    srv.start(timeout=60)
+    yield srv, zhuge
+    srv.stop()
+
+
+@pytest.fixture
+def page(browser: Any, server: tuple[ServerThread, QueuedEngine]) -> Iterator[Any]:
+    """A fresh page on /ui; fails the test if the page asked anything of a host other than the service."""
+    srv, _ = server
+    context = browser.new_context()
+    page = context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((srv.url, "data:", "blob:")) else outside.append(r.url))
+    page.goto(srv.url + "/ui/")
+    page.wait_for_selector("#message textarea", timeout=WAIT_MS)
+    yield page
+    context.close()
+    assert not outside, f"the chat page reached outside the service (must work offline): {outside}"
+
+
+def send(page: Any, text: str, route: str) -> None:
+    page.locator("#route").get_by_label(route, exact=True).check()
+    page.evaluate(WATCH_JS)
+    page.fill("#message textarea", text)
+    page.click("#send")
+
+
+def last_bot(page: Any, contains: str) -> str:
+    from playwright.sync_api import expect
+
+    bot = page.locator(BOT).last
+    expect(bot).to_contain_text(contains, timeout=WAIT_MS)
+    return str(bot.inner_text())
+
+
+def chapter_sentences(chapter: str) -> list[str]:
+    body = NOVEL.split(chapter, 1)[1].split("正文", 1)[0].split("作品仅供", 1)[0]
+    return [s.strip("　 \n“”") for s in re.split(r"[。！？\n]", body) if len(s.strip("　 \n“”")) >= 8]
+
+
+def test_rag_answer_shows_route_reason_and_citations(page: Any) -> None:
+    send(page, "孔明借了多少支箭？", "rag")
+    text = last_bot(page, "sources")
+    answer, meta = text.split("route:", 1)
+    assert "十万支箭" in answer or "十余万支" in answer, text
+    assert "[1]" in answer, "the extractive answer cites its passages"
+    assert meta.startswith(" rag (forced)") and "forced by the request" in meta, meta
+    sources = meta.split("sources", 1)[1]
+    assert "第3回 草船借箭 周瑜用计" in sources, sources
+    assert any(s in sources for s in chapter_sentences("第三回")), f"no snippet of chapter 3 in: {sources}"
+    assert page.locator("#message textarea").input_value() == "", "the box is cleared after sending"
+
+
+def test_persona_answer_streams_and_next_turn_sends_plain_history(
+    page: Any, server: tuple[ServerThread, QueuedEngine]
+) -> None:
+    _, zhuge = server
+    zhuge.replies.extend([PERSONA_REPLY, "足下过誉了。"])
+    send(page, "先生，借箭之时可曾担心？", "persona")
+    text = last_bot(page, "route: persona")
+    states = page.evaluate("window.__states")
+    partial = {s for s in states if s and s != PERSONA_REPLY and PERSONA_REPLY.startswith(s)}
+    assert len(partial) >= 2, f"expected the answer to arrive in pieces, saw {states}"
+    assert text.startswith(PERSONA_REPLY), text
+    assert "route: persona (forced)" in text and "persona: zhuge-liang" in text, text
+    assert "sources" not in text, "the persona route cites nothing"
+
+    send(page, "先生神机妙算！", "persona")
+    last_bot(page, "足下过誉了。")
+    sent = zhuge.calls[-1]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"], sent
+    assert sent[2]["content"] == PERSONA_REPLY, "the route line and sources stay on the page, not in the prompt"
+
+
+def test_service_error_shows_in_the_chat_and_the_page_keeps_working(page: Any) -> None:
+    page.locator("#persona input").click()
+    page.get_by_role("option", name=re.compile("甄嬛")).click()
+    send(page, "娘娘近来可好？", "persona")
+    text = last_bot(page, "error")
+    assert "臣妾" in text and "the model server closed the connection" in text, text
+
+    send(page, "孔明向鲁肃借了多少只船？", "rag")
+    assert "二十只" in last_bot(page, "route: rag").split("route:", 1)[0]
+
+
+def test_page_asks_for_an_api_key_when_keys_are_configured(kb_settings: Any, tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import build_chat_service, create_app
+    from service.settings import get_service_settings
+
+    settings = get_service_settings(data_dir=tmp_path / "svc", api_keys=["sk-ui-test"])
+    chat = build_chat_service(settings, kb_settings, engines={"zhuge-liang": QueuedEngine("zhuge-liang")})
+    with TestClient(create_app(settings, chat=chat, ui=True)) as client:
+        assert client.get("/ui/config").status_code == 401
+        wrong = client.post("/ui/login", data={"username": "guest", "password": "sk-wrong"})
+        assert wrong.status_code == 400, wrong.text
+        right = client.post("/ui/login", data={"username": "guest", "password": "sk-ui-test"})
+        assert right.json() == {"success": True}
+        assert client.get("/ui/config").status_code == 200
