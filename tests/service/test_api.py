@@ -194,3 +194,53 @@ def test_too_many_messages_is_a_400(make_client):
     msgs = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}] * 6
     r = client.post("/v1/chat/completions", json={"model": "kongming", "messages": [*msgs[:-1]]})
     assert r.status_code == 400 and "too many messages" in r.json()["error"]["message"]
+
+
+def test_generative_rag_when_an_engine_is_configured(make_client):
+    """With a RAG model configured, the engine writes the answer from numbered passages; citations are all the
+    passages it was given."""
+    writer = QueuedEngine("writer", ["孔明向鲁肃借船二十只[1]。"])
+    client = make_client(engines={"rag": writer, "zhuge-liang": QueuedEngine("z")})
+    body = chat(client, "孔明向鲁肃借了多少只船？", model="kongming-rag").json()
+    assert body["choices"][0]["message"]["content"] == "孔明向鲁肃借船二十只[1]。"
+    assert body["kongming"]["note"] is None
+    prompt = writer.calls[0]
+    assert prompt[0]["role"] == "system" and "[1]" in prompt[-1]["content"]
+    assert [c["index"] for c in body["kongming"]["citations"]] == list(range(1, len(body["kongming"]["citations"]) + 1))
+    # nothing relevant: the writer is not asked to invent an answer
+    body = chat(client, "光合作用需要哪些条件？", model="kongming-rag").json()
+    assert "没有找到" in body["choices"][0]["message"]["content"] and len(writer.calls) == 1
+
+
+def test_kongming_serve_main_command(kb_settings, tmp_path):
+    """`kongming serve` as a user starts it: a process on 127.0.0.1 answering chat completions."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.service.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "KONGMING_DATA_DIR": str(kb_settings.data_dir), "KONGMING_COLLECTION": "svc"}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--no-ui"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.3)
+        question = [{"role": "user", "content": "孔明向鲁肃借了多少只船？"}]
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
+                       json={"model": "kongming-rag", "messages": question})
+        assert r.status_code == 200 and "二十只" in r.json()["choices"][0]["message"]["content"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
