@@ -150,7 +150,8 @@ class ChatService:
         if not question.strip():
             raise BadRequest("the last user message is empty", param="messages")
         timings: dict[str, float] = {}
-        kb_ready = await self.kb.run(self.kb.available)
+        # a forced persona turn never touches the knowledge base (no hop to its worker thread)
+        kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
         query = _retrieval_query(users)
         embedding = None
         t0 = time.perf_counter()
