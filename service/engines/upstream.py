@@ -7,29 +7,35 @@ import json
 import logging
 import re
 from collections.abc import AsyncGenerator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, ContextTooLong, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .base import Completion, Delta, Message, SamplingParams
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# A stream is one JSON event per token: orjson parses them several times faster than json.
+from orjson import loads as _loads
 
 log = logging.getLogger(__name__)
 
 # How vLLM (and OpenAI) word a prompt that does not fit: "This model's maximum context length is ...",
 # "... is longer than the maximum model length of ...".
 _CONTEXT_MESSAGE = re.compile(r"maximum context length|maximum model length|context length", re.I)
-# Failures that happen before the upstream has sent a single byte of the response: safe to send again.
-_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _BACKOFF = 0.1  # seconds, doubled per attempt
 
 
 class OpenAICompatibleEngine:
     """Chat completions from `{base_url}/chat/completions` (base_url ends in /v1, as with the openai client).
 
-    One pooled, keep-alive httpx client serves all requests. Connection failures before any response byte are
-    retried `retries` times with a short backoff; nothing is re-sent once the upstream has answered. Closing a
-    stream (the service's client went away) closes the upstream connection, which makes vLLM abort the request.
+    One pooled, keep-alive aiohttp session (per event loop) serves all requests; aiohttp hands a stream's body
+    over as whatever has arrived, so tokens that queue while this process is busy (many streams, fast model) are
+    parsed and forwarded in one go instead of one read each (the benchmark in BENCHMARKS.md shows the cost of
+    the per-token reads of an httpx client). Failures before any response byte (refused connection, a pooled
+    connection the server had closed) are retried `retries` times with a short backoff; nothing is re-sent once
+    the upstream has answered. `timeout` bounds the wait for each read, `connect_timeout` the connection. Closing
+    a stream (the service's client went away) drops the upstream connection, which makes vLLM abort the request.
     """
 
     def __init__(
@@ -42,24 +48,37 @@ class OpenAICompatibleEngine:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         retries: int = 2,
-        client: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = name or model
         self.retries = max(0, retries)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            # Benchmarks run 32+ concurrent streams; each holds a connection for its whole length.
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=128, keepalive_expiry=60.0),
-        )
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                # Benchmarks run 32+ concurrent streams; each holds a connection for its whole length.
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60.0),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.timeout),
+                headers=self._headers,
+                auto_decompress=False,
+            )
+            self._loop = loop
+        return self._session
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
 
     def _body(self, messages: list[Message], params: SamplingParams, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -78,19 +97,24 @@ class OpenAICompatibleEngine:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    async def _send(self, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST and return the response with its headers read (body not yet read); error statuses raised."""
-        request = self._client.build_request("POST", self._url, json=body, headers=self._headers)
+        import aiohttp
+
+        data = json.dumps(body, ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
         attempt = 0
         while True:
             try:
-                response = await self._client.send(request, stream=True)
+                response = await self._client().post(self._url, data=data, headers=headers)
                 break
-            except httpx.TimeoutException as exc:
+            except TimeoutError as exc:
                 raise UpstreamTimeout(f"model server at {self.base_url} did not answer in time ({exc!r})") from exc
-            except _RETRYABLE as exc:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                # Nothing of the response has arrived: a refused connection, or a kept-alive one the server had
+                # closed. Safe to send again.
                 if attempt >= self.retries:
-                    if isinstance(exc, httpx.ConnectError):
+                    if isinstance(exc, aiohttp.ClientConnectorError):
                         raise UpstreamUnavailable(f"cannot connect to model server at {self.base_url}: {exc}") from exc
                     raise UpstreamError(f"model server at {self.base_url} closed the connection: {exc!r}") from exc
                 delay = _BACKOFF * 2**attempt
@@ -98,28 +122,30 @@ class OpenAICompatibleEngine:
                 log.warning("model server %s: %r; retry %d/%d in %.2fs", self.base_url, exc, attempt, self.retries,
                             delay)
                 await asyncio.sleep(delay)
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise UpstreamError(f"request to model server at {self.base_url} failed: {exc!r}") from exc
-        if response.status_code >= 400:
+        if response.status >= 400:
             try:
-                await response.aread()
-            except httpx.HTTPError:
-                pass
+                raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                raw = b""
             finally:
-                await response.aclose()
-            raise _status_error(response)
+                response.release()
+            raise _status_error(response.status, raw, response.reason or "")
         return response
 
     async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
+        import aiohttp
+
         response = await self._send(self._body(messages, params, stream=False))
         try:
-            raw = await response.aread()
-        except httpx.TimeoutException as exc:
+            raw = await response.read()
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"model server at {self.base_url} did not finish in time ({exc!r})") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"model server at {self.base_url} broke off its answer: {exc!r}") from exc
         finally:
-            await response.aclose()
+            response.release()
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
@@ -135,28 +161,34 @@ class OpenAICompatibleEngine:
             raise UpstreamError(f"model server at {self.base_url} sent a malformed completion: {raw[:200]!r}") from exc
 
     async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncGenerator[Delta, None]:
+        import aiohttp
+
         response = await self._send(self._body(messages, params, stream=True))
         finish: str | None = None
         usage: dict[str, Any] | None = None
         done = False
         buffer = b""
         try:
-            async for chunk in response.aiter_bytes():
+            # iter_any: everything that has arrived, in one piece (not one HTTP chunk at a time)
+            async for chunk in response.content.iter_any():
                 buffer += chunk
                 if b"\n" not in chunk:
                     continue
                 *lines, buffer = buffer.split(b"\n")
+                # Every token that arrived in this read goes out as one delta: when the upstream is faster than
+                # this process, tokens queue in the socket and are forwarded in one write instead of one each;
+                # when it is slower, a read holds one token and nothing waits.
+                pieces: list[str] = []
                 for line in lines:
                     # SSE: only `data:` lines matter here (blank separators, comments and event names do not).
                     if not line.startswith(b"data:") or done:
                         continue
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
-                        # Read on to the end of the body, so the connection goes back to the pool.
                         done = True
                         continue
                     try:
-                        event = json.loads(payload)
+                        event = _loads(payload)
                         if "error" in event:
                             raise UpstreamError(f"model server error mid-stream: {_error_message(event)}")
                         if event.get("usage"):
@@ -164,21 +196,26 @@ class OpenAICompatibleEngine:
                         for choice in event.get("choices") or ():
                             content = (choice.get("delta") or {}).get("content")
                             if content:
-                                yield Delta(text=content)
+                                pieces.append(content)
                             if choice.get("finish_reason"):
                                 finish = choice["finish_reason"]
                     except (ValueError, TypeError, AttributeError) as exc:
                         raise UpstreamError(
                             f"model server at {self.base_url} sent a malformed stream event: {payload[:200]!r}"
                         ) from exc
-        except httpx.TimeoutException as exc:
+                if pieces:
+                    yield Delta(text="".join(pieces))
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"model server at {self.base_url} stalled mid-stream ({exc!r})") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"model server at {self.base_url} broke off the stream: {exc!r}") from exc
         finally:
-            # Also runs when our consumer stops early: closing an unfinished response drops the connection,
-            # which is how vLLM learns that the client is gone and aborts the generation.
-            await response.aclose()
+            # Read to the end: the connection goes back to the pool. Stopped early (our consumer went away, or
+            # an error): the connection is dropped, which is how vLLM learns the client is gone and aborts.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
         if not done and finish is None:
             raise UpstreamError(f"model server at {self.base_url} ended the stream before the completion finished")
         usage = usage or {}
@@ -208,12 +245,11 @@ def _error_message(data: Any) -> str:
     return _error_fields(data)[0]
 
 
-def _status_error(response: httpx.Response) -> Exception:
+def _status_error(status: int, raw: bytes, reason: str) -> Exception:
     try:
-        message, param = _error_fields(json.loads(response.content))
+        message, param = _error_fields(json.loads(raw))
     except ValueError:
-        message, param = response.text[:500] or response.reason_phrase, None
-    status = response.status_code
+        message, param = raw[:500].decode("utf-8", "replace") or reason, None
     if status == 400 and param != "max_tokens" and _CONTEXT_MESSAGE.search(message):
         return ContextTooLong(message, param="messages")
     if status in (401, 403, 404):

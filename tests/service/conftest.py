@@ -122,7 +122,8 @@ def fake_upstream_app(state: UpstreamState) -> Any:
 
     echo (answers "回声：" + the last message, one character per stream chunk), slow (answers after 2 s),
     error500, context (vLLM's context-length 400), bad (another 400), missing (404), garbage (200, not JSON),
-    drop (streams a few chunks then breaks the connection), endless (streams until the client goes away).
+    drop (streams a few chunks then breaks the connection), endless (streams until the client goes away), burst
+    (all token events in one write but the last, which is split across two).
     """
     app = FastAPI()
 
@@ -183,11 +184,17 @@ def fake_upstream_app(state: UpstreamState) -> Any:
                     for piece in pieces[:3]:
                         yield chunk({"content": piece})
                     raise RuntimeError("fake upstream drops the connection mid-stream")
+                if model == "burst":  # every token event in one write, the last one cut in two across writes
+                    events = "".join(chunk({"content": piece}) for piece in pieces[:-1])
+                    last = chunk({"content": pieces[-1]}, finish)
+                    yield events + last[:20]
+                    await asyncio.sleep(0.05)
+                    yield last[20:]
                 if model == "endless":
                     for i in range(2000):
                         yield chunk({"content": f"{i} "})
                         await asyncio.sleep(0.01)
-                for i, piece in enumerate(pieces):
+                for i, piece in enumerate(pieces if model != "burst" else ()):
                     yield chunk({"content": piece}, finish if i == len(pieces) - 1 else None)
                 if body.get("stream_options", {}).get("include_usage"):
                     yield chunk(usage=usage)

@@ -88,13 +88,26 @@ async def test_stream_pieces_and_final_usage(fake_upstream: FakeUpstream) -> Non
     finally:
         await engine.aclose()
     assert text == whole.text == "回声：你好，诸葛亮"
-    assert len(deltas) == len(text) + 1  # one per piece, then the closing delta
+    # pieces that arrive together may share a delta; every delta but the closing one carries text
+    assert 2 <= len(deltas) <= len(text) + 1
     assert all(d.finish_reason is None and d.text for d in deltas[:-1])
     last = deltas[-1]
     assert (last.text, last.finish_reason) == ("", "stop")
     assert (last.prompt_tokens, last.completion_tokens) == (whole.prompt_tokens, whole.completion_tokens)
     body = fake_upstream.state.requests[0]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+async def test_tokens_that_arrive_together_go_out_as_one_delta(fake_upstream: FakeUpstream) -> None:
+    engine = OpenAICompatibleEngine(fake_upstream.base_url, "burst")
+    try:
+        text, deltas = await collect(engine.stream(HELLO, SamplingParams(max_tokens=100)))
+    finally:
+        await engine.aclose()
+    assert text == "回声：你好，诸葛亮"
+    # one read held every token but the last (whose event was cut in two), then the last, then the closing delta
+    assert [d.text for d in deltas] == ["回声：你好，诸葛", "亮", ""]
+    assert deltas[-1].finish_reason == "stop" and deltas[-1].completion_tokens == len(text)
 
 
 async def test_streams_reuse_one_keepalive_connection(fake_upstream: FakeUpstream) -> None:
