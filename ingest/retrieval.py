@@ -112,6 +112,9 @@ class Retriever:
 
     @property
     def documents(self) -> dict[str, DocRecord]:
+        # Refreshed like the indexes: another process (a second service replica, the `ingest` CLI) may have
+        # changed the store since, and callers decide from this whether the knowledge base is empty.
+        self._refresh()
         return self._records
 
     def expand(self, query: str) -> list[str]:
