@@ -17,7 +17,7 @@ from .errors import IngestError, UnknownDocumentError, UnreadableFileError
 from .keyword import KeywordIndex, add_words, fingerprint
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
 from .settings import IngestSettings
-from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, make_client
+from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, make_client, where_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class IngestSummary:
 
 
 def open_store(settings: IngestSettings, collection: str | None = None) -> KnowledgeStore:
-    return KnowledgeStore(make_client(settings), collection or settings.collection)
+    return KnowledgeStore(make_client(settings), collection or settings.collection, where_of(settings))
 
 
 def keyword_index_for(settings: IngestSettings, store: KnowledgeStore) -> KeywordIndex:
@@ -168,12 +168,14 @@ def add_paths(
     progress: bool = False,
     prune: bool = False,
     embedder: Embedder | None = None,
+    confine: Path | None = None,
 ) -> IngestSummary:
     """Ingest files and folders into a collection.
 
     Unchanged documents cost no embedding; changed ones keep the embeddings of chunks whose text did not
     change; an interrupted earlier run is finished. With `prune`, documents that were ingested from under
-    the given folders but no longer exist there are removed.
+    the given folders but no longer exist there are removed. With `confine` (an upload folder), paths that
+    resolve outside it are refused and reported like unreadable files.
     """
     t0 = time.perf_counter()
     summary = IngestSummary()
@@ -192,12 +194,13 @@ def add_paths(
     roots = [Path(p) for p in paths]
     docs: list[LoadedDocument] = []
     sources_seen: set[str] = set()
-    for path, reason in iter_files(roots):
+    max_bytes = int(settings.max_file_mb * 2**20)
+    for path, reason in iter_files(roots, confine):
         if reason:
             summary.failed.append(LoadProblem(str(path), reason))
             continue
         try:
-            found, problems = load_file(path)
+            found, problems = load_file(path, max_bytes)
         except UnreadableFileError as exc:
             summary.failed.append(LoadProblem(exc.path, exc.reason))
             log.info("skipped %s", exc)

@@ -10,13 +10,16 @@ half-written document; chunks that belong to no record are orphans and are delet
 
 from __future__ import annotations
 
+import errno
+import functools
+import inspect
 import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from .errors import EmbeddingMismatchError, IngestError, StoreError
@@ -28,6 +31,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}[A-Za-z0-9]$|^[A-Za-z0-9]$"
 _PREFIX, _DOCS, _REBUILD = "kb_", "__docs", "__rebuild"
 META_MODEL, META_DIM = "kongming_embed_model", "kongming_embed_dim"
 COMPLETE, PENDING, DELETING = "complete", "pending", "deleting"
+F = TypeVar("F", bound=Callable[..., Any])
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_DISK_WORDS = ("disk is full", "no space left", "readonly database", "read-only file system", "permission denied")
 
 
 @dataclass
@@ -107,13 +113,91 @@ def make_client(settings: IngestSettings) -> Any:
                 settings=chroma_settings,
             )
         except Exception as exc:  # chromadb raises ValueError/ConnectionError variants
-            raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {exc}") from exc
+            raise StoreError(
+                f"cannot reach the Chroma server at {settings.chroma_url}: {exc} {_server_fix(settings.chroma_url)}"
+            ) from exc
     path = settings.store_path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}") from exc
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}; {_disk_fix()}") from exc
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as exc:
+        err = _as_store_error(exc, where_of(settings), "opening the store")
+        if err is None:
+            raise
+        raise err from exc
+
+
+def where_of(settings: IngestSettings) -> str:
+    """How error messages name the store: the server's address or the embedded folder."""
+    if settings.chroma_url:
+        return f"the Chroma server at {settings.chroma_url}"
+    return f"the store at {settings.store_path}"
+
+
+def _server_fix(url: str) -> str:
+    return (
+        f"(start it with `chroma run --path DIR --host HOST --port PORT`, or point KONGMING_CHROMA_URL / "
+        f"--chroma-url at a running server instead of {url}); the store stays consistent: run the same command "
+        "again once the server answers"
+    )
+
+
+def _disk_fix() -> str:
+    return (
+        "free some space or make the folder writable, or set KONGMING_DATA_DIR (--data-dir) to a writable folder "
+        "with room; an interrupted ingest finishes when the same command is run again"
+    )
+
+
+def _as_store_error(exc: BaseException, where: str, doing: str) -> StoreError | None:
+    """A StoreError that says what happened and what to do, for errors of reaching or writing the store."""
+    if isinstance(exc, StoreError):
+        return None  # already says it
+    import httpx
+
+    if isinstance(exc, httpx.TransportError | ConnectionError):
+        url = where.removeprefix("the Chroma server at ")
+        return StoreError(f"{where} did not answer while {doing} ({exc or type(exc).__name__}) {_server_fix(url)}")
+    text = str(exc).lower()
+    if (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS) or any(w in text for w in _DISK_WORDS):
+        return StoreError(f"cannot write {where} while {doing} ({exc}): {_disk_fix()}")
+    return None
+
+
+def _guarded(doing: str) -> Callable[[F], F]:
+    """Turn failures to reach or write the store inside a KnowledgeStore method into a StoreError naming it."""
+
+    def wrap(fn: F) -> F:
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen(self: KnowledgeStore, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    yield from fn(self, *args, **kwargs)
+                except Exception as exc:
+                    err = _as_store_error(exc, self.where, doing)
+                    if err is None:
+                        raise
+                    raise err from exc
+
+            return gen  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def call(self: KnowledgeStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception as exc:
+                err = _as_store_error(exc, self.where, doing)
+                if err is None:
+                    raise
+                raise err from exc
+
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
 def list_collections(client: Any) -> list[str]:
@@ -126,17 +210,21 @@ def list_collections(client: Any) -> list[str]:
 class KnowledgeStore:
     """One knowledge base (collection) in Chroma."""
 
-    def __init__(self, client: Any, name: str) -> None:
+    def __init__(self, client: Any, name: str, where: str = "the store") -> None:
         self.client = client
         self.name = validate_name(name)
-        self._finish_interrupted_rebuild()
+        self.where = where
         try:
+            self._finish_interrupted_rebuild()
             self.chunks = client.get_or_create_collection(
                 _PREFIX + name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
             )
             self.docs = client.get_or_create_collection(_PREFIX + name + _DOCS, embedding_function=None)
+        except StoreError:
+            raise
         except Exception as exc:
-            raise StoreError(f"cannot open collection {name!r}: {exc}") from exc
+            err = _as_store_error(exc, where, f"opening collection {name!r}")
+            raise err or StoreError(f"cannot open collection {name!r} in {where}: {exc}") from exc
         self._batch = int(client.get_max_batch_size())
         self._vector_store: Any = None
 
@@ -159,11 +247,13 @@ class KnowledgeStore:
                 f"`ingest rebuild --collection {self.name}` to re-embed it with the new model"
             )
 
+    @_guarded("recording the embedding model")
     def set_embedding_info(self, name: str, dim: int) -> None:
         if self.embedding_info() != (name, dim):
             self.chunks.modify(metadata={META_MODEL: name, META_DIM: dim})
 
     # --- document records ------------------------------------------------------------------
+    @_guarded("reading document records")
     def records(self) -> dict[str, DocRecord]:
         out: dict[str, DocRecord] = {}
         for ids, docs, metas in self._pages(self.docs, include=["documents", "metadatas"]):
@@ -171,11 +261,13 @@ class KnowledgeStore:
                 out[i] = DocRecord.from_chroma(body, meta)
         return out
 
+    @_guarded("writing a document record")
     def put_record(self, rec: DocRecord) -> None:
         rec.updated_at = time.time()
         body, meta = rec.to_chroma()
         self.docs.upsert(ids=[rec.doc_id], documents=[body], metadatas=[meta], embeddings=[[1.0]])
 
+    @_guarded("deleting a document record")
     def delete_record(self, doc_id: str) -> None:
         self.docs.delete(ids=[doc_id])
 
@@ -188,28 +280,34 @@ class KnowledgeStore:
             self._vector_store = ChromaVectorStore(chroma_collection=self.chunks)
         return self._vector_store
 
+    @_guarded("reading chunk ids")
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for part in _batches(list(ids), self._batch):
             found.update(self.chunks.get(ids=part, include=[])["ids"])
         return found
 
+    @_guarded("reading chunk ids")
     def all_chunk_ids(self) -> set[str]:
         return {i for ids, _, _ in self._pages(self.chunks, include=[]) for i in ids}
 
+    @_guarded("writing chunks")
     def add_nodes(self, nodes: Sequence[Any]) -> None:
         """Add LlamaIndex nodes that carry embeddings, in batches Chroma accepts."""
         for part in _batches(list(nodes), self._batch):
             self.vector_store.add(part)
 
+    @_guarded("updating chunk metadata")
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         for lo in range(0, len(ids), self._batch):
             self.chunks.update(ids=list(ids[lo : lo + self._batch]), metadatas=list(metadatas[lo : lo + self._batch]))
 
+    @_guarded("deleting chunks")
     def delete_chunks(self, ids: Iterable[str]) -> None:
         for part in _batches(list(ids), self._batch):
             self.chunks.delete(ids=part)
 
+    @_guarded("reading chunks")
     def get_chunks(self, ids: Sequence[str] | None = None) -> Iterator[StoredChunk]:
         """Stored chunks by id (all of them when ids is None), without embeddings."""
         include = ["documents", "metadatas"]
@@ -221,9 +319,11 @@ class KnowledgeStore:
             for i, d, m in zip(page_ids, docs, metas, strict=True):
                 yield StoredChunk(i, d or "", _public_meta(m))
 
+    @_guarded("counting chunks")
     def count(self) -> int:
         return int(self.chunks.count())
 
+    @_guarded("searching")
     def query(self, embedding: Any, n: int, filters: Any = None) -> list[StoredChunk]:
         """Nearest chunks by cosine similarity, through LlamaIndex's VectorStoreQuery."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
@@ -259,6 +359,7 @@ class KnowledgeStore:
             log.warning("finishing an interrupted rebuild of %s", self.name)
             self.client.get_collection(tmp).modify(name=_PREFIX + self.name)
 
+    @_guarded("starting a rebuild")
     def rebuild_target(self) -> Any:
         """A fresh chunk collection to re-embed into; `swap_in` makes it the live one."""
         tmp = _PREFIX + self.name + _REBUILD
@@ -268,6 +369,7 @@ class KnowledgeStore:
             pass
         return self.client.create_collection(tmp, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
 
+    @_guarded("finishing a rebuild")
     def swap_in(self, new: Any) -> None:
         self.client.delete_collection(_PREFIX + self.name)
         new.modify(name=_PREFIX + self.name)

@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
 from ingest import pipeline
@@ -17,38 +9,16 @@ from ingest.errors import StoreError
 from ingest.retrieval import Retriever
 from ingest.settings import get_settings
 
+from ..faults.helpers import ChromaServer, free_port
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def chroma_server(tmp_path):
-    exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1).read()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("chroma server did not start")
-            time.sleep(0.3)
-    yield url, tmp_path / "chroma-server"
-    proc.terminate()
-    proc.wait(timeout=20)
+    server = ChromaServer(tmp_path / "chroma-server").start()
+    yield server.url, server.path
+    server.stop()
 
 
 def test_ingest_and_search_through_a_chroma_server(chroma_server, novel_file, tmp_path, embedder):

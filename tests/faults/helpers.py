@@ -1,0 +1,126 @@
+"""What the fault tests break things with: a `chroma run` server that can be killed and restarted on its port,
+tmpfs mounts (a disk that fills up, a folder that turns read-only), and peak memory of a command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ChromaServer:
+    """A real `chroma run` process over `path`; `kill` and `start` again keep the port and the data."""
+
+    def __init__(self, path: Path, port: int | None = None) -> None:
+        self.path, self.port = path, port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ChromaServer:
+        exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+        self.proc = subprocess.Popen(
+            [exe, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1).read()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    pytest.fail(f"chroma server did not start on port {self.port}")
+                time.sleep(0.3)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop it the hard way (SIGKILL) or the polite way (SIGTERM), and wait until it is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs at `path` (needs root); skips the test with the reason where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)],
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or r.stdout).strip()}): disk-full tests need root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+
+def fill(path: Path, leave: int) -> Path:
+    """A ballast file that takes all the space of the filesystem at `path` but `leave` bytes."""
+    ballast = path / "ballast"
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    with open(ballast, "wb") as f:
+        f.truncate(0)
+        f.write(b"\0" * max(free - leave, 0))
+    return ballast
+
+
+def run_measured(args: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[int, str, str, float]:
+    """Run `python -m ARGS` and return (exit code, stdout, stderr, the process's peak resident MiB)."""
+    code = (
+        "import resource, runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
+        "print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    peak = next(int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("PEAK_RSS_KB"))
+    return r.returncode, r.stdout, r.stderr, peak / 1024
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KONGMING_DATA_DIR": str(tmp_path / "data"),
+        "KONGMING_CHUNK_SIZE": "80",
+        "KONGMING_CHUNK_OVERLAP": "20",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
