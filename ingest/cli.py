@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except IngestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as exc:  # a data folder that cannot be written (read-only, full): the message names the path
+        print(f"error: {exc}: check that the folder is writable and has room (KONGMING_DATA_DIR)", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: the store is consistent; run the same command again to finish", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -18,7 +18,7 @@ from .errors import UnreadableFileError
 log = logging.getLogger(__name__)
 
 SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".jsonl"}
-MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_FILE_BYTES = 64 * 2**20  # the default of KONGMING_MAX_FILE_MB
 MAX_UNZIPPED_BYTES = 256 * 1024 * 1024  # a .docx that inflates past this is refused (zip bomb)
 _TITLE_LINE = re.compile(r"^[\[【《]?\s*([^/\]】》]{1,40}?)\s*[》]?\s*/\s*(.{1,20}?)\s*著?\s*[\]】]?$")
 _JSONL_TEXT_KEYS = ("text", "content", "body", "page_content")
@@ -50,17 +50,30 @@ def doc_id_for(path: Path) -> str:
     return f"{stem}-{hashlib.sha1(resolved.encode('utf-8')).hexdigest()[:8]}"
 
 
-def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str | None]]:
-    """Files under the given paths (folders recursively, sorted), with a reason when one is unusable."""
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def iter_files(paths: list[Path], confine: Path | None = None) -> Iterator[tuple[Path, str | None]]:
+    """Files under the given paths (folders recursively, sorted), with a reason when one is unusable.
+
+    A link inside a folder that points out of it is refused (not read), and so is, with `confine` (an upload
+    folder), any path that resolves outside that folder, through `..` or a link.
+    """
     for p in paths:
-        if p.is_dir():
+        if confine is not None and not _inside(p, confine):
+            yield p, f"refused: resolves to {p.resolve()}, outside {confine} (through '..' or a link)"
+        elif p.is_dir():
             for f in sorted(p.rglob("*")):
                 if (
                     f.is_file()
                     and f.suffix.lower() in SUPPORTED
                     and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 ):
-                    yield f, None
+                    if _inside(f, p):
+                        yield f, None
+                    else:
+                        yield f, f"refused: a link to {f.resolve()}, outside the folder {p}"
         elif p.is_file():
             ok = p.suffix.lower() in SUPPORTED
             yield p, None if ok else f"unsupported file type {p.suffix or '(none)'}: use one of {sorted(SUPPORTED)}"
@@ -68,13 +81,22 @@ def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str | None]]:
             yield p, "no such file or folder"
 
 
-def _read_bytes(path: Path) -> bytes:
+def _check_size(path: Path, max_bytes: int) -> None:
+    """Refuse a file over the limit before reading any of it, so a huge file cannot exhaust memory."""
     try:
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UnreadableFileError(
-                path, f"file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit"
-            )
+    except OSError as exc:
+        raise UnreadableFileError(path, exc.strerror or str(exc)) from exc
+    if size > max_bytes:
+        raise UnreadableFileError(
+            path,
+            f"file is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB limit: split it, or raise "
+            "KONGMING_MAX_FILE_MB",
+        )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
         return path.read_bytes()
     except PermissionError as exc:
         raise UnreadableFileError(path, "permission denied") from exc
@@ -166,11 +188,12 @@ def _pdf_text(path: Path) -> str:
     return "\n".join(pages)
 
 
-def load_file(path: Path) -> tuple[list[LoadedDocument], list[LoadProblem]]:
+def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[list[LoadedDocument], list[LoadProblem]]:
     """Documents in one file (one, or one per line for .jsonl) and problems with parts of it.
 
-    Raises UnreadableFileError when nothing of the file can be used.
+    Raises UnreadableFileError when nothing of the file can be used, or when it is over `max_bytes`.
     """
+    _check_size(path, max_bytes)
     suffix = path.suffix.lower()
     base_id = doc_id_for(path)
     source = str(path.resolve())

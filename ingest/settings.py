@@ -31,6 +31,9 @@ class IngestSettings(BaseSettings):
     )
     embed_batch_size: int = 32
     embed_flush: int = Field(default=256, ge=1, description="chunks written per store write during ingest")
+    max_file_mb: float = Field(
+        default=64, gt=0, description="larger files are refused before they are read (MiB; ~3 h of embedding)"
+    )
     chunk_size: int = Field(
         default=480, ge=20, description="target chunk length (in chunk_unit); 5 chunks stay within 2,500 characters"
     )
