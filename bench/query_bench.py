@@ -7,7 +7,6 @@ against the bare embedder + Chroma query as the floor, and the peak memory of th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -17,10 +16,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+from common import pct, write_result
 
 
 def main() -> int:
@@ -76,10 +72,7 @@ def main() -> int:
     hybrid, fl = out["hybrid"], out["floor_embed_plus_chroma"]
     out["hybrid_p50_vs_floor"] = round(hybrid["p50_ms"] / fl["p50_ms"], 2)  # type: ignore[index]
     out["serving_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(out, ensure_ascii=False, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+    write_result(out, args.out)
     return 0
 
 
