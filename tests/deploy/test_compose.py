@@ -146,7 +146,7 @@ def test_compose_config_validates() -> None:
     command = vllm["command"] if isinstance(vllm["command"], str) else " ".join(vllm["command"])
     assert "${" not in command and "--model /models/gemma-3-270m" in command
     # the example serves the base model with one LoRA adapter per persona, named as the personas
-    assert "--enable-lora" in command and "zhuge-liang=/adapters/" in command and "zhen-huan=/adapters/" in command
+    assert "--enable-lora" in command and "zhuge-liang=/adapters/zhuge-liang-gemma270m" in command
 
 
 def test_compose_refuses_a_missing_upstream_key(tmp_path: Path) -> None:
