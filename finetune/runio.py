@@ -8,7 +8,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +20,68 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+# What a writer killed mid-way leaves: ".NAME.XXXXXXXX" (tempfile's suffix), ".NAME.old", ".final"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<suffix>old|[a-z0-9_]{8})$")
+_FINAL = ".final"
 
 
 class RunError(RuntimeError):
     """Training, evaluation or merging cannot go on; the message names the file or key and the fix."""
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write under `path` (read-only folder, full disk) into a RunError that names it."""
+    try:
+        yield
+    except RunError:
+        raise
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = getattr(exc, "filename", None) or path
+        raise RunError(
+            f"cannot write {where}: {reason}: free some space or make the folder writable, or set output_dir= to "
+            "another folder; `finetune train` resumes from the last complete checkpoint"
+        ) from exc
+
+
+def tidy(run_dir: Path) -> list[str]:
+    """Clear what a killed writer left behind: temporary files and folders (never seen under a real name),
+    and put back a checkpoint that was being replaced. Returns the names removed."""
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            m = _TEMP.match(p.name)
+            if not m and p.name != _FINAL:
+                continue
+            real = folder / m.group("name") if m else p
+            if m and m.group("suffix") == "old" and not real.exists() and (p / "state.json").is_file():
+                p.rename(real)
+                log.warning("restored %s, which was being replaced when the last run stopped", real)
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    if removed:
+        log.warning("removed %d temporary files of an interrupted run in %s", len(removed), run_dir)
+    return removed
+
+
 def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -46,11 +91,13 @@ def write_json(path: Path, data: Any) -> None:
 def append_metric(run_dir: Path, record: dict[str, Any]) -> None:
     """One JSON line, written with a single write call; a line cut by a crash is dropped on resume."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    with writing(run_dir / METRICS_FILE):
+        fd = os.open(run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(28, "No space left on device (a short write)", str(run_dir / METRICS_FILE))
+        finally:
+            os.close(fd)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -85,6 +132,11 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def write_dir(target: Path, fill: Callable[[Path], None]) -> Path:
     """Have `fill` write into a fresh temporary folder beside `target`, then rename it to `target`."""
+    with writing(target):
+        return _write_dir(target, fill)
+
+
+def _write_dir(target: Path, fill: Callable[[Path], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

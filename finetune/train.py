@@ -21,10 +21,12 @@ from .runio import (
     move_files_into,
     read_metrics,
     save_checkpoint,
+    tidy,
     truncate_metrics,
     write_dir,
     write_json,
     write_text,
+    writing,
 )
 from .steps import batch_loss, mean_loss, peak_memory_mb, pick_device, use_bf16
 
@@ -122,9 +124,11 @@ def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, device: Any
 
 def _prepare_dir(cfg: Config, restart: bool) -> tuple[Path, list[tuple[int, Path]]]:
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if restart:
-        clear_run(run_dir)
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if restart:
+            clear_run(run_dir)
+        tidy(run_dir)
     found = checkpoints(run_dir)
     if found and (run_dir / CONFIG_FILE).is_file():
         diffs = changed_keys(load_config(run_dir / CONFIG_FILE), cfg, RESUMABLE)
@@ -278,5 +282,6 @@ def _write_final(run_dir: Path, model: Any, tokenizer: Any) -> None:
         (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
 
     final = write_dir(run_dir / ".final", fill)
-    move_files_into(final, run_dir, last="adapter_config.json")
-    final.rmdir()
+    with writing(run_dir):
+        move_files_into(final, run_dir, last="adapter_config.json")
+        final.rmdir()

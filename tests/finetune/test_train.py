@@ -101,10 +101,38 @@ def test_sigkill_mid_run_then_rerun_resumes(tiny_model: Path, chat_file: Path, t
             proc.kill()
     done = checkpoints(out)[-1][0]
     assert 0 < done < 400 and not (out / "adapter_config.json").exists()
+    for _, ckpt in checkpoints(out):  # every checkpoint a reader can find is whole
+        assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json"} <= {
+            p.name for p in ckpt.iterdir()
+        }
+    # what a writer killed mid-write leaves (under temporary names, which no reader looks at)
+    half = out / "checkpoints" / f".step-{done + 5:06d}.k1ll3d00"
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"half")
+    (out / ".config.yaml.k1ll3d00").write_text("half")
+    (out / ".final").mkdir()
+    assert checkpoints(out)[-1][0] == done
     result = train(load_config(ROOT / "finetune/configs/huanhuan_tiny.yaml", args))
     assert result.resumed_from is not None and result.resumed_from >= done and result.steps == 400
     steps = [r["step"] for r in read_metrics(out) if "loss" in r]
     assert steps == list(range(1, 401))
+    leftovers = [p.name for d in (out, out / "checkpoints") for p in d.iterdir() if p.name.startswith(".")]
+    assert leftovers == [] and (out / "adapter_config.json").is_file()
+
+
+def test_tidy_puts_back_a_checkpoint_that_was_being_replaced(tmp_path: Path):
+    from finetune.runio import tidy
+
+    ckpts = tmp_path / "checkpoints"
+    old = ckpts / ".step-000008.old"  # the kill came between moving it aside and renaming the new one in
+    old.mkdir(parents=True)
+    (old / "state.json").write_text("{}")
+    (ckpts / ".step-000012.abcd_123").mkdir()
+    (tmp_path / ".metrics.jsonl.x1y2z3w4").write_text("")
+    (tmp_path / ".gitignore").write_text("*")  # not ours: kept
+    assert sorted(tidy(tmp_path)) == [".metrics.jsonl.x1y2z3w4", ".step-000012.abcd_123"]
+    assert [s for s, _ in checkpoints(tmp_path)] == [8]
+    assert (tmp_path / ".gitignore").is_file()
 
 
 def test_a_changed_experiment_is_not_resumed(tiny_model: Path, chat_file: Path, tmp_path: Path):
