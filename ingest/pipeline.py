@@ -17,7 +17,7 @@ from .errors import IngestError, UnknownDocumentError, UnreadableFileError
 from .keyword import KeywordIndex, add_words, fingerprint
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
 from .settings import IngestSettings
-from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, make_client, where_of
+from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, check_writable, make_client, where_of
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,15 @@ class _Embedding:
                     self.flush()
                 if self.bar:
                     self.bar.update(len(part))
-        finally:
-            # keep what was embedded before a failure or Ctrl-C: the next run skips it
-            self.flush()
+        except BaseException:
+            # keep what was embedded before a failure or Ctrl-C (the next run skips it), but when the store
+            # itself failed, the first error is the one that says why
+            try:
+                self.flush()
+            except Exception as exc:
+                log.warning("could not keep the last embedded chunks: %s", exc)
+            raise
+        self.flush()
 
     def flush(self) -> None:
         if self.buffer:
@@ -179,6 +185,7 @@ def add_paths(
     """
     t0 = time.perf_counter()
     summary = IngestSummary()
+    check_writable(settings)
     store = open_store(settings, collection)
     store.check_embedder(embedder.name if embedder else embedder_name(settings))
     loaded: Any = embedder
@@ -317,6 +324,7 @@ def remove_documents(targets: Iterable[str], settings: IngestSettings, collectio
     """Remove documents named by id, by file path, or by a folder that contains their files."""
     t0 = time.perf_counter()
     summary = IngestSummary()
+    check_writable(settings)
     store = open_store(settings, collection)
     records = store.records()
     for target in targets:
@@ -358,6 +366,7 @@ def rebuild(
     """
     t0 = time.perf_counter()
     summary = IngestSummary()
+    check_writable(settings)
     store = open_store(settings, collection)
     embedder = embedder or get_embedder(settings.embed_model)
     records = store.records()

@@ -15,7 +15,9 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -130,6 +132,22 @@ def make_client(settings: IngestSettings) -> Any:
         raise err from exc
 
 
+def check_writable(settings: IngestSettings) -> None:
+    """Fail early, naming the folder, when the data folder cannot be written (read-only, full, no rights)."""
+    folders = [settings.data_dir] if settings.chroma_url else [settings.data_dir, settings.store_path]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+            try:
+                os.write(fd, b"\0" * 4096)  # an empty file fits on a full disk; a block does not
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as exc:
+            raise StoreError(f"the data folder {folder} cannot be written ({exc.strerror}): {_disk_fix()}") from exc
+
+
 def where_of(settings: IngestSettings) -> str:
     """How error messages name the store: the server's address or the embedded folder."""
     if settings.chroma_url:
@@ -164,7 +182,24 @@ def _as_store_error(exc: BaseException, where: str, doing: str) -> StoreError | 
     text = str(exc).lower()
     if (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS) or any(w in text for w in _DISK_WORDS):
         return StoreError(f"cannot write {where} while {doing} ({exc}): {_disk_fix()}")
+    low = _low_disk(where)
+    if low:  # Chroma's own errors after a failed write say little ("Failed to apply logs"): look at the disk
+        return StoreError(f"cannot write {where} while {doing} ({exc}; {low}): {_disk_fix()}")
     return None
+
+
+def _low_disk(where: str) -> str | None:
+    """Why the embedded store's filesystem cannot take writes (read-only, nearly full), if it cannot."""
+    if not where.startswith("the store at "):
+        return None
+    try:
+        st = os.statvfs(where.removeprefix("the store at "))
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return "the filesystem is read-only"
+    free = st.f_bavail * st.f_frsize
+    return f"only {free // 1024} KiB free" if free < 4 * 2**20 else None
 
 
 def _guarded(doing: str) -> Callable[[F], F]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -124,3 +124,52 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         **extra,
     }
+
+
+@contextmanager
+def lockable_dir(path: Path) -> Iterator[Callable[[], None]]:
+    """A folder the test fills and then turns read-only: a tmpfs remounted read-only when running as root
+    (root writes through permission bits), the permission bits for anyone else. Yields the switch."""
+    if os.geteuid() != 0:
+        path.mkdir(parents=True, exist_ok=True)
+
+        def folders() -> list[Path]:
+            return [path, *(p for p in path.rglob("*") if p.is_dir())]
+
+        def lock() -> None:
+            for p in folders():
+                p.chmod(0o555)
+
+        try:
+            yield lock
+        finally:
+            for p in folders():
+                p.chmod(0o755)
+        return
+    with tmpfs(path, "64m"):
+        yield lambda: remount(path, "ro")
+
+
+def big_novel(novel: Path, out: Path, copies: int = 12) -> Path:
+    """The test novel `copies` times over, each copy with its own words, so that no chunk repeats."""
+    text = novel.read_text(encoding="utf-8")
+    marks = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥"[:copies]
+    out.write_text("\n".join(text.replace("。", f"，{m}也。") for m in marks), encoding="utf-8")
+    return out
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def store_census(env: dict[str, str]) -> tuple[int, int, int, int]:
+    """(chunk rows, distinct chunk ids, Chroma's count, chunks the complete documents hold) of the store."""
+    code = (
+        "from ingest.pipeline import open_store; from ingest.settings import get_settings\n"
+        "s = open_store(get_settings()); ids = [c.chunk_id for c in s.get_chunks()]\n"
+        "n = sum(r.n_chunks for r in s.records().values() if r.status == 'complete')\n"
+        "print(len(ids), len(set(ids)), s.count(), n)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    a, b, c, d = map(int, out.stdout.split())
+    return a, b, c, d
