@@ -36,7 +36,10 @@ def writing(path: Path) -> Iterator[None]:
         yield
     except RunError:
         raise
-    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+    except Exception as exc:
+        # torch.save reports a full disk as a RuntimeError, safetensors as its own SafetensorError
+        if not isinstance(exc, OSError | RuntimeError) and type(exc).__name__ != "SafetensorError":
+            raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = getattr(exc, "filename", None) or path
         raise RunError(
