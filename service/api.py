@@ -3,32 +3,47 @@
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from .chat import ChatService, Reply
 from .engines import Delta, SamplingParams
-from .errors import BadRequest, ServiceError, Unauthorized
+from .errors import BadRequest, RateLimited, ServiceError, Unauthorized
+from .keys import KeyRing
 from .metrics import Metrics
 from .protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
     Choice,
+    ErrorResponse,
     KongmingExtension,
+    ModelCard,
     ModelList,
     Usage,
     completion_id,
 )
-from .settings import ServiceSettings, hash_key
+from .ratelimit import RateLimiter
+from .settings import ServiceSettings
+from .uploads import save_upload, upload_target
 
-router = APIRouter()
+# Every error the API returns is OpenAI-shaped; the schema says so (the fuzz test checks responses against it).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": what}
+    for status, what in [
+        (400, "malformed request"), (401, "missing or wrong API key"), (404, "unknown model, route or document"),
+        (413, "body too large"), (429, "rate limit reached (see Retry-After)"), (500, "internal error"),
+        (502, "the model server failed"), (503, "the model server is unavailable"), (504, "the model server timed out"),
+    ]
+}  # fmt: skip
+router = APIRouter(responses=ERRORS)
 
 
 # The dependencies are `async def` although they do no I/O: FastAPI runs a plain `def` dependency on a worker
@@ -51,24 +66,44 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+WRONG_KEY = "Incorrect API key provided: send `Authorization: Bearer <key>`"
+
+
 async def require_key(request: Request, settings: Annotated[ServiceSettings, Depends(get_settings)]) -> None:
-    """Chat needs a key only when keys are configured."""
-    digests = settings.key_digests()
-    if not digests:
-        return
-    key = _bearer(request)
-    if key is None or hash_key(key) not in digests:
-        raise Unauthorized("Incorrect API key provided: send `Authorization: Bearer <key>`")
+    """Chat and reads need a key when keys are configured (`chat_auth` auto), always (required) or never (open)."""
+    ring: KeyRing = request.app.state.keys
+    key_id = ring.identify(_bearer(request))
+    needed = settings.chat_auth == "required" or (settings.chat_auth == "auto" and ring.configured())
+    if needed and key_id is None:
+        raise Unauthorized(WRONG_KEY)
+    _admit(request, settings, key_id)
 
 
 async def require_write_key(request: Request, settings: Annotated[ServiceSettings, Depends(get_settings)]) -> None:
-    """Knowledge-base writes always need a key; with none configured they are off."""
-    digests = settings.key_digests()
-    if not digests:
-        raise Unauthorized("knowledge-base writes are disabled: set KONGMING_API_KEYS and send one as a Bearer token")
-    key = _bearer(request)
-    if key is None or hash_key(key) not in digests:
-        raise Unauthorized("Incorrect API key provided: send `Authorization: Bearer <key>`")
+    """Knowledge-base writes always need a key, even when chat is open; with none configured they are off."""
+    ring: KeyRing = request.app.state.keys
+    if not ring.configured():
+        raise Unauthorized("knowledge-base writes are disabled: create a key with `kongming keys add` (or set "
+                           "KONGMING_API_KEYS) and send it as a Bearer token")
+    key_id = ring.identify(_bearer(request))
+    if key_id is None:
+        raise Unauthorized(WRONG_KEY)
+    _admit(request, settings, key_id)
+
+
+def _admit(request: Request, settings: ServiceSettings, key_id: str | None) -> None:
+    """Per-caller token bucket: the key's id, or the client's address for requests without a key."""
+    request.state.key_id = key_id  # the access log names the key by id, never by value
+    limiter: RateLimiter = request.app.state.limiter
+    caller = key_id or "addr:" + (request.client.host if request.client else "-")
+    wait = limiter.take(caller)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise RateLimited(
+            f"Rate limit reached: {settings.rate_limit_per_minute:g} requests per minute"
+            f" (bursts of {settings.rate_limit_burst}); retry in {seconds} s",
+            headers={"retry-after": str(seconds)},
+        )
 
 
 Chat = Annotated[ChatService, Depends(get_chat)]
@@ -81,7 +116,7 @@ async def health(chat: Chat) -> dict[str, Any]:
     return {"status": "ok", "models": [m.id for m in chat.models()]}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(m: MetricsDep) -> Response:
     body, content_type = m.render()
     return Response(body, media_type=content_type)
@@ -92,7 +127,7 @@ async def list_models(chat: Chat) -> ModelList:
     return ModelList(data=chat.models())
 
 
-@router.get("/v1/models/{model_id}", dependencies=[Depends(require_key)])
+@router.get("/v1/models/{model_id}", dependencies=[Depends(require_key)], response_model=ModelCard)
 async def get_model(model_id: str, chat: Chat) -> Any:
     chat.resolve_model(model_id)
     return next(m for m in chat.models() if m.id == model_id)
@@ -102,6 +137,8 @@ def _check(body: ChatCompletionRequest, settings: ServiceSettings) -> None:
     """Refusals for what the schema alone cannot say."""
     if not body.messages:
         raise BadRequest("messages must contain at least one message", param="messages")
+    if len(body.messages) > settings.max_messages:  # refused before anything reads the conversation
+        raise BadRequest(f"too many messages: {len(body.messages)} > {settings.max_messages}", param="messages")
     if body.n is not None and body.n > 1:
         raise BadRequest("n > 1 is not supported: ask for one choice", param="n")
     if body.tools:
@@ -127,12 +164,28 @@ def _headers(reply: Reply) -> dict[str, str]:
     }
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_key)], response_model=None)
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ChatCompletion, "description": "a completion, or with `stream` a text/event-stream of chunks",
+          "content": {"text/event-stream": {"schema": {  # one server-sent event
+              "type": "object", "required": ["data"],
+              "properties": {"event": {"type": "string"},
+                             "data": {"type": "string", "description": "a chat.completion.chunk in JSON, or [DONE]"}},
+          }}}},
+}
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(require_key)], response_model=None,
+             responses=CHAT_RESPONSES)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, chat: Chat, settings: Settings, m: MetricsDep
 ) -> Response:
     _check(body, settings)
     started = time.perf_counter()
+
+    def record(prompt_tokens: int, completion_tokens: int) -> None:
+        m.observe_done(reply, prompt_tokens, completion_tokens, time.perf_counter() - started)
+        request.state.tokens = (prompt_tokens, completion_tokens)  # for the access log
+
     messages = [{"role": "system" if x.role == "developer" else x.role, "content": x.text()} for x in body.messages]
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     params = SamplingParams(
@@ -150,7 +203,8 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = reply.stream()
         first = await _first(stream)  # errors before the first token are plain HTTP errors, not a broken stream
-        sse = _sse(reply, body.model, ext, first, stream, include_usage, m, started)
+        m.first_token.labels(route=reply.decision.route).observe(time.perf_counter() - started)
+        sse = _sse(body.model, ext, first, stream, include_usage, m, record)
         return StreamingResponse(sse, media_type="text/event-stream", headers=_headers(reply))
     done = await reply.complete()
     usage = Usage(
@@ -158,7 +212,7 @@ async def chat_completions(
         completion_tokens=done.completion_tokens,
         total_tokens=done.prompt_tokens + done.completion_tokens,
     )
-    m.observe_done(reply, usage.prompt_tokens, usage.completion_tokens, time.perf_counter() - started)
+    record(usage.prompt_tokens, usage.completion_tokens)
     out = ChatCompletion(
         model=body.model,
         choices=[Choice(message=AssistantMessage(content=done.text), finish_reason=done.finish_reason)],
@@ -179,14 +233,13 @@ async def _first(stream: AsyncIterator[Delta]) -> Delta | None:
 
 
 async def _sse(
-    reply: Reply,
     model: str,
     ext: KongmingExtension,
     first: Delta | None,
     stream: AsyncIterator[Delta],
     include_usage: bool,
     m: Metrics,
-    started: float,
+    done: Callable[[int, int], None],
 ) -> AsyncIterator[bytes]:
     """OpenAI's chunk stream; the route and citations come in a last chunk (no choices) before [DONE]."""
     cid = completion_id()
@@ -230,7 +283,7 @@ async def _sse(
             "total_tokens": prompt_tokens + completion_tokens,
         }
     yield b"data: " + json.dumps(last, ensure_ascii=False).encode() + b"\n\ndata: [DONE]\n\n"
-    m.observe_done(reply, prompt_tokens, completion_tokens, time.perf_counter() - started)
+    done(prompt_tokens, completion_tokens)
 
 
 # -- knowledge base (writes need an API key) ---------------------------------------------------------------------
@@ -253,22 +306,9 @@ def _doc(d: Any) -> dict[str, Any]:
 async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
     from ingest.pipeline import add_paths
 
-    upload_dir = (settings.data_dir / "uploads").resolve()
-    upload_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for f in files:
-        name = f.filename or ""
-        if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-            raise BadRequest(f"refused file name {f.filename!r}: give a plain file name", param="files")
-        target = (upload_dir / name).resolve()
-        if target.parent != upload_dir:
-            raise BadRequest(f"refused file name {f.filename!r}", param="files")
-        tmp = target.with_name(f".{name}.part")
-        with open(tmp, "wb") as out:
-            while chunk := await f.read(1 << 20):
-                out.write(chunk)
-        tmp.replace(target)
-        paths.append(target)
+    for f in files:  # every name is checked before any file is written
+        upload_target(settings.upload_dir(), f.filename)
+    paths = [await save_upload(settings.upload_dir(), f) for f in files]
     summary = await chat.kb.run(add_paths, paths, chat.kb.settings)
     return {
         "added": summary.added_docs,
@@ -294,4 +334,4 @@ async def kb_remove(doc_id: str, chat: Chat) -> dict[str, Any]:
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)

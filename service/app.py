@@ -21,8 +21,10 @@ from .api import error_response, router
 from .chat import ChatService
 from .engines import Engine
 from .errors import PayloadTooLarge, ServiceError
+from .keys import KeyRing
 from .metrics import Metrics
 from .persona import Engines
+from .ratelimit import RateLimiter
 from .retrieval import KnowledgeBase
 from .settings import ServiceSettings, get_service_settings, ingest_settings_for
 
@@ -40,35 +42,49 @@ def build_chat_service(
 
 
 class BodyLimit:
-    """Refuses request bodies over the limit (413) before they are read into memory."""
+    """Refuses request bodies over the limit (413) before they are read into memory; knowledge-base uploads
+    have their own (larger) limit."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, upload_limit: int | None = None, upload_prefix: str = "/v1/kb/"
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit or limit
+        self.upload_prefix = upload_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.upload_limit if scope["path"].startswith(self.upload_prefix) else self.limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = PayloadTooLarge(f"request body too large: the limit is {self.limit} bytes")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        too_big = PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await error_response(too_big)(scope, receive, send)
             return
         seen = 0
+        tripped = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, tripped
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
+                    tripped = True
                     raise _TooLarge()
             return message
 
+        async def guarded(message: Message) -> None:
+            if not tripped:  # whatever the app answers to a body it could not finish reading is replaced by the 413
+                await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, guarded)
         except _TooLarge:
+            pass
+        if tripped:
             await error_response(too_big)(scope, receive, send)
 
 
@@ -76,9 +92,20 @@ class _TooLarge(Exception):
     pass
 
 
+_RID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _request_id(given: bytes | None) -> bytes:
+    """The client's `x-request-id` when it is a plain token (it goes into logs and headers), else a new one."""
+    if given and len(given) <= 64 and all(c in _RID_CHARS for c in given):
+        return given
+    return uuid.uuid4().hex[:16].encode()
+
+
 class AccessLog:
-    """Request id (kept from `x-request-id` or made), one log line and a counter per request. Plain ASGI, so
-    streamed responses pass through untouched."""
+    """Request id (kept from `x-request-id` or made), one structured log line, a counter and a latency
+    observation per request. Plain ASGI, so streamed responses pass through untouched; the line is written when
+    the last byte has gone, with the token counts the route recorded in `request.state`."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -89,7 +116,8 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = (headers.get(b"x-request-id") or uuid.uuid4().hex[:16].encode())[:64]
+        rid = _request_id(headers.get(b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = rid.decode()
         started = time.perf_counter()
         status = 500
         route = b"-"
@@ -104,14 +132,41 @@ class AccessLog:
                 message = {**message, "headers": out}
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            matched = scope.get("route")
-            path = getattr(matched, "path", "unmatched")
-            self.metrics.requests.labels(method=scope["method"], path=path, status=str(status)).inc()
-            log.info("request_id=%s method=%s path=%s status=%d route=%s ms=%.1f", rid.decode("latin-1"),
-                     scope["method"], scope["path"], status, route.decode(), (time.perf_counter() - started) * 1000)
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            path = getattr(scope.get("route"), "path", "unmatched")  # the route template: bounded label values
+            method = scope["method"]
+            self.metrics.requests.labels(method=method, path=path, status=str(status)).inc()
+            self.metrics.request_latency.labels(method=method, path=path).observe(seconds)
+            state = scope.get("state") or {}
+            fields: dict[str, Any] = {
+                "request_id": rid.decode(), "method": method, "path": scope["path"], "route_path": path,
+                "status": status, "route": route.decode("latin-1"), "ms": round(seconds * 1000, 1),
+                "key_id": state.get("key_id"),
+            }  # fmt: skip
+            if "tokens" in state:
+                fields["prompt_tokens"], fields["completion_tokens"] = state["tokens"]
+            log.info("%s %s %d", method, scope["path"], status, extra={"fields": fields})
+
+
+def _openapi_without_422(app: FastAPI) -> None:
+    """Invalid requests are answered 400 in OpenAI's shape (below), not FastAPI's 422: the schema says so."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for ops in schema.get("paths", {}).values():
+            for op in ops.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -136,7 +191,10 @@ def create_app(
     app.state.settings = settings
     app.state.chat = chat
     app.state.metrics = metrics
+    app.state.keys = KeyRing(settings)
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     app.include_router(router)
+    _openapi_without_422(app)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -147,6 +205,8 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first: dict[str, Any] = errors[0] if errors else {}
+        if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+            first = {**first, "msg": "a JSON body is required"}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
         if first.get("type") == "json_invalid":
@@ -179,7 +239,7 @@ def create_app(
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes)
     app.add_middleware(AccessLog, metrics=metrics)
     if settings.ui if ui is None else ui:
         from .ui import mount_ui

@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--upstream-url", help="OpenAI-compatible server (vLLM) to use instead of in-process models")
     sv.add_argument("--no-ui", action="store_true", help="do not mount the Gradio page")
     _kb_args(sv)
+    keys = sub.add_parser("keys", help="API keys: the keys file stores sha256 digests only")
+    keys.add_argument("--data-dir", type=Path, help="data root holding api_keys.json (default: KONGMING_DATA_DIR)")
+    keys.add_argument("--keys-file", type=Path, help="default: KONGMING_KEYS_FILE or DATA_DIR/api_keys.json")
+    keysub = keys.add_subparsers(dest="what", required=True)
+    ka = keysub.add_parser("add", help="create a key and print it once")
+    ka.add_argument("--name", default="", help="who or what the key is for")
+    keysub.add_parser("list", help="ids, names, dates and state of the keys (never the keys)")
+    kr = keysub.add_parser("revoke", help="revoke a key by id (a running service stops accepting it at once)")
+    kr.add_argument("key_id")
     return p
 
 
@@ -63,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.cmd == "eval" and args.what == "retrieval":
         return _eval_retrieval(args)
+    if args.cmd == "keys":
+        from .keys import keys_command
+        from .settings import get_service_settings
+
+        settings = get_service_settings(data_dir=args.data_dir, keys_file=args.keys_file)
+        return keys_command(settings, args.what, getattr(args, "name", ""), getattr(args, "key_id", None))
     from . import commands
 
     handler = {

@@ -135,6 +135,9 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args, **extra)
     ingest = ingest_settings_for(settings, collection=args.collection, chroma_url=args.chroma_url)
     app = create_app(settings, ingest_settings=ingest)
+    from .logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
     where = f"http://{settings.host}:{settings.port}"
     print(f"kongming on {where}  (OpenAI API: {where}/v1, chat page: {where}/ui)", file=sys.stderr)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

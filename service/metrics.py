@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
     from .chat import Reply
@@ -19,12 +19,21 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("kongming_requests", "HTTP requests", ["method", "path", "status"], registry=r)
+        self.request_latency = Histogram(
+            "kongming_request_duration_seconds", "HTTP request latency (to the last byte of the body), per route",
+            ["method", "path"], buckets=_LATENCY, registry=r,
+        )
+        self.in_flight = Gauge("kongming_requests_in_flight", "HTTP requests being served", registry=r)
         self.errors = Counter("kongming_errors", "errors returned, by OpenAI error type", ["type"], registry=r)
         self.routes = Counter("kongming_router_decisions", "chat turns per route", ["route", "forced"], registry=r)
         self.latency = Histogram(
             "kongming_chat_latency_seconds", "chat completion latency", ["route"], buckets=_LATENCY, registry=r
         )
-        self.tokens = Counter("kongming_tokens", "tokens", ["route", "kind"], registry=r)
+        self.first_token = Histogram(
+            "kongming_time_to_first_token_seconds", "streamed chat: time to the first token", ["route"],
+            buckets=_LATENCY, registry=r,
+        )
+        self.tokens = Counter("kongming_tokens", "tokens (kind: prompt, completion)", ["route", "kind"], registry=r)
         self.retrieval = Histogram(
             "kongming_retrieval_latency_seconds", "retrieval latency", buckets=_LATENCY, registry=r
         )

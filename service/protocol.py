@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Route = Literal["rag", "persona", "both"]
 
@@ -79,12 +79,38 @@ class ChatCompletionRequest(BaseModel):
     store: bool | None = None
     kongming: KongmingOptions | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        bad = _lone_surrogate(data)
+        if bad is not None:  # valid JSON ("\ud800"), but no model, tokenizer or UTF-8 encoder takes it
+            raise ValueError(f"{bad or 'a string'} is not valid Unicode text (it holds a lone surrogate)")
+        return data
+
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
         return v
+
+
+def _lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The path of the first string in a JSON value that cannot be encoded as UTF-8, else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _lone_surrogate(key, path) if isinstance(key, str) else None
+        if found is None:
+            found = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 class Citation(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -55,10 +55,24 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Path("data")
     api_keys: list[str] = Field(
         default_factory=list,
-        description="accepted Bearer keys, plain or as 'sha256:<hex>'; empty = chat needs no key",
+        repr=False,
+        description="accepted Bearer keys, plain or as 'sha256:<hex>' (prefer hashes: `kongming keys add` writes them)",
     )
+    keys_file: Path | None = Field(
+        default=None,
+        description="keys file managed by `kongming keys` (hashes only), re-read when it changes; "
+        "default DATA_DIR/api_keys.json",
+    )
+    chat_auth: Literal["auto", "required", "open"] = Field(
+        default="auto",
+        description="auto: chat needs a key when any key is configured; open: chat never needs one (knowledge-base "
+        "writes still do); required: always",
+    )
+    rate_limit_per_minute: float = Field(default=0.0, ge=0, description="requests per minute per key (or client "
+                                         "address without a key); 0 = no limit")
+    rate_limit_burst: int = Field(default=10, ge=1, description="requests at once before the rate applies")
     upstream_url: str | None = Field(default=None, description="OpenAI-compatible server (vLLM), e.g. http://h:8001/v1")
-    upstream_api_key: str | None = None
+    upstream_api_key: str | None = Field(default=None, repr=False)
     upstream_timeout: float = Field(default=120.0, gt=0)
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     rag_model: str | None = Field(
@@ -68,12 +82,15 @@ class ServiceSettings(BaseSettings):
     personas: list[PersonaConfig] = Field(default_factory=lambda: [ZHUGE_LIANG, ZHEN_HUAN])
     default_persona: str = "zhuge-liang"
     retrieval_k: int = Field(default=5, ge=1, le=50)
-    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024, description="body limit of the chat API (413 above)")
+    max_upload_bytes: int = Field(default=100_000_000, ge=1024, description="body limit of knowledge-base uploads")
     max_tokens_cap: int = Field(default=2048, ge=1)
     max_messages: int = Field(default=256, ge=1)
     router_model: Path | None = Field(default=None, description="fitted router (default: the one shipped)")
     ui: bool = Field(default=True, description="mount the Gradio chat page at /ui")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins; off when empty")
+    log_format: Literal["json", "text"] = Field(default="json", description="`kongming serve` log lines")
+    log_level: str = "INFO"
     device: str = "cpu"
 
     @classmethod
@@ -94,6 +111,12 @@ class ServiceSettings(BaseSettings):
     def persona(self, name: str | None = None) -> PersonaConfig | None:
         name = name or self.default_persona
         return next((p for p in self.personas if p.name == name), None)
+
+    def keys_path(self) -> Path:
+        return self.keys_file or self.data_dir / "api_keys.json"
+
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
 
     def key_digests(self) -> set[str]:
         return {k.removeprefix("sha256:") if k.startswith("sha256:") else hash_key(k) for k in self.api_keys}

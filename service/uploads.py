@@ -1,0 +1,49 @@
+"""Knowledge-base uploads, confined to their directory: plain names only, no links followed, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import UploadFile
+
+from .errors import BadRequest
+
+MAX_NAME_BYTES = 255
+
+
+def upload_target(upload_dir: Path, name: str | None) -> Path:
+    """Where an upload called `name` goes, or BadRequest: empty, hidden, with a path separator or `..`, control
+    characters, too long, or an existing symbolic link (which could point out of the directory)."""
+    shown = repr(name)
+    if (
+        not name
+        or name.startswith(".")
+        or any(c in name for c in "/\\\x00")
+        or any(ord(c) < 32 for c in name)
+        or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+    ):
+        raise BadRequest(f"refused file name {shown}: give a plain file name (no folders, not hidden)", param="files")
+    root = upload_dir.resolve()
+    target = root / name
+    if target.is_symlink() or target.resolve().parent != root:
+        raise BadRequest(f"refused file name {shown}: it names a link out of the upload folder", param="files")
+    return target
+
+
+async def save_upload(upload_dir: Path, f: UploadFile) -> Path:
+    """Write the upload under a fresh temporary name (O_EXCL: never through a planted link), then rename it
+    into place, so readers never see half a file."""
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    target = upload_target(upload_dir, f.filename)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await f.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, target)  # rename replaces a link itself, never what it points to
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
