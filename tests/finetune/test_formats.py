@@ -200,3 +200,59 @@ def test_gbk_encoded_file_is_read(tmp_path):
     path.write_bytes((json.dumps(record, ensure_ascii=False) + "\n").encode("gbk"))
     (conv,), problems = read(path)
     assert problems == [] and conv.messages[1]["content"] == "吾甚好，多谢挂念。"
+
+
+def test_sharegpt_wrong_roles_and_missing_fields_are_reported_per_line(tmp_path):
+    def turns(*pairs: tuple[str, object]) -> dict[str, object]:
+        return {"conversations": [{"from": f, "value": v} for f, v in pairs]}
+
+    records: list[object] = [
+        turns(("human", "问"), ("gpt", "答")),  # 1
+        turns(("human", "问"), ("bot", "答")),  # 2 unknown role
+        turns(("gpt", "答"), ("human", "问")),  # 3 starts with the assistant
+        turns(("human", "问"), ("gpt", "答"), ("system", "迟到的系统提示")),  # 4 system turn not first
+        {"conversations": [{"value": "无人说"}, {"from": "gpt", "value": "答"}]},  # 5 no speaker
+        {"conversations": [{"from": "human"}, {"from": "gpt", "value": "答"}]},  # 6 no text
+        turns(("human", "问"), ("gpt", 42)),  # 7 text of the wrong type
+        {"conversations": "问答"},  # 8 not a list
+        turns(("human", "问"), ("function_call", "{}")),  # 9 a tool turn
+        '{"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "val',  # 10 cut short by a kill
+    ]
+    convs, problems = read(_lines(tmp_path / "s.jsonl", records), "sharegpt")
+    assert len(convs) == 1
+    by_line = {p.line: p.message for p in problems}
+    assert sorted(by_line) == list(range(2, 11))
+    assert "unknown role 'bot'" in by_line[2]
+    assert "must start with the user" in by_line[3]
+    assert "only the first turn may be" in by_line[4]
+    assert "turn 1 has no 'from'" in by_line[5]
+    assert "missing field 'turns[1].value'" in by_line[6]
+    assert "must be a string, not int" in by_line[7]
+    assert "must be a list" in by_line[8]
+    assert "tool turn" in by_line[9]
+    assert "malformed JSON" in by_line[10]
+
+
+def test_validate_and_convert_print_each_bad_line_and_keep_the_rest(tmp_path, capsys):
+    from finetune.cli import EXIT_FAILED, main
+
+    ok = {"messages": [{"role": "user", "content": "问"}, {"role": "assistant", "content": "答"}]}
+    src = _lines(tmp_path / "d.jsonl", [
+        ok,
+        {"messages": [{"role": "user", "content": "问"}, {"role": "bot", "content": "答"}]},
+        {"messages": [{"role": "user"}, {"role": "assistant", "content": "答"}]},
+        "not json at all",
+        ok,
+    ])  # fmt: skip
+    assert main(["data", "validate", str(src)]) == EXIT_FAILED
+    out = capsys.readouterr()
+    assert out.out.strip() == f"{src}: 2 valid openai records, 3 skipped (see above)"
+    lines = out.err.strip().splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["line 2", "line 3", "line 4"]
+    assert all(line.startswith(f"skipped: {src}: line ") for line in lines)
+    assert "role 'bot'" in lines[0] and "missing field 'messages[1].content'" in lines[1]
+    assert "malformed JSON" in lines[2]
+    dst = tmp_path / "a.json"
+    assert main(["data", "convert", str(src), "--to", "alpaca", "--out", str(dst)]) == EXIT_FAILED
+    assert "wrote 2 conversations" in capsys.readouterr().out
+    assert len(json.loads(dst.read_text(encoding="utf-8"))) == 2
