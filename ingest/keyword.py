@@ -204,6 +204,7 @@ class KeywordIndex:
         self.fingerprint = fp
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temps(self.dir)
             _atomic_pickle(self._tokens_path(), cache)
             _atomic_pickle(self._index_path(), (fp, self.bm25, self.doc_ids, self.chapters))
         except OSError as exc:  # a read-only data dir still serves queries from memory
@@ -223,6 +224,20 @@ class KeywordIndex:
         if chapter_max is not None:
             m &= (self.chapters <= chapter_max) & (self.chapters >= 0)
         return m
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Temporary copies left by a process killed mid-write (`NAME.pkl.tmpPID` of a PID no longer running)."""
+    for tmp in folder.glob("*.pkl.tmp*"):
+        pid = tmp.suffix.removeprefix(".tmp")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive, or not ours to signal: leave it
 
 
 def _atomic_pickle(path: Path, obj: object) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,12 +154,44 @@ def _check_zip(path: Path) -> None:
         )
 
 
-def _docx_text(path: Path) -> str:
+def _docx_copy(path: Path, max_bytes: int) -> io.BytesIO:
+    """A clean in-memory copy of a .docx's XML parts, each inflated in bounded steps.
+
+    zipfile's read() inflates a whole member before it checks the declared size, so an archive that lies about
+    its sizes would be expanded in memory: here reading stops at the declared size (a CRC error if the data goes
+    on) and at `max_bytes` in all. Other parts (images) are left empty: the text needs none of them.
+    """
+    out = io.BytesIO()
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as clean:
+            for info in zf.infolist():
+                data = bytearray()
+                if info.filename.endswith((".xml", ".rels")):
+                    with zf.open(info) as member:
+                        while block := member.read(2**20):
+                            total += len(block)
+                            if total > max_bytes:
+                                raise UnreadableFileError(
+                                    path, f"refused: its XML inflates past {max_bytes / 2**20:.0f} MiB (zip bomb?)"
+                                )
+                            data += block
+                clean.writestr(info.filename, bytes(data))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise UnreadableFileError(path, f"corrupt .docx (zip): {exc}") from exc
+    except OSError as exc:
+        raise UnreadableFileError(path, exc.strerror or str(exc)) from exc
+    out.seek(0)
+    return out
+
+
+def _docx_text(path: Path, max_bytes: int) -> str:
     _check_zip(path)
+    clean = _docx_copy(path, max_bytes)
     import docx
 
     try:
-        d = docx.Document(str(path))
+        d = docx.Document(clean)
     except Exception as exc:  # python-docx raises many types for corrupt files
         raise UnreadableFileError(path, f"cannot read .docx: {exc}") from exc
     lines = []
@@ -203,7 +237,7 @@ def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[list[LoadedD
     if suffix == ".pdf":
         raw = _pdf_text(path)
     elif suffix == ".docx":
-        raw = _docx_text(path)
+        raw = _docx_text(path, max_bytes)
     else:
         raw, encoding = _decode(path, _read_bytes(path))
     if suffix == ".jsonl":

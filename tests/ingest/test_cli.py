@@ -146,6 +146,11 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     r = run("ingest.cli", "list", "--json", env=env)
     (doc,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert doc["status"] == "pending" and doc["chunks"] == 0  # nothing half-written is visible
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    keyword = tmp_path / "data" / "keyword" / "default"
+    keyword.mkdir(parents=True, exist_ok=True)
+    (keyword / f"tokens-ngram.pkl.tmp{gone.pid}").write_bytes(b"half a pickle")  # as a kill mid-save leaves
     r = run("ingest.cli", "add", str(big), "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
     added = int(r.stdout.split("chunks: ")[1].split(" added")[0])
@@ -161,3 +166,4 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     n, unique, count = map(int, out.stdout.split())
     assert n == unique == count == doc["chunks"]
+    assert sorted(p.name for p in keyword.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram.pkl"]
