@@ -18,6 +18,7 @@ MIN_COVERAGE = 0.1
 MAX_SENTENCES = 3
 MAX_ANSWER_CHARS = 360
 WINDOW_CHARS = 160
+MAX_SOURCE_CHARS = 80  # the "(title 第n回 chapter title)" line of a quoted passage
 
 RAG_SYSTEM = (
     "你是一个根据资料回答问题的助手。只依据下面编号的资料作答，在用到的句子后用[1]、[2]这样的编号标注出处。"
@@ -80,15 +81,18 @@ def extractive_answer(hits: Sequence[RetrievedChunk], terms: Terms) -> Extract:
 
 
 def passages_block(hits: Sequence[RetrievedChunk]) -> str:
-    """Retrieved text quoted as numbered data, with where it comes from."""
+    """Retrieved text quoted as numbered data, with where it comes from. Nothing from a document can close the
+    fence: backtick runs in the text are broken up, and the source line (titles come from documents too) is kept
+    to one short line without backticks."""
     lines = []
     for n, h in enumerate(hits, start=1):
         m = h.metadata
         where = str(m.get("doc_title") or "")
         if h.chapter is not None:
             where += f" 第{h.chapter}回" + (f" {m['chapter_title']}" if m.get("chapter_title") else "")
+        where = " ".join(where.replace("`", "'").split())[:MAX_SOURCE_CHARS]
         body = h.text.strip().replace("```", "'''")
-        lines.append(f"[{n}] （{where.strip()}）\n```\n{body}\n```")
+        lines.append(f"[{n}] （{where}）\n```\n{body}\n```")
     return "\n".join(lines)
 
 
