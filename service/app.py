@@ -46,9 +46,11 @@ class BodyLimit:
     have their own (larger) limit."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, upload_limit: int | None = None, upload_prefix: str = "/v1/kb/"
+        self, app: ASGIApp, limit: int, upload_limit: int | None = None, upload_prefix: str = "/v1/kb/",
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.limit = limit
         self.upload_limit = upload_limit or limit
         self.upload_prefix = upload_prefix
@@ -61,6 +63,7 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         too_big = PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            self._count(too_big)
             await error_response(too_big)(scope, receive, send)
             return
         seen = 0
@@ -85,7 +88,12 @@ class BodyLimit:
         except _TooLarge:
             pass
         if tripped:
+            self._count(too_big)
             await error_response(too_big)(scope, receive, send)
+
+    def _count(self, exc: ServiceError) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(type=exc.type).inc()
 
 
 class _TooLarge(Exception):
@@ -222,6 +230,7 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        metrics.errors.labels(type=kind).inc()
         body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
@@ -239,7 +248,8 @@ def create_app(
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes,
+                       metrics=metrics)
     app.add_middleware(AccessLog, metrics=metrics)
     if settings.ui if ui is None else ui:
         from .ui import mount_ui

@@ -37,6 +37,9 @@ class Metrics:
         self.retrieval = Histogram(
             "kongming_retrieval_latency_seconds", "retrieval latency", buckets=_LATENCY, registry=r
         )
+        self.embedding = Histogram(
+            "kongming_query_embedding_latency_seconds", "query embedding latency", buckets=_LATENCY, registry=r
+        )
         self.routing = Histogram("kongming_router_latency_seconds", "routing decision latency", buckets=_LATENCY,
                                  registry=r)
 
@@ -44,6 +47,8 @@ class Metrics:
         self.routes.labels(route=reply.decision.route, forced=str(reply.decision.forced).lower()).inc()
         if "retrieval_ms" in reply.timings:
             self.retrieval.observe(reply.timings["retrieval_ms"] / 1000)
+        if "embed_ms" in reply.timings:
+            self.embedding.observe(reply.timings["embed_ms"] / 1000)
         if "route_ms" in reply.timings:
             self.routing.observe(reply.timings["route_ms"] / 1000)
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ServiceError
+from .keys import KeyRing
 from .protocol import Citation, KongmingOptions, Route
-from .settings import ServiceSettings, hash_key
+from .settings import ServiceSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -117,10 +118,12 @@ def build_blocks(chat: ChatService) -> Any:
     return blocks, theme
 
 
-def key_login(settings: ServiceSettings) -> Any:
-    """With API keys configured the page asks for one too (any user name, the key as password)."""
-    digests = settings.key_digests()
-    return (lambda _user, password: hash_key(password) in digests) if digests else None
+def key_login(settings: ServiceSettings, ring: KeyRing | None = None) -> Any:
+    """When chat needs a key the page asks for one too (any user name, the key as password); keys of the keys
+    file count, and a revoked key stops signing in."""
+    ring = ring or KeyRing(settings)
+    needed = settings.chat_auth == "required" or (settings.chat_auth == "auto" and ring.configured())
+    return (lambda _user, password: ring.identify(password) is not None) if needed else None
 
 
 def mount_ui(app: FastAPI, chat: ChatService) -> FastAPI:
@@ -136,6 +139,6 @@ def mount_ui(app: FastAPI, chat: ChatService) -> FastAPI:
         theme=theme,
         ssr_mode=False,
         mcp_server=False,
-        auth=key_login(chat.settings),
+        auth=key_login(chat.settings, getattr(app.state, "keys", None)),
         auth_message="Sign in with any name and an API key of this service.",
     )
