@@ -100,6 +100,7 @@ class _TooLarge(Exception):
     pass
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _RID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -147,7 +148,7 @@ class AccessLog:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
             path = getattr(scope.get("route"), "path", "unmatched")  # the route template: bounded label values
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else "other"  # bounded label values
             self.metrics.requests.labels(method=method, path=path, status=str(status)).inc()
             self.metrics.request_latency.labels(method=method, path=path).observe(seconds)
             state = scope.get("state") or {}

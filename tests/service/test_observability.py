@@ -118,6 +118,7 @@ def exercise(client) -> None:
     client.get("/v1/models/nope")
     client.get("/v1/nowhere")
     client.post("/v1/chat/completions", content=b"x" * 5000, headers={"content-type": "application/json"})
+    client.request("FROBNICATE", "/health")  # any method token reaches the app
 
 
 def test_metrics_cover_requests_errors_latency_tokens_retrieval_and_routing(make_client):
@@ -145,6 +146,7 @@ def test_metrics_cover_requests_errors_latency_tokens_retrieval_and_routing(make
     assert value(m, "kongming_tokens_total", route="rag", kind="completion") > 0
     assert value(m, "kongming_tokens_total", route="persona", kind="completion") > 0
     assert value(m, "kongming_requests_in_flight") == 1  # the scrape itself
+    assert value(m, "kongming_requests_total", method="other", path="/health", status="405") == 1  # bounded labels
 
 
 def test_grafana_dashboard_uses_only_metrics_that_exist(make_client):
