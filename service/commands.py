@@ -134,12 +134,20 @@ def serve(args: argparse.Namespace) -> int:
         extra["ui"] = False
     settings = _settings(args, **extra)
     ingest = ingest_settings_for(settings, collection=args.collection, chroma_url=args.chroma_url)
+    from ingest.errors import StoreError
+    from ingest.store import check_writable
+
+    try:  # the store, uploads, keys and converted models all live there: refuse now, not on the first request
+        check_writable(ingest)
+    except StoreError as exc:
+        return _fail(str(exc))
     app = create_app(settings, ingest_settings=ingest)
     from .logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
     where = f"http://{settings.host}:{settings.port}"
-    print(f"kongming on {where}  (OpenAI API: {where}/v1, chat page: {where}/ui)", file=sys.stderr)
+    page = f", chat page: {where}/ui" if settings.ui else ""
+    print(f"kongming on {where}  (OpenAI API: {where}/v1{page})", file=sys.stderr)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
 

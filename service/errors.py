@@ -85,3 +85,11 @@ class EngineUnavailable(ServiceError):
     status = 503
     type = "service_unavailable"
     code = "model_unavailable"
+
+
+class KnowledgeBaseUnavailable(ServiceError):
+    """The knowledge base's store cannot be reached or written (Chroma server down, data folder read-only or full)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "knowledge_base_unavailable"

@@ -38,7 +38,15 @@ class KnowledgeBase:
             return self._retriever
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """`fn(*args)` on the knowledge base's worker thread; a store that cannot be reached or written is a 503."""
+        from ingest.errors import StoreError
+
+        from .errors import KnowledgeBaseUnavailable
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except StoreError as exc:
+            raise KnowledgeBaseUnavailable(str(exc)) from exc
 
     def available(self) -> bool:
         """True when the collection has documents; false (with `error` set) when it is empty or unreadable."""

@@ -62,8 +62,6 @@ def test_ingest_on_a_full_disk_names_the_folder_and_finishes_once_there_is_room(
         assert leftovers == []
 
 
-@pytest.mark.xfail(strict=True, reason="service/commands.serve does not check the data folder at start-up yet: "
-                   "it should call ingest.store.check_writable (owned by the service)")  # fmt: skip
 def test_serve_with_a_read_only_data_dir_fails_at_startup_naming_the_folder(tmp_path):
     with lockable_dir(tmp_path / "ro") as lock:
         (tmp_path / "ro" / "data").mkdir()

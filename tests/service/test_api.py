@@ -244,3 +244,24 @@ def test_kongming_serve_main_command(kb_settings, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_kb_write_with_the_store_down_is_a_503_naming_it(kb_settings, tmp_path):
+    """A Chroma server that does not answer: an OpenAI-shaped 503 that names it, not a 500."""
+    from fastapi.testclient import TestClient
+
+    from service.app import build_chat_service, create_app
+    from service.settings import get_service_settings
+    from tests.service.conftest import free_port
+    from tests.service.fakes import QueuedEngine
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = kb_settings.model_copy(update={"chroma_url": url, "data_dir": tmp_path / "kb"})
+    settings = get_service_settings(data_dir=tmp_path / "svc", api_keys=["k"])
+    chat_service = build_chat_service(settings, down, engines={p.name: QueuedEngine(p.name) for p in settings.personas})
+    with TestClient(create_app(settings, chat=chat_service, ui=False)) as client:
+        r = client.post("/v1/kb/documents", headers={"authorization": "Bearer k"},
+                        files={"files": ("a.txt", "第一回 测试\n\n曹丕字子桓。".encode(), "text/plain")})
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["code"] == "knowledge_base_unavailable" and url.split("//")[1] in err["message"]
