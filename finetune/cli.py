@@ -89,6 +89,12 @@ def _model_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     m.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     m.add_argument("--force", action="store_true", help="replace --out if it exists")
 
+    x = sub.add_parser("export", parents=[common], help="the adapter and its record in a small folder to ship")
+    x.add_argument("run_dir", type=Path, help="a directory written by `finetune train` (after `finetune eval`)")
+    x.add_argument("--out", type=Path, required=True, help="output folder (replaced if it exists)")
+    x.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                   help="adapter weights' dtype (float16 halves the size of a float32 run)")
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -103,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         from . import commands
 
-        return {"train": commands.train, "eval": commands.evaluate, "merge": commands.merge}[args.cmd](args)
+        handlers = {"train": commands.train, "eval": commands.evaluate, "merge": commands.merge,
+                    "export": commands.export}
+        return handlers[args.cmd](args)
     except ConfigError as exc:
         print(f"error: config: {exc}", file=sys.stderr)
         return EXIT_USAGE

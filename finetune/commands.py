@@ -71,3 +71,12 @@ def merge(args: argparse.Namespace) -> int:
     out = merge_run(args.run_dir, args.out, force=args.force, dtype=args.dtype)
     print(f"merged {args.run_dir} into its base -> {out} (safetensors, tokenizer, chat template, generation config)")
     return EXIT_OK
+
+
+def export(args: argparse.Namespace) -> int:
+    from .export import EXPORT_FILE, export_run
+
+    out = export_run(args.run_dir, args.out, dtype=args.dtype)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"exported {args.run_dir} -> {out} ({args.dtype} adapter, {size:.1f} MiB in all; see {EXPORT_FILE})")
+    return EXIT_OK

@@ -94,3 +94,37 @@ def test_merge_errors_name_the_file_and_the_fix(trained: Path, tmp_path: Path):
     with pytest.raises(MergeError, match=r"exists and is not empty.*--force"):
         merge_run(trained, busy)
     assert merge_run(trained, busy, force=True) == busy and not (busy / "x").exists()
+
+
+def test_export_ships_a_small_adapter_that_computes_the_same(trained: Path, tiny_model: Path, tmp_path: Path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from finetune.export import EXPORT_FILE, ExportError, export_run
+    from finetune.models import quiet_peft
+
+    (trained / "eval.json").write_text("{}")  # as `finetune eval` leaves it
+    out = export_run(trained, tmp_path / "shipped")
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "config.yaml", "metrics.jsonl", "eval.json",
+            EXPORT_FILE} <= names  # fmt: skip
+    assert not any(n.startswith("tokenizer") for n in names) and "checkpoints" not in names
+    size = (out / "adapter_model.safetensors").stat().st_size
+    assert size < 0.6 * (trained / "adapter_model.safetensors").stat().st_size  # float16 of a float32 run
+    record = json.loads((out / EXPORT_FILE).read_text())
+    assert record["dtype"] == "float16" and record["source"] == str(trained)
+
+    def logits(adapter: Path) -> torch.Tensor:
+        base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base, adapter).eval()
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    ids = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits(out), logits(trained), atol=2e-2, rtol=1e-3)
+    merged = merge_run(out, tmp_path / "merged")  # the shipped folder carries the run's config: it merges alone
+    assert (merged / "model.safetensors").is_file()
+    with pytest.raises(ExportError, match="dtype must be one of"):
+        export_run(trained, tmp_path / "x", dtype="int8")
