@@ -82,6 +82,8 @@ def _model_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     ev.add_argument("run_dir", type=Path, help="a directory written by `finetune train`")
     ev.add_argument("--max-samples", type=int, help="held-out pairs to generate or score (0: all; default: config)")
     ev.add_argument("--no-base", action="store_true", help="skip the base model's side of the comparison")
+    ev.add_argument("--reuse-samples", action="store_true",
+                    help="score the answers in eval_samples.jsonl again instead of generating (same held-out pairs)")
 
     m = sub.add_parser("merge", parents=[common], help="fold the adapter into its base: a folder vLLM serves")
     m.add_argument("run_dir", type=Path, help="a directory written by `finetune train` (or one of its checkpoints)")

@@ -41,18 +41,23 @@ def _print_classification(c: dict[str, Any]) -> None:
 
 def _print_generation(g: dict[str, Any]) -> None:
     print(f"generation on {g['held_out']} held-out pairs:")
-    print(f"  {'':10} {'BLEU':>7} {'ROUGE-L':>8} {'style':>6} {'chars':>6}")
+    print(f"  {'':10} {'BLEU':>7} {'ROUGE-L':>8} {'style':>6} {'raw':>6} {'copied':>7} {'chars':>6}")
     for name in ("tuned", "base", "reference"):
         if name in g:
             m = g[name]
-            style = m["style"]["score"]
-            print(f"  {name:10} {m['bleu']:>7.2f} {m['rouge_l']:>8.3f} {style:>6.3f} {m['mean_chars']:>6}")
+            style, raw = m["style"]["score"], m.get("style_raw", m["style"])["score"]
+            copied = m.get("copied_share", 0.0)
+            print(f"  {name:10} {m['bleu']:>7.2f} {m['rouge_l']:>8.3f} {style:>6.3f} {raw:>6.3f} {copied:>7.1%} "
+                  f"{m['mean_chars']:>6}")
+    print("  style: persona register in the answer's own words (runs of 4+ characters copied from the prompt left"
+          " out); raw: whole answers")
 
 
 def evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    report = evaluate_run(args.run_dir, args.max_samples, base=False if args.no_base else None)
+    report = evaluate_run(args.run_dir, args.max_samples, base=False if args.no_base else None,
+                          reuse_samples=args.reuse_samples)
     for name, v in report["val"].items():
         print(f"val loss ({name}): {v['loss']:.4f}, perplexity {v['perplexity']:.2f}")
     if "classification" in report:

@@ -122,7 +122,9 @@ def _classify(cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base
     return result
 
 
-def _chat(cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base: bool, run_dir: Path) -> dict[str, Any]:
+def _chat(
+    cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base: bool, run_dir: Path, reuse: bool = False
+) -> dict[str, Any]:
     from .textmetrics import generation_metrics
     from .trainset import load_conversations, messages_of
 
@@ -130,23 +132,53 @@ def _chat(cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base: bo
     held = val[:n] if n else val
     prompts = [messages_of(c, cfg.data.system)[:-1] for c in held]
     refs = [c.messages[-1]["content"] for c in held]
-    answers = {"tuned": generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, device)}
-    if base:
-        with model.disable_adapter():
-            answers["base"] = generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, device)
-    rows = [
-        {"prompt": p[-1]["content"], "reference": r, **{k: v[i] for k, v in answers.items()}}
-        for i, (p, r) in enumerate(zip(prompts, refs, strict=True))
-    ]
-    write_text(run_dir / SAMPLES_FILE, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
-    result: dict[str, Any] = {"held_out": len(held), "reference": generation_metrics(refs, refs, cfg.eval.style)}
+    answers = _saved_answers(run_dir, prompts, refs, base) if reuse else None
+    if answers is None:
+        gen = cfg.eval.max_new_tokens, cfg.eval.batch_size, device
+        answers = {"tuned": generate(model, tokenizer, prompts, *gen)}
+        if base:
+            with model.disable_adapter():
+                answers["base"] = generate(model, tokenizer, prompts, *gen)
+        rows = [
+            {"prompt": p[-1]["content"], "reference": r, **{k: v[i] for k, v in answers.items()}}
+            for i, (p, r) in enumerate(zip(prompts, refs, strict=True))
+        ]
+        write_text(run_dir / SAMPLES_FILE, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
+    sources = [[m["content"] for m in p] for p in prompts]  # system prompt, history, question
+    result: dict[str, Any] = {
+        "held_out": len(held),
+        "reference": generation_metrics(refs, refs, cfg.eval.style, sources),
+    }
     for name, hyps in answers.items():
-        result[name] = generation_metrics(hyps, refs, cfg.eval.style)
+        result[name] = generation_metrics(hyps, refs, cfg.eval.style, sources)
     return result
 
 
-def evaluate_run(run_dir: str | Path, max_samples: int | None = None, base: bool | None = None) -> dict[str, Any]:
-    """Evaluate a finished run and write eval.json (and eval_samples.jsonl for chat) into it."""
+def _saved_answers(
+    run_dir: Path, prompts: list[list[dict[str, str]]], refs: list[str], base: bool
+) -> dict[str, list[str]] | None:
+    """The answers of an earlier `finetune eval` of this run, when its samples are for the same held-out pairs."""
+    path = run_dir / SAMPLES_FILE
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    same = len(rows) == len(prompts) and all(
+        r.get("prompt") == p[-1]["content"] and r.get("reference") == ref
+        for r, p, ref in zip(rows, prompts, refs, strict=False)
+    )
+    names = ["tuned", "base"] if base else ["tuned"]
+    if not same or not all(name in r for r in rows for name in names):
+        log.warning("%s is not for these held-out pairs: generating again", path)
+        return None
+    return {name: [r[name] for r in rows] for name in names}
+
+
+def evaluate_run(
+    run_dir: str | Path, max_samples: int | None = None, base: bool | None = None, reuse_samples: bool = False
+) -> dict[str, Any]:
+    """Evaluate a finished run and write eval.json (and eval_samples.jsonl for chat) into it. `reuse_samples`:
+    score the answers of the last evaluation (eval_samples.jsonl) again instead of generating them (the metrics
+    changed, the model did not)."""
     from .plots import overfitting_note, plot_loss_curve
     from .steps import mean_loss
     from .trainset import load_conversations, tokenize
@@ -167,7 +199,7 @@ def evaluate_run(run_dir: str | Path, max_samples: int | None = None, base: bool
     if cfg.task == "classify":
         report["classification"] = _classify(cfg, model, tokenizer, device, n, base)
     else:
-        report["generation"] = _chat(cfg, model, tokenizer, device, n, base, run_dir)
+        report["generation"] = _chat(cfg, model, tokenizer, device, n, base, run_dir, reuse_samples)
     plot = plot_loss_curve(run_dir)
     report["loss_curve"] = str(plot) if plot else None
     report["overfitting"] = overfitting_note(read_metrics(run_dir))

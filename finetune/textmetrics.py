@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+COPY_RUN = 4  # characters: a run this long found in the prompt counts as copied, not said
 
 
 class CharTokenizer:
@@ -49,10 +52,34 @@ def style_score(texts: list[str], markers: dict[str, list[str]]) -> dict[str, An
     return out
 
 
-def generation_metrics(hypotheses: list[str], references: list[str], markers: dict[str, list[str]]) -> dict[str, Any]:
-    return {
+def own_words(text: str, sources: Sequence[str], n: int = COPY_RUN) -> str:
+    """`text` without the characters it copies from `sources`: every run of `n` or more characters that also
+    occurs in one of them is dropped. A model that echoes its system prompt ("你是诸葛亮……蜀汉丞相") has not
+    spoken in the persona's register, though the echo is full of its markers."""
+    grams = {src[i : i + n] for src in sources for i in range(len(src) - n + 1)}
+    keep = [True] * len(text)
+    for i in range(len(text) - n + 1):
+        if text[i : i + n] in grams:
+            keep[i : i + n] = [False] * n
+    return "".join(c for c, k in zip(text, keep, strict=True) if k)
+
+
+def generation_metrics(
+    hypotheses: list[str],
+    references: list[str],
+    markers: dict[str, list[str]],
+    prompts: Sequence[Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """BLEU, ROUGE-L, length and the persona style score. With `prompts` (the texts each answer was prompted
+    with), `style` scores only the answer's own words (see `own_words`) and `style_raw` the whole answers."""
+    own = [own_words(h, p) for h, p in zip(hypotheses, prompts, strict=True)] if prompts is not None else hypotheses
+    out = {
         "bleu": round(bleu(hypotheses, references), 3),
         "rouge_l": round(rouge_l(hypotheses, references), 4),
-        "style": style_score(hypotheses, markers),
+        "style": style_score(own, markers),
         "mean_chars": round(sum(len(h) for h in hypotheses) / max(len(hypotheses), 1), 1),
     }
+    if prompts is not None:
+        out["style_raw"] = style_score(hypotheses, markers)
+        out["copied_share"] = round(1 - sum(map(len, own)) / max(sum(map(len, hypotheses)), 1), 4)
+    return out

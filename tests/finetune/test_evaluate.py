@@ -124,3 +124,17 @@ def test_eval_refuses_an_unfinished_run(tmp_path: Path):
 
     with pytest.raises(EvalError, match=r"no config\.yaml in"):
         evaluate_run(tmp_path)
+
+
+def test_style_counts_the_answer_own_words_not_an_echo_of_the_prompt():
+    from finetune.textmetrics import generation_metrics, own_words
+
+    system = "你是诸葛亮，字孔明，号卧龙，蜀汉丞相。"
+    assert own_words("你是诸葛亮，字孔明。吾观之", [system, "问"]) == "。吾观之"
+    assert own_words("亮以为不可也", [system]) == "亮以为不可也"  # single shared characters are not copying
+    echo, speech = system + "请回答。", "亮以为不可也"
+    m = generation_metrics([echo, speech], ["亮以为不可也", "亮以为不可也"], STYLE, [[system, "问"], [system, "问"]])
+    assert m["style_raw"]["self_address"]["share"] == 1.0  # the echo's 亮 counted...
+    assert m["style"]["self_address"]["share"] == 0.5  # ...but it is not the model speaking
+    assert 0.5 < m["copied_share"] < 0.8
+    assert "style_raw" not in generation_metrics([speech], [speech], STYLE)
