@@ -198,12 +198,13 @@ async def chat_completions(
         messages, body.model, params, body.kongming, max_tokens=body.max_completion_tokens or body.max_tokens
     )
     m.observe_reply(reply)
-    ext = KongmingExtension(route=reply.route_info, citations=reply.citations, note=reply.note)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = reply.stream()
         first = await _first(stream)  # errors before the first token are plain HTTP errors, not a broken stream
         m.first_token.labels(route=reply.decision.route).observe(time.perf_counter() - started)
+        # built after the first token: a RAG answer whose model server failed falls back to extraction by then
+        ext = KongmingExtension(route=reply.route_info, citations=reply.citations, note=reply.note)
         sse = _sse(body.model, ext, first, stream, include_usage, m, record)
         return StreamingResponse(sse, media_type="text/event-stream", headers=_headers(reply))
     done = await reply.complete()
@@ -213,6 +214,7 @@ async def chat_completions(
         total_tokens=done.prompt_tokens + done.completion_tokens,
     )
     record(usage.prompt_tokens, usage.completion_tokens)
+    ext = KongmingExtension(route=reply.route_info, citations=reply.citations, note=reply.note)
     out = ChatCompletion(
         model=body.model,
         choices=[Choice(message=AssistantMessage(content=done.text), finish_reason=done.finish_reason)],

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.retrieval import Filters, RetrievedChunk
 
 from .engines import Completion, Delta, Engine, Message, SamplingParams
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
 from .persona import Engines, persona_messages
 from .protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
 from .rag import EMPTY_KB, MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
@@ -42,6 +43,8 @@ class Reply:
     params: SamplingParams = field(default_factory=SamplingParams)
     note: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # What to answer instead when the engine fails before its first token (a RAG answer: the extractive one).
+    fallback: Reply | None = None
 
     @property
     def route_info(self) -> RouteInfo:
@@ -52,13 +55,50 @@ class Reply:
         if self.text is not None:
             return Completion(self.text, "stop", 0, len(self.text))
         assert self.engine is not None
-        return await self.engine.generate(self.messages, self.params)
+        try:
+            return await self.engine.generate(self.messages, self.params)
+        except (UpstreamError, EngineUnavailable) as exc:
+            if not self._fall_back(exc):
+                raise
+            assert self.text is not None
+            return Completion(self.text, "stop", 0, len(self.text))
 
     def stream(self) -> AsyncIterator[Delta]:
         if self.text is not None:
             return self._stream_text(self.text)
         assert self.engine is not None
+        if self.fallback is not None:
+            return self._stream_or_fall_back()
         return self.engine.stream(self.messages, self.params)  # the engine's own generator: no extra hop per token
+
+    def _fall_back(self, exc: Exception) -> bool:
+        """Become the fallback answer (and say why in the note); False when there is none."""
+        alt = self.fallback
+        if alt is None or alt.text is None:
+            return False
+        log.warning("model server failed for a %s answer (%s): answering with the fallback", self.decision.route, exc)
+        self.text, self.citations, self.engine, self.fallback = alt.text, alt.citations, None, None
+        self.note = f"the model server failed ({exc.__class__.__name__}): {alt.note or 'fallback answer'}"
+        return True
+
+    async def _stream_or_fall_back(self) -> AsyncIterator[Delta]:
+        assert self.engine is not None
+        stream = self.engine.stream(self.messages, self.params)
+        async with aclosing(stream):  # type: ignore[type-var]
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except (UpstreamError, EngineUnavailable) as exc:
+                if not self._fall_back(exc):
+                    raise
+                assert self.text is not None
+                async for delta in self._stream_text(self.text):
+                    yield delta
+                return
+            yield first
+            async for delta in stream:
+                yield delta
 
     @staticmethod
     async def _stream_text(text: str) -> AsyncIterator[Delta]:
@@ -203,14 +243,16 @@ class ChatService:
         if not kb_ready:
             return Reply(decision, [], model, text=EMPTY_KB, note=self.kb.error, timings=timings)
         rag_engine = self.engines.rag()
-        if rag_engine is not None and relevant:
-            params.max_tokens = min(max_tokens or 512, cap)
-            return Reply(decision, citations(hits), model, engine=rag_engine,
-                         messages=rag_messages(history, question, hits), params=params, timings=timings)
-        if rag_engine is not None:
+        if rag_engine is not None and not relevant:
             return Reply(decision, [], model, text=NO_ANSWER, timings=timings)
         extract = extractive_answer(hits, terms)
         cited = [c for c in citations(hits) if c.index in extract.used]
+        if rag_engine is not None:
+            params.max_tokens = min(max_tokens or 512, cap)
+            fallback = Reply(decision, cited, model, text=extract.text, note="extractive answer instead")
+            return Reply(decision, citations(hits), model, engine=rag_engine,
+                         messages=rag_messages(history, question, hits), params=params, timings=timings,
+                         fallback=fallback)
         note = "extractive answer (no generative model configured)"
         return Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
 
