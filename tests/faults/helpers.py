@@ -99,14 +99,19 @@ def fill(path: Path, leave: int) -> Path:
     return ballast
 
 
+# Python code giving the process's own peak resident KiB. Not ru_maxrss: Linux carries that over from the parent
+# across fork and exec, so a child of a large pytest process would report the parent's size as its own.
+PEAK_KB = "next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:'))"
+
+
 def run_measured(args: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[int, str, str, float]:
     """Run `python -m ARGS` and return (exit code, stdout, stderr, the process's peak resident MiB)."""
     code = (
-        "import resource, runpy, sys\n"
+        "import runpy, sys\n"
         "sys.argv = sys.argv[1:]\n"
         "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
         "except SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
-        "print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+        f"print('PEAK_RSS_KB', {PEAK_KB}, file=sys.stderr)\n"
         "sys.exit(rc)\n"
     )
     r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True,
