@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +43,9 @@ class Reply:
     params: SamplingParams = field(default_factory=SamplingParams)
     note: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    # What to answer instead when the engine fails before its first token (a RAG answer: the extractive one).
-    fallback: Reply | None = None
+    # What to answer instead when the engine fails before its first token (a RAG answer: the extractive one),
+    # built only then.
+    fallback: Callable[[], Reply] | None = None
 
     @property
     def route_info(self) -> RouteInfo:
@@ -73,8 +74,10 @@ class Reply:
 
     def _fall_back(self, exc: Exception) -> bool:
         """Become the fallback answer (and say why in the note); False when there is none."""
-        alt = self.fallback
-        if alt is None or alt.text is None:
+        if self.fallback is None:
+            return False
+        alt = self.fallback()
+        if alt.text is None:
             return False
         log.warning("model server failed for a %s answer (%s): answering with the fallback", self.decision.route, exc)
         self.text, self.citations, self.engine, self.fallback = alt.text, alt.citations, None, None
@@ -245,16 +248,18 @@ class ChatService:
         rag_engine = self.engines.rag()
         if rag_engine is not None and not relevant:
             return Reply(decision, [], model, text=NO_ANSWER, timings=timings)
-        extract = extractive_answer(hits, terms)
-        cited = [c for c in citations(hits) if c.index in extract.used]
+
+        def extractive(note: str) -> Reply:
+            extract = extractive_answer(hits, terms)
+            cited = [c for c in citations(hits) if c.index in extract.used]
+            return Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
+
         if rag_engine is not None:
             params.max_tokens = min(max_tokens or 512, cap)
-            fallback = Reply(decision, cited, model, text=extract.text, note="extractive answer instead")
             return Reply(decision, citations(hits), model, engine=rag_engine,
                          messages=rag_messages(history, question, hits), params=params, timings=timings,
-                         fallback=fallback)
-        note = "extractive answer (no generative model configured)"
-        return Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
+                         fallback=lambda: extractive("extractive answer instead"))
+        return extractive("extractive answer (no generative model configured)")
 
 
 def _retrieval_query(users: Sequence[str]) -> str:

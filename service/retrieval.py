@@ -8,10 +8,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ingest.errors import IngestError
+from ingest.errors import IngestError, StoreError
 from ingest.retrieval import Filters, RetrievedChunk, Retriever
 from ingest.settings import IngestSettings
 
+from .errors import KnowledgeBaseUnavailable
 from .protocol import Citation
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ class KnowledgeBase:
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """`fn(*args)` on the knowledge base's worker thread; a store that cannot be reached or written is a 503."""
-        from ingest.errors import StoreError
-
-        from .errors import KnowledgeBaseUnavailable
-
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except StoreError as exc:
