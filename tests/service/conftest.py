@@ -396,3 +396,23 @@ def make_client(kb_settings: Any, tmp_path: Path) -> Iterator[Any]:
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def serve(kb_settings: Any, tmp_path: Path) -> Iterator[Any]:
+    """Starts the app (real uvicorn) with the given settings; yields a function returning its /v1 URL."""
+    from service.app import build_chat_service, create_app
+    from service.settings import get_service_settings
+
+    servers: list[ServerThread] = []
+
+    def start(engines: dict[str, Any] | None = None, **overrides: Any) -> str:
+        settings = get_service_settings(data_dir=tmp_path / "svc", **overrides)
+        chat = build_chat_service(settings, kb_settings, engines=engines)
+        server = ServerThread(create_app(settings, chat=chat, ui=False)).start()
+        servers.append(server)
+        return server.url + "/v1"
+
+    yield start
+    for s in servers:
+        s.stop()

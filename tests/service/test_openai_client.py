@@ -4,29 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import ServerThread
-
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def serve(kb_settings, tmp_path):
-    """Starts the app (real uvicorn) with the given settings; yields a function returning its /v1 URL."""
-    from service.app import build_chat_service, create_app
-    from service.settings import get_service_settings
-
-    servers: list[ServerThread] = []
-
-    def start(engines=None, **overrides):
-        settings = get_service_settings(data_dir=tmp_path / "svc", **overrides)
-        chat = build_chat_service(settings, kb_settings, engines=engines)
-        server = ServerThread(create_app(settings, chat=chat, ui=False)).start()
-        servers.append(server)
-        return server.url + "/v1"
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def test_openai_client_non_streaming_and_streaming(serve):

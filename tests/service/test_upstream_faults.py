@@ -17,26 +17,16 @@ FACT = "孔明向鲁肃借了多少只船？"
 
 
 @pytest.fixture
-def service(kb_settings: Any, tmp_path: Any) -> Iterator[Callable[..., str]]:
-    """Starts the service (real uvicorn) against an upstream URL; the 诸葛亮 persona asks the upstream for
-    `persona_model` (the fake upstream's behaviour is picked by the model name)."""
-    from service.app import build_chat_service, create_app
-    from service.settings import ZHUGE_LIANG, get_service_settings
-
-    servers: list[ServerThread] = []
+def service(serve: Callable[..., str]) -> Callable[..., str]:
+    """The service (real uvicorn) against an upstream URL; the 诸葛亮 persona asks the upstream for `persona_model`
+    (the fake upstream's behaviour is picked by the model name)."""
+    from service.settings import ZHUGE_LIANG
 
     def start(upstream_url: str, persona_model: str = "echo", **overrides: Any) -> str:
         persona = ZHUGE_LIANG.model_copy(update={"served_model": persona_model})
-        settings = get_service_settings(data_dir=tmp_path / "svc", upstream_url=upstream_url, personas=[persona],
-                                        **overrides)  # fmt: skip
-        chat = build_chat_service(settings, kb_settings)
-        server = ServerThread(create_app(settings, chat=chat, ui=False)).start()
-        servers.append(server)
-        return server.url + "/v1"
+        return serve(upstream_url=upstream_url, personas=[persona], **overrides)
 
-    yield start
-    for s in servers:
-        s.stop()
+    return start
 
 
 @pytest.fixture(scope="module")
