@@ -24,9 +24,7 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date
@@ -34,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from common import summary, write_result
-from service_bench import ROOT, Conn, Result, connect, http_post, set_upstream, wait_http
+from service_bench import (
+    ROOT,
+    Conn,
+    Result,
+    connect,
+    http_post,
+    running,
+    service_cmd,
+    set_upstream,
+    upstream_cmd,
+)
 
 
 def rss_mib(pid: int) -> float:
@@ -200,33 +208,14 @@ def main() -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
-    kongming = Path(sys.executable).with_name("kongming")
-    serve = [str(kongming)] if kongming.exists() else [sys.executable, "-m", "service.cli"]
-    up_cmd = [sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "--port", str(args.upstream_port),
-              "--tokens", str(args.tokens)]
-    sv_cmd = [*serve, "serve", "--upstream-url", f"http://127.0.0.1:{args.upstream_port}/v1", "--no-ui",
-              "--host", "127.0.0.1", "--port", str(args.service_port), "--data-dir", str(args.data_dir)]
-    procs: list[subprocess.Popen[bytes]] = []
+    upstream_url = f"http://127.0.0.1:{args.upstream_port}/v1"
     started = time.perf_counter()
-    try:
-        up = subprocess.Popen(up_cmd, cwd=ROOT)
-        procs.append(up)
-        wait_http(args.upstream_port, "/health", 30, up)
+    with running(upstream_cmd(args.upstream_port, args.tokens), args.upstream_port,
+                 service_cmd(upstream_url, args.service_port, args.data_dir), args.service_port) as (_, sv_pid):
         set_upstream(args.upstream_port, tokens=args.tokens, delay_ms=args.delay_ms, ttft_ms=0)
-        sv = subprocess.Popen(sv_cmd, cwd=ROOT)
-        procs.append(sv)
-        wait_http(args.service_port, "/health", 120, sv)
         import uvloop
 
-        results = uvloop.run(run(args, sv.pid))
-    finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGINT)
-        for proc in reversed(procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        results = uvloop.run(run(args, sv_pid))
     out = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",

@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -206,6 +208,40 @@ def set_upstream(port: int, **cfg: float) -> None:
 
 def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *cmd] if cpus is not None else cmd
+
+
+def upstream_cmd(port: int, tokens: int) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "--port", str(port), "--tokens", str(tokens)]
+
+
+def service_cmd(upstream_url: str, port: int, data_dir: Path) -> list[str]:
+    kongming = Path(sys.executable).with_name("kongming")
+    serve = [str(kongming)] if kongming.exists() else [sys.executable, "-m", "service.cli"]
+    return [*serve, "serve", "--upstream-url", upstream_url, "--no-ui", "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(data_dir)]
+
+
+@contextmanager
+def running(up_cmd: list[str], up_port: int, sv_cmd: list[str], sv_port: int) -> Iterator[tuple[int, int]]:
+    """The fake upstream, then the service, each answering /health before the block runs (their pids are
+    yielded); both are stopped (SIGINT, then SIGKILL after 10 s) when it ends."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        up = subprocess.Popen(up_cmd, cwd=ROOT)
+        procs.append(up)
+        wait_http(up_port, "/health", 30, up)
+        sv = subprocess.Popen(sv_cmd, cwd=ROOT)
+        procs.append(sv)
+        wait_http(sv_port, "/health", 120, sv)
+        yield up.pid, sv.pid
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGINT)
+        for proc in reversed(procs):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # -- phases -------------------------------------------------------------------------------------------------------
@@ -393,41 +429,22 @@ def main() -> int:
     if cpus and not shutil.which("taskset"):
         print("taskset not found: use --pin none", file=sys.stderr)
         return 2
-    kongming = Path(sys.executable).with_name("kongming")
-    serve = [str(kongming)] if kongming.exists() else [sys.executable, "-m", "service.cli"]
-    up_cmd = pinned([sys.executable, str(ROOT / "bench" / "fast_upstream.py"), "--port", str(args.upstream_port),
-                     "--tokens", str(args.tokens)], cpus.get("upstream"))
+    up_cmd = pinned(upstream_cmd(args.upstream_port, args.tokens), cpus.get("upstream"))
     upstream_url = f"http://127.0.0.1:{args.upstream_port}/v1"
     if args.serve_cmd:
         sv_cmd = pinned(args.serve_cmd.format(port=args.service_port, upstream=upstream_url).split(),
                         cpus.get("service"))
     else:
-        sv_cmd = pinned([*serve, "serve", "--upstream-url", upstream_url, "--no-ui", "--host", "127.0.0.1",
-                         "--port", str(args.service_port), "--data-dir", str(args.data_dir)], cpus.get("service"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        up = subprocess.Popen(up_cmd, cwd=ROOT)
-        procs.append(up)
-        wait_http(args.upstream_port, "/health", 30, up)
-        sv = subprocess.Popen(sv_cmd, cwd=ROOT)
-        procs.append(sv)
-        wait_http(args.service_port, "/health", 120, sv)
+        sv_cmd = pinned(service_cmd(upstream_url, args.service_port, args.data_dir), cpus.get("service"))
+    with running(up_cmd, args.upstream_port, sv_cmd, args.service_port) as (up_pid, sv_pid):
         if "client" in cpus:
             os.sched_setaffinity(0, {int(cpus["client"])})
-        meter = CpuMeter({"upstream": up.pid, "service": sv.pid, "client": os.getpid()})
+        meter = CpuMeter({"upstream": up_pid, "service": sv_pid, "client": os.getpid()})
         started = time.perf_counter()
         import uvloop
 
         results = uvloop.run(run_phases(args, meter))
         elapsed = time.perf_counter() - started
-    finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGINT)
-        for proc in reversed(procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
     out: dict[str, Any] = {
         "date": date.today().isoformat(),
