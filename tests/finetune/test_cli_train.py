@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_model_commands_help_imports_nothing_heavy():
     code = (
         "import sys\nfrom finetune.cli import main\n"
-        "for argv in (['train', '--help'], ['eval', '--help'], ['merge', '--help']):\n"
+        "for argv in (['train', '--help'], ['eval', '--help'], ['merge', '--help'], ['export', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print('HEAVY', [m for m in ('torch', 'transformers', 'peft', 'matplotlib', 'sklearn') if m in sys.modules])"
     )
