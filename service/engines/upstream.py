@@ -216,6 +216,7 @@ class OpenAICompatibleEngine:
                 response.release()
             else:
                 response.close()
+                await asyncio.sleep(0)  # the transport closes on the loop's next turn: let it happen now
         if not done and finish is None:
             raise UpstreamError(f"model server at {self.base_url} ended the stream before the completion finished")
         usage = usage or {}
