@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,30 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# System programs that some tests drive for real; `bash tests/system-deps.sh` installs them (Debian packages).
+SYSTEM_PROGRAMS = {
+    "chromium": "the chat page's browser tests (tests/service/test_ui.py)",
+    "docker-compose": "validating deploy/gpu/compose.yaml (tests/deploy/test_compose.py)",
+}
+
+
+def missing_programs() -> dict[str, str]:
+    return {name: what for name, what in SYSTEM_PROGRAMS.items() if shutil.which(name) is None}
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    missing = missing_programs()
+    if not missing:
+        return []
+    lines = [f"MISSING {name}: {what} will skip" for name, what in missing.items()]
+    return [*lines, "run `bash tests/system-deps.sh` (root or sudo) to install them"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # In CI nothing may skip for want of a program the project can install: fail at once instead.
+    if os.environ.get("CI") and (missing := missing_programs()):
+        raise pytest.UsageError(f"CI: {', '.join(missing)} missing; .ci/run runs tests/system-deps.sh first")
 
 # A small novel in the style of 三国演义, written for these tests (three chapters, web boilerplate included).
 NOVEL = """\
