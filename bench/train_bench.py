@@ -4,8 +4,8 @@ Both sides get the same base model, the same tokenized examples (the config's da
 the same max_seq_len), the same LoRA (rank, alpha, dropout, target modules), learning rate, schedule, warm-up,
 gradient clipping, precision and number of optimizer steps. What differs is what each does with the examples:
 
-- ours: `finetune.train.train` (the `finetune train` loop): packed rows of max_seq_len, LM head only on labelled
-  positions; `train.batch_size` rows per step;
+- ours: `finetune.training.train.train` (the `finetune train` loop): packed rows of max_seq_len, LM head only on
+  labelled positions; `train.batch_size` rows per step;
 - baseline: `transformers.Trainer` on the examples, padded per batch (DataCollatorForSeq2Seq, labels padded
   with -100), the model's own loss (full-vocabulary logits). Its per-device batch holds about as many real tokens
   per optimizer step as ours (`--baseline-batch-size` to set it), so both optimise on the same amount of data.
@@ -57,10 +57,10 @@ def _setup(spec: dict[str, Any], output_dir: str) -> dict[str, Any]:
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    from finetune.config import load_config
-    from finetune.models import load_tokenizer, resolve_model
-    from finetune.steps import pick_device, use_bf16
-    from finetune.trainset import load_conversations, tokenize
+    from finetune.models.base import load_tokenizer, resolve_model
+    from finetune.training.config import load_config
+    from finetune.training.steps import pick_device, use_bf16
+    from finetune.training.trainset import load_conversations, tokenize
 
     cfg = load_config(spec["config"], [*spec["overrides"], f"output_dir={output_dir}"])
     device = pick_device(cfg.train.device)
@@ -157,9 +157,9 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from peft import PeftModel
 
-    from finetune.models import load_causal_lm, quiet_peft
-    from finetune.runio import read_metrics
-    from finetune.train import train
+    from finetune.models.base import load_causal_lm, quiet_peft
+    from finetune.training.runio import read_metrics
+    from finetune.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
         s = _setup(spec, tmp)
@@ -196,7 +196,7 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from finetune.models import load_causal_lm
+    from finetune.models.base import load_causal_lm
 
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
         s = _setup(spec, tmp)
@@ -277,9 +277,9 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
     """Settings both workers share, and the baseline batch that carries as many real tokens as ours."""
-    from finetune.config import load_config
-    from finetune.models import load_tokenizer, resolve_model
-    from finetune.trainset import load_conversations, pack, tokenize
+    from finetune.models.base import load_tokenizer, resolve_model
+    from finetune.training.config import load_config
+    from finetune.training.trainset import load_conversations, pack, tokenize
 
     overrides = [*args.overrides, f"train.max_steps={args.steps + args.warmup}", "train.eval_every=0"]
     overrides += ["train.save_every=0", "train.val_max_examples=1"]  # ours' own end-of-run check: one example

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from .formats import Conversation, Format, Problem
+    from finetune.data.formats import Conversation, Format, Problem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 FORMAT_CHOICES = ["alpaca", "sharegpt", "openai"]
@@ -101,15 +101,15 @@ def _model_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from .config import ConfigError
-    from .formats import DataError
-    from .models import ModelError
-    from .runio import RunError
+    from finetune.data.formats import DataError
+    from finetune.models.base import ModelError
+    from finetune.training.config import ConfigError
+    from finetune.training.runio import RunError
 
     try:
         if args.cmd == "data":
             return _data(args)
-        from . import commands
+        from finetune import commands
 
         handlers = {"train": commands.train, "eval": commands.evaluate, "merge": commands.merge,
                     "export": commands.export}
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _read(path: Path, src_format: str) -> tuple[list[Conversation], list[Problem], Format]:
-    from .formats import read_with_format
+    from finetune.data.formats import read_with_format
 
     fmt = None if src_format == "auto" else cast("Format", src_format)
     convs, problems, used = read_with_format(path, fmt)
@@ -150,7 +150,7 @@ def _data(args: argparse.Namespace) -> int:
     if not convs:
         print(f"error: {args.input}: no valid records to write", file=sys.stderr)
         return EXIT_FAILED
-    from .formats import write
+    from finetune.data.formats import write
 
     if args.data_cmd == "convert":
         n = write(args.out, convs, args.to, meta=args.meta)
@@ -162,8 +162,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace, convs: list[Conversation], problems: list[Problem], fmt: Format) -> int:
-    from .dataset import dedupe, mix, split
-    from .formats import write
+    from finetune.data.dataset import dedupe, mix, split
+    from finetune.data.formats import write
 
     if not 0 <= args.val < 1 or not 0 <= args.mix_ratio < 1:
         print("error: --val and --mix-ratio are shares in [0, 1), e.g. --val 0.1", file=sys.stderr)
@@ -206,8 +206,8 @@ def _split(args: argparse.Namespace, convs: list[Conversation], problems: list[P
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .aliases import load_overrides
-    from .extract import extract_to_dir
+    from finetune.data.aliases import load_overrides
+    from finetune.data.extract import extract_to_dir
 
     aliases = [a.strip() for a in args.aliases.replace("，", ",").split(",") if a.strip()]
     overrides = load_overrides(args.ambiguous) if args.ambiguous else None

@@ -10,8 +10,8 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import train as run
+    from finetune.training.config import load_config
+    from finetune.training.train import train as run
 
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, restart=args.restart)
@@ -54,7 +54,7 @@ def _print_generation(g: dict[str, Any]) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from finetune.evaluation.evaluate import evaluate_run
 
     report = evaluate_run(args.run_dir, args.max_samples, base=False if args.no_base else None,
                           reuse_samples=args.reuse_samples)
@@ -71,7 +71,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def merge(args: argparse.Namespace) -> int:
-    from .merge import merge_run
+    from finetune.models.merge import merge_run
 
     out = merge_run(args.run_dir, args.out, force=args.force, dtype=args.dtype)
     print(f"merged {args.run_dir} into its base -> {out} (safetensors, tokenizer, chat template, generation config)")
@@ -79,7 +79,7 @@ def merge(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from .export import EXPORT_FILE, export_run
+    from finetune.models.export import EXPORT_FILE, export_run
 
     out = export_run(args.run_dir, args.out, dtype=args.dtype)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20

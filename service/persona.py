@@ -72,7 +72,7 @@ class Engines:
         )
 
     def _local(self, persona: PersonaConfig) -> Engine:
-        from finetune.models import ModelError, resolve_model
+        from finetune.models.base import ModelError, resolve_model
 
         from .engines import LocalEngine
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.template import DEFAULT_CHAT_TEMPLATE, DEFAULT_END_OF_TURN
+from finetune.models.template import DEFAULT_CHAT_TEMPLATE, DEFAULT_END_OF_TURN
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", DEFAULT_END_OF_TURN]
 

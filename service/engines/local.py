@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class LocalEngine:
     """Chat completions from a model folder on this machine (transformers imported on first use, not at import).
 
-    The prompt goes through `finetune.template.encode_chat`, so it is the prompt the model was trained on and the
+    The prompt goes through `finetune.models.template.encode_chat`, so it is the prompt the model was trained on and the
     one vLLM computes from the saved template. Requests queue: one generation runs at a time per engine, the
     others wait their turn without holding a thread. A stream consumer that goes away stops its generation at
     the next token.
@@ -86,7 +86,7 @@ class LocalEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from finetune.template import end_of_turn_ids, ensure_chat_template
+        from finetune.models.template import end_of_turn_ids, ensure_chat_template
 
         dtype: Any = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
         try:
@@ -137,7 +137,7 @@ class LocalEngine:
             await asyncio.to_thread(self.load)
         from transformers import AsyncTextIteratorStreamer
 
-        from finetune.template import encode_chat
+        from finetune.models.template import encode_chat
 
         prompt_ids = encode_chat(self._tokenizer, messages)
         n_prompt = len(prompt_ids)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import EXIT_FAILED, EXIT_OK, main
-from finetune.dataset import dedupe
-from finetune.formats import read
+from finetune.data.dataset import dedupe
+from finetune.data.formats import read
 
 from ..conftest import shared_file
 
@@ -30,8 +30,8 @@ def test_help_imports_nothing_heavy():
         "import sys\nfrom finetune.cli import main\n"
         "for argv in (['--help'], ['data', '--help'], ['data', 'extract', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'peft', 'ingest', 'finetune.formats', 'finetune.extract')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'ingest', 'finetune.data.formats',"
+        " 'finetune.data.extract') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.config import ALL_PROJECTIONS, Config, ConfigError, changed_keys, dump_yaml, load_config
+from finetune.training.config import ALL_PROJECTIONS, Config, ConfigError, changed_keys, dump_yaml, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "finetune" / "configs").glob("*.yaml"))
 

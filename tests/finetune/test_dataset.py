@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.dataset import dedupe, mix, split
-from finetune.formats import Conversation
+from finetune.data.dataset import dedupe, mix, split
+from finetune.data.formats import Conversation
 
 
 def _convs(n: int, tag: str = "p") -> list[Conversation]:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import EXIT_FAILED, main
-from finetune.config import load_config
-from finetune.runio import checkpoints, read_metrics
-from finetune.train import train
+from finetune.training.config import load_config
+from finetune.training.runio import checkpoints, read_metrics
+from finetune.training.train import train
 
 from ..faults.helpers import fill, lockable_dir, tmpfs
 from .conftest import tiny_overrides

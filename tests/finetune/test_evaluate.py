@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from finetune.classify import LabelledText, baselines, metrics, split_rows
-from finetune.config import load_config
-from finetune.plots import overfitting_note, plot_loss_curve
-from finetune.runio import append_metric
-from finetune.textmetrics import bleu, rouge_l, style_score
+from finetune.evaluation.classify import LabelledText, baselines, metrics, split_rows
+from finetune.evaluation.plots import overfitting_note, plot_loss_curve
+from finetune.evaluation.textmetrics import bleu, rouge_l, style_score
+from finetune.training.config import load_config
+from finetune.training.runio import append_metric
 
 from .conftest import tiny_overrides
 
@@ -80,8 +80,8 @@ def test_loss_curve_png_and_overfitting_note(tmp_path: Path):
 
 
 def test_evaluate_a_chat_run(tiny_model: Path, chat_file: Path, tmp_path: Path):
-    from finetune.evaluate import evaluate_run
-    from finetune.train import train
+    from finetune.evaluation.evaluate import evaluate_run
+    from finetune.training.train import train
 
     run = tmp_path / "run"
     train(load_config(None, tiny_overrides(tiny_model, chat_file, run, "train.max_steps=30")))
@@ -101,8 +101,8 @@ def test_evaluate_a_chat_run(tiny_model: Path, chat_file: Path, tmp_path: Path):
 
 
 def test_evaluate_a_classification_run(tiny_model: Path, tmp_path: Path):
-    from finetune.evaluate import evaluate_run
-    from finetune.train import train
+    from finetune.evaluation.evaluate import evaluate_run
+    from finetune.training.train import train
 
     csv = tmp_path / "reviews.csv"
     lines = ["label,review"] + [f"1,好吃，送餐快{i}" for i in range(20)] + [f"0,太慢了，菜都凉了{i}" for i in range(30)]
@@ -120,14 +120,14 @@ def test_evaluate_a_classification_run(tiny_model: Path, tmp_path: Path):
 
 
 def test_eval_refuses_an_unfinished_run(tmp_path: Path):
-    from finetune.evaluate import EvalError, evaluate_run
+    from finetune.evaluation.evaluate import EvalError, evaluate_run
 
     with pytest.raises(EvalError, match=r"no config\.yaml in"):
         evaluate_run(tmp_path)
 
 
 def test_style_counts_the_answer_own_words_not_an_echo_of_the_prompt():
-    from finetune.textmetrics import generation_metrics, own_words
+    from finetune.evaluation.textmetrics import generation_metrics, own_words
 
     system = "你是诸葛亮，字孔明，号卧龙，蜀汉丞相。"
     assert own_words("你是诸葛亮，字孔明。吾观之", [system, "问"]) == "。吾观之"

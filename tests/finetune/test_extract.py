@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from finetune.aliases import AliasRule, load_overrides, resolve_rules
-from finetune.extract import ExtractReport, extract_pairs, extract_to_dir, read_novel
-from finetune.formats import DataError, read
-from finetune.speech import find_quotes, utterances
+from finetune.data.aliases import AliasRule, load_overrides, resolve_rules
+from finetune.data.extract import ExtractReport, extract_pairs, extract_to_dir, read_novel
+from finetune.data.formats import DataError, read
+from finetune.data.speech import find_quotes, utterances
 
 from ..conftest import shared_file
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.formats import Conversation, DataError, detect_format, read, read_with_format, write
+from finetune.data.formats import Conversation, DataError, detect_format, read, read_with_format, write
 
 CONVS = [
     Conversation.pair("先生何以教我？", "将军欲成霸业，北让曹操占天时，南让孙权占地利。"),

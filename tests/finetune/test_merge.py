@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import load_config
-from finetune.merge import MergeError, merge_run
-from finetune.train import train
+from finetune.models.merge import MergeError, merge_run
+from finetune.training.config import load_config
+from finetune.training.train import train
 
 from .conftest import tiny_overrides
 
@@ -30,7 +30,7 @@ def test_merged_logits_equal_base_plus_adapter(trained: Path, tiny_model: Path, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from finetune.models import quiet_peft
+    from finetune.models.base import quiet_peft
 
     out = merge_run(trained, tmp_path / "merged")
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -50,7 +50,7 @@ def test_merged_logits_equal_base_plus_adapter(trained: Path, tiny_model: Path, 
 def test_merged_folder_is_a_standard_hf_model(trained: Path, tmp_path: Path):
     from transformers import AutoTokenizer
 
-    from finetune.template import DEFAULT_CHAT_TEMPLATE, encode_chat
+    from finetune.models.template import DEFAULT_CHAT_TEMPLATE, encode_chat
 
     out = merge_run(trained, tmp_path / "merged")
     names = {p.name for p in out.iterdir()}
@@ -70,7 +70,7 @@ def test_merged_folder_is_a_standard_hf_model(trained: Path, tmp_path: Path):
 
 
 def test_merge_a_checkpoint_and_dtype(trained: Path, tmp_path: Path):
-    from finetune.runio import checkpoints
+    from finetune.training.runio import checkpoints
 
     _, ckpt = checkpoints(trained)[-1]
     out = merge_run(ckpt, tmp_path / "m16", dtype="bfloat16")
@@ -101,8 +101,8 @@ def test_export_ships_a_small_adapter_that_computes_the_same(trained: Path, tiny
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from finetune.export import EXPORT_FILE, ExportError, export_run
-    from finetune.models import quiet_peft
+    from finetune.models.base import quiet_peft
+    from finetune.models.export import EXPORT_FILE, ExportError, export_run
 
     (trained / "eval.json").write_text("{}")  # as `finetune eval` leaves it
     out = export_run(trained, tmp_path / "shipped")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import load_config
-from finetune.merge import merge_run
-from finetune.train import train
+from finetune.models.merge import merge_run
+from finetune.training.config import load_config
+from finetune.training.train import train
 from tests.service.conftest import running_vllm
 from tests.tinymodel import build_tiny_model
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.models import DEFAULT_MODEL, ModelError, default_cache_dir, resolve_model
+from finetune.models.base import DEFAULT_MODEL, ModelError, default_cache_dir, resolve_model
 
 
 def test_a_local_folder_is_used_as_is(tiny_model: Path, tmp_path: Path):
@@ -48,10 +48,10 @@ def test_gemma_converts_loads_and_trains_a_step(tmp_path: Path):
 
     from transformers import AutoTokenizer
 
-    from finetune.config import load_config
-    from finetune.models import GEMMA_CHAT_TEMPLATE
-    from finetune.template import end_of_turn_ids
-    from finetune.train import train
+    from finetune.models.base import GEMMA_CHAT_TEMPLATE
+    from finetune.models.template import end_of_turn_ids
+    from finetune.training.config import load_config
+    from finetune.training.train import train
 
     cache = default_cache_dir() if (default_cache_dir() / DEFAULT_MODEL).is_dir() else tmp_path / "models"
     path = resolve_model(DEFAULT_MODEL, cache)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import load_config
-from finetune.runio import checkpoints, read_metrics
-from finetune.train import TrainError, train
+from finetune.training.config import load_config
+from finetune.training.runio import checkpoints, read_metrics
+from finetune.training.train import TrainError, train
 
 from .conftest import tiny_overrides
 
@@ -121,7 +121,7 @@ def test_sigkill_mid_run_then_rerun_resumes(tiny_model: Path, chat_file: Path, t
 
 
 def test_tidy_puts_back_a_checkpoint_that_was_being_replaced(tmp_path: Path):
-    from finetune.runio import tidy
+    from finetune.training.runio import tidy
 
     ckpts = tmp_path / "checkpoints"
     old = ckpts / ".step-000008.old"  # the kill came between moving it aside and renaming the new one in
@@ -152,7 +152,7 @@ def test_clear_errors_before_any_work(tiny_model: Path, chat_file: Path, tmp_pat
                                                "train.device=cpu")))  # fmt: skip
     with pytest.raises(TrainError, match=r"lora\.target_modules: c_attn not in this model"):
         train(load_config(None, tiny_overrides(tiny_model, chat_file, tmp_path / "t", "lora.target_modules=c_attn")))
-    from finetune.formats import DataError
+    from finetune.data.formats import DataError
 
     with pytest.raises(DataError, match="no such file"):
         train(load_config(None, tiny_overrides(tiny_model, tmp_path / "nope.jsonl", tmp_path / "d")))

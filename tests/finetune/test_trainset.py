@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import load_config
-from finetune.models import GEMMA_CHAT_TEMPLATE
-from finetune.template import encode_chat, encode_chat_labels, end_of_turn_ids
-from finetune.trainset import IGNORE, Example, collate, epoch_batches, load_conversations, pack, tokenize
+from finetune.models.base import GEMMA_CHAT_TEMPLATE
+from finetune.models.template import encode_chat, encode_chat_labels, end_of_turn_ids
+from finetune.training.config import load_config
+from finetune.training.trainset import IGNORE, Example, collate, epoch_batches, load_conversations, pack, tokenize
 
 CONV = [
     {"role": "system", "content": "你是诸葛亮。"},
@@ -72,7 +72,7 @@ def test_stop_tokens_come_from_the_template(tokenizer):
 
 
 def test_tokenize_cuts_long_examples_and_drops_answerless_ones(tokenizer, caplog):
-    from finetune.formats import Conversation
+    from finetune.data.formats import Conversation
 
     long_answer = Conversation.pair("问", "答" * 200)
     long_prompt = Conversation.pair("问" * 200, "答")
@@ -114,7 +114,7 @@ def test_packed_loss_equals_unpacked_loss(tiny_model: Path, tokenizer, chat_file
     import torch
     from transformers import AutoModelForCausalLM
 
-    from finetune.steps import mean_loss
+    from finetune.training.steps import mean_loss
 
     cfg = load_config(None, [f"data.train={chat_file}", "data.dedupe=false", "train.max_seq_len=128"])
     train, _ = load_conversations(cfg)

@@ -286,7 +286,7 @@ def local_engine(tiny_chat_model: Path) -> LocalEngine:
 async def test_local_generate_counts_tokens(local_engine: LocalEngine, tiny_chat_model: Path) -> None:
     from transformers import AutoTokenizer
 
-    from finetune.template import encode_chat
+    from finetune.models.template import encode_chat
 
     assert isinstance(local_engine, Engine)
     out = await local_engine.generate(HELLO, GREEDY)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from finetune.template import encode_chat
+from finetune.models.template import encode_chat
 from service.engines import LocalEngine, OpenAICompatibleEngine, SamplingParams
 from service.errors import BadRequest, ContextTooLong
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config
-from .runio import CONFIG_FILE, RunError, write_dir, write_json
+from finetune.training.config import Config, load_config
+from finetune.training.runio import CONFIG_FILE, RunError, write_dir, write_json
 
 log = logging.getLogger(__name__)
 MERGE_FILE = "merge.json"
@@ -60,8 +60,8 @@ def merge_run(adapter_dir: str | Path, out: str | Path, force: bool = False, dty
     import torch
     from peft import PeftModel
 
-    from .models import load_causal_lm, load_tokenizer, quiet_peft, resolve_model
-    from .template import end_of_turn_ids
+    from finetune.models.base import load_causal_lm, load_tokenizer, quiet_peft, resolve_model
+    from finetune.models.template import end_of_turn_ids
 
     adapter_dir, out = Path(adapter_dir), Path(out)
     check_adapter(adapter_dir)

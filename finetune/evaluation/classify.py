@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import DataConfig
-from .formats import Conversation, DataError
+from finetune.data.formats import Conversation, DataError
+from finetune.training.config import DataConfig
 
 log = logging.getLogger(__name__)
 

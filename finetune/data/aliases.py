@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import DataError
+from finetune.data.formats import DataError
 
 # Titles and forms of address that name whoever holds them at the time.
 TITLES = frozenset(

@@ -7,8 +7,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .merge import check_adapter, find_config
-from .runio import CONFIG_FILE, RunError, write_dir, write_json
+from finetune.models.merge import check_adapter, find_config
+from finetune.training.runio import CONFIG_FILE, RunError, write_dir, write_json
 
 EXPORT_FILE = "export.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .config import Config
-from .formats import Conversation, DataError, Format
+from finetune.data.formats import Conversation, DataError, Format
+from finetune.training.config import Config
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -25,7 +25,7 @@ class Example:
 
 
 def _read(path: str, fmt: str, key: str) -> list[Conversation]:
-    from .formats import read
+    from finetune.data.formats import read
 
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file ({key}); build it with `finetune data extract` / `finetune data split`")
@@ -39,11 +39,11 @@ def _read(path: str, fmt: str, key: str) -> list[Conversation]:
 
 def load_conversations(cfg: Config) -> tuple[list[Conversation], list[Conversation]]:
     """(train, validation) conversations as the config describes them; the same config always gives the same split."""
-    from .dataset import dedupe, mix, split
+    from finetune.data.dataset import dedupe, mix, split
 
     d = cfg.data
     if cfg.task == "classify":
-        from .classify import load_split, to_conversation
+        from finetune.evaluation.classify import load_split, to_conversation
 
         rows_train, rows_val = load_split(d)
         train = [to_conversation(r, d) for r in rows_train]
@@ -71,7 +71,7 @@ def messages_of(conv: Conversation, system: str | None = None) -> list[dict[str,
 
 def tokenize(tokenizer: Any, convs: list[Conversation], max_len: int, system: str | None = None) -> list[Example]:
     """Examples cut to `max_len`; one left with no assistant token after the cut is dropped (and counted)."""
-    from .template import encode_chat_labels
+    from finetune.models.template import encode_chat_labels
 
     out: list[Example] = []
     cut = dropped = 0

@@ -100,7 +100,7 @@ def convert_gemma_gguf(target: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .template import ensure_chat_template
+    from finetune.models.template import ensure_chat_template
 
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def load_tokenizer(path: str | Path, fallback: str | Path | None = None) -> Any:
     """The tokenizer in `path` (else `fallback`), with a chat template and a pad token."""
     from transformers import AutoTokenizer
 
-    from .template import ensure_chat_template
+    from finetune.models.template import ensure_chat_template
 
     source = path if (Path(path) / "tokenizer_config.json").is_file() or fallback is None else fallback
     tokenizer = AutoTokenizer.from_pretrained(source)

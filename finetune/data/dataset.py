@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from .formats import Conversation
+from finetune.data.formats import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import resource
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .config import TrainConfig
-from .runio import RunError
-from .trainset import IGNORE, Example, collate, epoch_batches, pack
+from finetune.training.config import TrainConfig
+from finetune.training.runio import RunError
+from finetune.training.trainset import IGNORE, Example, collate, epoch_batches, pack
 
 log = logging.getLogger(__name__)
 

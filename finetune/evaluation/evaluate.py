@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config
-from .runio import CONFIG_FILE, RunError, read_metrics, write_json, write_text
+from finetune.training.config import Config, load_config
+from finetune.training.runio import CONFIG_FILE, RunError, read_metrics, write_json, write_text
 
 log = logging.getLogger(__name__)
 EVAL_FILE = "eval.json"
@@ -24,8 +24,8 @@ def load_run(run_dir: Path) -> tuple[Config, Any, Any, Any]:
     """(config, tokenizer, model with the run's adapter, device) for a directory written by `finetune train`."""
     from peft import PeftModel
 
-    from .models import load_causal_lm, load_tokenizer, quiet_peft, resolve_model
-    from .steps import pick_device
+    from finetune.models.base import load_causal_lm, load_tokenizer, quiet_peft, resolve_model
+    from finetune.training.steps import pick_device
 
     if not (run_dir / CONFIG_FILE).is_file():
         raise EvalError(f"no {CONFIG_FILE} in {run_dir}: point at a directory written by `finetune train`")
@@ -50,7 +50,7 @@ def generate(
     """Greedy answers to chat prompts, left-padded in batches, stopping at the template's end of turn."""
     import torch
 
-    from .template import encode_chat, end_of_turn_ids
+    from finetune.models.template import encode_chat, end_of_turn_ids
 
     stops = end_of_turn_ids(tokenizer)
     pad = tokenizer.pad_token_id
@@ -79,9 +79,9 @@ def label_logprobs(
     """For each prompt, the log-probability of each label as the whole answer (label tokens and end of turn)."""
     import torch
 
-    from .steps import token_losses
-    from .template import encode_chat_labels
-    from .trainset import Example, collate
+    from finetune.models.template import encode_chat_labels
+    from finetune.training.steps import token_losses
+    from finetune.training.trainset import Example, collate
 
     examples = [
         Example(*encode_chat_labels(tokenizer, [*p, {"role": "assistant", "content": lab}]))
@@ -102,8 +102,8 @@ def label_logprobs(
 
 
 def _classify(cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base: bool) -> dict[str, Any]:
-    from .classify import baselines, load_split, metrics, to_conversation
-    from .trainset import messages_of
+    from finetune.evaluation.classify import baselines, load_split, metrics, to_conversation
+    from finetune.training.trainset import messages_of
 
     train_rows, test_rows = load_split(cfg.data)
     test_rows = test_rows[:n] if n else test_rows
@@ -125,8 +125,8 @@ def _classify(cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base
 def _chat(
     cfg: Config, model: Any, tokenizer: Any, device: Any, n: int, base: bool, run_dir: Path, reuse: bool = False
 ) -> dict[str, Any]:
-    from .textmetrics import generation_metrics
-    from .trainset import load_conversations, messages_of
+    from finetune.evaluation.textmetrics import generation_metrics
+    from finetune.training.trainset import load_conversations, messages_of
 
     _, val = load_conversations(cfg)
     held = val[:n] if n else val
@@ -179,9 +179,9 @@ def evaluate_run(
     """Evaluate a finished run and write eval.json (and eval_samples.jsonl for chat) into it. `reuse_samples`:
     score the answers of the last evaluation (eval_samples.jsonl) again instead of generating them (the metrics
     changed, the model did not)."""
-    from .plots import overfitting_note, plot_loss_curve
-    from .steps import mean_loss
-    from .trainset import load_conversations, tokenize
+    from finetune.evaluation.plots import overfitting_note, plot_loss_curve
+    from finetune.training.steps import mean_loss
+    from finetune.training.trainset import load_conversations, tokenize
 
     run_dir = Path(run_dir)
     cfg, tokenizer, model, device = load_run(run_dir)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .runio import read_metrics
+from finetune.training.runio import read_metrics
 
 log = logging.getLogger(__name__)
 PLOT_FILE = "loss_curve.png"

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .aliases import AliasRule, EvidenceCheck, resolve_rules, rules_as_dict
-from .formats import Conversation, DataError, Format, write
-from .speech import Utterance, named_alias, utterances
+from finetune.data.aliases import AliasRule, EvidenceCheck, resolve_rules, rules_as_dict
+from finetune.data.formats import Conversation, DataError, Format, write
+from finetune.data.speech import Utterance, named_alias, utterances
 
 log = logging.getLogger(__name__)
 

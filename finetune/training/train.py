@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, changed_keys, dump_yaml, load_config
-from .runio import (
+from finetune.training.config import Config, changed_keys, dump_yaml, load_config
+from finetune.training.runio import (
     CONFIG_FILE,
     SUMMARY_FILE,
     RunError,
@@ -28,7 +28,7 @@ from .runio import (
     write_text,
     writing,
 )
-from .steps import batch_loss, mean_loss, peak_memory_mb, pick_device, use_bf16
+from finetune.training.steps import batch_loss, mean_loss, peak_memory_mb, pick_device, use_bf16
 
 log = logging.getLogger(__name__)
 # What may change between an interrupted run and its resumption: how long, how often, how it is evaluated.
@@ -73,7 +73,7 @@ def _lora(model: Any, cfg: Config) -> Any:
         target_modules=list(cfg.lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    from .models import quiet_peft
+    from finetune.models.base import quiet_peft
 
     with quiet_peft():
         return get_peft_model(model, spec)
@@ -151,8 +151,8 @@ def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> 
     from tqdm import tqdm
     from transformers import get_scheduler
 
-    from .models import load_causal_lm, load_tokenizer, resolve_model
-    from .trainset import epoch_batches, load_conversations, pack, tokenize
+    from finetune.models.base import load_causal_lm, load_tokenizer, resolve_model
+    from finetune.training.trainset import epoch_batches, load_conversations, pack, tokenize
 
     device = pick_device(cfg.train.device)
     if cfg.lora.qlora and device.type != "cuda":
@@ -264,7 +264,7 @@ def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> 
     }  # fmt: skip
     write_json(run_dir / SUMMARY_FILE, summary)
     try:
-        from .plots import plot_loss_curve
+        from finetune.evaluation.plots import plot_loss_curve
 
         plot_loss_curve(run_dir)
     except Exception as exc:  # a plot is a convenience; never lose a finished run to it

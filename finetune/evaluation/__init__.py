@@ -1,0 +1,1 @@
+"""Evaluation: validation loss, generation and classification metrics, loss curves."""

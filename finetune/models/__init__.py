@@ -1,0 +1,1 @@
+"""Models: base models, the one chat template used at training and serving, merge and export."""

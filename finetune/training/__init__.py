@@ -1,0 +1,1 @@
+"""Training: the experiment config, the run directory on disk, batches, steps and the LoRA loop."""
