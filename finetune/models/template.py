@@ -1,8 +1,9 @@
-"""The chat template: one function renders conversations into model input, for training and for serving.
+"""The chat template: the templates themselves and the one function that renders conversations into model input.
 
-Training (`finetune train`), merging (the template is saved with the model, where vLLM reads it) and the
-service's in-process engine all go through `ensure_chat_template` and `encode_chat`, so the same messages
-become the same prompt tokens everywhere.
+The one home of the template used at training and serving: the ChatML default, Gemma's turn format (given to the
+offline gemma-3-270m when it is converted), the stop tokens that end a turn. Training (`finetune train`), merging
+(the template is saved with the model, where vLLM reads it) and the service's in-process engine all go through
+`ensure_chat_template` and `encode_chat`, so the same messages become the same prompt tokens everywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +18,23 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 DEFAULT_END_OF_TURN = "<|im_end|>"
+
+# Gemma's published turn format. The GGUF carries no chat template, but gemma's vocabulary has
+# <start_of_turn>/<end_of_turn> as single special tokens, so this template costs one token per marker and
+# <end_of_turn> can be the stop token (ChatML's <|im_end|> would be six ordinary tokens there).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+GEMMA_END_OF_TURN = "<end_of_turn>"
 
 
 def ensure_chat_template(tokenizer: Any, template: str | None = None) -> Any:
@@ -70,7 +88,7 @@ def encode_chat_labels(
 
 
 # End-of-turn markers of common templates; one counts when the tokenizer's template writes it and it is one token.
-END_OF_TURN_MARKERS = (DEFAULT_END_OF_TURN, "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+END_OF_TURN_MARKERS = (DEFAULT_END_OF_TURN, GEMMA_END_OF_TURN, "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
@@ -87,3 +105,13 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
     return list(dict.fromkeys(ids))
+
+
+def apply_gemma_template(tokenizer: Any) -> list[int]:
+    """Give a gemma tokenizer loaded from its GGUF a chat template: its own if the GGUF brings one, else Gemma's
+    turn format when the vocabulary has the turn tokens (ChatML otherwise). Returns the stop token ids."""
+    end_id = tokenizer.convert_tokens_to_ids(GEMMA_END_OF_TURN)
+    has_turn_tokens = isinstance(end_id, int) and end_id != tokenizer.unk_token_id
+    own = getattr(tokenizer, "chat_template", None)
+    ensure_chat_template(tokenizer, own or (GEMMA_CHAT_TEMPLATE if has_turn_tokens else None))
+    return [tokenizer.eos_token_id] + ([end_id] if has_turn_tokens else [])

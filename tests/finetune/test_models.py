@@ -48,8 +48,7 @@ def test_gemma_converts_loads_and_trains_a_step(tmp_path: Path):
 
     from transformers import AutoTokenizer
 
-    from finetune.models.base import GEMMA_CHAT_TEMPLATE
-    from finetune.models.template import end_of_turn_ids
+    from finetune.models.template import GEMMA_CHAT_TEMPLATE, end_of_turn_ids
     from finetune.training.config import load_config
     from finetune.training.train import train
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.models.base import GEMMA_CHAT_TEMPLATE
-from finetune.models.template import encode_chat, encode_chat_labels, end_of_turn_ids
+from finetune.models.template import GEMMA_CHAT_TEMPLATE, encode_chat, encode_chat_labels, end_of_turn_ids
 from finetune.training.config import load_config
 from finetune.training.trainset import IGNORE, Example, collate, epoch_batches, load_conversations, pack, tokenize
 
