@@ -1,8 +1,15 @@
-"""Turn a text file's bytes into str: BOMs, UTF-8, UTF-16 without BOM, GB18030/GBK, then a detector."""
+"""Turn a text file's bytes into str: BOMs, UTF-8, UTF-16, then GB18030 / Big5 / UTF-16 chosen by evidence.
+
+Legacy Chinese encodings overlap: GB18030 "decodes" almost any byte string, Big5 text included, so being
+decodable proves nothing. The candidates are scored by the share of their characters that ordinary Chinese
+text is made of (the common characters of GB2312 level 1 and Big5 level 1, CJK punctuation, ASCII), and the
+best one wins; text in no Chinese encoding goes to charset-normalizer's detector.
+"""
 
 from __future__ import annotations
 
 import codecs
+import functools
 import unicodedata
 
 _BOMS = (
@@ -12,10 +19,71 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+# Tried in this order; on an equal score the earlier wins (simplified text is the more common case here).
+_CJK_CANDIDATES = ("gb18030", "big5", "cp950", "big5hkscs", "utf-16-le", "utf-16-be")
+# Below this share of ordinary characters a Chinese decoding is not believed; the detector is asked instead.
+_MIN_SCORE = 0.6
+_SAMPLE = 20000
 
 
 class DecodeError(ValueError):
     """The bytes are binary or in no encoding we can read; the message is the reason."""
+
+
+@functools.cache
+def _common_chinese() -> frozenset[str]:
+    """The everyday characters of both scripts: GB2312 level 1 (3,755 simplified) and Big5 level 1 (5,401)."""
+    chars: set[str] = set()
+    for hi in range(0xB0, 0xD8):
+        for lo in range(0xA1, 0xFF):
+            try:
+                chars.add(bytes((hi, lo)).decode("gb2312"))
+            except UnicodeDecodeError:
+                pass
+    for hi in range(0xA4, 0xC7):
+        for lo in (*range(0x40, 0x7F), *range(0xA1, 0xFF)):
+            if (hi, lo) < (0xC6, 0x7F):
+                try:
+                    chars.add(bytes((hi, lo)).decode("big5"))
+                except UnicodeDecodeError:
+                    pass
+    return frozenset(chars)
+
+
+def _ordinary(ch: str) -> bool:
+    return (
+        "\u3000" <= ch <= "\u303f"  # CJK punctuation
+        or "\uff01" <= ch <= "\uff5e"  # full-width forms
+        or "\u2010" <= ch <= "\u2027"  # quotes, dashes, ellipsis
+        or ch in "\u00b7\u2236\ufe30\ufe31"
+    )
+
+
+def chinese_score(text: str) -> float:
+    """Share of the non-ASCII characters that everyday Chinese (simplified or traditional) is made of."""
+    common = _common_chinese()
+    total = good = 0
+    for ch in text[:_SAMPLE]:
+        if ch.isascii():
+            continue
+        total += 1
+        good += ch in common or _ordinary(ch)
+    return good / total if total else 1.0
+
+
+def _plausibility(text: str) -> float:
+    """Share of characters that ordinary Chinese or English prose is made of."""
+    sample = text[:_SAMPLE]
+    if not sample:
+        return 0.0
+    good = sum(
+        1
+        for ch in sample
+        if "\u4e00" <= ch <= "\u9fff"
+        or _ordinary(ch)
+        or (ch.isascii() and (ch.isalnum() or ch in " \n\r\t.,;:!?'\"()-"))
+    )
+    return good / len(sample)
 
 
 def _utf16_without_bom(data: bytes) -> str | None:
@@ -57,26 +125,9 @@ def _mixed_lines(data: bytes) -> str | None:
     return "\n".join(out)
 
 
-def _plausibility(text: str) -> float:
-    """Share of characters that ordinary Chinese or English prose is made of."""
-    sample = text[:20000]
-    if not sample:
-        return 0.0
-    good = sum(
-        1
-        for ch in sample
-        if "\u4e00" <= ch <= "\u9fff"
-        or "\u3000" <= ch <= "\u303f"
-        or "\uff00" <= ch <= "\uffef"
-        or "\u2010" <= ch <= "\u2027"
-        or (ch.isascii() and (ch.isalnum() or ch in " \n\r\t.,;:!?'\"()-"))
-    )
-    return good / len(sample)
-
-
 def _looks_binary(text: str) -> bool:
-    """Many control or unassigned characters: not human text, whatever decoded it."""
-    sample = text[:20000]
+    """Many control, private-use or unassigned characters: not human text, whatever decoded it."""
+    sample = text[:_SAMPLE]
     if not sample:
         return False
     bad = sum(
@@ -85,6 +136,34 @@ def _looks_binary(text: str) -> bool:
         if (unicodedata.category(ch) in ("Cc", "Cn", "Co", "Cs") and ch not in "\n\r\t\f\v") or ch == "\ufffd"
     )
     return bad / len(sample) > 0.05
+
+
+def _best_chinese(data: bytes) -> tuple[str, str, float] | None:
+    """The candidate decoding with the most everyday Chinese in it: (text, encoding, score)."""
+    best: tuple[str, str, float] | None = None
+    for enc in _CJK_CANDIDATES:
+        if enc.startswith("utf-16") and len(data) % 2:
+            continue
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if _looks_binary(text):
+            continue
+        score = chinese_score(text)
+        if best is None or score > best[2]:
+            best = (text, enc, score)
+    return best
+
+
+def _detected(data: bytes) -> tuple[str, str] | None:
+    from charset_normalizer import from_bytes
+
+    match = from_bytes(data).best()
+    if match is None:
+        return None
+    text = str(match)
+    return None if _looks_binary(text) else (text, match.encoding)
 
 
 def decode_bytes(data: bytes) -> tuple[str, str]:
@@ -102,29 +181,26 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return text, "utf-16"
     if b"\x00" in data[:8192]:
         raise DecodeError("binary file (NUL bytes), not text")
-    candidates: list[tuple[str, str]] = []
     try:
-        candidates.append((data.decode("utf-8"), "utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        mixed = _mixed_lines(data)
-        if mixed is not None:
-            candidates.append((mixed, "mixed utf-8/gb18030"))
-        else:
-            for enc in ("gb18030", "utf-16-le", "utf-16-be"):
-                if enc.startswith("utf-16") and len(data) % 2:
-                    continue
-                try:
-                    candidates.append((data.decode(enc), enc))
-                except UnicodeDecodeError:
-                    pass
-            candidates.sort(key=lambda c: -_plausibility(c[0]))
-    if not candidates:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(data).best()
-        if best is not None:
-            candidates.append((str(best), best.encoding))
-    for text, enc in candidates:
+        pass
+    else:
         if not _looks_binary(text):
-            return text, enc
-    raise DecodeError("binary or undecodable content (tried UTF-8, UTF-16, GB18030 and a detector)")
+            return text, "utf-8"
+        raise DecodeError("binary content: valid UTF-8, but mostly control or unassigned characters")
+    mixed = _mixed_lines(data)
+    if mixed is not None and not _looks_binary(mixed):
+        return mixed, "mixed utf-8/gb18030"
+    best = _best_chinese(data)
+    if best is not None and best[2] >= _MIN_SCORE:
+        return best[0], best[1]
+    detected = _detected(data)
+    if detected is not None:
+        return detected
+    if best is not None:
+        return best[0], best[1]
+    raise DecodeError(
+        "binary or undecodable content: not UTF-8 or UTF-16, no text in GB18030, Big5 (cp950, HKSCS) or "
+        "UTF-16 without BOM, and charset-normalizer's detector found no encoding either"
+    )
