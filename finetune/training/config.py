@@ -1,16 +1,17 @@
-"""The training config: a dataclass per section, loaded from one YAML per experiment plus `key=value` overrides."""
+"""The training config: a pydantic model per section (typed, ranges checked), one YAML per experiment + overrides."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ZHUGE_STYLE = {
@@ -40,139 +41,180 @@ class ConfigError(ValueError):
     """A config cannot be used; the message names the key and what it accepts."""
 
 
-@dataclass
-class DataConfig:
-    train: str = ""  # a data file (alpaca/sharegpt/openai JSON or JSONL; CSV for task=classify)
-    val: str | None = None  # held-out file; when empty, val_split of train is held out
-    format: Literal["auto", "alpaca", "sharegpt", "openai", "csv"] = "auto"
-    val_split: float = 0.1
-    split_seed: int = 42
-    dedupe: bool = True
-    system: str | None = None  # system prompt for conversations that bring none
-    mix_path: str | None = None  # augmentation: general or RAG-grounded dialogue mixed into train
-    mix_ratio: float = 0.0  # share of mix_path examples in the training set (0.2: 80/20)
-    max_examples: int | None = None  # cap the training set (smoke runs)
-    text_column: str = "review"  # task=classify: CSV columns, label names by label value, and the prompt
-    label_column: str = "label"
-    labels: list[str] = field(default_factory=lambda: ["差评", "好评"])
-    prompt: str = "判断这条外卖评论是好评还是差评，只回答“好评”或“差评”。\n评论：{text}"
+def _fail(message: str, field: str | None = None) -> PydanticCustomError:
+    """A validation error whose message is ours; `field` names the key when a section-level check raises it."""
+    return PydanticCustomError("config", "{message}", {"message": message, "field": field})
 
 
-@dataclass
-class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
-    qlora: bool = False  # 4-bit base through bitsandbytes; CUDA only
+def _null(value: Any) -> Any:
+    """YAML's null spelled as a word in an override or a quoted value: null, none, ~."""
+    return None if isinstance(value, str) and value.lower() in ("null", "none", "~") else value
 
 
-@dataclass
-class TrainConfig:
-    lr: float = 2e-4
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = 0.03
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 4  # sequences per micro-batch (packed rows of max_seq_len when batching=packing)
-    grad_accum: int = 1
-    max_seq_len: int = 512
-    gradient_checkpointing: bool = False
-    bf16: Literal["auto", "true", "false"] = "auto"  # auto: bf16 where the GPU supports it, float32 on CPU
-    seed: int = 42
-    batching: Literal["packing", "length", "none"] = "packing"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int = 50  # steps between validation losses (0: only at the end)
-    val_max_examples: int | None = 200
-    save_every: int = 100  # steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = 2
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-
-
-@dataclass
-class EvalConfig:
-    max_samples: int = 50  # held-out pairs generated (chat) or scored (classify); 0: all
-    max_new_tokens: int = 96
-    batch_size: int = 8
-    compare_base: bool = True
-    style: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in ZHUGE_STYLE.items()})
-
-
-@dataclass
-class Config:
-    model: str = "gemma-3-270m"  # a HF folder, a hub id, or gemma-3-270m (offline, from its GGUF package)
-    model_cache_dir: str | None = None  # where gemma-3-270m is converted to (default $KONGMING_DATA_DIR/models)
-    task: Literal["chat", "classify"] = "chat"
-    output_dir: str = "data/runs/run"
-    data: DataConfig = field(default_factory=DataConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def _hints(cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is Literal:
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        if text not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}, got {value!r}")
-        return text
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping of {', '.join(_hints(tp))}, got {value!r}")
-        return _build(tp, value, key + ".")
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
-        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
-        return value
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
-        try:
-            number = tp(value) if tp is float else int(str(value)) if isinstance(value, str) else value
-        except ValueError:
-            raise ConfigError(f"{key}: must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
-        if tp is int and (not isinstance(number, int) or isinstance(number, bool)):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
-        return number
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{key}: must be a string, got {value!r}")
-        return str(value)
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML reads `yes`/`on` as booleans; a number field must not take them as 1/0
+        raise _fail(f"must be a number, got {value!r}")
     return value
 
 
-def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = _hints(cls)
-    for key in data:
-        if key not in hints:
-            near = _suggest(str(key), list(hints))
-            hint = f" (did you mean {prefix}{near}?)" if near else f"; known keys: {', '.join(hints)}"
-            raise ConfigError(f"unknown key {prefix}{key}{hint}")
-    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+def _integer(value: Any) -> Any:
+    if isinstance(value, float):  # 1.0 in a count is a slip worth naming, not a number to round
+        raise _fail(f"must be an integer, got {value!r}")
+    return _number(value)
+
+
+def _boolean(value: Any) -> Any:
+    """true/false as YAML writes them, or yes/no/on/off/1/0 as words; never a number."""
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    if not isinstance(value, bool):
+        raise _fail(f"must be true or false, got {value!r}")
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _bool_word(value: Any) -> Any:
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def _device(value: str) -> str:
+    if not value.startswith(("auto", "cpu", "cuda", "mps")):
+        raise _fail("must be auto, cpu, cuda[:N] or mps")
+    return value
+
+
+def _modules(value: list[str]) -> list[str]:
+    if not value:
+        raise _fail("must name at least one module, e.g. q_proj,v_proj")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integer)]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, BeforeValidator(_boolean)]
+OptInt = Annotated[Int | None, BeforeValidator(_null)]
+OptStr = Annotated[str | None, BeforeValidator(_null)]
+StrList = Annotated[list[str], BeforeValidator(_comma_list)]  # `q_proj,v_proj` or a YAML list
+Share = Annotated[Float, Field(ge=0, lt=1)]
+Count = Annotated[Int, Field(ge=1)]
+NonNeg = Annotated[Int, Field(ge=0)]
+Positive = Annotated[Float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    # extra keys are errors (with a suggestion); numbers given for strings become strings, as YAML users expect
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class DataConfig(_Section):
+    train: str = ""  # a data file (alpaca/sharegpt/openai JSON or JSONL; CSV for task=classify)
+    val: OptStr = None  # held-out file; when empty, val_split of train is held out
+    format: Literal["auto", "alpaca", "sharegpt", "openai", "csv"] = "auto"
+    val_split: Share = 0.1
+    split_seed: Int = 42
+    dedupe: Bool = True
+    system: OptStr = None  # system prompt for conversations that bring none
+    mix_path: OptStr = None  # augmentation: general or RAG-grounded dialogue mixed into train
+    mix_ratio: Share = 0.0  # share of mix_path examples in the training set (0.2: 80/20)
+    max_examples: OptInt = None  # cap the training set (smoke runs)
+    text_column: str = "review"  # task=classify: CSV columns, label names by label value, and the prompt
+    label_column: str = "label"
+    labels: StrList = Field(default_factory=lambda: ["差评", "好评"])
+    prompt: str = "判断这条外卖评论是好评还是差评，只回答“好评”或“差评”。\n评论：{text}"
+
+    @model_validator(mode="after")
+    def _mix_needs_a_file(self) -> DataConfig:
+        if self.mix_ratio > 0 and not self.mix_path:
+            raise _fail("is required when data.mix_ratio > 0", "mix_path")
+        return self
+
+
+class LoraConfig(_Section):
+    r: Count = 8
+    alpha: Annotated[Int, Field(gt=0)] = 16
+    dropout: Share = 0.05
+    target_modules: Annotated[StrList, AfterValidator(_modules)] = Field(default_factory=lambda: list(ALL_PROJECTIONS))
+    qlora: Bool = False  # 4-bit base through bitsandbytes; CUDA only
+
+
+class TrainConfig(_Section):
+    lr: Positive = 2e-4
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: Share = 0.03
+    epochs: Float = 1.0
+    max_steps: Annotated[Count | None, BeforeValidator(_null)] = None  # overrides epochs when set
+    batch_size: Count = 4  # sequences per micro-batch (packed rows of max_seq_len when batching=packing)
+    grad_accum: Count = 1
+    max_seq_len: Annotated[Int, Field(ge=16)] = 512
+    gradient_checkpointing: Bool = False
+    # auto: bf16 where the GPU supports it, float32 on CPU
+    bf16: Annotated[Literal["auto", "true", "false"], BeforeValidator(_bool_word)] = "auto"
+    seed: Int = 42
+    batching: Literal["packing", "length", "none"] = "packing"
+    weight_decay: Float = 0.0
+    max_grad_norm: Annotated[Float, Field(ge=0, description="0: no clipping")] = 1.0
+    eval_every: NonNeg = 50  # steps between validation losses (0: only at the end)
+    val_max_examples: OptInt = 200
+    save_every: NonNeg = 100  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: Count = 2
+    device: Annotated[str, AfterValidator(_device)] = "auto"  # auto | cpu | cuda | cuda:N | mps
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> TrainConfig:
+        if self.epochs <= 0 and not self.max_steps:
+            raise _fail(f"must be > 0 unless max_steps is set, got {self.epochs}", "epochs")
+        return self
+
+
+class EvalConfig(_Section):
+    max_samples: NonNeg = 50  # held-out pairs generated (chat) or scored (classify); 0: all
+    max_new_tokens: Int = 96
+    batch_size: Int = 8
+    compare_base: Bool = True
+    style: dict[str, StrList] = Field(default_factory=lambda: {k: list(v) for k, v in ZHUGE_STYLE.items()})
+
+
+class Config(_Section):
+    model: str = "gemma-3-270m"  # a HF folder, a hub id, or gemma-3-270m (offline, from its GGUF package)
+    model_cache_dir: OptStr = None  # where gemma-3-270m is converted to (default $KONGMING_DATA_DIR/models)
+    task: Literal["chat", "classify"] = "chat"
+    output_dir: str = "data/runs/run"
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    lora: LoraConfig = Field(default_factory=lambda: LoraConfig())
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Config:
+        d = self.data
+        if not d.train:
+            raise _fail("is required: a data file to train on", "data.train")
+        if self.task == "classify" and len(d.labels) < 2:
+            raise _fail("needs at least two label names", "data.labels")
+        if self.task == "classify" and "{text}" not in d.prompt:
+            raise _fail("must contain {text}", "data.prompt")
+        return self
+
+
+def _unwrap(tp: Any) -> Any:
+    """The class or generic under Annotated[...] and `X | None`."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        union = origin in (typing.Union, types.UnionType)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] if union else []
+        if len(inner) != 1:
+            return tp
+        tp = inner[0]
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
 def field_type(key: str) -> Any:
@@ -181,13 +223,13 @@ def field_type(key: str) -> Any:
     done: list[str] = []
     for part in key.split("."):
         if typing.get_origin(tp) is dict:  # eval.style.particles: a key inside a free mapping
-            tp = typing.get_args(tp)[1]
+            tp = _unwrap(typing.get_args(tp)[1])
             continue
-        hints = _hints(tp) if dataclasses.is_dataclass(tp) else {}
-        if part not in hints:
-            near = _suggest(part, list(hints))
+        fields = tp.model_fields if _is_section(tp) else {}
+        if part not in fields:
+            near = _suggest(part, list(fields))
             raise ConfigError(f"unknown key {key}" + (f" (did you mean {'.'.join([*done, near])}?)" if near else ""))
-        tp = hints[part]
+        tp = _unwrap(fields[part].annotation)
         done.append(part)
     return tp
 
@@ -207,42 +249,91 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def validate(cfg: Config) -> Config:
-    """Range checks that types cannot express; raises ConfigError naming the key."""
-    t, lo, d = cfg.train, cfg.lora, cfg.data
-    checks = [
-        (not d.train, "data.train", "is required: a data file to train on"),
-        (lo.r < 1, "lora.r", f"must be >= 1, got {lo.r}"),
-        (lo.alpha <= 0, "lora.alpha", f"must be > 0, got {lo.alpha}"),
-        (not 0 <= lo.dropout < 1, "lora.dropout", f"must be in [0, 1), got {lo.dropout}"),
-        (not lo.target_modules, "lora.target_modules", "must name at least one module, e.g. q_proj,v_proj"),
-        (t.lr <= 0, "train.lr", f"must be > 0, got {t.lr}"),
-        (not 0 <= t.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}"),
-        (t.epochs <= 0 and not t.max_steps, "train.epochs", f"must be > 0 unless max_steps is set, got {t.epochs}"),
-        (t.max_steps is not None and t.max_steps < 1, "train.max_steps", f"must be >= 1, got {t.max_steps}"),
-        (t.batch_size < 1, "train.batch_size", f"must be >= 1, got {t.batch_size}"),
-        (t.grad_accum < 1, "train.grad_accum", f"must be >= 1, got {t.grad_accum}"),
-        (t.max_seq_len < 16, "train.max_seq_len", f"must be >= 16, got {t.max_seq_len}"),
-        (t.eval_every < 0, "train.eval_every", f"must be >= 0, got {t.eval_every}"),
-        (t.save_every < 0, "train.save_every", f"must be >= 0, got {t.save_every}"),
-        (t.keep_checkpoints < 1, "train.keep_checkpoints", f"must be >= 1, got {t.keep_checkpoints}"),
-        (t.max_grad_norm < 0, "train.max_grad_norm", f"must be >= 0 (0: no clipping), got {t.max_grad_norm}"),
-        (not 0 <= d.val_split < 1, "data.val_split", f"must be in [0, 1), got {d.val_split}"),
-        (not 0 <= d.mix_ratio < 1, "data.mix_ratio", f"must be in [0, 1), got {d.mix_ratio}"),
-        (d.mix_ratio > 0 and not d.mix_path, "data.mix_path", "is required when data.mix_ratio > 0"),
-        (cfg.task == "classify" and len(d.labels) < 2, "data.labels", "needs at least two label names"),
-        (cfg.task == "classify" and "{text}" not in d.prompt, "data.prompt", "must contain {text}"),
-        (cfg.eval.max_samples < 0, "eval.max_samples", f"must be >= 0, got {cfg.eval.max_samples}"),
-        (not t.device.startswith(("auto", "cpu", "cuda", "mps")), "train.device", "must be auto, cpu, cuda[:N] or mps"),
-    ]
-    for bad, key, message in checks:
-        if bad:
-            raise ConfigError(f"{key}: {message}")
-    return cfg
+def _field_at(loc: tuple[str | int, ...]) -> tuple[type[BaseModel] | None, Any]:
+    """(the section holding the last key of `loc`, that key's FieldInfo) where `loc` names a section field."""
+    section: Any = Config
+    for i, part in enumerate(loc):
+        fields = section.model_fields if _is_section(section) else {}
+        if part not in fields:
+            return (section if _is_section(section) and i == len(loc) - 1 else None), None
+        if i == len(loc) - 1:
+            return section, fields[part]
+        section = _unwrap(fields[part].annotation)
+    return None, None
+
+
+def _constraints(tp: Any) -> dict[str, Any]:
+    """The ge/gt/lt/le bounds declared on a field (its metadata or the Annotated types inside it)."""
+    found: dict[str, Any] = {}
+    for m in [*getattr(tp, "metadata", []), *typing.get_args(getattr(tp, "annotation", tp))]:
+        for k in ("ge", "gt", "lt", "le"):
+            if getattr(m, k, None) is not None:
+                found.setdefault(k, getattr(m, k))
+        if not isinstance(m, str | int | float):
+            found = {**_constraints(m), **found}
+    return found
+
+
+def _bounds(c: dict[str, Any]) -> str:
+    """`>= 1`, `> 0` or `in [0, 1)`."""
+    low = f"[{c['ge']}" if "ge" in c else f"({c['gt']}" if "gt" in c else None
+    high = f"{c['lt']})" if "lt" in c else f"{c['le']}]" if "le" in c else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return f">= {c['ge']}" if "ge" in c else f"> {c['gt']}"
+    return f"< {c['lt']}" if "lt" in c else f"<= {c['le']}"
+
+
+_KINDS = {
+    "int_parsing": "must be an integer", "int_from_float": "must be an integer", "int_type": "must be an integer",
+    "float_parsing": "must be a number", "float_type": "must be a number",
+    "bool_parsing": "must be true or false", "bool_type": "must be true or false",
+    "string_type": "must be a string", "list_type": "must be a list", "dict_type": "must be a mapping",
+}  # fmt: skip
+
+
+def _message(err: Any) -> str:
+    """One pydantic error as `key: what it accepts, got value`."""
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    names = [str(p) for p in loc if isinstance(p, str)]
+    key = ".".join(names) + "".join(f"[{p}]" for p in loc if isinstance(p, int))
+    got = f", got {err['input']!r}"
+    kind = err["type"]
+    if kind == "config":
+        key = ".".join(n for n in (key, ctx.get("field")) if n)
+        return f"{key}: {ctx['message']}"
+    if kind == "extra_forbidden":
+        section, _ = _field_at(loc)
+        known = list(section.model_fields) if section is not None else []
+        near = _suggest(names[-1], known)
+        prefix = ".".join([*names[:-1], ""])
+        hint = f" (did you mean {prefix}{near}?)" if near else f"; known keys: {', '.join(known)}"
+        return f"unknown key {key}{hint}"
+    if kind == "literal_error":
+        allowed = ", ".join(re.findall(r"'([^']*)'", ctx["expected"]))
+        return f"{key}: must be one of {allowed}{got}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        _, info = _field_at(loc)
+        note = f" ({info.description})" if info is not None and info.description else ""
+        return f"{key}: must be {_bounds({**_constraints(info), **ctx})}{note}{got}"
+    if kind == "model_type":
+        _, info = _field_at(loc)
+        inner: Any = _unwrap(info.annotation) if info is not None else None
+        fields = ", ".join(inner.model_fields) if _is_section(inner) else ""
+        return f"{key}: must be a mapping of {fields}{got}"
+    if kind in _KINDS:
+        return f"{key}: {_KINDS[kind]}{got}"
+    return f"{key}: {err['msg']}"
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    return validate(_build(Config, data))
+    """The config for a raw mapping (YAML with overrides applied); the first problem becomes a ConfigError."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc.errors()[0])) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -267,7 +358,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    return cfg.model_dump()
 
 
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
