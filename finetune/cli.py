@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -142,6 +141,9 @@ def _skipped(problems: list[Problem]) -> str:
 def _data(args: argparse.Namespace) -> int:
     if args.data_cmd == "extract":
         return _extract(args)
+    if args.data_cmd == "split" and (not 0 <= args.val < 1 or not 0 <= args.mix_ratio < 1):
+        print("error: --val and --mix-ratio are shares in [0, 1), e.g. --val 0.1", file=sys.stderr)
+        return EXIT_USAGE
     convs, problems, fmt = _read(args.input, args.src_format)
     status = EXIT_FAILED if problems else EXIT_OK  # a skipped record always shows in the exit code
     if args.data_cmd == "validate":
@@ -150,57 +152,29 @@ def _data(args: argparse.Namespace) -> int:
     if not convs:
         print(f"error: {args.input}: no valid records to write", file=sys.stderr)
         return EXIT_FAILED
+    if args.data_cmd == "split":
+        return _split(args, convs, problems, fmt)
     from finetune.data.formats import write
 
-    if args.data_cmd == "convert":
-        n = write(args.out, convs, args.to, meta=args.meta)
-        print(f"wrote {n} conversations to {args.out} ({args.to}) from {args.input} ({fmt}); {_skipped(problems)}")
-        return status
-    if args.data_cmd == "split":
-        return max(status, _split(args, convs, problems, fmt))
-    return EXIT_USAGE
+    n = write(args.out, convs, args.to, meta=args.meta)
+    print(f"wrote {n} conversations to {args.out} ({args.to}) from {args.input} ({fmt}); {_skipped(problems)}")
+    return status
 
 
 def _split(args: argparse.Namespace, convs: list[Conversation], problems: list[Problem], fmt: Format) -> int:
-    from finetune.data.dataset import dedupe, mix, split
-    from finetune.data.formats import write
+    from finetune.data.dataset import split_to_dir
 
-    if not 0 <= args.val < 1 or not 0 <= args.mix_ratio < 1:
-        print("error: --val and --mix-ratio are shares in [0, 1), e.g. --val 0.1", file=sys.stderr)
-        return EXIT_USAGE
-    dropped = 0
-    if not args.no_dedupe:
-        convs, dropped = dedupe(convs)
-    train, val = split(convs, args.val, args.seed)
-    mixed = 0
-    if args.mix:
-        extra, extra_problems, _ = _read(args.mix, "auto")
-        problems = problems + extra_problems
-        before = len(train)
-        train = mix(train, extra, args.mix_ratio, args.seed)
-        mixed = len(train) - before
-    out_fmt: Format = args.to or fmt
-    ext = ".jsonl" if out_fmt == "openai" or args.input.suffix == ".jsonl" else ".json"
-    write(args.out / f"train{ext}", train, out_fmt, meta=args.meta)
-    write(args.out / f"val{ext}", val, out_fmt, meta=args.meta)
-    record = {
-        "input": str(args.input),
-        "input_format": fmt,
-        "format": out_fmt,
-        "val": args.val,
-        "seed": args.seed,
-        "dedupe": not args.no_dedupe,
-        "duplicates_dropped": dropped,
-        "skipped": len(problems),
-        "train": len(train),
-        "validation": len(val),
-        "mix": {"file": str(args.mix), "ratio": args.mix_ratio, "added": mixed} if args.mix else None,
-    }
-    (args.out / "split.json").write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    mixed_note = f", {mixed} mixed in" if args.mix else ""
+    r = split_to_dir(
+        convs, args.input, fmt, args.out, to=args.to, val=args.val, seed=args.seed, dedupe_first=not args.no_dedupe,
+        mix_path=args.mix, mix_ratio=args.mix_ratio, meta=args.meta, skipped=len(problems),
+    )  # fmt: skip
+    for problem in r.mix_problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    problems = problems + r.mix_problems
+    mixed_note = f", {r.mixed} mixed in" if args.mix else ""
     print(
-        f"train {len(train)} / val {len(val)} (seed {args.seed}) in {args.out} from {args.input}; "
-        f"{dropped} duplicates dropped{mixed_note}; {_skipped(problems)}"
+        f"train {r.train} / val {r.validation} (seed {args.seed}) in {args.out} from {args.input}; "
+        f"{r.duplicates_dropped} duplicates dropped{mixed_note}; {_skipped(problems)}"
     )
     return EXIT_FAILED if problems else EXIT_OK
 
