@@ -8,50 +8,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_CN_DIGITS = {
-    "零": 0,
-    "〇": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-_CN_NUM = "0-9零〇一二两三四五六七八九十百千"
-CHAPTER_HEADING = re.compile(rf"^第([{_CN_NUM}]+)([回章节卷])(?:[\s:：.、]+(.*))?$")
-_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*$")
+from .headings import Heading, heading_of
+from .headings import cn_to_int as cn_to_int  # the chapter-number parser's public home stays here too
+from .headings import parse_heading as parse_heading
+
 # A sentence ends at 。！？；… (and their ASCII forms), with any closing quotes or brackets after them.
 _SENTENCE_END = re.compile(r"[。！？!?；;…]+[”’」』》）)\]]*|\n+")
 _SOFT_BREAK = re.compile(r"[，,、：:]")
 
 LengthFn = Callable[[str], int]
-
-
-def cn_to_int(s: str) -> int | None:
-    """Parse a chapter number written in digits or Chinese numerals ("一百二十" -> 120, "第035" -> 35)."""
-    if s.isdigit():
-        return int(s)
-    total, section, digit = 0, 0, None
-    for ch in s:
-        if ch in _CN_DIGITS:
-            digit = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            unit = _CN_UNITS[ch]
-            if unit == 10000:
-                total += (section + (digit or 0)) * unit
-                section = 0
-            else:
-                section += (1 if digit is None else digit) * unit
-            digit = None
-        else:
-            return None
-    return total + section + (digit or 0)
 
 
 @dataclass(frozen=True)
@@ -93,27 +58,33 @@ class Chunk:
         return meta
 
 
-def parse_heading(line: str) -> tuple[str, int | None, str | None] | None:
-    """(heading text, chapter number, chapter title) when the line is a heading, else None."""
-    s = line.strip()
-    md = _MD_HEADING.match(s)
-    if md:
-        s = md.group(2).strip()
-    elif len(s) > 60:
-        return None
-    m = CHAPTER_HEADING.match(s)
-    if m:
-        return s, cn_to_int(m.group(1)), (m.group(3) or "").strip() or None
-    if md:
-        return s, None, None
-    return None
+def _split_newlines(text: str) -> list[str]:
+    """Lines with their "\\n", split on "\\n" only: U+2028, U+0085 and friends are not line ends here."""
+    parts = text.split("\n")
+    out = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out
+
+
+def _chapter_level(headings: list[Heading | None]) -> str | None:
+    """Which heading level numbers the chapters: 回/章 when there are any, else 节, else 卷."""
+    levels = {h.level for h in headings if h is not None}
+    return next((lv for lv in ("chapter", "section", "volume") if lv in levels), None)
 
 
 def split_sections(text: str) -> list[Section]:
     """Cut a document at its headings. Sections with an empty body (a table of contents) are dropped,
-    and so is a chapter that repeats an earlier one word for word."""
+    and so is a chapter that repeats an earlier one word for word.
+
+    Chapter numbers come from one level: 回/章 headings when the document has any (a 节 under a 章 keeps the
+    chapter's number, a 卷 above it has none), else 节, else 卷.
+    """
+    lines = _split_newlines(text)
+    headings = [heading_of(line) if line.strip() else None for line in lines]
+    chapter_level = _chapter_level(headings)
     sections: list[Section] = []
-    heading: tuple[str, int | None, str | None] | None = None
+    current: tuple[str | None, int | None, str | None] = (None, None, None)  # heading, chapter, chapter title
     body_start = 0
     pos = 0
     seen: set[tuple[int | None, str]] = set()
@@ -123,27 +94,22 @@ def split_sections(text: str) -> list[Section]:
         stripped = body.strip()
         if not stripped:
             return
-        chapter = heading[1] if heading else None
-        key = (chapter, hashlib.sha1(stripped.encode()).hexdigest())
+        key = (current[1], hashlib.sha1(stripped.encode()).hexdigest())
         if key in seen:
             return
         seen.add(key)
         lead = len(body) - len(body.lstrip())
-        sections.append(
-            Section(
-                start=body_start + lead,
-                text=stripped,
-                heading=heading[0] if heading else None,
-                chapter=chapter,
-                chapter_title=heading[2] if heading else None,
-            )
-        )
+        sections.append(Section(body_start + lead, stripped, current[0], current[1], current[2]))
 
-    for line in text.splitlines(keepends=True):
-        parsed = parse_heading(line) if line.strip() else None
-        if parsed:
+    for line, h in zip(lines, headings, strict=True):
+        if h is not None:
             close(pos)
-            heading = parsed
+            if h.level == chapter_level:
+                current = (h.text, h.number, h.title)
+            elif h.level == "section" and chapter_level == "chapter":
+                current = (h.text, current[1], current[2])
+            else:
+                current = (h.text, None, None)
             body_start = pos + len(line)
         pos += len(line)
     close(len(text))
@@ -164,34 +130,53 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _split_long(text: str, start: int, end: int, limit: int, length: LengthFn) -> list[tuple[int, int]]:
-    """Split one over-long sentence at commas, and at a hard limit only where there is no comma."""
-    pieces: list[tuple[int, int]] = []
-    cur = start
-    last_soft = None
-    i = start
-    while i < end:
-        if _SOFT_BREAK.match(text, i):
-            last_soft = i + 1
-        if length(text[cur : i + 1]) > limit:
-            cut = last_soft if last_soft and last_soft > cur else i
-            pieces.append((cur, cut))
-            cur = cut
-            last_soft = None
-        i += 1
+def _clauses(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Spans of an over-long sentence cut after each comma-like mark (，、：)."""
+    spans, cur = [], start
+    for m in _SOFT_BREAK.finditer(text, start, end):
+        spans.append((cur, m.end()))
+        cur = m.end()
     if cur < end:
-        pieces.append((cur, end))
-    return pieces
+        spans.append((cur, end))
+    return spans
+
+
+def _words(text: str, start: int, end: int, limit: int, length: LengthFn) -> list[tuple[int, int]]:
+    """Spans of the jieba words of text[start:end]; a single word longer than `limit` is cut at the limit."""
+    import jieba
+
+    spans: list[tuple[int, int]] = []
+    for _, s, e in jieba.tokenize(text[start:end]):
+        s, e = start + s, start + e
+        while length(text[s:e]) > limit:
+            cut = s + 1
+            while cut < e and length(text[s : cut + 1]) <= limit:
+                cut += 1
+            spans.append((s, cut))
+            s = cut
+        spans.append((s, e))
+    return spans
+
+
+def _units(text: str, size: int, length: LengthFn) -> list[tuple[int, int]]:
+    """What chunks are packed from: sentences; a sentence over `size` gives its clauses, and a clause over
+    `size` (a long line without punctuation) its words, so no cut falls inside a word and overlap applies."""
+    units: list[tuple[int, int]] = []
+    for s, e in split_sentences(text):
+        if length(text[s:e]) <= size:
+            units.append((s, e))
+            continue
+        for cs, ce in _clauses(text, s, e):
+            if length(text[cs:ce]) <= size:
+                units.append((cs, ce))
+            else:
+                units.extend(_words(text, cs, ce, size, length))
+    return units
 
 
 def chunk_section(section: Section, size: int, overlap: int, length: LengthFn = len) -> list[tuple[int, int]]:
     """Pack sentences into spans (relative to the section) of about `size`, repeating up to `overlap`."""
-    units: list[tuple[int, int]] = []
-    for s, e in split_sentences(section.text):
-        if length(section.text[s:e]) > size:
-            units.extend(_split_long(section.text, s, e, size, length))
-        else:
-            units.append((s, e))
+    units = _units(section.text, size, length)
     spans: list[tuple[int, int]] = []
     cur: list[tuple[int, int]] = []
     for unit in units:

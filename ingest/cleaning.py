@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+
+from .headings import HEADING_START
 
 # Phrases that only web-novel download sites put into a text; a line holding one is not the author's.
 _AD_PATTERNS = re.compile(
@@ -16,9 +19,32 @@ _SEPARATOR = re.compile(r"^[-=_*~#·.]{6,}(.{0,14}?)[-=_*~#·.]{3,}$|^[-=_*~]{6,
 _WEB_HEADING_PREFIX = re.compile(r"^(正文|章节目录|VIP章节)\s+(?=第)")
 _ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff]")
 _SPACES = re.compile(r"[ \t\u3000\xa0\u2002\u2003\u2009]+")
-HEADING_LIKE = re.compile(r"^\s*(#{1,6}\s|第[0-9零〇一二两三四五六七八九十百千]+[回章节卷])")
+HEADING_LIKE = re.compile(rf"^\s*(#{{1,6}}\s|{HEADING_START})")
 # the same, on a line whose digits were replaced by '#' (chapter headings repeat with changing digits)
-_HEADING_TEMPLATE = re.compile(r"^\s*(#{1,6}\s|(正文\s*)?第[#零〇一二两三四五六七八九十百千]+[回章节卷])")
+_HEADING_TEMPLATE = re.compile(rf"^\s*(#{{1,6}}\s|(正文\s*)?{HEADING_START.replace('0-9', '#')})")
+# Table rows (cells joined by " | ", as the .docx and HTML loaders write them) are data, never boilerplate.
+TABLE_CELL_SEPARATOR = " | "
+_LINE_SEPARATORS = str.maketrans({"\u2028": "\n", "\u2029": "\n"})
+# Compatibility characters that PDF text layers (and some fonts) give for ordinary ones: Kangxi radicals
+# (⽻ U+2FBB for 羽), CJK compatibility ideographs, Latin ligatures (ﬁ). NFKC maps these; it is applied to them
+# only, because on the whole text it would also rewrite the author's full-width punctuation, spaces and digits.
+_COMPAT = re.compile("[\u2e80-\u2eff\u2f00-\u2fdf\uf900-\ufaff\ufb00-\ufb06\U0002f800-\U0002fa1f]")
+# CJK Radicals Supplement: NFKC maps only two of these, so the rest map to the ideograph whose glyph they share
+# in CJK fonts (what Unicode's EquivalentUnifiedIdeograph.txt lists; ⻩ U+2EE9 -> 黄).
+_RADICALS = dict(
+    zip(
+        "⺂⺃⺅⺇⺉⺋⺍⺎⺏⺐⺒⺓⺔⺕⺖⺘⺙⺛⺜⺝⺞⺠⺡⺣⺤⺦⺧⺨⺩⺫⺭⺮⺯⺰⺱⺲⺳⺶⺹⺺⺽⺾⺿⻁⻂⻃⻄⻅⻆⻇⻈⻉⻊⻋⻌⻍⻎⻐⻑⻒⻓⻔⻕⻖⻗⻘⻙⻚⻛⻜⻝⻞⻟⻠⻡⻢⻣⻤⻥⻦⻧⻨⻩⻪⻫⻬⻭⻮⻯⻰⻱⻲",
+        "乛乚亻𠘨刂㔾𭕄兀尣尢巳幺彑彐忄扌攵旡日月歺民氵灬爫丬牛犭𤣩罒礻𥫗糹纟罓罒㓁羊耂肀𦥑艹艹虎衤覀西见角𧢲讠贝𧾷车辶辶辶钅長镸长门𨸏阝雨青韦页风飞食𩙿飠饣𩠐马骨鬼鱼鸟卤麦黄黾斉齐歯齿竜龙龜亀",
+        strict=True,
+    )
+)
+
+
+def normalize_compat(text: str) -> str:
+    """Compatibility characters to the ordinary ones (⽻扇 -> 羽扇, ⻩⽉英 -> 黄月英); nothing else changes."""
+    if not _COMPAT.search(text):
+        return text
+    return _COMPAT.sub(lambda m: _RADICALS.get(m[0]) or unicodedata.normalize("NFKC", m[0]), text)
 
 
 @dataclass
@@ -53,7 +79,7 @@ def _boilerplate_templates(lines: list[str]) -> set[str]:
 
 def _is_noise(line: str, templates: set[str]) -> bool:
     s = line.strip()
-    if not s:
+    if not s or TABLE_CELL_SEPARATOR in s:
         return False
     if _template(s) in templates or _SEPARATOR.match(s) or _AD_PATTERNS.search(s):
         return True
@@ -78,6 +104,8 @@ def _unwrap(lines: list[str], width: int) -> list[str]:
     prev_full = False
     for ln in lines:
         continues = prev_full and out and ln.strip() and not ln[:1].isspace() and not HEADING_LIKE.match(ln)
+        if continues and (TABLE_CELL_SEPARATOR in ln or TABLE_CELL_SEPARATOR in out[-1]):
+            continues = False  # table rows stay rows
         if continues:
             out[-1] = out[-1].rstrip() + ln.strip()
         else:
@@ -89,10 +117,13 @@ def _unwrap(lines: list[str], width: int) -> list[str]:
 def clean_text(text: str, report: CleanReport | None = None, blank_lines: bool = False) -> str:
     """Return the text without boilerplate, with paragraphs on one line each and tidy whitespace.
 
-    Punctuation is kept as written (no NFKC: full-width ，。 stay full-width). Blank lines are dropped
-    (each line is a paragraph) unless `blank_lines` (Markdown, where they separate paragraphs).
+    Compatibility characters become ordinary ones (Kangxi radicals, compatibility ideographs, ligatures), but
+    punctuation, spaces and digits are kept as written (no NFKC on the whole text: full-width ，。（）１ stay
+    full-width). U+2028/U+2029 are line breaks. Blank lines are dropped (each line is a paragraph) unless
+    `blank_lines` (Markdown, where they separate paragraphs).
     """
-    text = _ZERO_WIDTH.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LINE_SEPARATORS)
+    text = normalize_compat(_ZERO_WIDTH.sub("", text))
     lines = text.split("\n")
     templates = _boilerplate_templates(lines)
     kept: list[str] = []

@@ -5,6 +5,7 @@ import pytest
 
 from ingest.chunking import chunk_document, cn_to_int, parse_heading, split_sections, split_sentences
 from ingest.cleaning import clean_text
+from tests.ingest.fieldcases import field_case
 
 ENDS = tuple("。！？；…”’")
 
@@ -103,3 +104,162 @@ def test_token_length_function_is_honoured():
 def test_overlap_must_be_smaller_than_size():
     with pytest.raises(ValueError, match="overlap"):
         chunk_document("玄德大喜。\n", size=10, overlap=10)
+
+
+@pytest.mark.parametrize(
+    ("s", "n"),
+    [
+        *[("３", 3), ("１２", 12), ("廿一", 21), ("卅", 30), ("一〇五", 105), ("二〇", 20), ("两百", 200)],
+        *[("壹佰零贰", 102), ("貳拾參", 23), ("陸", 6), ("萬", 10000), ("第", None), ("", None)],
+    ],
+)
+def test_chinese_numerals_in_more_forms(s, n):
+    assert cn_to_int(s) == n
+
+
+@pytest.mark.parametrize(
+    ("line", "number", "title"),
+    [
+        ("第二章雨夜来客", 2, "雨夜来客"),
+        ("第一章零界创世公司", 1, "零界创世公司"),
+        ("第３章 星火", 3, "星火"),
+        ("第１２章：归来", 12, "归来"),
+        ("第 3 章 草船借箭", 3, "草船借箭"),
+        ("第二十一囘 曹操煮酒論英雄", 21, "曹操煮酒論英雄"),
+        ("第一百回", 100, None),
+        ("第十章 繁體標題", 10, "繁體標題"),
+        ("第廿一回 王熙凤知命强英雄", 21, "王熙凤知命强英雄"),
+        ("第卅回 宝钗借扇机带双敲", 30, "宝钗借扇机带双敲"),
+        ("第一〇五回 锦衣军查抄宁国府", 105, "锦衣军查抄宁国府"),
+        ("第零章 序", 0, "序"),
+        ("第两百章 终局", 200, "终局"),
+        ("第壹章 起", 1, "起"),
+        ("第三节 攻城", 3, "攻城"),
+        ("第二卷 赤壁", 2, "赤壁"),
+        ("第一篇 总论", 1, "总论"),
+        ("第五集 长坂坡", 5, "长坂坡"),
+        ("第二部", 2, None),
+        ("第七话 星夜", 7, "星夜"),
+        ("第七話", 7, None),
+        ("## 第3章 草船借箭", 3, "草船借箭"),
+        ("第四回·献刀", 4, "献刀"),
+    ],
+)
+def test_chapter_headings_in_the_forms_people_write(line, number, title):
+    parsed = parse_heading(line)
+    assert parsed is not None
+    assert parsed[1:] == (number, title)
+    assert isinstance(parsed[1], int)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "第一封信",
+        "第一次",
+        "第一次见面时他很紧张",
+        "第一回合结束",
+        "第三回合",
+        "第二节课",
+        "第一部分总则",
+        "第一集团军",
+        "第三部电影",
+        "第二章程序",
+        "第一回到家中，他就睡了。",
+        "第三天清晨，众人收拾行装出发。",
+        "第二章说的是，玄德大喜。",
+        "第三回书中说，玄德大喜，" + "甚" * 60,
+        "第一章零界创世公司的所有员工都在讨论明天的计划这件事情",
+    ],
+)
+def test_lines_that_only_start_like_headings_are_not_headings(line):
+    assert parse_heading(line) is None
+
+
+def test_field_chapters_without_separator_get_numbers_and_titles():
+    text = clean_text(field_case("chapters_noseparator.txt").read_text(encoding="utf-8"))
+    chunks = chunk_document(text, size=200, overlap=20)
+    assert [(c.chapter, c.chapter_title) for c in chunks] == [(1, "零界创世公司"), (2, "雨夜来客"), (3, "星火")]
+    assert chunks[2].text.startswith("第三天清晨")  # 第三天 is not a heading
+
+
+@pytest.mark.parametrize(
+    "headings",
+    [
+        ["第一章风起", "第二章云涌", "第三章雷动"],
+        ["第１章 风起", "第２章 云涌", "第３章 雷动"],
+        ["第一囘 風起", "第二囘 雲湧", "第三囘 雷動"],
+        ["第壹回 风起", "第贰回 云涌", "第叁回 雷动"],
+    ],
+)
+def test_chapter_metadata_follows_every_heading_form(headings):
+    text = "".join(f"{h}\n{h[-2:]}之时，众人皆惊。第一次如此。\n" for h in headings)
+    chunks = chunk_document(clean_text(text), size=100, overlap=0)
+    assert [c.chapter for c in chunks] == [1, 2, 3]
+    assert all(c.chapter_title and c.chapter_title.endswith(c.text[:2]) for c in chunks)
+
+
+def test_sections_under_chapters_keep_the_chapter_number_and_volumes_have_none():
+    text = "第一卷 潜龙\n卷首语。\n第一章 出山\n甲。\n第一节 下山\n乙。\n第二节 入城\n丙。\n第二章 赴京\n丁。\n"
+    sections = split_sections(text)
+    assert [(s.heading, s.chapter, s.chapter_title, s.text) for s in sections] == [
+        ("第一卷 潜龙", None, None, "卷首语。"),
+        ("第一章 出山", 1, "出山", "甲。"),
+        ("第一节 下山", 1, "出山", "乙。"),
+        ("第二节 入城", 1, "出山", "丙。"),
+        ("第二章 赴京", 2, "赴京", "丁。"),
+    ]
+    only_sections = split_sections("第一节 下山\n乙。\n第二节 入城\n丙。\n")
+    assert [s.chapter for s in only_sections] == [1, 2]
+
+
+def test_unicode_line_separators_are_not_line_ends_for_headings():
+    text = "第一回 甲\n玄德曰\u2028第二回 乙\u2028不可。\n"
+    sections = split_sections(text)
+    assert [(s.chapter, s.text) for s in sections] == [(1, "玄德曰\u2028第二回 乙\u2028不可。")]
+
+
+NO_PUNCT = [
+    "话说天下大势分久必合合久必分周末七国分争并入于秦及秦灭之后楚汉分争又并入于汉汉朝自高祖斩白蛇而起义一统天下"
+    "后来光武中兴传至献帝遂分为三国推其致乱之由殆始于桓灵二帝桓帝禁锢善类崇信宦官及桓帝崩灵帝即位大将军窦武太傅"
+    "陈蕃共相辅佐时有宦官曹节等弄权窦武陈蕃谋诛之机事不密反为所害中涓自此愈横",
+    "我们今天在会议室讨论了下一季度的产品计划市场部门希望增加广告预算技术部门则认为应该优先解决服务器性能问题"
+    "财务部门提醒大家注意成本控制最后总经理决定下周再开一次会议听取各部门的详细方案然后做出最终决定大家都表示同意"
+    "会议一直开到晚上八点才结束",
+    "幽州太守刘焉出榜招募义兵榜文行到涿县引出涿县中一个英雄那人不甚好读书性宽和寡言语喜怒不形于色素有大志专好"
+    "结交天下豪杰生得身长七尺五寸两耳垂肩双手过膝目能自顾其耳面如冠玉唇若涂脂中山靖王刘胜之后汉景帝阁下玄孙姓刘"
+    "名备字玄德",
+]
+
+
+def _check_cuts_and_overlap(text: str, size: int, overlap: int) -> None:
+    import jieba
+
+    bounds = {0, len(text)} | {e for _, _, e in jieba.tokenize(text)}
+    chunks = chunk_document(text + "\n", size=size, overlap=overlap)
+    assert len(chunks) >= 3
+    assert all(len(c.text) <= size for c in chunks)
+    for c in chunks:
+        assert c.start in bounds and c.end in bounds, (text[c.start - 2 : c.start + 2], text[c.end - 2 : c.end + 2])
+    for a, b in pairwise(chunks):
+        assert overlap - 4 <= a.end - b.start <= overlap  # about the configured overlap, in whole words
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+
+
+@pytest.mark.parametrize("text", NO_PUNCT)
+@pytest.mark.parametrize(("size", "overlap"), [(40, 10), (60, 15)])
+def test_long_line_without_punctuation_is_cut_between_words_with_overlap(text, size, overlap):
+    _check_cuts_and_overlap(text, size, overlap)
+
+
+def test_field_long_line_without_punctuation():
+    text = clean_text(field_case("long_line_nopunct.txt").read_text(encoding="utf-8")).strip()
+    _check_cuts_and_overlap(text, 480, 60)
+    chunks = chunk_document(text + "\n", size=480, overlap=60)
+    assert not any(a.text.endswith("邹") for a in chunks)
+
+
+def test_single_word_longer_than_the_size_is_still_cut_at_the_size():
+    text = "x" * 130 + "\n"
+    chunks = chunk_document(text, size=50, overlap=10)
+    assert [len(c.text) for c in chunks] == [50, 50, 30]

@@ -1,5 +1,7 @@
+import pytest
+
 from ingest.chunking import split_sections
-from ingest.cleaning import CleanReport, clean_text
+from ingest.cleaning import CleanReport, clean_text, normalize_compat
 from ingest.encoding import decode_bytes
 from tests.conftest import shared_file
 
@@ -67,3 +69,35 @@ def test_gbk_hard_wrapped_copy_cleans_like_the_utf8_copy():
 def test_chapter_headings_numbered_in_digits_are_not_boilerplate():
     text = "".join(f"第{n:03d}回 回目{n}\n{'甲乙丙丁戊'[n - 1]}曰：善。\n" for n in range(1, 6))
     assert clean_text(text).splitlines()[::2] == [f"第{n:03d}回 回目{n}" for n in range(1, 6)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("⽻扇纶⼱", "羽扇纶巾"),  # Kangxi radicals (U+2F00 block), as Chromium's PDFs give them
+        ("⻩⽉英", "黄月英"),  # CJK Radicals Supplement (⻩ U+2EE9) has no NFKC mapping: mapped by the table
+        ("⻢超与⻓坂坡的⻋⻢", "马超与长坂坡的车马"),
+        ("\uf9dc\uf900", "\u9686\u8c48"),  # CJK compatibility ideographs
+        ("\ufb01nance", "finance"),  # a Latin ligature
+    ],
+)
+def test_compatibility_characters_become_ordinary_ones(raw, expected):
+    assert normalize_compat(raw) == expected
+    assert clean_text(raw + "。\n") == expected + "。\n"
+
+
+def test_full_width_punctuation_spaces_and_digits_are_kept_as_written():
+    raw = "孔明曰：“亮（不才）第１次出山！”问：何故？答；否。ＡＢＣ　１２３"
+    assert normalize_compat(raw) == raw
+    assert clean_text(raw) == raw.replace("　", " ") + "\n"
+
+
+def test_unicode_line_separators_break_lines():
+    assert clean_text("玄德曰\u2028善。\u2029孔明笑。") == "玄德曰\n善。\n孔明笑。\n"
+
+
+def test_table_rows_are_never_boilerplate_nor_unwrapped():
+    rows = [f"{2000 + n} | {n * 10} | {n * 7}" for n in range(30)]
+    prose = ["话说天下大势，分久必合，合久必分。周末七国分争，并入于秦。及秦灭之后，楚汉分争。"] * 3
+    text = clean_text("\n".join(prose + rows + prose))
+    assert [ln for ln in text.splitlines() if " | " in ln] == rows
