@@ -31,6 +31,7 @@ from typing import Any
 from finetune.data.aliases import AliasRule, EvidenceCheck, resolve_rules, rules_as_dict
 from finetune.data.formats import Conversation, DataError, Format, write
 from finetune.data.speech import Utterance, named_alias, utterances
+from ingest.fsio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def extract_to_dir(
     write(out / ("pairs.jsonl" if fmt == "openai" else "pairs.json"), convs, fmt, meta=True)
     rng = random.Random(seed)
     sample = [convs[i] for i in sorted(rng.sample(range(len(convs)), min(sample_size, len(convs))))]
-    (out / "sample.md").write_text(_sample_markdown(report, sample, seed), encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n", "utf-8")
+    write_text_atomic(out / "sample.md", _sample_markdown(report, sample, seed))
+    write_text_atomic(out / "report.json", json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n")
     log.info("%s", report.line())
     return report

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from ingest.fsio import atomic_open
+
 log = logging.getLogger(__name__)
 _WS = re.compile(r"\s+")
 
@@ -377,17 +379,15 @@ def detect_format(records: Iterable[Any], sample: int = 20) -> Format:
 
 
 def write(path: str | Path, convs: Iterable[Conversation], fmt: Format, meta: bool = False) -> int:
-    """Write conversations in `fmt`: JSON lines for a .jsonl path, else one JSON array. Returns the count."""
+    """Write conversations in `fmt`: JSON lines for a .jsonl path, else one JSON array. Returns the count.
+    The file is renamed into place once whole: a half-written data set never sits under the real name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     records = [to_record(c, fmt, meta) for c in convs]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         if path.suffix == ".jsonl":
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
             json.dump(records, f, ensure_ascii=False, indent=2)
             f.write("\n")
-    tmp.replace(path)  # a half-written data set never sits under the real name
     return len(records)

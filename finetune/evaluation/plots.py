@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.training.runio import read_metrics
+from ingest.fsio import atomic_open
 
 log = logging.getLogger(__name__)
 PLOT_FILE = "loss_curve.png"
@@ -85,8 +86,9 @@ def plot_loss_curve(run_dir: str | Path, out: str | Path | None = None) -> Path 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(target)
+    try:
+        with atomic_open(target, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
     return target

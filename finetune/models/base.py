@@ -107,7 +107,7 @@ def convert_gemma_gguf(target: Path) -> Path:
         shutil.rmtree(tmp / "gguf")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _strip_quantization_config(tmp / "config.json")
+        strip_quantization_config(tmp / "config.json")
         for f in tmp.iterdir():
             f.chmod(0o644)
         tmp.chmod(0o755)  # mkdtemp makes it private; the converted model is shared like any data file
@@ -124,7 +124,8 @@ def convert_gemma_gguf(target: Path) -> Path:
     return target
 
 
-def _strip_quantization_config(path: Path) -> None:
+def strip_quantization_config(path: Path) -> None:
+    """Drop `quantization_config` from a saved config.json: the weights beside it are plain (dequantized or merged)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.pop("quantization_config", None) is not None:
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -7,7 +7,6 @@ import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from finetune.training.config import Config, load_config
 from finetune.training.runio import CONFIG_FILE, RunError, write_dir, write_json
@@ -60,7 +59,13 @@ def merge_run(adapter_dir: str | Path, out: str | Path, force: bool = False, dty
     import torch
     from peft import PeftModel
 
-    from finetune.models.base import load_causal_lm, load_tokenizer, quiet_peft, resolve_model
+    from finetune.models.base import (
+        load_causal_lm,
+        load_tokenizer,
+        quiet_peft,
+        resolve_model,
+        strip_quantization_config,
+    )
     from finetune.models.template import end_of_turn_ids
 
     adapter_dir, out = Path(adapter_dir), Path(out)
@@ -87,7 +92,7 @@ def merge_run(adapter_dir: str | Path, out: str | Path, force: bool = False, dty
     def fill(tmp: Path) -> None:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _clean_config(tmp / "config.json")
+        strip_quantization_config(tmp / "config.json")
         write_json(
             tmp / MERGE_FILE,
             {
@@ -107,8 +112,3 @@ def merge_run(adapter_dir: str | Path, out: str | Path, force: bool = False, dty
     log.info("merged %s into %s -> %s", adapter_dir, base, out)
     return out
 
-
-def _clean_config(path: Path) -> None:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    data.pop("quantization_config", None)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

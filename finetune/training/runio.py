@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ingest.fsio import is_disk_error, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
@@ -20,8 +22,9 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-# What a writer killed mid-way leaves: ".NAME.XXXXXXXX" (tempfile's suffix), ".NAME.old", ".final"
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<suffix>old|[a-z0-9_]{8})$")
+# What a writer killed mid-way leaves: ".NAME.XXXXXXXX.part" (ingest.fsio's files), ".NAME.XXXXXXXX" (temporary
+# folders, and files of earlier versions), ".NAME.old", ".final"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<suffix>old|[a-z0-9_]{8}(\.part)?)$")
 _FINAL = ".final"
 
 
@@ -37,14 +40,17 @@ def writing(path: Path) -> Iterator[None]:
     except RunError:
         raise
     except Exception as exc:
-        # torch.save reports a full disk as a RuntimeError, safetensors as its own SafetensorError
-        if not isinstance(exc, OSError | RuntimeError) and type(exc).__name__ != "SafetensorError":
+        # torch.save reports a full disk as a bare RuntimeError ("file write failed"), safetensors as its own
+        # SafetensorError: under a write, count them as disk faults like the OSErrors that say so
+        serializer = isinstance(exc, RuntimeError) or type(exc).__name__ == "SafetensorError"
+        if not (serializer or isinstance(exc, OSError)):
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = getattr(exc, "filename", None) or path
+        fix = "free some space or make the folder writable, or set" if serializer or is_disk_error(exc) else "set"
         raise RunError(
-            f"cannot write {where}: {reason}: free some space or make the folder writable, or set output_dir= to "
-            "another folder; `finetune train` resumes from the last complete checkpoint"
+            f"cannot write {where}: {reason}: {fix} output_dir= to another folder; "
+            "`finetune train` resumes from the last complete checkpoint"
         ) from exc
 
 
@@ -75,16 +81,7 @@ def tidy(run_dir: Path) -> list[str]:
 def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so readers see the old file or the new one, never half."""
     with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, text)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -135,6 +135,16 @@ def test_tidy_puts_back_a_checkpoint_that_was_being_replaced(tmp_path: Path):
     assert (tmp_path / ".gitignore").is_file()
 
 
+def test_tidy_clears_what_a_killed_atomic_write_left(tmp_path: Path):
+    from finetune.training.runio import tidy, write_text
+
+    write_text(tmp_path / "config.yaml", "a: 1\n")  # through ingest.fsio: a ".config.yaml.XXXXXXXX.part" first
+    (tmp_path / ".config.yaml.k3j_9x2q.part").write_text("a: ")  # a writer killed before its rename
+    (tmp_path / ".metrics.jsonl.q1w2e3r4.part").write_text("")
+    assert sorted(tidy(tmp_path)) == [".config.yaml.k3j_9x2q.part", ".metrics.jsonl.q1w2e3r4.part"]
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
 def test_a_changed_experiment_is_not_resumed(tiny_model: Path, chat_file: Path, tmp_path: Path):
     out = tmp_path / "run"
     train(load_config(None, tiny_overrides(tiny_model, chat_file, out)), stop_after=4)
