@@ -153,6 +153,22 @@ def load_tokenizer(path: str | Path, fallback: str | Path | None = None) -> Any:
     return tokenizer
 
 
+def qlora_unavailable(device: Any) -> str | None:
+    """Why QLoRA cannot run on `device` (it needs a CUDA GPU and bitsandbytes), or None when it can."""
+    import torch
+
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return (
+            "lora.qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU; "
+            "set lora.qlora=false to train plain LoRA on this machine"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "lora.qlora: QLoRA needs bitsandbytes: pip install 'kongming[gpu]' (or bitsandbytes)"
+    return None
+
+
 def load_causal_lm(path: str | Path, dtype: Any = None, device: Any = "cpu", quantize_4bit: bool = False) -> Any:
     """The base model in `path` on `device`; 4-bit (bitsandbytes NF4) for QLoRA, on CUDA only."""
     import torch
@@ -160,15 +176,9 @@ def load_causal_lm(path: str | Path, dtype: Any = None, device: Any = "cpu", qua
 
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
     if quantize_4bit:
-        if not torch.cuda.is_available():
-            raise ModelError(
-                "QLoRA loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU: "
-                "set lora.qlora=false to train plain LoRA on this machine"
-            )
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as exc:
-            raise ModelError("QLoRA needs bitsandbytes: pip install 'kongming[gpu]' (or bitsandbytes)") from exc
+        why = qlora_unavailable(device)
+        if why:
+            raise ModelError(why)
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -151,15 +151,13 @@ def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> 
     from tqdm import tqdm
     from transformers import get_scheduler
 
-    from finetune.models.base import load_causal_lm, load_tokenizer, resolve_model
+    from finetune.models.base import load_causal_lm, load_tokenizer, qlora_unavailable, resolve_model
     from finetune.training.trainset import epoch_batches, load_conversations, pack, tokenize
 
     device = pick_device(cfg.train.device)
-    if cfg.lora.qlora and device.type != "cuda":
-        raise TrainError(
-            "lora.qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU; "
-            "set lora.qlora=false to train plain LoRA on this machine"
-        )
+    why = qlora_unavailable(device) if cfg.lora.qlora else None
+    if why:
+        raise TrainError(why)
     run_dir, found = _prepare_dir(cfg, restart)
     bf16 = use_bf16(cfg.train.bf16, device)
     torch.manual_seed(cfg.train.seed)
