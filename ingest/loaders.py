@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
-import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cleaning import clean_text
+from .cleaning import clean_text, normalize_compat
+from .docx_reader import docx_text
 from .encoding import DecodeError, decode_bytes
 from .errors import UnreadableFileError
+from .html_reader import html_to_text
+from .pdf_reader import pdf_text
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".jsonl"}
 MAX_FILE_BYTES = 64 * 2**20  # the default of KONGMING_MAX_FILE_MB
-MAX_UNZIPPED_BYTES = 256 * 1024 * 1024  # a .docx that inflates past this is refused (zip bomb)
 _TITLE_LINE = re.compile(r"^[\[【《]?\s*([^/\]】》]{1,40}?)\s*[》]?\s*/\s*(.{1,20}?)\s*著?\s*[\]】]?$")
+_FIRST_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$")
+# Titles that tools fill in for the author: not the document's title.
+_PLACEHOLDER_TITLE = re.compile(
+    r"(untitled|unknown|no title|title|document\s*\d*|文档\s*\d*|无标题.*|未命名.*|新建.*文档.*|microsoft .*"
+    r"|.*\.(docx?|pdf|txt|html?|md|rtf|wps|odt|pages))",
+    re.IGNORECASE,
+)
 _JSONL_TEXT_KEYS = ("text", "content", "body", "page_content")
 
 
@@ -113,113 +119,38 @@ def _decode(path: Path, data: bytes) -> tuple[str, str]:
         raise UnreadableFileError(path, str(exc)) from exc
 
 
+def _metadata_title(title: str | None) -> str | None:
+    """The document's own title, unless it is a placeholder or a file name ("Microsoft Word - a.docx")."""
+    title = normalize_compat(" ".join((title or "").split()))
+    if not title or _PLACEHOLDER_TITLE.fullmatch(title):
+        return None
+    return title
+
+
 def _title_from_text(text: str, fallback: str) -> str:
-    for line in text.splitlines()[:5]:
+    """A "[title / author]" line at the top, else the first Markdown heading, else `fallback`."""
+    lines = text.split("\n")
+    for line in lines[:5]:
         m = _TITLE_LINE.match(line.strip())
         if m:
             return m.group(1).strip(" 《》")
-        if line.startswith("# "):
-            return line[2:].strip()
+    for line in lines[:50]:
+        m = _FIRST_HEADING.match(line)
+        if m:
+            return m.group(1).strip()
     return fallback
 
 
-def _html_to_text(html: str) -> tuple[str, str | None]:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    title = soup.title.get_text(strip=True) if soup.title else None
-    for tag in soup(["script", "style", "nav", "header", "footer", "aside", "noscript", "form"]):
-        tag.decompose()
-    for level in range(1, 7):
-        for h in soup.find_all(f"h{level}"):
-            h.replace_with(f"\n\n{'#' * level} {h.get_text(' ', strip=True)}\n\n")
-    for br in soup.find_all("br"):
-        br.replace_with("\n")
-    blocks = soup.find_all(["p", "li", "div", "tr", "blockquote", "pre"])
-    for b in blocks:
-        b.insert_after("\n")
-    return soup.get_text(), title
-
-
-def _check_zip(path: Path) -> None:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            total = sum(i.file_size for i in zf.infolist())
-            packed = sum(i.compress_size for i in zf.infolist()) or 1
-    except zipfile.BadZipFile as exc:
-        raise UnreadableFileError(path, f"not a valid .docx (zip) file: {exc}") from exc
-    if total > MAX_UNZIPPED_BYTES or total / packed > 200:
-        raise UnreadableFileError(
-            path, f"refused: inflates to {total / 2**20:.0f} MiB from {packed / 2**20:.1f} MiB (zip bomb?)"
-        )
-
-
-def _docx_copy(path: Path, max_bytes: int) -> io.BytesIO:
-    """A clean in-memory copy of a .docx's XML parts, each inflated in bounded steps.
-
-    zipfile's read() inflates a whole member before it checks the declared size, so an archive that lies about
-    its sizes would be expanded in memory: here reading stops at the declared size (a CRC error if the data goes
-    on) and at `max_bytes` in all. Other parts (images) are left empty: the text needs none of them.
-    """
-    out = io.BytesIO()
-    total = 0
-    try:
-        with zipfile.ZipFile(path) as zf, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as clean:
-            for info in zf.infolist():
-                data = bytearray()
-                if info.filename.endswith((".xml", ".rels")):
-                    with zf.open(info) as member:
-                        while block := member.read(2**20):
-                            total += len(block)
-                            if total > max_bytes:
-                                raise UnreadableFileError(
-                                    path, f"refused: its XML inflates past {max_bytes / 2**20:.0f} MiB (zip bomb?)"
-                                )
-                            data += block
-                clean.writestr(info.filename, bytes(data))
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise UnreadableFileError(path, f"corrupt .docx (zip): {exc}") from exc
-    except OSError as exc:
-        raise UnreadableFileError(path, exc.strerror or str(exc)) from exc
-    out.seek(0)
-    return out
-
-
-def _docx_text(path: Path, max_bytes: int) -> str:
-    _check_zip(path)
-    clean = _docx_copy(path, max_bytes)
-    import docx
-
-    try:
-        d = docx.Document(clean)
-    except Exception as exc:  # python-docx raises many types for corrupt files
-        raise UnreadableFileError(path, f"cannot read .docx: {exc}") from exc
-    lines = []
-    for para in d.paragraphs:
-        style = (para.style.name if para.style is not None else "") or ""
-        m = re.match(r"Heading (\d)", style)
-        text = para.text.strip()
-        if m and text:
-            lines.append(f"\n{'#' * int(m.group(1))} {text}\n")
-        else:
-            lines.append(text)
-    return "\n".join(lines)
-
-
-def _pdf_text(path: Path) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(str(path), strict=False)
-        if reader.is_encrypted:
-            raise UnreadableFileError(path, "encrypted PDF: decrypt it first")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except UnreadableFileError:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise UnreadableFileError(path, f"corrupt or truncated PDF: {exc}") from exc
-    return "\n".join(pages)
+def _raw_text(path: Path, suffix: str, max_bytes: int) -> tuple[str, str | None, str]:
+    """(raw text, the document's own title or None, encoding) by format."""
+    if suffix == ".pdf":
+        return *pdf_text(path), ""
+    if suffix == ".docx":
+        return *docx_text(path, max_bytes), ""
+    raw, encoding = _decode(path, _read_bytes(path))
+    if suffix in (".html", ".htm"):
+        return *html_to_text(raw), encoding
+    return raw, None, encoding
 
 
 def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[list[LoadedDocument], list[LoadProblem]]:
@@ -232,23 +163,14 @@ def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[list[LoadedD
     base_id = doc_id_for(path)
     source = str(path.resolve())
     fallback_title = path.stem.split(".")[0]
-    encoding = ""
     markdown = suffix in (".md", ".markdown", ".html", ".htm", ".docx")
-    if suffix == ".pdf":
-        raw = _pdf_text(path)
-    elif suffix == ".docx":
-        raw = _docx_text(path, max_bytes)
-    else:
-        raw, encoding = _decode(path, _read_bytes(path))
+    raw, own_title, encoding = _raw_text(path, suffix, max_bytes)
     if suffix == ".jsonl":
         return _jsonl_documents(path, raw, base_id, source, fallback_title, encoding)
-    title = None
-    if suffix in (".html", ".htm"):
-        raw, title = _html_to_text(raw)
     text = clean_text(raw, blank_lines=markdown)
     if not text.strip():
         raise UnreadableFileError(path, "no text after cleaning (empty, or only boilerplate)")
-    title = title or _title_from_text(text, fallback_title)
+    title = _metadata_title(own_title) or _title_from_text(text, fallback_title)
     return [LoadedDocument(base_id, source, title, text, suffix.lstrip("."), encoding)], []
 
 
@@ -258,7 +180,10 @@ def _jsonl_documents(
     docs: list[LoadedDocument] = []
     problems: list[LoadProblem] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(raw.splitlines(), start=1):
+    # JSON strings may hold U+2028, U+0085 and other characters that str.splitlines() would cut at: records
+    # are separated by "\n" only, so line numbers are those of any editor.
+    for lineno, line in enumerate(raw.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -284,7 +209,7 @@ def _jsonl_documents(
             problems.append(LoadProblem(f"{path}:{lineno}", f"duplicate id {local!r}: line skipped"))
             continue
         seen.add(doc_id)
-        title = str(obj.get("title") or f"{fallback_title} #{local}")
+        title = _metadata_title(str(obj.get("title") or "")) or f"{fallback_title} #{local}"
         extra = {
             k: str(v) for k, v in obj.items() if k not in (key, "id", "title") and isinstance(v, str | int | float)
         }
