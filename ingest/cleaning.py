@@ -24,7 +24,9 @@ HEADING_LIKE = re.compile(rf"^\s*(#{{1,6}}\s|{HEADING_START})")
 _HEADING_TEMPLATE = re.compile(rf"^\s*(#{{1,6}}\s|(正文\s*)?{HEADING_START.replace('0-9', '#')})")
 # Table rows (cells joined by " | ", as the .docx and HTML loaders write them) are data, never boilerplate.
 TABLE_CELL_SEPARATOR = " | "
-_LINE_SEPARATORS = str.maketrans({"\u2028": "\n", "\u2029": "\n"})
+_LINE_SEPARATORS = str.maketrans({"\u2028": "\n", "\u2029": "\n", "\v": "\n", "\f": "\n"})
+# Control characters are never text (some PDF text layers come out with a NUL before every character).
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 # Compatibility characters that PDF text layers (and some fonts) give for ordinary ones: Kangxi radicals
 # (⽻ U+2FBB for 羽), CJK compatibility ideographs, Latin ligatures (ﬁ). NFKC maps these; it is applied to them
 # only, because on the whole text it would also rewrite the author's full-width punctuation, spaces and digits.
@@ -119,11 +121,11 @@ def clean_text(text: str, report: CleanReport | None = None, blank_lines: bool =
 
     Compatibility characters become ordinary ones (Kangxi radicals, compatibility ideographs, ligatures), but
     punctuation, spaces and digits are kept as written (no NFKC on the whole text: full-width ，。（）１ stay
-    full-width). U+2028/U+2029 are line breaks. Blank lines are dropped (each line is a paragraph) unless
-    `blank_lines` (Markdown, where they separate paragraphs).
+    full-width). U+2028, U+2029, VT and FF break lines; other control characters go. Blank lines are dropped
+    (each line is a paragraph) unless `blank_lines` (Markdown, where they separate paragraphs).
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LINE_SEPARATORS)
-    text = normalize_compat(_ZERO_WIDTH.sub("", text))
+    text = normalize_compat(_CONTROL.sub("", _ZERO_WIDTH.sub("", text)))
     lines = text.split("\n")
     templates = _boilerplate_templates(lines)
     kept: list[str] = []
