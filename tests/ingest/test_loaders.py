@@ -6,6 +6,7 @@ import pytest
 
 from ingest.errors import UnreadableFileError
 from ingest.loaders import doc_id_for, iter_files, load_file
+from tests.ingest.fieldcases import field_case
 
 
 def test_txt_title_from_header_and_stable_doc_id(novel_file):
@@ -132,3 +133,189 @@ def test_iter_files_recurses_sorted_and_flags_unsupported(tmp_path):
     found = list(iter_files([tmp_path, tmp_path / "b" / "skip.exe", tmp_path / "missing.txt"]))
     rel = [(str(Path(f).relative_to(tmp_path)), r is None) for f, r in found]
     assert rel == [("1.md", True), ("b/2.txt", True), ("b/skip.exe", False), ("missing.txt", False)]
+
+
+# --- issue 11: JSONL records split on "\n" only ------------------------------------------------------------------
+
+# Characters that str.splitlines() cuts at and that JSON strings hold raw (json.dumps(ensure_ascii=False) writes
+# them so; control characters such as \x1c or \x0b it escapes, and JSON forbids them raw).
+SPLITLINES_BREAKS = ["\u2028", "\u2029", "\x85"]
+
+
+@pytest.mark.parametrize("sep", SPLITLINES_BREAKS)
+def test_jsonl_record_with_a_unicode_line_separator_is_one_record(tmp_path, sep):
+    p = tmp_path / "notes.jsonl"
+    records = [
+        json.dumps({"id": "a", "text": f"孔明借东风。{sep}周瑜大惊。"}, ensure_ascii=False),
+        "{bad json",
+        json.dumps({"id": "b", "text": f"曹操{sep}败走华容道。"}, ensure_ascii=False),
+        json.dumps({"id": "c"}),
+    ]
+    assert sep in records[0]  # written raw, as json.dumps(ensure_ascii=False) does
+    p.write_text("\n".join(records) + "\n", encoding="utf-8")
+    docs, problems = load_file(p)
+    assert [d.doc_id.rsplit(":", 1)[1] for d in docs] == ["a", "b"]
+    assert "孔明借东风。" in docs[0].text and "周瑜大惊。" in docs[0].text
+    assert [pr.path.rsplit(":", 1)[1] for pr in problems] == ["2", "4"]
+
+
+def test_jsonl_with_crlf_line_ends_and_a_separator_keeps_line_numbers(tmp_path):
+    p = tmp_path / "crlf.jsonl"
+    rows = [json.dumps({"text": "甲\u2028乙"}, ensure_ascii=False), "", "[1]", json.dumps({"text": "丙"})]
+    p.write_bytes("\r\n".join(rows).encode())
+    docs, problems = load_file(p)
+    assert [d.doc_id.rsplit(":", 1)[1] for d in docs] == ["1", "4"]
+    assert [(pr.path.rsplit(":", 1)[1], pr.reason) for pr in problems] == [("3", "not a JSON object")]
+
+
+def test_field_jsonl_with_u2028_is_counted_in_real_lines(tmp_path):
+    # the field file holds alpaca records (no text field); a record with text is added after it in a temp copy
+    data = field_case("ft_u2028_alpaca.jsonl").read_bytes()
+    p = tmp_path / "mixed.jsonl"
+    p.write_bytes(data + json.dumps({"text": "借东风\u2028之事"}, ensure_ascii=False).encode() + b"\n")
+    docs, problems = load_file(p)
+    n = data.count(b"\n")
+    assert [d.doc_id.rsplit(":", 1)[1] for d in docs] == [str(n + 1)]
+    assert [pr.path.rsplit(":", 1)[1] for pr in problems] == [str(i) for i in range(1, n + 1)]
+
+
+# --- issue 11: HTML tables and titles ------------------------------------------------------------------------------
+
+
+def test_field_html_table_cells_apart_title_not_a_chunk():
+    from ingest.chunking import chunk_document
+
+    (doc,), _ = load_file(field_case("page_script_nav_table.html"))
+    lines = doc.text.splitlines()
+    assert doc.title == "蜀汉人物表"
+    assert ["姓名 | 字 | 官职", "诸葛亮 | 孔明 | 丞相", "关羽 | 云长 | 前将军"] == [ln for ln in lines if "|" in ln]
+    for junk in ("trackingId", "广告位", "首页", "登录", "每日更新", "版权所有", ".x{"):
+        assert junk not in doc.text
+    chunks = chunk_document(doc.text, size=480, overlap=60)
+    assert all(c.text != doc.title for c in chunks)
+    assert any("诸葛亮 | 孔明 | 丞相" in c.text for c in chunks)
+
+
+HTML_TABLES = [
+    (
+        "<table><caption>兵力</caption><thead><tr><th>年</th><th>兵</th></tr></thead>"
+        "<tbody><tr><td>208</td><td>5万</td></tr><tr><td>219</td><td>3万</td></tr></tbody></table>",
+        ["兵力", "年 | 兵", "208 | 5万", "219 | 3万"],
+    ),
+    (
+        "<table>\n  <tr>\n    <td>诸葛\n亮</td>\n    <td><p>孔明</p><p>卧龙</p></td>\n  </tr>\n</table>",
+        ["诸葛亮 | 孔明 卧龙"],
+    ),
+    (
+        "<table><tr><td colspan='2'>蜀汉</td></tr><tr><td>刘备</td><td><table><tr><td>关羽</td><td>张飞</td></tr>"
+        "</table></td></tr></table>",
+        ["蜀汉", "刘备 | 关羽 | 张飞"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("table", "rows"), HTML_TABLES)
+def test_html_tables_keep_rows_and_cells_apart(tmp_path, table, rows):
+    p = tmp_path / "t.html"
+    p.write_text(f"<html><body><p>表前。</p>{table}<p>表后。</p></body></html>", encoding="utf-8")
+    (doc,), _ = load_file(p)
+    assert [ln for ln in doc.text.splitlines() if ln] == ["表前。", *rows, "表后。"]
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "title"),
+    [
+        ("<title>隆中对</title>", "<h1>第三十八回</h1><p>正文。</p>", "隆中对"),
+        ("<meta property='og:title' content='出师表'>", "<h1>前出师表</h1><p>正文。</p>", "出师表"),
+        ("<title></title>", "<h1>赤壁</h1><p>正文。</p>", "赤壁"),
+        ("", "<p>正文。</p>", "page_9"),
+    ],
+)
+def test_html_title_from_title_then_og_title_then_first_heading_then_file_name(tmp_path, head, body, title):
+    p = tmp_path / "page_9.html"
+    p.write_text(f"<html><head>{head}</head><body>{body}</body></html>", encoding="utf-8")
+    (doc,), _ = load_file(p)
+    assert doc.title == title
+    assert title not in doc.text.splitlines()  # the <title> is no line (no chunk) of its own
+
+
+def test_html_article_header_is_content_but_page_header_is_not(tmp_path):
+    p = tmp_path / "a.html"
+    p.write_text(
+        "<body><header>站点导航 登录</header><article><header><h1>空城计</h1></header><p>孔明抚琴。</p>"
+        "</article><footer>版权所有</footer></body>",
+        encoding="utf-8",
+    )
+    (doc,), _ = load_file(p)
+    assert doc.text.splitlines() == ["# 空城计", "", "孔明抚琴。"]
+
+
+# --- issue 11: titles and compatibility characters, per format ----------------------------------------------------
+
+
+def test_markdown_title_is_the_first_heading_even_below_front_matter(tmp_path):
+    p = tmp_path / "notes.md"
+    p.write_text(
+        "作者：某某\n\n日期：二〇二六年\n\n说明文字。\n\n## 草船借箭考\n\n正文。\n\n# 另一个\n", encoding="utf-8"
+    )
+    (doc,), _ = load_file(p)
+    assert doc.title == "草船借箭考"
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [("羽扇考", "羽扇考"), ("⽻扇考", "羽扇考"), ("untitled", "yushan"), ("yushan.docx", "yushan"), (None, "yushan")],
+)
+def test_pdf_title_from_its_metadata_else_the_file_name(tmp_path, title, expected):
+    from tests.ingest.pdfmaker import handmade_pdf
+
+    p = tmp_path / "yushan.pdf"
+    p.write_bytes(handmade_pdf("诸葛亮羽扇纶巾。", title))
+    (doc,), _ = load_file(p)
+    assert doc.title == expected
+
+
+COMPAT_RAW = "孔明手执⽻扇，⻩⽉英在旁（笑曰：“善！”）第１回。"
+COMPAT_CLEAN = "孔明手执羽扇，黄月英在旁（笑曰：“善！”）第１回。"
+
+
+def _write_compat(tmp_path: Path, fmt: str) -> Path:
+    import docx
+
+    p = tmp_path / f"compat.{fmt}"
+    if fmt in ("txt", "md"):
+        p.write_text(COMPAT_RAW + "\n", encoding="utf-8")
+    elif fmt == "html":
+        p.write_text(f"<html><body><p>{COMPAT_RAW}</p></body></html>", encoding="utf-8")
+    elif fmt == "jsonl":
+        p.write_text(json.dumps({"text": COMPAT_RAW, "title": "⽻扇"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    elif fmt == "docx":
+        d = docx.Document()
+        d.add_paragraph(COMPAT_RAW)
+        d.save(str(p))
+    else:
+        from tests.ingest.pdfmaker import handmade_pdf
+
+        p.write_bytes(handmade_pdf(COMPAT_RAW))
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["txt", "md", "html", "jsonl", "docx", "pdf"])
+def test_compatibility_characters_are_normalised_in_every_format(tmp_path, fmt):
+    (doc,), _ = load_file(_write_compat(tmp_path, fmt))
+    assert doc.text.strip() == COMPAT_CLEAN  # full-width punctuation and digits kept as written
+    if fmt == "jsonl":
+        assert doc.title == "羽扇"
+
+
+def test_pdf_printed_with_a_cjk_font_gives_ordinary_characters_and_its_title(tmp_path):
+    from tests.ingest.pdfmaker import NOTO_CJK, fpdf_cjk
+
+    data = fpdf_cjk(COMPAT_RAW, title="羽扇考")
+    if data is None:
+        pytest.skip(f"{NOTO_CJK} missing (Debian package fonts-noto-cjk); the handmade-PDF tests cover the rest")
+    p = tmp_path / "printed.pdf"
+    p.write_bytes(data)
+    (doc,), _ = load_file(p)
+    assert doc.text.strip() == COMPAT_CLEAN
+    assert doc.title == "羽扇考"
