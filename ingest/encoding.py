@@ -103,26 +103,29 @@ def _utf16_without_bom(data: bytes) -> str | None:
     return best[1] if best else None
 
 
-def _mixed_lines(data: bytes) -> str | None:
-    """Files pasted together from UTF-8 and GBK sources: decode each line on its own."""
+def _mixed_lines(data: bytes) -> tuple[str, str] | None:
+    """Files pasted together from UTF-8 and GBK (or Big5) sources: decode each line on its own.
+
+    The lines that are not UTF-8 are decoded in the one legacy encoding that suits them all best."""
     lines = data.split(b"\n")
-    non_ascii = [ln for ln in lines if not ln.isascii()]
-    utf8_ok = 0
-    for ln in non_ascii:
-        try:
-            ln.decode("utf-8")
-            utf8_ok += 1
-        except UnicodeDecodeError:
-            pass
-    if not utf8_ok or utf8_ok == len(non_ascii):
+    legacy: list[bytes] = []
+    for ln in lines:
+        if not ln.isascii():
+            try:
+                ln.decode("utf-8")
+            except UnicodeDecodeError:
+                legacy.append(ln)
+    if not legacy or len(legacy) == sum(1 for ln in lines if not ln.isascii()):
         return None
+    best = _best_chinese(b"\n".join(legacy))
+    enc = best[1] if best is not None and not best[1].startswith("utf-16") else "gb18030"
     out = []
     for ln in lines:
         try:
             out.append(ln.decode("utf-8"))
         except UnicodeDecodeError:
-            out.append(ln.decode("gb18030", errors="replace"))
-    return "\n".join(out)
+            out.append(ln.decode(enc, errors="replace"))
+    return "\n".join(out), f"mixed utf-8/{enc}"
 
 
 def _looks_binary(text: str) -> bool:
@@ -190,8 +193,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             return text, "utf-8"
         raise DecodeError("binary content: valid UTF-8, but mostly control or unassigned characters")
     mixed = _mixed_lines(data)
-    if mixed is not None and not _looks_binary(mixed):
-        return mixed, "mixed utf-8/gb18030"
+    if mixed is not None and not _looks_binary(mixed[0]):
+        return mixed
     best = _best_chinese(data)
     if best is not None and best[2] >= _MIN_SCORE:
         return best[0], best[1]

@@ -180,6 +180,8 @@ def test_field_chapters_without_separator_get_numbers_and_titles():
     text = clean_text(field_case("chapters_noseparator.txt").read_text(encoding="utf-8"))
     chunks = chunk_document(text, size=200, overlap=20)
     assert [(c.chapter, c.chapter_title) for c in chunks] == [(1, "零界创世公司"), (2, "雨夜来客"), (3, "星火")]
+    meta = chunks[1].metadata()  # what --chapters filters and chapter citations read
+    assert (meta["chapter"], meta["chapter_title"], meta["section"]) == (2, "雨夜来客", "第二章雨夜来客")
     assert chunks[2].text.startswith("第三天清晨")  # 第三天 is not a heading
 
 

@@ -97,3 +97,14 @@ def test_undecodable_message_names_what_was_tried():
     assert "binary" in msg or "undecodable" in msg
     if "undecodable" in msg:
         assert "Big5" in msg and "GB18030" in msg and "detector" in msg
+
+
+@pytest.mark.parametrize(
+    ("legacy", "codec", "name"),
+    [("孔明笑曰：不然。", "gbk", "gb18030"), ("孔明笑曰：「不然。」", "big5", "big5"), ("臺灣說明書", "cp950", "big5")],
+)
+def test_mixed_utf8_and_legacy_lines_use_the_legacy_encoding_that_fits(legacy, codec, name):
+    data = "玄德曰：甚善。".encode() + b"\n" + legacy.encode(codec) + b"\n" + "关羽".encode()
+    text, enc = decode_bytes(data)
+    assert text == f"玄德曰：甚善。\n{legacy}\n关羽"
+    assert enc == f"mixed utf-8/{name}"

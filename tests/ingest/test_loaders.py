@@ -319,3 +319,23 @@ def test_pdf_printed_with_a_cjk_font_gives_ordinary_characters_and_its_title(tmp
     (doc,), _ = load_file(p)
     assert doc.text.strip() == COMPAT_CLEAN
     assert doc.title == "羽扇考"
+
+
+def test_field_big5_file_loads_with_its_chapter():
+    from ingest.chunking import chunk_document
+
+    (doc,), _ = load_file(field_case("big5_traditional.txt"))
+    assert doc.encoding in ("big5", "cp950", "big5hkscs")
+    chunks = chunk_document(doc.text, size=480, overlap=60)
+    assert chunks[0].metadata()["chapter"] == 1
+    assert chunks[0].metadata()["chapter_title"] == "宴桃園豪傑三結義 斬黃巾英雄首立功"
+
+
+@pytest.mark.parametrize("codec", ["big5", "cp950"])
+def test_big5_files_of_several_lengths_load(tmp_path, codec):
+    texts = ["諸葛亮", "第一章雨夜來客\n那天夜裡下著大雨。\n", "話說天下大勢，分久必合，合久必分。" * 50]
+    for n, text in enumerate(texts):
+        p = tmp_path / f"t{n}.txt"
+        p.write_bytes(text.encode(codec))
+        (doc,), _ = load_file(p)
+        assert doc.text.strip() == text.strip()
