@@ -171,8 +171,9 @@ class ChatService:
         options: KongmingOptions | None = None,
         max_tokens: int | None = None,
     ) -> Reply:
-        """Prepare the answer to the conversation's last user message. `max_tokens` None = the route's default;
-        the result is capped by `max_tokens_cap`."""
+        """Prepare the answer to the conversation's last user message (a conversation the request model checked:
+        protocol.ChatCompletionRequest). `max_tokens` None = the route's default; the result is capped by
+        `max_tokens_cap`."""
         options = options or KongmingOptions()
         params = params or SamplingParams()
         cap = self.settings.max_tokens_cap
@@ -185,15 +186,9 @@ class ChatService:
         persona = persona or self.settings.persona()
         if persona is None:
             raise BadRequest(f"default persona {self.settings.default_persona!r} is not configured")
-        if len(messages) > self.settings.max_messages:
-            raise BadRequest(f"too many messages: {len(messages)} > {self.settings.max_messages}", param="messages")
-        msgs = [dict(m) for m in messages]
+        msgs = [dict(m) for m in messages]  # ends with a user turn: the request model checked it (protocol.py)
         users = [m["content"] for m in msgs if m["role"] == "user"]
-        if not users or msgs[-1]["role"] != "user":
-            raise BadRequest("the last message must be a user message", param="messages")
         question = users[-1]
-        if not question.strip():
-            raise BadRequest("the last user message is empty", param="messages")
         timings: dict[str, float] = {}
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)

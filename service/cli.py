@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -70,8 +69,6 @@ def _kb_args(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if args.cmd == "eval" and args.what == "retrieval":
-        return _eval_retrieval(args)
     if args.cmd == "keys":
         from .keys import keys_command
         from .settings import get_service_settings
@@ -81,44 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     handler = {
+        ("eval", "retrieval"): commands.eval_retrieval,
         ("eval", "route"): commands.eval_route,
         ("fit", "router"): commands.fit_router,
         ("ask", None): commands.ask,
         ("serve", None): commands.serve,
     }[(args.cmd, getattr(args, "what", None))]
     return handler(args)
-
-
-def _eval_retrieval(args: argparse.Namespace) -> int:
-    from ingest.errors import IngestError
-    from ingest.evaluation import evaluate, load_questions, write_jsonl
-    from ingest.retrieval import Retriever
-    from ingest.settings import get_settings
-
-    try:
-        settings = get_settings(
-            data_dir=args.data_dir,
-            store_dir=args.store,
-            chroma_url=args.chroma_url,
-            collection=args.collection,
-            aliases_file=args.aliases,
-        )
-        questions = load_questions(args.questions)
-        retriever = Retriever(settings, use_aliases=not args.no_aliases)
-        if not retriever.documents:
-            print(f"error: collection {retriever.store.name!r} is empty: run `ingest add` first", file=sys.stderr)
-            return 1
-        report = evaluate(retriever, questions, args.k, args.mode)
-    except (IngestError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        write_jsonl(report.per_question, args.json)
-    if report.graded:
-        print(json.dumps(report.summary(), ensure_ascii=False))
-    else:
-        print(f"{report.questions} questions without gold fields: wrote results only", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,9 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .settings import ServiceSettings, get_service_settings, ingest_settings_for
+
+if TYPE_CHECKING:
+    from ingest.evaluation import EvalReport
+    from ingest.retrieval import Mode
+    from ingest.settings import IngestSettings
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> ServiceSettings:
@@ -51,6 +57,42 @@ def fit_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def retrieval_report(
+    settings: IngestSettings, questions: Path, k: int = 10, mode: Mode = "hybrid", use_aliases: bool = True
+) -> EvalReport:
+    """hit@1/3/5/10 and MRR@10 of the knowledge base's retrieval on a question set (JSONL); IngestError when the
+    questions cannot be read or the collection is empty."""
+    from ingest.errors import IngestError
+    from ingest.evaluation import evaluate, load_questions
+    from ingest.retrieval import Retriever
+
+    asked = load_questions(questions)
+    retriever = Retriever(settings, use_aliases=use_aliases)
+    if not retriever.documents:
+        raise IngestError(f"collection {retriever.store.name!r} is empty: run `ingest add` first")
+    return evaluate(retriever, asked, k, mode)
+
+
+def eval_retrieval(args: argparse.Namespace) -> int:
+    from ingest.errors import IngestError
+    from ingest.evaluation import write_jsonl
+    from ingest.settings import get_settings
+
+    try:
+        settings = get_settings(data_dir=args.data_dir, store_dir=args.store, chroma_url=args.chroma_url,
+                                collection=args.collection, aliases_file=args.aliases)
+        report = retrieval_report(settings, args.questions, args.k, args.mode, use_aliases=not args.no_aliases)
+    except (IngestError, OSError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        write_jsonl(report.per_question, args.json)
+    if report.graded:
+        print(json.dumps(report.summary(), ensure_ascii=False))
+    else:
+        print(f"{report.questions} questions without gold fields: wrote results only", file=sys.stderr)
+    return 0
+
+
 def eval_route(args: argparse.Namespace) -> int:
     from .chat import load_router
     from .router_fit import evaluate_router, load_messages
@@ -86,8 +128,10 @@ def _confusion_table(confusion: dict[str, dict[str, int]]) -> str:
 
 
 def ask(args: argparse.Namespace) -> int:
+    from ingest.errors import IngestError
+
     from .app import build_chat_service
-    from .errors import ServiceError
+    from .errors import ServiceError, error_body
     from .protocol import KongmingOptions
 
     settings = _settings(args)
@@ -116,8 +160,8 @@ def ask(args: argparse.Namespace) -> int:
             if reply.note:
                 print(f"note: {reply.note}", file=sys.stderr)
             return 0
-        except ServiceError as exc:
-            return _fail(exc.message)
+        except (ServiceError, IngestError) as exc:
+            return _fail(error_body(exc)[1].error.message)
         finally:
             await chat.engines.aclose()
 

@@ -4,39 +4,100 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+if TYPE_CHECKING:  # engines import errors, which import the wire models here: no import cycle at run time
+    from .engines.base import SamplingParams
 
 Route = Literal["rag", "persona", "both"]
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+# Error types of the refusals below; errors.validation_error shows their messages as they are.
+UNSUPPORTED = "unsupported"  # the reference defines it, this service cannot honour it
+CONVERSATION = "conversation"  # the messages do not make a turn to answer
 
-    type: Literal["text"]
-    text: str
+
+def _refuse(message: str, kind: str = UNSUPPORTED) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+# Content parts the reference defines that carry something other than text: refused by name, not by schema.
+NOT_TEXT = {
+    "image_url": "images are not supported: send the message as text",
+    "input_audio": "audio input is not supported: send the message as text",
+    "file": "file content parts are not supported: send the text, or add the file with POST /v1/kb/documents",
+}
+
+
+class ContentPart(BaseModel):
+    """A text part (any role) or a refusal part (an assistant's, as a client replays it)."""
+
+    model_config = ConfigDict(extra="ignore")  # e.g. cache-control hints some clients add
+
+    type: Literal["text", "refusal"]
+    text: str | None = None
+    refusal: str | None = None
+
+
+# The fields of each message role in OpenAI's chat reference besides role and content (all accepted; those that do
+# not apply to answering are ignored: tool calls in history, audio ids, annotations).
+ROLE_FIELDS: dict[str, frozenset[str]] = {
+    "system": frozenset({"name"}),
+    "developer": frozenset({"name"}),
+    "user": frozenset({"name"}),
+    "assistant": frozenset({"name", "refusal", "tool_calls", "function_call", "audio", "annotations"}),
+    "tool": frozenset({"tool_call_id"}),
+    "function": frozenset({"name"}),
+}
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    function_call: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    annotations: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, v: Any) -> Any:
+        for part in v if isinstance(v, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in NOT_TEXT:
+                raise _refuse(NOT_TEXT[kind])
+        return v
+
+    @model_validator(mode="after")
+    def _fields_of_the_role(self) -> ChatMessage:
+        given = {f for f in self.model_fields_set - {"role", "content"} if getattr(self, f) is not None}
+        wrong = sorted(given - ROLE_FIELDS[self.role])
+        if wrong:
+            raise _refuse(f"{', '.join(wrong)} is not a field of a {self.role} message", "extra_forbidden_for_role")
+        return self
 
     def text(self) -> str:
         if self.content is None:
-            return ""
+            return self.refusal or ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text for p in self.content)
+        return "".join(p.text or p.refusal or "" for p in self.content)
 
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI pads its stream events; there is nothing to pad here
 
 
 class KongmingOptions(BaseModel):
@@ -51,8 +112,33 @@ class KongmingOptions(BaseModel):
     k: int | None = Field(default=None, ge=1, le=50)
 
 
+def _forces_a_call(v: Any) -> bool:
+    return v not in (None, "none", "auto")
+
+
+# Fields of the reference that ask for what this service cannot do: (asks for it?, what the 400 says).
+CANNOT: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n": (lambda v: v is not None and v > 1, "n > 1 is not supported: ask for one choice"),
+    "tools": (bool, "tools are not supported by this service"),
+    "functions": (bool, "functions are not supported by this service"),
+    "tool_choice": (_forces_a_call, "tool_choice: a forced tool call is not supported (no tools here)"),
+    "function_call": (_forces_a_call, "function_call: a forced function call is not supported (no functions here)"),
+    "logprobs": (bool, "logprobs are not supported by this service"),
+    "top_logprobs": (bool, "top_logprobs is not supported by this service (no logprobs)"),
+    "logit_bias": (bool, "logit_bias is not supported by this service"),
+    "response_format": (lambda v: v is not None and v.get("type") not in (None, "text"),
+                        "only response_format {'type': 'text'} is supported"),
+    "audio": (lambda v: v is not None, "audio output is not supported: this service answers in text"),
+    "modalities": (lambda v: bool(v) and set(v) != {"text"}, "only the text modality is supported"),
+    "web_search_options": (lambda v: v is not None, "web search is not supported by this service"),
+}  # fmt: skip
+
+
 class ChatCompletionRequest(BaseModel):
-    """The request body of POST /v1/chat/completions. Unknown fields are refused (400), as OpenAI does."""
+    """The request body of POST /v1/chat/completions: every field of OpenAI's reference is accepted, those that do
+    not apply here are ignored, those that cannot be honoured are refused by name (CANNOT); unknown fields are
+    refused (400), as OpenAI does. It validates itself across fields (`check_limits` for the limits that are
+    settings) and builds its sampling parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,16 +153,33 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    user: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, int] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    web_search_options: dict[str, Any] | None = None
+    # accepted and ignored: they tune OpenAI's own storage, caching, billing or reasoning, not this answer
+    user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    prediction: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    moderation: dict[str, Any] | None = None
     kongming: KongmingOptions | None = None
 
     @model_validator(mode="before")
@@ -93,6 +196,60 @@ class ChatCompletionRequest(BaseModel):
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
         return v
+
+    @field_validator(*CANNOT)
+    @classmethod
+    def _can_honour(cls, v: Any, info: ValidationInfo) -> Any:
+        asks, why = CANNOT[str(info.field_name)]
+        if asks(v):
+            raise _refuse(why)
+        return v
+
+    @field_validator("messages")
+    @classmethod
+    def _a_turn_to_answer(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if not v:
+            raise _refuse("messages must contain at least one message", CONVERSATION)
+        if v[-1].role != "user":
+            raise _refuse("the last message must be a user message", CONVERSATION)
+        if not v[-1].text().strip():
+            raise _refuse("the last user message is empty", CONVERSATION)
+        return v
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """The completion-token limit asked for (None: the route's default)."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def check_limits(self, max_messages: int, max_tokens_cap: int) -> None:
+        """The limits that are settings; a pydantic ValidationError naming the field, like the checks above."""
+        problem: tuple[str, str, Any] | None = None
+        if len(self.messages) > max_messages:  # checked before anything reads the conversation
+            problem = ("messages", f"too many messages: {len(self.messages)} > {max_messages}", len(self.messages))
+        elif self.max_new_tokens is not None and self.max_new_tokens > max_tokens_cap:
+            field = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+            why = f"max_tokens is too large: {self.max_new_tokens}. This service allows at most {max_tokens_cap}"
+            problem = (field, why, self.max_new_tokens)
+        if problem is not None:
+            line = InitErrorDetails(type=_refuse(problem[1]), loc=(problem[0],), input=problem[2])
+            raise ValidationError.from_exception_data(type(self).__name__, [line])
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The turns a model reads: text only, `developer` as `system`; tool and function results are left out
+        (this service calls no tools)."""
+        roles = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
+        return [{"role": roles[m.role], "content": m.text()} for m in self.messages if m.role in roles]
+
+    def to_sampling_params(self) -> SamplingParams:
+        """Sampling as asked; `max_tokens` is left to the route (its default, capped), see ChatService.reply."""
+        from .engines.base import SamplingParams
+
+        return SamplingParams(
+            temperature=0.7 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
+            seed=self.seed,
+        )
 
 
 def _lone_surrogate(value: Any, path: str = "") -> str | None:

@@ -8,11 +8,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ingest.errors import IngestError, StoreError
+from ingest.errors import IngestError
 from ingest.retrieval import Filters, RetrievedChunk, Retriever
 from ingest.settings import IngestSettings
 
-from .errors import KnowledgeBaseUnavailable
 from .protocol import Citation
 
 log = logging.getLogger(__name__)
@@ -39,11 +38,9 @@ class KnowledgeBase:
             return self._retriever
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        """`fn(*args)` on the knowledge base's worker thread; a store that cannot be reached or written is a 503."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except StoreError as exc:
-            raise KnowledgeBaseUnavailable(str(exc)) from exc
+        """`fn(*args)` on the knowledge base's worker thread. Its errors pass through as they are: errors.py says
+        what a client sees (a store that cannot be reached or written is a 503)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def available(self) -> bool:
         """True when the collection has documents; false (with `error` set) when it is empty or unreadable."""

@@ -96,21 +96,32 @@ class RouteReport:
 def evaluate_router(router: Router, items: Sequence[LabelledMessage]) -> tuple[RouteReport, list[dict[str, Any]]]:
     """Decide every message; return the scores (for labelled ones) and one output record per message."""
     records = []
-    confusion: dict[str, dict[str, int]] = {g: dict.fromkeys(ROUTES, 0) for g in ROUTES}
+    gold: list[str] = []
+    routed: list[str] = []
     for item in items:
         d = router.decide(item.messages)
         records.append({"id": item.id, "route": d.route, "scores": d.scores, "reason": d.reason})
         if item.route:
-            confusion[item.route][d.route] += 1
-    graded = sum(sum(row.values()) for row in confusion.values())
-    correct = sum(confusion[r][r] for r in ROUTES)
-    per_route: dict[str, dict[str, float]] = {}
-    for r in ROUTES:
-        predicted = sum(confusion[g][r] for g in ROUTES)
-        gold = sum(confusion[r].values())
-        p = confusion[r][r] / predicted if predicted else 0.0
-        rec = confusion[r][r] / gold if gold else 0.0
-        f1 = 2 * p * rec / (p + rec) if p + rec else 0.0
-        per_route[r] = {"precision": round(p, 4), "recall": round(rec, 4), "f1": round(f1, 4), "support": gold}
-    report = RouteReport(len(items), graded, correct / graded if graded else 0.0, per_route, confusion)
-    return report, records
+            gold.append(item.route)
+            routed.append(d.route)
+    per_route, confusion = route_scores(gold, routed)
+    accuracy = sum(confusion[r][r] for r in ROUTES) / len(gold) if gold else 0.0
+    return RouteReport(len(items), len(gold), accuracy, per_route, confusion), records
+
+
+def route_scores(gold: list[str], routed: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Per-route precision, recall, F1 and support, and the confusion matrix (gold -> routed -> count)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels: list[str] = list(ROUTES)
+    if not gold:  # sklearn refuses empty input; nothing graded scores zero
+        zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+        return {r: dict(zero) for r in labels}, {g: dict.fromkeys(labels, 0) for g in labels}
+    matrix = confusion_matrix(gold, routed, labels=labels)
+    p, rec, f1, support = precision_recall_fscore_support(gold, routed, labels=labels, zero_division=0.0)
+    per_route: dict[str, dict[str, float]] = {
+        r: {"precision": round(float(p[i]), 4), "recall": round(float(rec[i]), 4), "f1": round(float(f1[i]), 4),
+            "support": int(support[i])}
+        for i, r in enumerate(labels)
+    }  # fmt: skip
+    return per_route, {g: {r: int(matrix[i, j]) for j, r in enumerate(labels)} for i, g in enumerate(labels)}

@@ -7,7 +7,9 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import ServiceError
+from ingest.errors import IngestError
+
+from .errors import ServiceError, error_body
 from .keys import KeyRing
 from .protocol import Citation, KongmingOptions, Route
 from .settings import ServiceSettings
@@ -83,10 +85,11 @@ def build_blocks(chat: ChatService) -> Any:
                     text += delta.text
                     history[-1] = {"role": "assistant", "content": text}
                     yield "", history, conversation
-        except ServiceError as exc:
-            log.info("chat page: %s", exc.message)
+        except (ServiceError, IngestError) as exc:
+            message = error_body(exc)[1].error.message  # what the API would answer
+            log.info("chat page: %s", message)
             shown = (text + "\n\n") if text else ""
-            history[-1] = {"role": "assistant", "content": f"{shown}⚠️ error: {exc.message}"}
+            history[-1] = {"role": "assistant", "content": f"{shown}⚠️ error: {message}"}
             yield "", history, conversation  # the failed turn is not kept for the next request
             return
         except Exception:

@@ -41,3 +41,22 @@ class QueuedEngine:
             self.cancelled += 1
             raise
         yield Delta("", "stop", sum(len(m["content"]) for m in messages), len(text))
+
+
+class FailingEngine:
+    """Raises `error` on every request: from `generate` at once, from `stream` after yielding `first` (a model server
+    that breaks off mid-answer, or a bug nobody planned for)."""
+
+    name = "failing"
+
+    def __init__(self, error: Exception, first: tuple[str, ...] = ()) -> None:
+        self.error = error
+        self.first = first
+
+    async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
+        raise self.error
+
+    async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
+        for piece in self.first:
+            yield Delta(piece)
+        raise self.error

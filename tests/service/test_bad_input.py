@@ -251,18 +251,20 @@ def test_fuzz_api_from_its_openapi_schema(make_client):
 
 def _with_known_models(strategy, mode):
     """Random model names are all unknown (404) and random options nearly always hold one the service refuses (n > 1,
-    tools...): half the valid chat bodies name a served model, drop those options and end the (random) history with a
-    question, so the fuzz reaches the router, retrieval and the engines."""
+    tools...): the valid chat bodies drop those options and end the (random) history with a question, and half of
+    them name a served model, so the fuzz reaches the router, retrieval and the engines (and the 404 of the others)."""
     from hypothesis import strategies as st
 
+    from service.protocol import CANNOT
+
     models = st.sampled_from([None, "kongming", "kongming-rag", "kongming-persona-zhuge-liang", None])
-    refused = ("n", "tools", "logprobs", "response_format", "max_tokens", "max_completion_tokens", "kongming")
+    refused = (*CANNOT, "max_tokens", "max_completion_tokens", "kongming")
 
     def pick(pair):
         case, (model, question) = pair
         body = case.body
-        if model and mode.is_positive and isinstance(body, dict) and isinstance(body.get("messages"), list):
-            body["model"] = model
+        if mode.is_positive and isinstance(body, dict) and isinstance(body.get("messages"), list):
+            body["model"] = model or body.get("model")
             for name in refused:
                 body.pop(name, None)
             body["messages"] = [*body["messages"][-20:], {"role": "user", "content": question}]

@@ -159,3 +159,17 @@ def test_fit_router_cli_and_ask(kb_settings, tmp_path, capsys):
     assert main(["ask", "孔明向鲁肃借了多少只船？", "--route", "rag", *common]) == 0
     out = capsys.readouterr().out
     assert out.startswith("route: rag") and "二十只" in out and "[1]" in out and "第3回" in out
+
+
+def test_route_scores_are_sklearns_precision_recall_and_confusion():
+    from service.router_fit import route_scores
+
+    gold = ["rag", "rag", "persona", "both", "both", "both"]
+    routed = ["rag", "both", "persona", "both", "rag", "both"]
+    per_route, confusion = route_scores(gold, routed)
+    assert confusion["rag"] == {"rag": 1, "persona": 0, "both": 1} and confusion["both"]["rag"] == 1
+    assert per_route["rag"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert per_route["both"] == {"precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "support": 3}
+    assert per_route["persona"]["precision"] == 1.0
+    empty, zeros = route_scores([], [])
+    assert empty["rag"]["support"] == 0 and zeros["both"]["both"] == 0

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from service.engines import Completion, Delta, Message, SamplingParams
 from service.errors import UpstreamError
 from tests.conftest import NOVEL
 from tests.service.conftest import ServerThread
-from tests.service.fakes import QueuedEngine
+from tests.service.fakes import FailingEngine, QueuedEngine
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,17 +41,9 @@ WATCH_JS = """() => {
 }"""
 
 
-class BrokenEngine:
+def broken_mid_answer() -> FailingEngine:
     """A persona engine whose model server breaks the connection after the first words."""
-
-    name = "broken"
-
-    async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
-        raise UpstreamError("the model server closed the connection")
-
-    async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
-        yield Delta("臣妾")
-        raise UpstreamError("the model server closed the connection")
+    return FailingEngine(UpstreamError("the model server closed the connection"), first=("臣妾",))
 
 
 def chromium_path() -> str | None:
@@ -83,7 +74,7 @@ def server(kb_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     zhuge = QueuedEngine("zhuge-liang", piece=2, delay=0.15)
     settings = get_service_settings(data_dir=tmp_path_factory.mktemp("svc"))
-    chat = build_chat_service(settings, kb_settings, engines={"zhuge-liang": zhuge, "zhen-huan": BrokenEngine()})
+    chat = build_chat_service(settings, kb_settings, engines={"zhuge-liang": zhuge, "zhen-huan": broken_mid_answer()})
     srv = ServerThread(create_app(settings, chat=chat, ui=True))
     srv.server.config.lifespan = "on"  # Gradio starts its event queue in the app's lifespan, not on request
     srv.start(timeout=60)

@@ -1,0 +1,51 @@
+"""The knowledge base over HTTP: list, upload (ingest) and remove documents; writes need an API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, UploadFile
+
+from ..uploads import save_upload, upload_target
+from .deps import Chat, Key, Settings, WriteKey
+
+router = APIRouter(prefix="/v1/kb", tags=["knowledge base"])
+
+
+@router.get("/documents", dependencies=[Key])
+async def kb_list(chat: Chat) -> dict[str, Any]:
+    from ingest.pipeline import list_documents
+
+    docs = await chat.kb.run(list_documents, chat.kb.settings)
+    return {"object": "list", "data": [_doc(d) for d in docs]}
+
+
+def _doc(d: Any) -> dict[str, Any]:
+    return {"id": d.doc_id, "source": d.source, "title": d.title, "chunks": d.n_chunks, "status": d.status,
+            "chars": d.chars}
+
+
+@router.post("/documents", dependencies=[WriteKey])
+async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+    from ingest.pipeline import add_paths
+
+    for f in files:  # every name is checked before any file is written
+        upload_target(settings.upload_dir(), f.filename)
+    paths = [await save_upload(settings.upload_dir(), f) for f in files]
+    summary = await chat.kb.run(add_paths, paths, chat.kb.settings)
+    return {
+        "added": summary.added_docs,
+        "changed": summary.updated_docs,
+        "unchanged": summary.unchanged,
+        "chunks_added": summary.chunks_added,
+        "failed": [{"file": Path(p.path).name, "reason": p.reason} for p in summary.failed],
+    }
+
+
+@router.delete("/documents/{doc_id}", dependencies=[WriteKey])
+async def kb_remove(doc_id: str, chat: Chat) -> dict[str, Any]:
+    from ingest.pipeline import remove_documents
+
+    summary = await chat.kb.run(remove_documents, [doc_id], chat.kb.settings)  # unknown id: 404 (errors.py)
+    return {"id": doc_id, "deleted": True, "chunks_removed": summary.chunks_removed}
