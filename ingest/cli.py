@@ -100,89 +100,89 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    commands = {
+        "add": _add,
+        "remove": _remove,
+        "list": _list,
+        "collections": _collections,
+        "rebuild": _rebuild,
+        "search": _search,
+    }
+    command = commands.get(args.cmd)
+    return command(args, _settings(args)) if command else EXIT_USAGE
+
+
+def _add(args: argparse.Namespace, settings: IngestSettings) -> int:
     from . import pipeline
 
-    settings = _settings(args)
-    if args.cmd == "add":
-        summary = pipeline.add_paths(
-            args.paths, settings, progress=not args.no_progress and sys.stderr.isatty(), prune=args.prune
-        )
-        for w in summary.warnings:
-            print(f"warning: {w.path}: {w.reason}", file=sys.stderr)
-        for f in summary.failed:
-            print(f"skipped: {f.path}: {f.reason}", file=sys.stderr)
-        print(summary.line())
-        return EXIT_FAILED if summary.failed else EXIT_OK
-    if args.cmd == "remove":
-        summary = pipeline.remove_documents(args.targets, settings)
-        print(f"removed {summary.removed_docs} documents ({summary.chunks_removed} chunks) in {summary.seconds:.1f} s")
+    summary = pipeline.add_paths(
+        args.paths, settings, progress=not args.no_progress and sys.stderr.isatty(), prune=args.prune
+    )
+    for w in summary.warnings:
+        print(f"warning: {w.path}: {w.reason}", file=sys.stderr)
+    for f in summary.failed:
+        print(f"skipped: {f.path}: {f.reason}", file=sys.stderr)
+    print(summary.line())
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _remove(args: argparse.Namespace, settings: IngestSettings) -> int:
+    from . import pipeline
+
+    summary = pipeline.remove_documents(args.targets, settings)
+    print(f"removed {summary.removed_docs} documents ({summary.chunks_removed} chunks) in {summary.seconds:.1f} s")
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace, settings: IngestSettings) -> int:
+    from . import pipeline
+
+    docs = pipeline.list_documents(settings)
+    if args.json:
+        for d in docs:
+            row = {"doc_id": d.doc_id, "title": d.title, "source": d.source, "chunks": d.n_chunks}
+            print(json.dumps({**row, "status": d.status, "chars": d.chars}, ensure_ascii=False))
         return EXIT_OK
-    if args.cmd == "list":
-        docs = pipeline.list_documents(settings)
+    for d in docs:
+        print(f"{d.doc_id}\t{d.n_chunks} chunks\t{d.status}\t{d.title}\t{d.source}")
+    print(f"{len(docs)} documents, {sum(d.n_chunks for d in docs)} chunks")
+    return EXIT_OK
+
+
+def _collections(args: argparse.Namespace, settings: IngestSettings) -> int:
+    from .store import list_collections, make_client
+
+    for name in list_collections(make_client(settings)):
+        print(name)
+    return EXIT_OK
+
+
+def _rebuild(args: argparse.Namespace, settings: IngestSettings) -> int:
+    from . import pipeline
+
+    summary = pipeline.rebuild(settings, progress=not args.no_progress and sys.stderr.isatty())
+    print(f"re-embedded {summary.chunks_added} chunks of {summary.documents} documents in {summary.seconds:.1f} s")
+    return EXIT_OK
+
+
+def _search(args: argparse.Namespace, settings: IngestSettings) -> int:
+    from .retrieval import Filters, Retriever
+
+    lo, hi = _chapters(args.chapters)
+    results = Retriever(settings).retrieve(args.query, args.k, Filters(args.doc, lo, hi), args.mode)
+    for rank, r in enumerate(results, start=1):
         if args.json:
-            for d in docs:
-                print(
-                    json.dumps(
-                        {
-                            "doc_id": d.doc_id,
-                            "title": d.title,
-                            "source": d.source,
-                            "chunks": d.n_chunks,
-                            "status": d.status,
-                            "chars": d.chars,
-                        },
-                        ensure_ascii=False,
-                    )
-                )
-        else:
-            for d in docs:
-                print(f"{d.doc_id}\t{d.n_chunks} chunks\t{d.status}\t{d.title}\t{d.source}")
-            print(f"{len(docs)} documents, {sum(d.n_chunks for d in docs)} chunks")
-        return EXIT_OK
-    if args.cmd == "collections":
-        from .store import list_collections, make_client
-
-        for name in list_collections(make_client(settings)):
-            print(name)
-        return EXIT_OK
-    if args.cmd == "rebuild":
-        summary = pipeline.rebuild(settings, progress=not args.no_progress and sys.stderr.isatty())
-        print(f"re-embedded {summary.chunks_added} chunks of {summary.documents} documents in {summary.seconds:.1f} s")
-        return EXIT_OK
-    if args.cmd == "search":
-        from .retrieval import Filters, Retriever
-
-        lo, hi = _chapters(args.chapters)
-        retriever = Retriever(settings)
-        results = retriever.retrieve(args.query, args.k, Filters(args.doc, lo, hi), args.mode)
-        for rank, r in enumerate(results, start=1):
-            if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "rank": rank,
-                            "chunk_id": r.chunk_id,
-                            "chapter": r.chapter,
-                            "score": r.score,
-                            "scores": r.scores,
-                            "text": r.text,
-                            "metadata": r.metadata,
-                        },
-                        ensure_ascii=False,
-                    )
-                )
-            else:
-                where = (
-                    f"第{r.chapter}回 {r.metadata.get('chapter_title', '')}"
-                    if r.chapter
-                    else r.metadata.get("doc_title", "")
-                )
-                print(f"[{rank}] {r.score:.4f}  {where}  ({r.chunk_id})")
-                print("    " + r.text.replace("\n", " ")[:200])
-        if not results:
-            print("no results (is the collection empty? `ingest list`)", file=sys.stderr)
-        return EXIT_OK
-    return EXIT_USAGE
+            row = {"rank": rank, "chunk_id": r.chunk_id, "chapter": r.chapter, "score": r.score, "scores": r.scores}
+            print(json.dumps({**row, "text": r.text, "metadata": r.metadata}, ensure_ascii=False))
+            continue
+        where = (
+            f"第{r.chapter}回 {r.metadata.get('chapter_title', '')}" if r.chapter else r.metadata.get("doc_title", "")
+        )
+        print(f"[{rank}] {r.score:.4f}  {where}  ({r.chunk_id})")
+        print("    " + r.text.replace("\n", " ")[:200])
+    if not results:
+        print("no results (is the collection empty? `ingest list`)", file=sys.stderr)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

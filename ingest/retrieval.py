@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .aliases import AliasTable, load_alias_file
+from .aliases import AliasTable
 from .embedding import Embedder, get_embedder
+from .errors import UnknownDocumentError
+from .kb import alias_table, embedder_name, keyword_index_for, open_store, refresh_keyword_index, visible_state
 from .keyword import KeywordIndex, tokenize
-from .pipeline import embedder_name, keyword_index_for, open_store, refresh_keyword_index, visible_state
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
 
@@ -89,25 +90,38 @@ class Retriever:
         self.entities: frozenset[str] = frozenset()
         self._refresh(force=True)
 
-    def _refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._checked < self.refresh_seconds:
+    def _refresh(self, force: bool = False, now: bool = False) -> None:
+        """Follow the store: at most every `refresh_seconds` (or `now`) compare the visible chunk set with the
+        one the indexes hold; when it changed (this process or another wrote), reload them."""
+        t = time.monotonic()
+        if not force and not now and t - self._checked < self.refresh_seconds:
             return
         with self._lock:
             records, ids, fp = visible_state(self.store)
-            self._checked = now
+            self._checked = t
             if fp == self._index.fingerprint and not force:
                 return
+            if not force:  # an embedded store's vector index, read once per process, misses other writers
+                self.store.reopen()
             refresh_keyword_index(self.settings, self.store, self._index)
             self._records = records
             self._visible = set(ids)
             assert self._index.bm25 is not None
-            table = AliasTable(g for r in records.values() for g in r.aliases)
-            if self.settings.aliases_file and self.settings.aliases_file.is_file():
-                table = table.merged(load_alias_file(self.settings.aliases_file))
-            self.aliases = table
+            self.aliases = alias_table(self.settings, records.values())
             self.entities = frozenset(
-                {e for r in records.values() for e in r.entities} | {n for g in table.groups for n in g}
+                {e for r in records.values() for e in r.entities} | {n for g in self.aliases.groups for n in g}
+            )
+
+    def _check_documents(self, doc_ids: list[str] | None) -> None:
+        """A search restricted to documents the collection does not have (any more) is the caller's mistake."""
+        unknown = [d for d in doc_ids or [] if d not in self._records]
+        if unknown:
+            self._refresh(now=True)  # perhaps added a moment ago, by another process
+            unknown = [d for d in unknown if d not in self._records]
+        if unknown:
+            raise UnknownDocumentError(
+                f"no document {', '.join(map(repr, unknown))} in collection {self.store.name!r} (removed, or never "
+                f"added): list the documents with `ingest list --collection {self.store.name}` or GET /v1/kb/documents"
             )
 
     @property
@@ -179,6 +193,7 @@ class Retriever:
         """Top-k chunks for the query, best first, each with its dense/keyword/fused scores and ranks."""
         self._refresh()
         filters = filters or Filters()
+        self._check_documents(filters.doc_ids)
         pool = max(4 * k, 40)
         dense: list[tuple[str, float]] = []
         texts: dict[str, tuple[str, dict[str, Any]]] = {}

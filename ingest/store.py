@@ -10,21 +10,19 @@ half-written document; chunks that belong to no record are orphans and are delet
 
 from __future__ import annotations
 
-import errno
-import functools
-import inspect
 import json
 import logging
+import math
 import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
-from .errors import EmbeddingMismatchError, IngestError, StoreError
+from .errors import EmbeddingMismatchError, IngestError, StoreError, as_store_error, disk_fix, guarded, server_fix
 from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -33,14 +31,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}[A-Za-z0-9]$|^[A-Za-z0-9]$"
 _PREFIX, _DOCS, _REBUILD = "kb_", "__docs", "__rebuild"
 META_MODEL, META_DIM = "kongming_embed_model", "kongming_embed_dim"
 COMPLETE, PENDING, DELETING = "complete", "pending", "deleting"
-F = TypeVar("F", bound=Callable[..., Any])
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-_DISK_WORDS = ("disk is full", "no space left", "readonly database", "read-only file system", "permission denied")
+
+
+_BODY_FIELDS = ("committed", "pending", "aliases", "entities")  # lists: kept in the record's body, as JSON
 
 
 @dataclass
 class DocRecord:
-    """What the store knows about one document."""
+    """What the store knows about one document (its states and their transitions: kb.py)."""
 
     doc_id: str
     source: str
@@ -51,6 +49,7 @@ class DocRecord:
     encoding: str = ""
     chars: int = 0
     updated_at: float = 0.0
+    text_hash: str = ""  # of the text alone: another file with the same text is the same document
     committed: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     aliases: list[list[str]] = field(default_factory=list)
@@ -61,25 +60,16 @@ class DocRecord:
         return len(self.committed)
 
     def to_chroma(self) -> tuple[str, dict[str, Any]]:
-        body = json.dumps(
-            {"committed": self.committed, "pending": self.pending, "aliases": self.aliases, "entities": self.entities},
-            ensure_ascii=False,
-        )
-        meta = {k: v for k, v in asdict(self).items() if k not in ("committed", "pending", "aliases", "entities")}
+        meta = asdict(self)
+        body = json.dumps({k: meta.pop(k) for k in _BODY_FIELDS}, ensure_ascii=False)
         meta["n_chunks"] = self.n_chunks
         return body, meta
 
     @classmethod
     def from_chroma(cls, body: str, meta: dict[str, Any]) -> DocRecord:
         data = json.loads(body or "{}")
-        fields = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta}
-        return cls(
-            **fields,
-            committed=data.get("committed", []),
-            pending=data.get("pending", []),
-            aliases=data.get("aliases", []),
-            entities=data.get("entities", []),
-        )
+        fields = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k not in _BODY_FIELDS}
+        return cls(**fields, **{k: data.get(k, []) for k in _BODY_FIELDS})
 
 
 @dataclass
@@ -99,8 +89,13 @@ def validate_name(name: str) -> str:
     return name
 
 
-def make_client(settings: IngestSettings) -> Any:
-    """Embedded PersistentClient by default; HttpClient when `chroma_url` is set."""
+def make_client(settings: IngestSettings, fresh: bool = False) -> Any:
+    """Embedded PersistentClient by default; HttpClient when `chroma_url` is set.
+
+    Embedded clients of one folder share one in-process system, whose vector index is read from disk once: it
+    does not see what another process (the `ingest` CLI beside `kongming serve`) wrote since. `fresh` opens
+    the folder anew, for a reader that saw the documents change.
+    """
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -116,17 +111,21 @@ def make_client(settings: IngestSettings) -> Any:
             )
         except Exception as exc:  # chromadb raises ValueError/ConnectionError variants
             raise StoreError(
-                f"cannot reach the Chroma server at {settings.chroma_url}: {exc} {_server_fix(settings.chroma_url)}"
+                f"cannot reach the Chroma server at {settings.chroma_url}: {exc} {server_fix(settings.chroma_url)}"
             ) from exc
     path = settings.store_path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}; {_disk_fix()}") from exc
+        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}; {disk_fix()}") from exc
+    if fresh:  # later clients of this folder (and this one) read it anew; clients open now keep theirs
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
     try:
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
-        err = _as_store_error(exc, where_of(settings), "opening the store")
+        err = as_store_error(exc, where_of(settings), "opening the store")
         if err is None:
             raise
         raise err from exc
@@ -145,7 +144,7 @@ def check_writable(settings: IngestSettings) -> None:
                 os.close(fd)
                 os.unlink(tmp)
         except OSError as exc:
-            raise StoreError(f"the data folder {folder} cannot be written ({exc.strerror}): {_disk_fix()}") from exc
+            raise StoreError(f"the data folder {folder} cannot be written ({exc.strerror}): {disk_fix()}") from exc
 
 
 def where_of(settings: IngestSettings) -> str:
@@ -153,86 +152,6 @@ def where_of(settings: IngestSettings) -> str:
     if settings.chroma_url:
         return f"the Chroma server at {settings.chroma_url}"
     return f"the store at {settings.store_path}"
-
-
-def _server_fix(url: str) -> str:
-    return (
-        f"(start it with `chroma run --path DIR --host HOST --port PORT`, or point KONGMING_CHROMA_URL / "
-        f"--chroma-url at a running server instead of {url}); the store stays consistent: run the same command "
-        "again once the server answers"
-    )
-
-
-def _disk_fix() -> str:
-    return (
-        "free some space or make the folder writable, or set KONGMING_DATA_DIR (--data-dir) to a writable folder "
-        "with room; an interrupted ingest finishes when the same command is run again"
-    )
-
-
-def _as_store_error(exc: BaseException, where: str, doing: str) -> StoreError | None:
-    """A StoreError that says what happened and what to do, for errors of reaching or writing the store."""
-    if isinstance(exc, StoreError):
-        return None  # already says it
-    import httpx
-
-    if isinstance(exc, httpx.TransportError | ConnectionError):
-        url = where.removeprefix("the Chroma server at ")
-        return StoreError(f"{where} did not answer while {doing} ({exc or type(exc).__name__}) {_server_fix(url)}")
-    text = str(exc).lower()
-    if (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS) or any(w in text for w in _DISK_WORDS):
-        return StoreError(f"cannot write {where} while {doing} ({exc}): {_disk_fix()}")
-    low = _low_disk(where)
-    if low:  # Chroma's own errors after a failed write say little ("Failed to apply logs"): look at the disk
-        return StoreError(f"cannot write {where} while {doing} ({exc}; {low}): {_disk_fix()}")
-    return None
-
-
-def _low_disk(where: str) -> str | None:
-    """Why the embedded store's filesystem cannot take writes (read-only, nearly full), if it cannot."""
-    if not where.startswith("the store at "):
-        return None
-    try:
-        st = os.statvfs(where.removeprefix("the store at "))
-    except OSError:
-        return None
-    if st.f_flag & os.ST_RDONLY:
-        return "the filesystem is read-only"
-    free = st.f_bavail * st.f_frsize
-    return f"only {free // 1024} KiB free" if free < 4 * 2**20 else None
-
-
-def _guarded(doing: str) -> Callable[[F], F]:
-    """Turn failures to reach or write the store inside a KnowledgeStore method into a StoreError naming it."""
-
-    def wrap(fn: F) -> F:
-        if inspect.isgeneratorfunction(fn):
-
-            @functools.wraps(fn)
-            def gen(self: KnowledgeStore, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    yield from fn(self, *args, **kwargs)
-                except Exception as exc:
-                    err = _as_store_error(exc, self.where, doing)
-                    if err is None:
-                        raise
-                    raise err from exc
-
-            return gen  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def call(self: KnowledgeStore, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(self, *args, **kwargs)
-            except Exception as exc:
-                err = _as_store_error(exc, self.where, doing)
-                if err is None:
-                    raise
-                raise err from exc
-
-        return call  # type: ignore[return-value]
-
-    return wrap
 
 
 def list_collections(client: Any) -> list[str]:
@@ -245,23 +164,36 @@ def list_collections(client: Any) -> list[str]:
 class KnowledgeStore:
     """One knowledge base (collection) in Chroma."""
 
-    def __init__(self, client: Any, name: str, where: str = "the store") -> None:
+    def __init__(
+        self, client: Any, name: str, where: str = "the store", reconnect: Callable[[], Any] | None = None
+    ) -> None:
         self.client = client
         self.name = validate_name(name)
         self.where = where
+        self._reconnect = reconnect
         try:
             self._finish_interrupted_rebuild()
-            self.chunks = client.get_or_create_collection(
-                _PREFIX + name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-            )
-            self.docs = client.get_or_create_collection(_PREFIX + name + _DOCS, embedding_function=None)
+            self._open_collections()
         except StoreError:
             raise
         except Exception as exc:
-            err = _as_store_error(exc, where, f"opening collection {name!r}")
+            err = as_store_error(exc, where, f"opening collection {name!r}")
             raise err or StoreError(f"cannot open collection {name!r} in {where}: {exc}") from exc
         self._batch = int(client.get_max_batch_size())
+
+    def _open_collections(self) -> None:
+        self.chunks = self.client.get_or_create_collection(
+            _PREFIX + self.name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+        )
+        self.docs = self.client.get_or_create_collection(_PREFIX + self.name + _DOCS, embedding_function=None)
         self._vector_store: Any = None
+
+    @guarded("reopening the store")
+    def reopen(self) -> None:
+        """Read the store anew (an embedded store written by another process); a no-op for a server."""
+        if self._reconnect is not None:
+            self.client = self._reconnect()
+            self._open_collections()
 
     # --- embedding model record -------------------------------------------------------------
     def embedding_info(self) -> tuple[str, int] | None:
@@ -282,13 +214,13 @@ class KnowledgeStore:
                 f"`ingest rebuild --collection {self.name}` to re-embed it with the new model"
             )
 
-    @_guarded("recording the embedding model")
+    @guarded("recording the embedding model")
     def set_embedding_info(self, name: str, dim: int) -> None:
         if self.embedding_info() != (name, dim):
             self.chunks.modify(metadata={META_MODEL: name, META_DIM: dim})
 
     # --- document records ------------------------------------------------------------------
-    @_guarded("reading document records")
+    @guarded("reading document records")
     def records(self) -> dict[str, DocRecord]:
         out: dict[str, DocRecord] = {}
         for ids, docs, metas in self._pages(self.docs, include=["documents", "metadatas"]):
@@ -296,13 +228,13 @@ class KnowledgeStore:
                 out[i] = DocRecord.from_chroma(body, meta)
         return out
 
-    @_guarded("writing a document record")
+    @guarded("writing a document record")
     def put_record(self, rec: DocRecord) -> None:
         rec.updated_at = time.time()
         body, meta = rec.to_chroma()
         self.docs.upsert(ids=[rec.doc_id], documents=[body], metadatas=[meta], embeddings=[[1.0]])
 
-    @_guarded("deleting a document record")
+    @guarded("deleting a document record")
     def delete_record(self, doc_id: str) -> None:
         self.docs.delete(ids=[doc_id])
 
@@ -315,34 +247,34 @@ class KnowledgeStore:
             self._vector_store = ChromaVectorStore(chroma_collection=self.chunks)
         return self._vector_store
 
-    @_guarded("reading chunk ids")
+    @guarded("reading chunk ids")
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for part in _batches(list(ids), self._batch):
             found.update(self.chunks.get(ids=part, include=[])["ids"])
         return found
 
-    @_guarded("reading chunk ids")
+    @guarded("reading chunk ids")
     def all_chunk_ids(self) -> set[str]:
         return {i for ids, _, _ in self._pages(self.chunks, include=[]) for i in ids}
 
-    @_guarded("writing chunks")
+    @guarded("writing chunks")
     def add_nodes(self, nodes: Sequence[Any]) -> None:
         """Add LlamaIndex nodes that carry embeddings, in batches Chroma accepts."""
         for part in _batches(list(nodes), self._batch):
             self.vector_store.add(part)
 
-    @_guarded("updating chunk metadata")
+    @guarded("updating chunk metadata")
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         for lo in range(0, len(ids), self._batch):
             self.chunks.update(ids=list(ids[lo : lo + self._batch]), metadatas=list(metadatas[lo : lo + self._batch]))
 
-    @_guarded("deleting chunks")
+    @guarded("deleting chunks")
     def delete_chunks(self, ids: Iterable[str]) -> None:
         for part in _batches(list(ids), self._batch):
             self.chunks.delete(ids=part)
 
-    @_guarded("reading chunks")
+    @guarded("reading chunks")
     def get_chunks(self, ids: Sequence[str] | None = None) -> Iterator[StoredChunk]:
         """Stored chunks by id (all of them when ids is None), without embeddings."""
         include = ["documents", "metadatas"]
@@ -354,11 +286,11 @@ class KnowledgeStore:
             for i, d, m in zip(page_ids, docs, metas, strict=True):
                 yield StoredChunk(i, d or "", _public_meta(m))
 
-    @_guarded("counting chunks")
+    @guarded("counting chunks")
     def count(self) -> int:
         return int(self.chunks.count())
 
-    @_guarded("searching")
+    @guarded("searching")
     def query(self, embedding: Any, n: int, filters: Any = None) -> list[StoredChunk]:
         """Nearest chunks by cosine similarity, through LlamaIndex's VectorStoreQuery."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
@@ -367,12 +299,19 @@ class KnowledgeStore:
         if n <= 0:
             return []
         q = VectorStoreQuery(query_embedding=list(map(float, embedding)), similarity_top_k=n, filters=filters)
-        res = self.vector_store.query(q)
+        try:
+            res = self.vector_store.query(q)
+        except Exception as exc:
+            # the metadata (SQLite) knows chunks that this process's vector index, read earlier, does not:
+            # another process wrote them since. Read the store anew once.
+            if "error finding id" not in str(exc).lower() or self._reconnect is None:
+                raise
+            log.info("the store changed under this process (%s): reopening it", exc)
+            self.reopen()
+            res = self.vector_store.query(q)
         out = []
         for node, sim in zip(res.nodes or [], res.similarities or [], strict=True):
             # ChromaVectorStore reports exp(-distance); cosine distance = 1 - cos.
-            import math
-
             cos = 1.0 + math.log(sim) if sim > 0 else -1.0
             out.append(StoredChunk(node.node_id, node.get_content(), _public_meta(node.metadata), cos))
         return out
@@ -394,20 +333,21 @@ class KnowledgeStore:
             log.warning("finishing an interrupted rebuild of %s", self.name)
             self.client.get_collection(tmp).modify(name=_PREFIX + self.name)
 
-    @_guarded("starting a rebuild")
-    def rebuild_target(self) -> Any:
+    @guarded("starting a rebuild")
+    def rebuild_target(self) -> RebuildTarget:
         """A fresh chunk collection to re-embed into; `swap_in` makes it the live one."""
         tmp = _PREFIX + self.name + _REBUILD
         try:
             self.client.delete_collection(tmp)
         except Exception:
             pass
-        return self.client.create_collection(tmp, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+        coll = self.client.create_collection(tmp, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+        return RebuildTarget(coll, self.where, self._batch)
 
-    @_guarded("finishing a rebuild")
-    def swap_in(self, new: Any) -> None:
+    @guarded("finishing a rebuild")
+    def swap_in(self, new: RebuildTarget) -> None:
         self.client.delete_collection(_PREFIX + self.name)
-        new.modify(name=_PREFIX + self.name)
+        new.collection.modify(name=_PREFIX + self.name)
         self.chunks = self.client.get_collection(_PREFIX + self.name)
         self._vector_store = None
 
@@ -417,6 +357,25 @@ class KnowledgeStore:
                 self.client.delete_collection(_PREFIX + self.name + suffix)
             except Exception:
                 pass
+
+
+class RebuildTarget:
+    """The chunk collection `rebuild` fills beside the live one, until `KnowledgeStore.swap_in`."""
+
+    def __init__(self, collection: Any, where: str, batch: int) -> None:
+        from llama_index.vector_stores.chroma import ChromaVectorStore
+
+        self.collection, self.where, self._batch = collection, where, batch
+        self._writer = ChromaVectorStore(chroma_collection=collection)
+
+    @guarded("writing re-embedded chunks")
+    def add_nodes(self, nodes: Sequence[Any]) -> None:
+        for part in _batches(list(nodes), self._batch):
+            self._writer.add(part)
+
+    @guarded("recording the embedding model")
+    def set_embedding_info(self, name: str, dim: int) -> None:
+        self.collection.modify(metadata={META_MODEL: name, META_DIM: dim})
 
 
 def _unpack(r: Any) -> tuple[Any, ...]:

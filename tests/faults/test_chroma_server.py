@@ -11,9 +11,9 @@ import pytest
 
 from ingest import pipeline
 from ingest.errors import StoreError
+from ingest.kb import COMPLETE, PENDING
 from ingest.retrieval import Retriever
 from ingest.settings import get_settings
-from ingest.store import COMPLETE, PENDING
 
 from .helpers import ChromaServer, cli_env
 

@@ -150,7 +150,8 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     gone.wait()
     keyword = tmp_path / "data" / "keyword" / "default"
     keyword.mkdir(parents=True, exist_ok=True)
-    (keyword / f"tokens-ngram.pkl.tmp{gone.pid}").write_bytes(b"half a pickle")  # as a kill mid-save leaves
+    (keyword / f"tokens-ngram.pkl.tmp{gone.pid}").write_bytes(b"half a pickle")  # as a kill mid-save left (old)
+    (keyword / ".bm25-ngram.pkl.k1ll3d.part").write_bytes(b"half a pickle")  # as a kill mid-save leaves now
     r = run("ingest.cli", "add", str(big), "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
     added = int(r.stdout.split("chunks: ")[1].split(" added")[0])

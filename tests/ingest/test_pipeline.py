@@ -7,8 +7,8 @@ import pytest
 
 from ingest import pipeline
 from ingest.errors import EmbeddingMismatchError, UnknownDocumentError
+from ingest.kb import COMPLETE, PENDING
 from ingest.retrieval import Retriever
-from ingest.store import COMPLETE, PENDING
 
 
 class CountingEmbedder:
