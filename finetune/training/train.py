@@ -1,4 +1,4 @@
-"""LoRA/QLoRA training: a lean loop over packed or length-grouped batches, with checkpoints, resume and metrics."""
+"""LoRA/QLoRA training as setup, loop and finish: packed or length-grouped batches, checkpoints, resume, metrics."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from finetune.training.runio import (
     writing,
 )
 from finetune.training.steps import batch_loss, mean_loss, peak_memory_mb, pick_device, use_bf16
+from finetune.training.trainset import Example
 
 log = logging.getLogger(__name__)
 # What may change between an interrupted run and its resumption: how long, how often, how it is evaluated.
@@ -142,17 +143,72 @@ def _prepare_dir(cfg: Config, restart: bool) -> tuple[Path, list[tuple[int, Path
     return run_dir, found
 
 
-def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> TrainResult:
-    """Train `cfg` into `cfg.output_dir`, resuming from its last checkpoint unless `restart`.
+@dataclass
+class _Run:
+    """A run once set up: what the loop steps through and what `finish` writes out."""
 
-    `stop_after` ends the loop after that many steps of this call, as an interruption would (for tests).
-    """
+    cfg: Config
+    run_dir: Path
+    device: Any
+    bf16: bool
+    base: Path
+    tokenizer: Any
+    train_ex: list[Example]
+    val_ex: list[Example]
+    rows: list[list[Example]]  # packed rows, or one example each
+    per_epoch: int  # optimizer steps
+    total: int
+    model: Any = None
+    trainable: list[Any] = field(default_factory=list)  # the LoRA parameters
+    optimizer: Any = None
+    scheduler: Any = None
+    loop: _Loop = field(default_factory=_Loop)
+    resumed: int | None = None
+    last_loss: float | None = None
+    val_loss: float | None = None
+
+    def validate(self) -> float | None:
+        if not self.val_ex:
+            return None
+        loss = mean_loss(self.model, self.val_ex, self.cfg.train, self.device, self.bf16, self.tokenizer.pad_token_id)
+        append_metric(self.run_dir, {"step": self.loop.step, "val_loss": loss, "val_ppl": math.exp(min(loss, 50))})
+        return loss
+
+    def save(self) -> None:
+        keep = self.cfg.train.keep_checkpoints
+        _save(self.run_dir, self.loop, self.model, self.optimizer, self.scheduler, self.device, keep)
+
+    def result(self, summary: dict[str, Any] | None = None) -> TrainResult:
+        loop = self.loop
+        return TrainResult(self.run_dir, loop.step, self.last_loss, self.val_loss, loop.rate(), loop.seconds,
+                           self.resumed, summary or {})  # fmt: skip
+
+
+def _examples(cfg: Config, tokenizer: Any) -> tuple[list[Example], list[Example], list[list[Example]], int, int]:
+    """(train examples, validation examples, rows, steps per epoch, total steps) for `cfg`'s data."""
+    from finetune.training.trainset import epoch_batches, load_conversations, pack, tokenize
+
+    t = cfg.train
+    train_convs, val_convs = load_conversations(cfg)
+    train_ex = tokenize(tokenizer, train_convs, t.max_seq_len, cfg.data.system)
+    val_ex = tokenize(tokenizer, val_convs[: t.val_max_examples or None], t.max_seq_len, cfg.data.system)
+    if not train_ex:
+        raise TrainError(f"data.train: no example left to train on in {cfg.data.train}")
+    rows = pack(train_ex, t.max_seq_len) if t.batching == "packing" else [[e] for e in train_ex]
+    per_epoch = math.ceil(len(epoch_batches(rows, t.batch_size, t.batching, t.seed, 0)) / t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(per_epoch * t.epochs))
+    log.info("%d train / %d val examples in %d rows; %d steps/epoch, %d steps", len(train_ex), len(val_ex),
+             len(rows), per_epoch, total)  # fmt: skip
+    return train_ex, val_ex, rows, per_epoch, total
+
+
+def setup(cfg: Config, restart: bool = False) -> _Run:
+    """Check `cfg` against this machine, prepare the run directory, tokenize and batch the data, build the LoRA
+    model, its optimizer and schedule, and restore the last checkpoint when there is one (unless `restart`)."""
     import torch
-    from tqdm import tqdm
     from transformers import get_scheduler
 
     from finetune.models.base import load_causal_lm, load_tokenizer, qlora_unavailable, resolve_model
-    from finetune.training.trainset import epoch_batches, load_conversations, pack, tokenize
 
     device = pick_device(cfg.train.device)
     why = qlora_unavailable(device) if cfg.lora.qlora else None
@@ -162,112 +218,126 @@ def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> 
     bf16 = use_bf16(cfg.train.bf16, device)
     torch.manual_seed(cfg.train.seed)
     t = cfg.train
-
     base = resolve_model(cfg.model, cfg.model_cache_dir)
     tokenizer = load_tokenizer(base)
-    pad = tokenizer.pad_token_id
-    train_convs, val_convs = load_conversations(cfg)
-    train_ex = tokenize(tokenizer, train_convs, t.max_seq_len, cfg.data.system)
-    val_ex = tokenize(tokenizer, val_convs[: t.val_max_examples or None], t.max_seq_len, cfg.data.system)
-    if not train_ex:
-        raise TrainError(f"data.train: no example left to train on in {cfg.data.train}")
-    packed = t.batching == "packing"
-    rows = pack(train_ex, t.max_seq_len) if packed else [[e] for e in train_ex]
-    per_epoch = math.ceil(len(epoch_batches(rows, t.batch_size, t.batching, t.seed, 0)) / t.grad_accum)
-    total = t.max_steps or max(1, math.ceil(per_epoch * t.epochs))
-    log.info("%d train / %d val examples in %d rows; %d steps/epoch, %d steps", len(train_ex), len(val_ex),
-             len(rows), per_epoch, total)  # fmt: skip
+    run = _Run(cfg, run_dir, device, bf16, base, tokenizer, *_examples(cfg, tokenizer))
 
     dtype = torch.bfloat16 if bf16 else torch.float32
-    model = _lora(load_causal_lm(base, dtype, device, cfg.lora.qlora), cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda")
-    warmup = round(t.warmup_ratio * total)
-    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
-    loop, resumed = _Loop(), None
+    run.model = _lora(load_causal_lm(base, dtype, device, cfg.lora.qlora), cfg)
+    run.trainable = [p for p in run.model.parameters() if p.requires_grad]
+    run.optimizer = torch.optim.AdamW(run.trainable, lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda")
+    warmup = round(t.warmup_ratio * run.total)
+    run.scheduler = get_scheduler(t.scheduler, run.optimizer, num_warmup_steps=warmup, num_training_steps=run.total)
     if found:
-        resumed, ckpt = found[-1]
-        loop = _restore(ckpt, model, optimizer, scheduler, device)
-        truncate_metrics(run_dir, resumed)
-        log.info("resuming from %s (step %d of %d)", ckpt, resumed, total)
-        append_metric(run_dir, {"step": resumed, "event": "resume"})
+        run.resumed, ckpt = found[-1]
+        run.loop = _restore(ckpt, run.model, run.optimizer, run.scheduler, device)
+        truncate_metrics(run_dir, run.resumed)
+        log.info("resuming from %s (step %d of %d)", ckpt, run.resumed, run.total)
+        append_metric(run_dir, {"step": run.resumed, "event": "resume"})
     else:
         truncate_metrics(run_dir, -1)
+    return run
 
-    def validate() -> float | None:
-        if not val_ex:
-            return None
-        loss = mean_loss(model, val_ex, t, device, bf16, pad)
-        append_metric(run_dir, {"step": loop.step, "val_loss": loss, "val_ppl": math.exp(min(loss, 50))})
-        return loss
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    last_loss = val_loss = None
+def _step(run: _Run, group: list[list[list[Example]]], n_batches: int, autocast: Any) -> None:
+    """One optimizer step over the micro-batches in `group`, with its metrics line."""
+    import torch
+
+    t, loop, device = run.cfg.train, run.loop, run.device
+    start = time.perf_counter()
+    pad = run.tokenizer.pad_token_id
+    loss_sum, n_labels, tokens = batch_loss(run.model, group, pad, t.batching == "packing", device, autocast)
+    if t.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(run.trainable, t.max_grad_norm)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    took = time.perf_counter() - start
+    loop.step, loop.tokens, loop.seconds = loop.step + 1, loop.tokens + tokens, loop.seconds + took
+    run.last_loss = loss_sum / max(n_labels, 1)
+    append_metric(run.run_dir, {
+        "step": loop.step, "epoch": round(loop.epoch + loop.micro / n_batches, 4), "loss": run.last_loss, "lr": lr,
+        "tokens": tokens, "label_tokens": n_labels, "tokens_per_s": round(tokens / took, 1),
+        "seconds": round(took, 4), "peak_mem_mb": peak_memory_mb(device),
+    })  # fmt: skip
+
+
+def train_loop(run: _Run, stop_after: int | None = None) -> None:
+    """Optimizer steps until the schedule ends (or after `stop_after` steps of this call), with a validation loss
+    every `train.eval_every` steps and a checkpoint every `train.save_every`."""
+    import torch
+    from tqdm import tqdm
+
+    from finetune.training.trainset import epoch_batches
+
+    t, loop = run.cfg.train, run.loop
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16)
     ran = 0
-    model.train()
-    bar = tqdm(total=total, initial=loop.step, desc="train", unit="step", disable=None)
-    while loop.step < total and (stop_after is None or ran < stop_after):
-        batches = epoch_batches(rows, t.batch_size, t.batching, t.seed, loop.epoch)
-        while loop.micro < len(batches) and loop.step < total and (stop_after is None or ran < stop_after):
+
+    def going() -> bool:
+        return loop.step < run.total and (stop_after is None or ran < stop_after)
+
+    run.model.train()
+    bar = tqdm(total=run.total, initial=loop.step, desc="train", unit="step", disable=None)
+    while going():
+        batches = epoch_batches(run.rows, t.batch_size, t.batching, t.seed, loop.epoch)
+        while loop.micro < len(batches) and going():
             group = batches[loop.micro : loop.micro + t.grad_accum]
             loop.micro += len(group)
-            start = time.perf_counter()
-            loss_sum, n_labels, tokens = batch_loss(model, group, pad, packed, device, autocast)
-            if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, t.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            took = time.perf_counter() - start
-            loop.step, loop.tokens, loop.seconds, ran = (
-                loop.step + 1,
-                loop.tokens + tokens,
-                loop.seconds + took,
-                ran + 1,
-            )
-            last_loss = loss_sum / max(n_labels, 1)
-            epoch = round(loop.epoch + loop.micro / len(batches), 4)
-            append_metric(run_dir, {
-                "step": loop.step, "epoch": epoch, "loss": last_loss, "lr": lr, "tokens": tokens,
-                "label_tokens": n_labels, "tokens_per_s": round(tokens / took, 1), "seconds": round(took, 4),
-                "peak_mem_mb": peak_memory_mb(device),
-            })  # fmt: skip
+            _step(run, group, len(batches), autocast)
+            ran += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}")
-            if t.eval_every and loop.step % t.eval_every == 0 and loop.step < total:
-                val_loss = validate()
-            if t.save_every and loop.step % t.save_every == 0 and loop.step < total:
-                _save(run_dir, loop, model, optimizer, scheduler, device, t.keep_checkpoints)
+            bar.set_postfix(loss=f"{run.last_loss:.3f}")
+            if t.eval_every and loop.step % t.eval_every == 0 and loop.step < run.total:
+                run.val_loss = run.validate()
+            if t.save_every and loop.step % t.save_every == 0 and loop.step < run.total:
+                run.save()
         if loop.micro >= len(batches):
             loop.epoch, loop.micro = loop.epoch + 1, 0
     bar.close()
-    if loop.step < total:  # stopped on request: leave a checkpoint to resume from
-        _save(run_dir, loop, model, optimizer, scheduler, device, t.keep_checkpoints)
-        return TrainResult(run_dir, loop.step, last_loss, val_loss, loop.rate(), loop.seconds, resumed)
 
-    if last_loss is None:  # resumed from the final checkpoint: nothing left to train
-        last_loss = next((r["loss"] for r in reversed(read_metrics(run_dir)) if "loss" in r), None)
-    val_loss = validate()
-    _save(run_dir, loop, model, optimizer, scheduler, device, t.keep_checkpoints)
-    _write_final(run_dir, model, tokenizer)
+
+def finish(run: _Run) -> TrainResult:
+    """After the last step: the final validation loss and checkpoint, the adapter and tokenizer in the run
+    directory, train_summary.json and the loss curve."""
+    loop = run.loop
+    if run.last_loss is None:  # resumed from the final checkpoint: nothing left to train
+        run.last_loss = next((r["loss"] for r in reversed(read_metrics(run.run_dir)) if "loss" in r), None)
+    run.val_loss = run.validate()
+    run.save()
+    _write_final(run.run_dir, run.model, run.tokenizer)
     summary = {
-        "steps": loop.step, "epochs": round(loop.step / per_epoch, 3), "train_loss": last_loss,
-        "val_loss": val_loss, "tokens": loop.tokens, "train_seconds": round(loop.seconds, 2),
-        "tokens_per_s": loop.rate(), "trainable_parameters": sum(p.numel() for p in trainable),
-        "peak_mem_mb": peak_memory_mb(device), "device": str(device), "bf16": bf16, "base_model": str(base),
-        "train_examples": len(train_ex), "val_examples": len(val_ex), "rows": len(rows), "resumed_from": resumed,
+        "steps": loop.step, "epochs": round(loop.step / run.per_epoch, 3), "train_loss": run.last_loss,
+        "val_loss": run.val_loss, "tokens": loop.tokens, "train_seconds": round(loop.seconds, 2),
+        "tokens_per_s": loop.rate(), "trainable_parameters": sum(p.numel() for p in run.trainable),
+        "peak_mem_mb": peak_memory_mb(run.device), "device": str(run.device), "bf16": run.bf16,
+        "base_model": str(run.base), "train_examples": len(run.train_ex), "val_examples": len(run.val_ex),
+        "rows": len(run.rows), "resumed_from": run.resumed,
     }  # fmt: skip
-    write_json(run_dir / SUMMARY_FILE, summary)
+    write_json(run.run_dir / SUMMARY_FILE, summary)
     try:
         from finetune.evaluation.plots import plot_loss_curve
 
-        plot_loss_curve(run_dir)
+        plot_loss_curve(run.run_dir)
     except Exception as exc:  # a plot is a convenience; never lose a finished run to it
         log.warning("could not draw the loss curve: %s", exc)
-    return TrainResult(run_dir, loop.step, last_loss, val_loss, loop.rate(), loop.seconds, resumed, summary)
+    return run.result(summary)
+
+
+def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train `cfg` into `cfg.output_dir`, resuming from its last checkpoint unless `restart`: setup, loop, finish.
+
+    `stop_after` ends the loop after that many steps of this call, as an interruption would (for tests).
+    """
+    run = setup(cfg, restart)
+    train_loop(run, stop_after)
+    if run.loop.step < run.total:  # stopped on request: leave a checkpoint to resume from
+        run.save()
+        return run.result()
+    return finish(run)
 
 
 def _write_final(run_dir: Path, model: Any, tokenizer: Any) -> None:
