@@ -103,28 +103,31 @@ def _utf16_without_bom(data: bytes) -> str | None:
     return best[1] if best else None
 
 
+def _utf8_line(line: bytes) -> str | None:
+    """The line as UTF-8 when that is evidently what it is: it decodes, with a character past U+07FF (CJK).
+
+    A short GBK or Big5 line can decode as UTF-8 too, but only into two-byte sequences (Latin, Greek,
+    Cyrillic: 也 D2 B2 reads as Ҳ), so such a line is not taken as evidence of UTF-8.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if any(ord(ch) > 0x7FF for ch in text) else None
+
+
 def _mixed_lines(data: bytes) -> tuple[str, str] | None:
     """Files pasted together from UTF-8 and GBK (or Big5) sources: decode each line on its own.
 
     The lines that are not UTF-8 are decoded in the one legacy encoding that suits them all best."""
     lines = data.split(b"\n")
-    legacy: list[bytes] = []
-    for ln in lines:
-        if not ln.isascii():
-            try:
-                ln.decode("utf-8")
-            except UnicodeDecodeError:
-                legacy.append(ln)
+    utf8 = [_utf8_line(ln) if not ln.isascii() else ln.decode("ascii") for ln in lines]
+    legacy = [ln for ln, text in zip(lines, utf8, strict=True) if text is None]
     if not legacy or len(legacy) == sum(1 for ln in lines if not ln.isascii()):
         return None
     best = _best_chinese(b"\n".join(legacy))
     enc = best[1] if best is not None and not best[1].startswith("utf-16") else "gb18030"
-    out = []
-    for ln in lines:
-        try:
-            out.append(ln.decode("utf-8"))
-        except UnicodeDecodeError:
-            out.append(ln.decode(enc, errors="replace"))
+    out = [text if text is not None else ln.decode(enc, errors="replace") for ln, text in zip(lines, utf8, strict=True)]
     return "\n".join(out), f"mixed utf-8/{enc}"
 
 
@@ -191,7 +194,6 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     else:
         if not _looks_binary(text):
             return text, "utf-8"
-        raise DecodeError("binary content: valid UTF-8, but mostly control or unassigned characters")
     mixed = _mixed_lines(data)
     if mixed is not None and not _looks_binary(mixed[0]):
         return mixed
@@ -204,6 +206,6 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     if best is not None:
         return best[0], best[1]
     raise DecodeError(
-        "binary or undecodable content: not UTF-8 or UTF-16, no text in GB18030, Big5 (cp950, HKSCS) or "
-        "UTF-16 without BOM, and charset-normalizer's detector found no encoding either"
+        "binary or undecodable content: no text in UTF-8, UTF-16, GB18030 or Big5 (cp950, HKSCS), and "
+        "charset-normalizer's detector found no encoding either"
     )

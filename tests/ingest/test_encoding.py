@@ -108,3 +108,20 @@ def test_mixed_utf8_and_legacy_lines_use_the_legacy_encoding_that_fits(legacy, c
     text, enc = decode_bytes(data)
     assert text == f"玄德曰：甚善。\n{legacy}\n关羽"
     assert enc == f"mixed utf-8/{name}"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["雨点", "一", "也"],  # 一 (D2 BB) and 也 (D2 B2) are valid UTF-8 too, as Cyrillic letters
+        ["话说天下大势，分久必合。", "只", "去", "“来！”"],
+    ],
+)
+def test_gbk_file_with_short_lines_is_not_taken_for_mixed(lines):
+    text = "\n".join(lines)
+    assert decode_bytes(text.encode("gbk")) == (text, "gb18030")
+
+
+def test_utf16_text_that_happens_to_be_valid_utf8_is_still_read():
+    text = "外藩原是" * 3
+    assert decode_bytes(text.encode("utf-16-le"))[0] == text
