@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ingest.fsio import write_text_atomic
 
 from .settings import ServiceSettings, hash_key
 
@@ -46,16 +46,7 @@ def read_keys(path: Path) -> list[KeyEntry]:
 
 def write_keys(path: Path, entries: list[KeyEntry]) -> None:
     """Atomically (a reader sees the old or the new file), readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({"keys": [asdict(e) for e in entries]}, out, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps({"keys": [asdict(e) for e in entries]}, indent=2), perm=0o600)
 
 
 def _now() -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ingest.fsio import write_text_atomic
+
 from .protocol import Route
 
 ROUTES: tuple[Route, ...] = ("rag", "persona", "both")
@@ -140,9 +142,7 @@ class RouterModel:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(self.__dict__, ensure_ascii=False, indent=1))
 
 
 def knn_features(query: np.ndarray, examples: np.ndarray, labels: np.ndarray, exclude: int | None = None) -> dict:

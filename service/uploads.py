@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from fastapi import UploadFile
+
+from ingest.fsio import atomic_open
 
 from .errors import BadRequest
 
@@ -37,13 +37,7 @@ async def save_upload(upload_dir: Path, f: UploadFile) -> Path:
     into place, so readers never see half a file."""
     upload_dir.mkdir(parents=True, exist_ok=True)
     target = upload_target(upload_dir, f.filename)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := await f.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)  # rename replaces a link itself, never what it points to
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "wb", perm=0o600) as out:  # the rename replaces a link itself, never its target
+        while chunk := await f.read(1 << 20):
+            out.write(chunk)
     return target
