@@ -27,10 +27,12 @@ _CN_TENS = {"廿": 20, "卅": 30, "卌": 40}  # classical: 廿一 = 21
 _CN_NUM = "0-9０-９" + "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_TENS)
 # Units of a heading, by level: volumes hold chapters, chapters hold sections.
 _VOLUME_UNITS, _CHAPTER_UNITS, _SECTION_UNITS = "卷部篇集", "回囘章话話", "节節"
-# 第N + unit + the rest of the line (the title, after an optional separator).
-CHAPTER_HEADING = re.compile(rf"^第\s?([{_CN_NUM}]+)\s?([{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}])(.*)$")
+# 第N + unit + the rest of the line (the title, after an optional separator); 【第N章】 in brackets too.
+CHAPTER_HEADING = re.compile(
+    rf"^[【\[〔（(]?\s?第\s?([{_CN_NUM}]+)\s?([{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}])([】\]〕）)]?)(.*)$"
+)
 # The start of such a heading, for other modules' patterns (cleaning keeps these lines apart).
-HEADING_START = rf"第\s?[{_CN_NUM}]+\s?[{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}]"
+HEADING_START = rf"[【\[〔（(]?\s?第\s?[{_CN_NUM}]+\s?[{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}]"
 _TITLE_SEPARATOR = re.compile(r"^[\s:：.．、·\-—_]+")
 # After a unit with no separator, these begin a word with the unit (第一回合, 第二节课), not a title.
 _NOT_A_TITLE_AFTER = {
@@ -44,6 +46,7 @@ _NOT_A_TITLE_AFTER = {
     "話": "題說語劇費筒",
 }
 _SENTENCE_MARK = re.compile(r"[。，,；;！!？?、…“”「」]")
+_SENTENCE_END = re.compile(r"[。，,；;]$")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*$")
 
 
@@ -102,10 +105,12 @@ def _chapter_heading(s: str) -> Heading | None:
     number = cn_to_int(m.group(1)) if m else None
     if m is None or number is None:
         return None
-    unit, rest = m.group(2), m.group(3)
+    unit, closing, rest = m.group(2), m.group(3), m.group(4)
     sep = _TITLE_SEPARATOR.match(rest)
-    if sep:
-        title = rest[sep.end() :].strip()
+    if sep or (closing and rest):
+        title = rest[sep.end() if sep else 0 :].strip()
+        if _SENTENCE_END.search(title):  # "第一回 到家他就睡了。" is prose
+            return None
     elif rest:
         # No separator (第二章雨夜来客): only a short line, with no sentence in it, whose unit is not the first
         # character of a word (第一回合, 第二节课, 第一部分). Volumes (卷部篇集) need a separator.
@@ -114,14 +119,14 @@ def _chapter_heading(s: str) -> Heading | None:
             or len(s) > 24
             or _SENTENCE_MARK.search(rest)
             or rest[0] in _NOT_A_TITLE_AFTER.get(unit, "")
-            or not _word_ends_at(s, m.start(3))
+            or not _word_ends_at(s, m.start(4))
         ):
             return None
         title = rest.strip()
     else:
         title = ""
     level = "volume" if unit in _VOLUME_UNITS else "section" if unit in _SECTION_UNITS else "chapter"
-    return Heading(s, number, title or None, level)
+    return Heading(s, number, title.strip("【】[]〔〕") or None, level)
 
 
 def heading_of(line: str) -> Heading | None:

@@ -143,6 +143,9 @@ def test_chinese_numerals_in_more_forms(s, n):
         ("第七話", 7, None),
         ("## 第3章 草船借箭", 3, "草船借箭"),
         ("第四回·献刀", 4, "献刀"),
+        ("【第一章】雨夜来客", 1, "雨夜来客"),
+        ("第二章【雨夜来客】", 2, "雨夜来客"),
+        ("第五章 谁来了？", 5, "谁来了？"),
     ],
 )
 def test_chapter_headings_in_the_forms_people_write(line, number, title):
@@ -170,6 +173,8 @@ def test_chapter_headings_in_the_forms_people_write(line, number, title):
         "第二章说的是，玄德大喜。",
         "第三回书中说，玄德大喜，" + "甚" * 60,
         "第一章零界创世公司的所有员工都在讨论明天的计划这件事情",
+        "第一回 到家他就睡了。",
+        "第二章 写得很好，",
     ],
 )
 def test_lines_that_only_start_like_headings_are_not_headings(line):
