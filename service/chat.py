@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest.retrieval import Filters, RetrievedChunk
 
@@ -177,15 +178,7 @@ class ChatService:
         options = options or KongmingOptions()
         params = params or SamplingParams()
         cap = self.settings.max_tokens_cap
-        forced, persona = self.resolve_model(model)
-        forced = options.route or forced
-        if options.persona:
-            persona = self.settings.persona(options.persona)
-            if persona is None:
-                raise BadRequest(f"unknown persona {options.persona!r}", param="kongming.persona")
-        persona = persona or self.settings.persona()
-        if persona is None:
-            raise BadRequest(f"default persona {self.settings.default_persona!r} is not configured")
+        forced, persona = self._route_and_persona(model, options)
         msgs = [dict(m) for m in messages]  # ends with a user turn: the request model checked it (protocol.py)
         users = [m["content"] for m in msgs if m["role"] == "user"]
         question = users[-1]
@@ -211,19 +204,7 @@ class ChatService:
             params.max_tokens = min(max_tokens or persona.max_tokens, cap)
             return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs),
                          params=params, timings=timings)
-        hits: list[RetrievedChunk] = []
-        terms: list[tuple[list[str], float]] = []
-        if kb_ready:
-            t2 = time.perf_counter()
-            k = options.k or self.settings.retrieval_k
-            filters = Filters(
-                doc_ids=options.doc_ids,
-                chapter_min=options.chapters[0] if options.chapters else None,
-                chapter_max=options.chapters[1] if options.chapters else None,
-            )
-            hits = await self.kb.run(self.kb.search, query, k, filters, embedding)
-            terms = await self.kb.run(self.kb.retriever.query_terms, query)
-            timings["retrieval_ms"] = (time.perf_counter() - t2) * 1000
+        hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
         history = msgs[:-1]
         relevant = bool(hits) and max(coverage(h.text, terms) for h in hits) >= MIN_COVERAGE
         if decision.route == "both":
@@ -255,6 +236,31 @@ class ChatService:
                          messages=rag_messages(history, question, hits), params=params, timings=timings,
                          fallback=lambda: extractive("extractive answer instead"))
         return extractive("extractive answer (no generative model configured)")
+
+
+    def _route_and_persona(self, model: str, options: KongmingOptions) -> tuple[Route | None, PersonaConfig]:
+        """The route the request forces (None: the router decides) and the persona that speaks."""
+        forced, persona = self.resolve_model(model)
+        if options.persona:
+            persona = self.settings.persona(options.persona)
+            if persona is None:
+                raise BadRequest(f"unknown persona {options.persona!r}", param="kongming.persona")
+        persona = persona or self.settings.persona()
+        if persona is None:
+            raise BadRequest(f"default persona {self.settings.default_persona!r} is not configured")
+        return options.route or forced, persona
+
+    async def _retrieve(
+        self, query: str, options: KongmingOptions, embedding: Any, timings: dict[str, float]
+    ) -> tuple[list[RetrievedChunk], list[tuple[list[str], float]]]:
+        """The passages for the query (within the request's chapters and documents) and its weighted terms."""
+        started = time.perf_counter()
+        chapters = options.chapters or (None, None)
+        filters = Filters(doc_ids=options.doc_ids, chapter_min=chapters[0], chapter_max=chapters[1])
+        hits = await self.kb.run(self.kb.search, query, options.k or self.settings.retrieval_k, filters, embedding)
+        terms = await self.kb.run(self.kb.retriever.query_terms, query)
+        timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
+        return hits, terms
 
 
 def _retrieval_query(users: Sequence[str]) -> str:
