@@ -26,6 +26,10 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere: the chapter-number parser is ingest's
+
+from ingest.chunking import cn_to_int  # noqa: E402
+
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "corpus" / "sanguo_yanyi.txt"
 DEFAULT_DEV_SET = REPO_ROOT / "eval" / "sanguo_dev.jsonl"
 
@@ -51,31 +55,9 @@ _CN_DIGITS = {
     "八": 8,
     "九": 9,
 }
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
 _CN_RUN = re.compile("[零〇一二两三四五六七八九十百千万]+")
 _HEADING = re.compile(r"^\s*正文\s*第([零〇一二两三四五六七八九十百千0-9]+)回", re.MULTILINE)
 _WS = re.compile(r"\s+")
-
-
-def cn_to_int(s: str) -> int | None:
-    """Parse digits or Chinese numerals ("一百二十" -> 120); None when not a number."""
-    if s.isdigit():
-        return int(s)
-    total, section, digit = 0, 0, None
-    for ch in s:
-        if ch in _CN_DIGITS:
-            digit = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            unit = _CN_UNITS[ch]
-            if unit == 10000:
-                total += (section + (digit or 0)) * unit
-                section = 0
-            else:
-                section += (1 if digit is None else digit) * unit
-            digit = None
-        else:
-            return None
-    return total + section + (digit or 0)
 
 
 def normalise(text: str) -> str:
