@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from finetune.data.jsonfile import DataError, iter_records
 from ingest.fsio import atomic_open
 
 log = logging.getLogger(__name__)
-_WS = re.compile(r"\s+")
 
 Format = Literal["alpaca", "sharegpt", "openai"]
 FORMATS: tuple[Format, ...] = ("alpaca", "sharegpt", "openai")
@@ -30,10 +29,6 @@ _SHAREGPT_ROLES: dict[str, Role | Literal["system"]] = {
 }
 # Tool-call turns: recognised so the problem names them, but a persona data set has no use for them.
 _TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
-
-
-class DataError(ValueError):
-    """A whole data file cannot be used (missing, undecodable, unknown format); the message names the fix."""
 
 
 class Message(TypedDict):
@@ -252,78 +247,6 @@ def to_record(conv: Conversation, fmt: Format, meta: bool = False) -> dict[str, 
     if meta and conv.meta:
         rec["meta"] = conv.meta
     return rec
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    m = _WS.match(text, pos)
-    return m.end() if m else pos
-
-
-def _json_array(text: str) -> Iterator[tuple[int, int | None, Any, str | None]]:
-    """(line, index, record, error) for each element of a JSON array, parsed one by one so each keeps its line."""
-    decoder = json.JSONDecoder()
-    pos = _skip_ws(text, 0) + 1  # past the "["
-    line, index = 1 + text.count("\n", 0, pos), 0
-    while True:
-        ws = _skip_ws(text, pos)
-        line += text.count("\n", pos, ws)
-        pos = ws
-        if text.startswith("]", pos):
-            return
-        try:
-            rec, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            yield exc.lineno, index, None, f"malformed JSON ({exc.msg}, column {exc.colno}); records after it not read"
-            return
-        yield line, index, rec, None
-        index += 1
-        ws = _skip_ws(text, end)
-        line += text.count("\n", pos, ws)
-        pos = ws
-        if text.startswith(",", pos):
-            pos += 1
-        elif not text.startswith("]", pos):
-            yield line, index, None, "malformed JSON (expected ',' or ']' after a record); records after it not read"
-            return
-
-
-def _json_lines(text: str) -> Iterator[tuple[int, int | None, Any, str | None]]:
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield n, None, json.loads(raw), None
-        except json.JSONDecodeError as exc:
-            yield n, None, None, f"malformed JSON ({exc.msg}, column {exc.colno})"
-
-
-def _load_text(path: Path) -> str:
-    from ingest.encoding import DecodeError, decode_bytes
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder; point at a .json or .jsonl data file") from None
-    try:
-        return decode_bytes(data)[0]
-    except DecodeError as exc:
-        raise DataError(f"{path}: {exc}") from None
-
-
-def iter_records(path: Path) -> Iterator[tuple[int, int | None, Any, str | None]]:
-    """(line, index, record, parse error) for a JSON array file or a JSONL file, whatever its suffix says."""
-    text = _load_text(path)
-    head = text.lstrip()
-    if head.startswith("["):
-        return _json_array(text)
-    if head.startswith("{") and "\n" in head.strip():
-        try:  # one pretty-printed object rather than JSON lines
-            return iter([(1 + text.count("\n", 0, text.index("{")), None, json.loads(text), None)])
-        except json.JSONDecodeError:
-            pass
-    return _json_lines(text)
 
 
 def read(path: str | Path, fmt: Format | None = None) -> tuple[list[Conversation], list[Problem]]:

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from finetune.data.jsonfile import lines
 from finetune.training.config import Config, load_config
 from finetune.training.runio import CONFIG_FILE, RunError, read_metrics, write_json, write_text
 
@@ -161,7 +162,7 @@ def _saved_answers(
     path = run_dir / SAMPLES_FILE
     if not path.is_file():
         return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines(path.read_text(encoding="utf-8")) if line.strip()]
     same = len(rows) == len(prompts) and all(
         r.get("prompt") == p[-1]["content"] and r.get("reference") == ref
         for r, p, ref in zip(rows, prompts, refs, strict=False)

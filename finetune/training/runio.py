@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from finetune.data.jsonfile import lines
 from ingest.fsio import is_disk_error, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines(path.read_text(encoding="utf-8")):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
