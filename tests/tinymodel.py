@@ -28,8 +28,9 @@ Hello, how are you? I am fine, thank you. The quick brown fox jumps over the laz
 )
 
 
-def build_tokenizer(directory: Path, vocab_size: int = 1000) -> None:
-    """Train a byte-level BPE on CORPUS and save it with ChatML specials (eos = <|im_end|>) and the default template."""
+def build_tokenizer(directory: Path, vocab_size: int = 1000, corpus: str = CORPUS) -> None:
+    """Train a byte-level BPE on `corpus` and save it with ChatML specials (eos = <|im_end|>) and the default
+    template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -39,7 +40,7 @@ def build_tokenizer(directory: Path, vocab_size: int = 1000) -> None:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(CORPUS.splitlines(), trainer)
+    tok.train_from_iterator(corpus.splitlines(), trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=DEFAULT_END_OF_TURN,

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.models.template import DEFAULT_CHAT_TEMPLATE, DEFAULT_END_OF_TURN
-
-SPECIALS = ["<|endoftext|>", "<|im_start|>", DEFAULT_END_OF_TURN]
-
 # Lines in the register the persona tests look for, plus plain modern Chinese, so the BPE sees both.
 CORPUS = (
     """\
@@ -26,24 +22,9 @@ CORPUS = (
 
 
 def build_tokenizer(directory: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tests.tinymodel import build_tokenizer as build
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS.splitlines(), trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=DEFAULT_END_OF_TURN,
-        pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    fast.chat_template = DEFAULT_CHAT_TEMPLATE
-    fast.save_pretrained(directory)
+    build(directory, vocab_size=600, corpus=CORPUS)
 
 
 def build_tiny_model(directory: Path, hidden: int = 64, layers: int = 2, seed: int = 0, init: float = 0.2) -> Path:
