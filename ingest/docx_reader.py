@@ -27,6 +27,7 @@ _SKIP = {W + t for t in ("pPr", "rPr", "sdtPr", "sdtEndPr", "tblPr", "trPr", "tc
 _PAGE_FIELD = re.compile(r"\b(NUM)?PAGES?\b|\bSECTIONPAGES\b")
 # Elements that only wrap blocks, rows or cells: read through them.
 _WRAPPERS = {W + t for t in ("sdt", "sdtContent", "customXml", "ins", "smartTag")}
+_LAYOUT_CELL_CHARS = 200
 _HEADING_STYLE = re.compile(r"heading\s*(\d)|title", re.IGNORECASE)
 _PAGE_NUMBER = re.compile(
     r"\W*(第?\s*\d+\s*[页頁]?(\s*共\s*\d+\s*[页頁])?|(page\s*)?\d+(\s*(of|/)\s*\d+)?)\W*", re.IGNORECASE
@@ -129,7 +130,26 @@ class _Reader:
             parts.extend(self.table_rows(table))
         return " ".join(p for p in parts if p).replace("\n", " ")
 
+    def _is_layout(self, tbl: Any) -> bool:
+        """A table that lays out the page: a cell with a heading, or with several paragraphs and much text."""
+        for tr in _through_wrappers(tbl, W + "tr"):
+            for tc in _through_wrappers(tr, W + "tc"):
+                paragraphs = list(_through_wrappers(tc, W + "p"))
+                if any(self._heading_level(p) for p in paragraphs):
+                    return True
+                chars = sum(len(t.text or "") for t in tc.iter(W + "t"))
+                if len(paragraphs) >= 2 and chars > _LAYOUT_CELL_CHARS:
+                    return True
+        return False
+
     def table_rows(self, tbl: Any) -> list[str]:
+        if self._is_layout(tbl):  # its cells are read as blocks, one after another
+            return [
+                line
+                for tr in _through_wrappers(tbl, W + "tr")
+                for tc in _through_wrappers(tr, W + "tc")
+                for line in self.blocks(tc)
+            ]
         rows = []
         for tr in _through_wrappers(tbl, W + "tr"):
             cells = [self.cell_text(tc) for tc in _through_wrappers(tr, W + "tc")]

@@ -18,6 +18,8 @@ _CJK = "\u3000-\u9fff\uff00-\uffef"
 # A source line break between two CJK characters is not a space (CSS drops it there too).
 _CJK_BREAK = re.compile(rf"(?<=[{_CJK}])[ \t\r]*\n\s*(?=[{_CJK}])")
 _WHITESPACE = re.compile(r"\s+")
+_HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
+_LAYOUT_CELL_CHARS = 200
 
 
 def _title(soup: Any) -> str | None:
@@ -37,9 +39,28 @@ def _collapse_whitespace(soup: Any) -> None:
             s.replace_with(_WHITESPACE.sub(" ", _CJK_BREAK.sub("", str(s))))
 
 
+def _is_layout(table: Any) -> bool:
+    """A table that lays out a page (old sites put whole chapters in one): a cell with headings, or with
+    several paragraphs and much text. Its cells are read as blocks, not as one line each."""
+    for cell in table.find_all(["td", "th"]):
+        if cell.find_parent("table") is not table:
+            continue
+        if cell.find(_HEADINGS) is not None:
+            return True
+        blocks = len(cell.find_all(["p", "div", "br", "li"]))
+        if blocks >= 2 and len(cell.get_text(strip=True)) > _LAYOUT_CELL_CHARS:
+            return True
+    return False
+
+
 def _flatten_tables(soup: Any) -> None:
-    """Each table becomes its caption and its rows, one line per row, cells joined by " | "."""
+    """Each data table becomes its caption and its rows, one line per row, cells joined by " | "."""
     for table in reversed(soup.find_all("table")):  # inner tables first
+        if _is_layout(table):
+            for cell in table.find_all(["td", "th"]):
+                cell.insert_before("\n")
+                cell.insert_after("\n")
+            continue
         lines = []
         caption = table.find("caption")
         if caption is not None and caption.find_parent("table") is table:

@@ -194,3 +194,21 @@ def test_docx_title_style_paragraph_is_a_heading(tmp_path):
     (doc,), _ = load_file(p)
     assert doc.title == "出师表"
     assert "# 出师表" in doc.text.splitlines()
+
+
+def test_docx_layout_table_holding_chapters_is_read_as_blocks(tmp_path):
+    from ingest.chunking import chunk_document
+
+    para = "话说天下大势，分久必合，合久必分。周末七国分争，并入于秦。及秦灭之后，楚汉分争，又并入于汉。"
+    d = docx.Document()
+    cell = d.add_table(rows=1, cols=1).cell(0, 0)
+    cell.paragraphs[0].text = "第一回 宴桃园豪杰三结义"
+    cell.paragraphs[0].style = d.styles["Heading 2"]
+    for _ in range(3):
+        cell.add_paragraph(para)
+    p = tmp_path / "layout.docx"
+    d.save(str(p))
+    (doc,), _ = load_file(p)
+    assert "## 第一回 宴桃园豪杰三结义" in doc.text.splitlines()
+    assert doc.text.count(para) == 3 and " | " not in doc.text
+    assert {c.chapter for c in chunk_document(doc.text, 480, 60)} == {1}

@@ -339,3 +339,16 @@ def test_big5_files_of_several_lengths_load(tmp_path, codec):
         p.write_bytes(text.encode(codec))
         (doc,), _ = load_file(p)
         assert doc.text.strip() == text.strip()
+
+
+def test_html_layout_table_holding_chapters_is_read_as_blocks(tmp_path):
+    from ingest.chunking import chunk_document
+
+    para = "话说天下大势，分久必合，合久必分。周末七国分争，并入于秦。及秦灭之后，楚汉分争，又并入于汉。"
+    cell = f"<h2>第一回 宴桃园豪杰三结义</h2><p>{para}</p><p>{para}</p><h2>第二回 张翼德怒鞭督邮</h2><p>{para}</p>"
+    p = tmp_path / "old_site.html"
+    p.write_text(f"<body><table><tr><td>目录</td><td>{cell}</td></tr></table></body>", encoding="utf-8")
+    (doc,), _ = load_file(p)
+    assert "## 第一回 宴桃园豪杰三结义" in doc.text.splitlines()
+    assert " | " not in doc.text
+    assert {c.chapter for c in chunk_document(doc.text, 480, 60)} == {None, 1, 2}
