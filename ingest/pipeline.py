@@ -228,7 +228,7 @@ def _same_text(
 
 
 def _same_text_note(doc: LoadedDocument, other_source: str, other_id: str, outcome: str) -> LoadProblem:
-    where = doc.source if doc.doc_id.startswith(Path(doc.source).stem) else f"{doc.source} ({doc.doc_id})"
+    where = f"{doc.source} ({doc.doc_id})" if ":" in doc.doc_id else doc.source  # a .jsonl record: name it
     return LoadProblem(where, f"same text as {other_source} (document {other_id}), which {outcome}")
 
 

@@ -232,3 +232,85 @@ def test_splitter_and_embedding_plug_into_llama_index_ingestion_pipeline(novel_t
     from llama_index.core.schema import MetadataMode
 
     assert all(n.get_content(MetadataMode.EMBED) == n.text for n in nodes)
+
+
+# A document whose text equals another's: a renamed or moved file replaces its old self; a copy is reported.
+CHIBI = "赤壁之战，孙刘联军以火攻大破曹军。\n周瑜用黄盖之计，诈降曹操，火烧连环战船。\n"
+
+
+def _same_text_warnings(summary):
+    return [w for w in summary.warnings if "same text as" in w.reason]
+
+
+@pytest.mark.parametrize(
+    "old_name, new_name",
+    [
+        ("chibi.txt", "chibi_v2.txt"),  # renamed in place
+        ("chibi.txt", "archive/2024/chibi.txt"),  # moved to another folder, same name
+        ("赤壁.md", "notes/赤壁之战.md"),  # renamed and moved, another format's loader
+    ],
+)
+def test_a_renamed_or_moved_file_replaces_its_old_self(settings, tmp_path, embedder, old_name, new_name):
+    old, new = tmp_path / "docs" / old_name, tmp_path / "docs" / new_name
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(CHIBI, encoding="utf-8")
+    pipeline.add_paths([old], settings, embedder=embedder)
+    (before,) = pipeline.list_documents(settings)
+    new.parent.mkdir(parents=True, exist_ok=True)
+    old.rename(new)
+    summary = pipeline.add_paths([new], settings, embedder=embedder)
+    (after,) = pipeline.list_documents(settings)
+    assert after.source == str(new.resolve()) and after.doc_id != before.doc_id
+    assert summary.added_docs == 1 and summary.removed_docs == 1
+    (note,) = _same_text_warnings(summary)
+    assert str(old.resolve()) in note.reason and before.doc_id in note.reason and "replaced" in note.reason
+    hits = Retriever(settings, embedder=embedder).retrieve("火烧连环战船", k=5)
+    assert [h.metadata["doc_id"] for h in hits] == [after.doc_id] * len(hits)  # the passage once, not twice
+    assert len({h.text for h in hits}) == len(hits)
+
+
+def test_a_copy_whose_original_still_exists_is_reported_and_both_kept(settings, tmp_path, embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "chibi.txt").write_text(CHIBI, encoding="utf-8")
+    pipeline.add_paths([docs / "chibi.txt"], settings, embedder=embedder)
+    (docs / "chibi copy.txt").write_text(CHIBI, encoding="utf-8")
+    summary = pipeline.add_paths([docs / "chibi copy.txt"], settings, embedder=embedder)
+    assert summary.added_docs == 1 and summary.removed_docs == 0
+    (note,) = _same_text_warnings(summary)
+    assert note.path == str((docs / "chibi copy.txt").resolve()) and str(docs / "chibi.txt") in note.reason
+    assert "both kept" in note.reason
+    assert len(pipeline.list_documents(settings)) == 2
+
+
+def test_identical_files_in_one_batch_are_reported(settings, tmp_path, embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("a.txt", "b.txt", "c.md"):
+        (docs / name).write_text(CHIBI, encoding="utf-8")
+    summary = pipeline.add_paths([docs], settings, embedder=embedder)
+    assert summary.added_docs == 3 and len(_same_text_warnings(summary)) == 2
+    again = pipeline.add_paths([docs], settings, embedder=embedder)  # nothing new to say about unchanged files
+    assert again.unchanged == 3 and len(_same_text_warnings(again)) == 2
+
+
+def test_a_renamed_jsonl_file_replaces_each_of_its_records(settings, tmp_path, embedder):
+    old = tmp_path / "notes.jsonl"
+    old.write_text('{"id": 1, "text": "孔明借东风。"}\n{"id": 2, "text": "周瑜打黄盖。"}\n', encoding="utf-8")
+    pipeline.add_paths([old], settings, embedder=embedder)
+    new = old.rename(tmp_path / "notes-2025.jsonl")
+    summary = pipeline.add_paths([new], settings, embedder=embedder)
+    assert summary.removed_docs == 2 and summary.added_docs == 2 and len(_same_text_warnings(summary)) == 2
+    assert {r.source for r in pipeline.list_documents(settings)} == {str(new.resolve())}
+    assert sorted(stored_texts(settings)) == ["周瑜打黄盖。", "孔明借东风。"]
+
+
+def test_a_renamed_file_whose_text_also_changed_is_a_new_document(settings, tmp_path, embedder):
+    old = tmp_path / "chibi.txt"
+    old.write_text(CHIBI, encoding="utf-8")
+    pipeline.add_paths([old], settings, embedder=embedder)
+    new = old.rename(tmp_path / "chibi_v2.txt")
+    new.write_text(CHIBI + "曹操败走华容道。\n", encoding="utf-8")
+    summary = pipeline.add_paths([new], settings, embedder=embedder)
+    assert summary.removed_docs == 0 and _same_text_warnings(summary) == []  # `--prune` on the folder removes it
+    assert len(pipeline.list_documents(settings)) == 2

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from ingest import pipeline
+from ingest.errors import UnknownDocumentError
+from ingest.loaders import doc_id_for
 from ingest.retrieval import Filters, Retriever, retrieve
 from ingest.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CHAPTERS = {
     1: "覆姓诸葛，名亮，字孔明，琅琊阳都人也。诸葛亮躬耕于南阳，好为梁父吟。诸葛亮每自比于管仲、乐毅。",
@@ -106,3 +116,54 @@ def test_library_retrieve_call(kb):
     hits = retrieve("徐晃射中锦袍", k=2, settings=settings)
     assert len(hits) == 2 and hits[0].chapter == 5
     assert hits[0].metadata["chapter_title"] == "回目5" and hits[0].text.startswith("曹操大宴铜雀台")
+
+
+def ingest_cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `ingest` command in its own process, on the same embedded store as `settings`."""
+    env = {
+        **os.environ,
+        "KONGMING_DATA_DIR": str(settings.data_dir),
+        "KONGMING_COLLECTION": settings.collection,
+        "KONGMING_CHUNK_SIZE": str(settings.chunk_size),
+        "KONGMING_CHUNK_OVERLAP": str(settings.chunk_overlap),
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "ingest.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_running_retriever_sees_an_ingest_by_another_process_within_seconds(kb, embedder, tmp_path):
+    """`ingest add` beside a running service, on one embedded store: the reader follows without a restart,
+    and a search restricted to the new document works at once (it was chromadb's "Error finding id")."""
+    settings, _ = kb
+    r = Retriever(settings, embedder=embedder)  # the service's default: checks the store every 2 s
+    assert "断桥" not in r.retrieve("长坂坡断桥", k=1)[0].text  # this process has read the vector index
+    extra = tmp_path / "changban.txt"
+    extra.write_text("张飞据水断桥，大喝一声，曹军退走。\n", encoding="utf-8")
+    done = ingest_cli(settings, "add", str(extra), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    new_id = doc_id_for(extra)
+    try:
+        (hit,) = r.retrieve("长坂坡断桥", k=1, filters=Filters(doc_ids=[new_id]))
+        assert "断桥" in hit.text and hit.metadata["doc_id"] == new_id
+        time.sleep(r.refresh_seconds + 0.1)  # "within a few seconds"
+        assert "断桥" in r.retrieve("长坂坡断桥", k=1)[0].text
+        assert new_id in r.documents
+    finally:
+        done = ingest_cli(settings, "remove", str(extra))
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(UnknownDocumentError, match=new_id):  # stale: removed by the other process
+        r.retrieve("长坂坡断桥", k=1, filters=Filters(doc_ids=[new_id]))
+    assert all("断桥" not in h.text for h in r.retrieve("长坂坡断桥", k=5))
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+def test_a_search_restricted_to_an_unknown_document_names_it(kb, embedder, mode):
+    settings, _ = kb
+    r = Retriever(settings, embedder=embedder)
+    known = next(iter(r.documents))
+    with pytest.raises(UnknownDocumentError, match="'no-such-doc'") as err:
+        r.retrieve("孔明", k=3, filters=Filters(doc_ids=[known, "no-such-doc"]), mode=mode)
+    assert known not in str(err.value) and "ingest list" in str(err.value)
+    assert r.retrieve("孔明", k=3, filters=Filters(doc_ids=[known]), mode=mode)
