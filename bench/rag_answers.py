@@ -1,6 +1,6 @@
 """Benchmark: the offline (extractive) RAG answerer on the retrieval dev set — how often the answer text holds
 an answer keyword, how often an unanswerable question is declined — and the relevance threshold sweep behind
-`service.rag.MIN_COVERAGE` (best passage's IDF-weighted share of the question's terms).
+`service.answer.rag.MIN_COVERAGE` (best passage's IDF-weighted share of the question's terms).
 
     python bench/rag_answers.py --data-dir data --collection default --out bench/results/rag_answers.json
 """
@@ -27,7 +27,7 @@ def main() -> int:
     from ingest.evaluation import load_questions
     from ingest.retrieval import Retriever
     from ingest.settings import get_settings
-    from service.rag import MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer
+    from service.answer.rag import MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer
 
     retriever = Retriever(get_settings(data_dir=args.data_dir, collection=args.collection))
     rows = []

@@ -45,10 +45,10 @@ def main() -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
-    from service.chat import _retrieval_query, load_router
-    from service.retrieval import KnowledgeBase
-    from service.router import conversation_features, knn_features
-    from service.router_fit import evaluate_router, load_messages
+    from service.answer.chat import _retrieval_query, load_router
+    from service.answer.retrieval import KnowledgeBase
+    from service.answer.router import conversation_features, knn_features
+    from service.answer.router_fit import evaluate_router, load_messages
     from service.settings import get_service_settings, ingest_settings_for
 
     t0 = time.perf_counter()

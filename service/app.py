@@ -14,15 +14,15 @@ from starlette.exceptions import HTTPException
 from ingest.errors import IngestError
 from ingest.settings import IngestSettings
 
-from .chat import ChatService
+from .answer.chat import ChatService
+from .answer.persona import Engines
+from .answer.retrieval import KnowledgeBase
 from .engines import Engine
 from .errors import ServiceError, error_response
 from .keys import KeyRing
 from .metrics import Metrics
 from .middleware import AccessLog, BodyLimit
-from .persona import Engines
 from .ratelimit import RateLimiter
-from .retrieval import KnowledgeBase
 from .routes import api_router
 from .settings import ServiceSettings, get_service_settings, ingest_settings_for
 

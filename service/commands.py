@@ -22,7 +22,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> ServiceSettings:
 
 
 def _kb(args: argparse.Namespace, settings: ServiceSettings) -> Any:
-    from .retrieval import KnowledgeBase
+    from .answer.retrieval import KnowledgeBase
 
     ingest = ingest_settings_for(settings, collection=args.collection, chroma_url=args.chroma_url)
     return KnowledgeBase(ingest)
@@ -34,10 +34,10 @@ def _fail(message: str) -> int:
 
 
 def fit_router(args: argparse.Namespace) -> int:
-    from .chat import router_signals
-    from .router import DEFAULT_MODEL, RouterModel
-    from .router_fit import fit_router as fit
-    from .router_fit import load_messages
+    from .answer.chat import router_signals
+    from .answer.router import DEFAULT_MODEL, RouterModel
+    from .answer.router_fit import fit_router as fit
+    from .answer.router_fit import load_messages
 
     settings = _settings(args)
     kb = _kb(args, settings)
@@ -94,8 +94,8 @@ def eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def eval_route(args: argparse.Namespace) -> int:
-    from .chat import load_router
-    from .router_fit import evaluate_router, load_messages
+    from .answer.chat import load_router
+    from .answer.router_fit import evaluate_router, load_messages
 
     settings = _settings(args)
     kb = _kb(args, settings)

@@ -17,7 +17,7 @@ from .settings import ServiceSettings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from .chat import ChatService, Reply
+    from .answer.chat import ChatService, Reply
 
 # Gradio reads these at import: no version check, no telemetry, no hub calls (the page must work offline).
 for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1")):

@@ -15,14 +15,14 @@ from typing import Any
 
 from ingest.retrieval import Filters, RetrievedChunk
 
-from .engines import Completion, Delta, Engine, Message, SamplingParams
-from .errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
+from ..engines import Completion, Delta, Engine, Message, SamplingParams
+from ..errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
+from ..protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
+from ..settings import PersonaConfig, ServiceSettings
 from .persona import Engines, persona_messages
-from .protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
 from .rag import EMPTY_KB, MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
 from .retrieval import KnowledgeBase, citations
 from .router import DEFAULT_MODEL, RouteDecision, Router, RouterModel, Signals
-from .settings import PersonaConfig, ServiceSettings
 
 log = logging.getLogger(__name__)
 ROUTED = "kongming"

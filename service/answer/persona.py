@@ -8,9 +8,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .engines import Engine, Message, OpenAICompatibleEngine
-from .errors import EngineUnavailable
-from .settings import PersonaConfig, ServiceSettings
+from ..engines import Engine, Message, OpenAICompatibleEngine
+from ..errors import EngineUnavailable
+from ..settings import PersonaConfig, ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Engines:
     def _local(self, persona: PersonaConfig) -> Engine:
         from finetune.models.base import ModelError, resolve_model
 
-        from .engines import LocalEngine
+        from ..engines import LocalEngine
 
         try:
             base = resolve_model(persona.model, self.settings.data_dir / "models")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ingest.chunking import split_sentences
 from ingest.retrieval import RetrievedChunk
 
-from .engines import Message
+from ..engines import Message
 
 NO_ANSWER = "知识库中没有找到与这个问题直接相关的内容，我不便凭空作答。"
 EMPTY_KB = "知识库还是空的：先用 `ingest add 文件` 加入文档。"

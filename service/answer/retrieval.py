@@ -12,7 +12,7 @@ from ingest.errors import IngestError
 from ingest.retrieval import Filters, RetrievedChunk, Retriever
 from ingest.settings import IngestSettings
 
-from .protocol import Citation
+from ..protocol import Citation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ingest.fsio import write_text_atomic
 
-from .protocol import Route
+from ..protocol import Route
 
 ROUTES: tuple[Route, ...] = ("rag", "persona", "both")
 DEFAULT_MODEL = Path(__file__).with_name("router_model.json")

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from ..chat import Reply
+from ..answer.chat import Reply
 from ..engines import Delta
 from ..errors import ServiceError, error_body
 from ..metrics import Metrics

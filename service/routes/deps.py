@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import ValidationError
 
-from ..chat import ChatService
+from ..answer.chat import ChatService
 from ..errors import RateLimited, Unauthorized, validation_error
 from ..keys import KeyRing
 from ..metrics import Metrics

@@ -46,7 +46,7 @@ def test_knowledge_base_sees_documents_another_process_added(settings: Any, nove
     other replica, `ingest add`), and forgets removed ones: its view follows the store, not its start-up."""
     from ingest import pipeline
     from ingest.retrieval import Retriever
-    from service.retrieval import KnowledgeBase
+    from service.answer.retrieval import KnowledgeBase
 
     kb = KnowledgeBase(settings, retriever=Retriever(settings, embedder=embedder, refresh_seconds=0))
     assert not kb.available() and "empty" in (kb.error or "")

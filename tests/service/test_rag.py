@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ingest.retrieval import RetrievedChunk
-from service.chat import _retrieval_query
-from service.persona import persona_messages
-from service.rag import NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
+from service.answer.chat import _retrieval_query
+from service.answer.persona import persona_messages
+from service.answer.rag import NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
 from service.settings import ZHUGE_LIANG
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.router import ROUTES, Router, Signals, conversation_features, text_features
-from service.router_fit import LabelledMessage, evaluate_router, fit_router, load_messages
+from service.answer.router import ROUTES, Router, Signals, conversation_features, text_features
+from service.answer.router_fit import LabelledMessage, evaluate_router, fit_router, load_messages
 
 REPO = Path(__file__).resolve().parents[2]
 ENTITIES = frozenset({"刘备", "关羽", "赤壁", "周瑜", "荆州", "草船借箭"})
@@ -113,7 +113,7 @@ def test_load_messages_reports_bad_lines_and_ignores_extra_fields(tmp_path):
 
 
 def test_shipped_router_model_is_valid():
-    from service.router import DEFAULT_MODEL, RouterModel
+    from service.answer.router import DEFAULT_MODEL, RouterModel
 
     model = RouterModel.load(DEFAULT_MODEL)
     assert len(model.coef) == 3 and all(len(row) == len(model.features) for row in model.coef)
@@ -162,7 +162,7 @@ def test_fit_router_cli_and_ask(kb_settings, tmp_path, capsys):
 
 
 def test_route_scores_are_sklearns_precision_recall_and_confusion():
-    from service.router_fit import route_scores
+    from service.answer.router_fit import route_scores
 
     gold = ["rag", "rag", "persona", "both", "both", "both"]
     routed = ["rag", "both", "persona", "both", "rag", "both"]

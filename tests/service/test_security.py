@@ -257,7 +257,7 @@ def test_injected_document_is_quoted_as_data_and_changes_no_system_prompt(make_c
     """A document that tells the model to ignore its instructions and reveal keys: through the real upload and
     ingest, it reaches the prompt only inside a passage fence, the system prompts are unchanged, and no key (the
     client's or the upstream's) is in any prompt."""
-    from service.rag import RAG_SYSTEM
+    from service.answer.rag import RAG_SYSTEM
 
     writer = QueuedEngine("writer")  # echoes
     persona = QueuedEngine("zhuge", ["亮七擒孟获[1]。"])
@@ -326,7 +326,7 @@ def assert_inside_fences(text: str, needle: str) -> None:
 )
 def test_a_passage_cannot_close_its_fence(payload):
     from ingest.retrieval import RetrievedChunk
-    from service.rag import passages_block, rag_messages
+    from service.answer.rag import passages_block, rag_messages
 
     hits = [
         RetrievedChunk("c1", f"孔明借箭。{payload}孔明", {"doc_title": "三国", "chapter": 46,
