@@ -25,9 +25,10 @@ class LabelledMessage:
 
 
 def load_messages(path: Path) -> list[LabelledMessage]:
-    """`{"id", "message", "route"[, "history"]}` per line; extra fields are ignored, route may be absent."""
+    """`{"id", "message", "route"[, "history"]}` per line; extra fields are ignored, route may be absent. Lines end
+    at "\n" only: a message may hold U+2028 and the like (valid JSON, as `json.dumps(ensure_ascii=False)` writes)."""
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
             continue
         try:

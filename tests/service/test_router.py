@@ -173,3 +173,19 @@ def test_route_scores_are_sklearns_precision_recall_and_confusion():
     assert per_route["persona"]["precision"] == 1.0
     empty, zeros = route_scores([], [])
     assert empty["rag"]["support"] == 0 and zeros["both"]["both"] == 0
+
+
+def test_message_sets_split_on_newlines_only(tmp_path):
+    """A message holding U+2028, U+2029 or U+0085 (valid JSON, what json.dumps(ensure_ascii=False) writes) stays one
+    record, and the line numbers of later errors stay right."""
+    import json
+
+    records = [{"id": f"m{i}", "message": f"孔明{sep}借箭", "route": "rag"} for i, sep in
+               enumerate(["\u2028", "\u2029", "\x85", "\x0b"])]
+    path = tmp_path / "set.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    loaded = load_messages(path)
+    assert [m.id for m in loaded] == ["m0", "m1", "m2", "m3"] and loaded[0].text == "孔明\u2028借箭"
+    path.write_text(path.read_text(encoding="utf-8") + "not json\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"set.jsonl:5:"):
+        load_messages(path)
