@@ -44,9 +44,14 @@ def embedder_name(settings: IngestSettings) -> str:
 # --- visible documents -----------------------------------------------------------------------------------
 def visible_state(store: KnowledgeStore) -> tuple[dict[str, DocRecord], list[str], str]:
     """Committed records, their visible chunk ids (sorted) and the fingerprint of that set."""
-    records = {k: r for k, r in store.records().items() if r.status in (COMPLETE, PENDING) and r.committed}
+    records = {k: r for k, r in store.records().items() if is_visible(r)}
     ids = sorted(i for r in records.values() for i in r.committed)
     return records, ids, fingerprint(ids)
+
+
+def is_visible(rec: DocRecord) -> bool:
+    """A committed version is served, also while a newer one is being written (PENDING)."""
+    return rec.status in (COMPLETE, PENDING) and bool(rec.committed)
 
 
 def is_current(rec: DocRecord | None, doc_hash: str) -> bool:

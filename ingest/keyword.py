@@ -45,6 +45,7 @@ def add_words(words: Iterable[str]) -> None:
 
 
 Tokenizer = Literal["ngram", "jieba"]
+_INDEX_FORMAT = "bm25s-1"  # what the pickled index holds; another value (or none) means rebuild
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+|[A-Za-z0-9]+")
 
 
@@ -77,38 +78,25 @@ def jieba_tokens(text: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 with precomputed per-(chunk, term) weights in a sparse matrix: a query is a column sum."""
+    """Okapi BM25 (Lucene's variant: idf = ln(1 + (N - df + 0.5) / (df + 0.5))), indexed and scored by bm25s,
+    with synonym groups on top. Scores are on the classic scale (the Lucene term weight times k1 + 1), which
+    the router's fitted weights expect."""
 
     def __init__(self, ids: Sequence[str], tokens: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75):
-        from scipy import sparse
+        import bm25s
 
         self.ids = list(ids)
-        vocab: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[int] = []
-        lengths = np.zeros(len(self.ids), dtype=np.float32)
-        for r, toks in enumerate(tokens):
-            lengths[r] = len(toks)
-            counts: dict[int, int] = {}
-            for t in toks:
-                j = vocab.setdefault(t, len(vocab))
-                counts[j] = counts.get(j, 0) + 1
-            rows.extend([r] * len(counts))
-            cols.extend(counts)
-            vals.extend(counts.values())
-        self.vocab = vocab
-        n = max(len(self.ids), 1)
-        tf = sparse.csc_matrix(
-            (np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(self.ids), max(len(vocab), 1))
-        )
-        df = np.diff(tf.indptr).astype(np.float32)
-        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
-        avgdl = float(lengths.mean()) if len(lengths) else 1.0
-        norm = k1 * (1 - b + b * lengths / max(avgdl, 1e-9))
-        tf = tf.tocoo()
-        w = tf.data * (k1 + 1) / (tf.data + norm[tf.row]) * idf[tf.col]
-        self.weights = sparse.csc_matrix((w.astype(np.float32), (tf.row, tf.col)), shape=tf.shape)
+        self._scale = k1 + 1
+        self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
+        if self.ids:
+            self._index.index([list(t) for t in tokens], show_progress=False)
+            self.vocab: dict[str, int] = self._index.vocab_dict  # shared, not copied: pickled once
+            self._df = np.diff(np.asarray(self._index.scores["indptr"]))
+        else:
+            self.vocab, self._df = {}, np.zeros(0, dtype=np.int64)
+
+    def _column(self, cols: list[int]) -> np.ndarray:
+        return np.asarray(self._index.get_scores_from_ids(cols), dtype=np.float32)
 
     def scores(self, query_tokens: Sequence[str], synonyms: Sequence[Sequence[str]] = ()) -> np.ndarray:
         """BM25 of each chunk. Each synonym group (the names of one entity) counts once, as its best-scoring
@@ -116,21 +104,20 @@ class BM25:
         out = np.zeros(len(self.ids), dtype=np.float32)
         cols = [self.vocab[t] for t in dict.fromkeys(query_tokens) if t in self.vocab]
         if cols:
-            out += np.asarray(self.weights[:, cols].sum(axis=1)).ravel()
+            out += self._column(cols)
         for group in synonyms:
             gcols = [self.vocab[t] for t in dict.fromkeys(group) if t in self.vocab]
             if gcols:
-                out += self.weights[:, gcols].max(axis=1).toarray().ravel()
-        return out
+                out += np.max([self._column([c]) for c in gcols], axis=0)
+        return out * np.float32(self._scale)
 
     def idf(self, tokens: Iterable[str]) -> dict[str, float]:
         """Inverse document frequency of each known token (0 for tokens the corpus does not have)."""
-        df = np.diff(self.weights.indptr)
         n = max(len(self.ids), 1)
         out = {}
         for t in tokens:
             j = self.vocab.get(t)
-            out[t] = float(np.log(1.0 + (n - df[j] + 0.5) / (df[j] + 0.5))) if j is not None else 0.0
+            out[t] = float(np.log(1.0 + (n - self._df[j] + 0.5) / (self._df[j] + 0.5))) if j is not None else 0.0
         return out
 
 
@@ -178,10 +165,10 @@ class KeywordIndex:
             return True
         try:
             with open(self._index_path(), "rb") as f:
-                saved_fp, bm25, doc_ids, chapters = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+                fmt, saved_fp, bm25, doc_ids, chapters = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
             return False
-        if saved_fp != fp:
+        if fmt != _INDEX_FORMAT or saved_fp != fp:  # an index another version wrote is rebuilt
             return False
         self.fingerprint, self.bm25, self.doc_ids, self.chapters = saved_fp, bm25, doc_ids, chapters
         return True
@@ -206,7 +193,11 @@ class KeywordIndex:
         self.fingerprint = fp
         try:
             _save(
-                self.dir, {self._tokens_path(): cache, self._index_path(): (fp, self.bm25, self.doc_ids, self.chapters)}
+                self.dir,
+                {
+                    self._tokens_path(): cache,
+                    self._index_path(): (_INDEX_FORMAT, fp, self.bm25, self.doc_ids, self.chapters),
+                },
             )
         except OSError as exc:  # a read-only data dir still serves queries from memory
             log.warning("could not save the keyword index under %s: %s", self.dir, exc)

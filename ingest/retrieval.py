@@ -13,8 +13,16 @@ import numpy as np
 from .aliases import AliasTable
 from .embedding import Embedder, get_embedder
 from .errors import UnknownDocumentError
-from .kb import alias_table, embedder_name, keyword_index_for, open_store, refresh_keyword_index, visible_state
-from .keyword import KeywordIndex, tokenize
+from .kb import (
+    alias_table,
+    embedder_name,
+    is_visible,
+    keyword_index_for,
+    open_store,
+    refresh_keyword_index,
+    visible_state,
+)
+from .keyword import KeywordIndex, Tokenizer, tokenize
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
 
@@ -113,11 +121,14 @@ class Retriever:
             )
 
     def _check_documents(self, doc_ids: list[str] | None) -> None:
-        """A search restricted to documents the collection does not have (any more) is the caller's mistake."""
-        unknown = [d for d in doc_ids or [] if d not in self._records]
-        if unknown:
-            self._refresh(now=True)  # perhaps added a moment ago, by another process
-            unknown = [d for d in unknown if d not in self._records]
+        """A search restricted to documents the collection does not have (any more) is the caller's mistake.
+        Asked of the store now: another process may have added or removed them since the last refresh."""
+        if not doc_ids:
+            return
+        now = {i for i, r in self.store.records(doc_ids).items() if is_visible(r)}
+        if now != {d for d in doc_ids if d in self._records}:
+            self._refresh(now=True)
+        unknown = [d for d in doc_ids if d not in now]
         if unknown:
             raise UnknownDocumentError(
                 f"no document {', '.join(map(repr, unknown))} in collection {self.store.name!r} (removed, or never "
@@ -169,18 +180,7 @@ class Retriever:
         return [(g, max(idf[t] for t in g)) for g in groups if max(idf[t] for t in g) > 0]
 
     def _keyword_query(self, query: str) -> tuple[list[str], list[list[str]]]:
-        """Plain query tokens, and one synonym group per entity the query names (all its names' tokens)."""
-        method = self._index.method
-        tokens = tokenize(query, method)
-        if not self.use_aliases:
-            return tokens, []
-        groups: list[list[str]] = []
-        for name in self.aliases.find(query):
-            names = [name, *self.aliases.expansions(name)]
-            group = list(dict.fromkeys(t for n in names for t in tokenize(n, method)))
-            groups.append(group)
-        in_groups = {t for g in groups for t in g}
-        return [t for t in tokens if t not in in_groups], groups
+        return keyword_query(query, self.aliases if self.use_aliases else None, self._index.method)
 
     def retrieve(
         self,
@@ -236,10 +236,26 @@ class Retriever:
                 texts[c.chunk_id] = (c.text, c.metadata)
         out = []
         for cid, sc in best:
+            if cid not in texts:  # removed by another process since the last refresh
+                self._checked = 0.0
+                continue
             text, meta = texts[cid]
             main = sc["fused"] if mode == "hybrid" else sc.get(mode, 0.0)
             out.append(RetrievedChunk(cid, text, meta, float(main), {k2: float(v) for k2, v in sc.items()}))
         return out
+
+
+def keyword_query(query: str, aliases: AliasTable | None, method: Tokenizer) -> tuple[list[str], list[list[str]]]:
+    """The query's plain BM25 tokens, and one synonym group per entity it names (all its names' tokens)."""
+    tokens = tokenize(query, method)
+    if aliases is None:
+        return tokens, []
+    groups: list[list[str]] = []
+    for name in aliases.find(query):
+        names = [name, *aliases.expansions(name)]
+        groups.append(list(dict.fromkeys(t for n in names for t in tokenize(n, method))))
+    in_groups = {t for g in groups for t in g}
+    return [t for t in tokens if t not in in_groups], groups
 
 
 _RETRIEVERS: dict[tuple[str, str], Retriever] = {}

@@ -221,12 +221,18 @@ class KnowledgeStore:
 
     # --- document records ------------------------------------------------------------------
     @guarded("reading document records")
-    def records(self) -> dict[str, DocRecord]:
-        out: dict[str, DocRecord] = {}
-        for ids, docs, metas in self._pages(self.docs, include=["documents", "metadatas"]):
-            for i, body, meta in zip(ids, docs, metas, strict=True):
-                out[i] = DocRecord.from_chroma(body, meta)
-        return out
+    def records(self, ids: Sequence[str] | None = None) -> dict[str, DocRecord]:
+        """All document records, or those of `ids` that exist."""
+        include = ["documents", "metadatas"]
+        if ids is None:
+            pages: Iterable[tuple[Any, ...]] = self._pages(self.docs, include=include)
+        else:
+            pages = [_unpack(self.docs.get(ids=list(ids), include=include))] if ids else []
+        return {
+            i: DocRecord.from_chroma(body, meta)
+            for page_ids, docs, metas in pages
+            for i, body, meta in zip(page_ids, docs, metas, strict=True)
+        }
 
     @guarded("writing a document record")
     def put_record(self, rec: DocRecord) -> None:
@@ -350,13 +356,6 @@ class KnowledgeStore:
         new.collection.modify(name=_PREFIX + self.name)
         self.chunks = self.client.get_collection(_PREFIX + self.name)
         self._vector_store = None
-
-    def drop(self) -> None:
-        for suffix in ("", _DOCS, _REBUILD):
-            try:
-                self.client.delete_collection(_PREFIX + self.name + suffix)
-            except Exception:
-                pass
 
 
 class RebuildTarget:

@@ -167,3 +167,25 @@ def test_a_search_restricted_to_an_unknown_document_names_it(kb, embedder, mode)
         r.retrieve("孔明", k=3, filters=Filters(doc_ids=[known, "no-such-doc"]), mode=mode)
     assert known not in str(err.value) and "ingest list" in str(err.value)
     assert r.retrieve("孔明", k=3, filters=Filters(doc_ids=[known]), mode=mode)
+
+
+def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
+    import pickle
+
+    from ingest.keyword import BM25, KeywordIndex
+    from ingest.store import StoredChunk
+
+    chunks = {"a": "诸葛亮草船借箭", "b": "曹操败走华容道"}
+
+    def fetch(ids):
+        return [StoredChunk(i, chunks[i], {"doc_id": "d"}) for i in ids]
+
+    index = KeywordIndex(tmp_path)
+    index.build("fp1", ["a", "b"], fetch)
+    (tmp_path / "bm25-ngram.pkl").write_bytes(pickle.dumps(("fp1", object(), [], [])))  # the old 4-tuple
+    assert not KeywordIndex(tmp_path).try_load("fp1")
+    index.build("fp1", ["a", "b"], fetch)
+    again = KeywordIndex(tmp_path)
+    assert again.try_load("fp1") and isinstance(again.bm25, BM25)
+    assert again.bm25.ids == ["a", "b"] and again.bm25.scores(["华容"]).argmax() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram.pkl"]
