@@ -59,9 +59,13 @@ def is_current(rec: DocRecord | None, doc_hash: str) -> bool:
     return rec is not None and rec.status == COMPLETE and rec.doc_hash == doc_hash
 
 
-def same_text(records: dict[str, DocRecord], rec_id: str, text_hash: str) -> list[DocRecord]:
-    """Other documents of the collection with exactly this text (a renamed, moved or copied file)."""
-    return [r for r in records.values() if r.doc_id != rec_id and r.text_hash and r.text_hash == text_hash]
+def by_text(records: dict[str, DocRecord]) -> dict[str, list[DocRecord]]:
+    """The documents of each text (by its hash): more than one is a copy; one under another id, a renamed file."""
+    out: dict[str, list[DocRecord]] = {}
+    for r in records.values():
+        if r.text_hash:  # records written before text hashes were kept have none
+            out.setdefault(r.text_hash, []).append(r)
+    return out
 
 
 # --- transitions -------------------------------------------------------------------------------------------

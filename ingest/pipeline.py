@@ -15,6 +15,7 @@ from .embedding import Embedder, get_embedder
 from .entities import mine_entities
 from .errors import IngestError, UnknownDocumentError, UnreadableFileError
 from .kb import (
+    by_text,
     commit_version,
     embedder_name,
     is_current,
@@ -22,7 +23,6 @@ from .kb import (
     recover,
     refresh_keyword_index,
     remove_record,
-    same_text,
 )
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
 from .settings import IngestSettings
@@ -211,18 +211,20 @@ def _same_text(
     be replaced by the new one (a renamed or moved file must not leave its old self behind)."""
     replaced: dict[str, DocRecord] = {}
     first_of: dict[str, LoadedDocument] = {}
+    produced = {d.doc_id for d in docs}
+    stored = by_text(records)
     for doc in docs:
         h = content_hash(doc.text)
         if h in first_of and first_of[h].doc_id != doc.doc_id:
             summary.warnings.append(_same_text_note(doc, first_of[h].source, first_of[h].doc_id, "both kept"))
         first_of.setdefault(h, doc)
-        for old in same_text(records, doc.doc_id, h):
-            if old.doc_id in removed or old.doc_id in replaced:
+        for old in stored.get(h, []):
+            if old.doc_id == doc.doc_id or old.doc_id in removed or old.doc_id in replaced:
                 continue
             if old.source not in sources_seen and not Path(old.source).exists():
                 replaced[old.doc_id] = old
                 summary.warnings.append(_same_text_note(doc, old.source, old.doc_id, "no longer exists: replaced"))
-            elif not any(d.doc_id == old.doc_id for d in docs):
+            elif old.doc_id not in produced:  # (a document of this batch was reported above)
                 summary.warnings.append(_same_text_note(doc, old.source, old.doc_id, "both kept"))
     return list(replaced.values())
 
