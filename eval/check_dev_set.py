@@ -134,31 +134,14 @@ def check_schema(lineno: int, row: object, problems: list[str]) -> bool:
     return ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("corpus", nargs="?", default=str(DEFAULT_CORPUS), help="path to sanguo_yanyi.txt")
-    ap.add_argument("--dev-set", default=str(DEFAULT_DEV_SET), help="path to the JSONL dev set")
-    args = ap.parse_args(argv)
-
-    problems: list[str] = []
-    corpus_path, dev_path = Path(args.corpus), Path(args.dev_set)
-    if not corpus_path.is_file():
-        print(f"corpus not found: {corpus_path}")
-        return 2
-    if not dev_path.is_file():
-        print(f"dev set not found: {dev_path}")
-        return 2
-
-    text = corpus_path.read_text(encoding="utf-8")
-    chapters = split_chapters(text)
-    if sorted(chapters) != list(range(1, N_CHAPTERS + 1)):
-        problems.append(f"corpus: expected chapters 1..{N_CHAPTERS}, found {len(chapters)}")
-    norm_chapters = {n: normalise(t) for n, t in chapters.items()}
-    # Copy check against both the raw text and the text with all whitespace removed (lines are hard-wrapped).
-    flat_text = _WS.sub("", text)
-
+def read_rows(dev_path: Path, problems: list[str]) -> list[dict]:
+    """The dev set's records that pass the schema check (lines split on "\n" only: a U+2028 inside a JSON
+    string is not a line end)."""
     rows: list[dict] = []
-    for lineno, line in enumerate(dev_path.read_text(encoding="utf-8").splitlines(), 1):
+    lines = dev_path.read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             problems.append(f"line {lineno}: blank line")
             continue
@@ -169,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if check_schema(lineno, row, problems):
             rows.append(row)
+    return rows
 
+
+def check_unique(rows: list[dict], problems: list[str]) -> None:
     seen: dict[str, int] = {}
     for r in rows:
         seen[r["id"]] = seen.get(r["id"], 0) + 1
@@ -182,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{r['id']}: duplicate question text")
         seen_q.add(r["question"])
 
-    answerable = [r for r in rows if r["answerable"]]
-    unanswerable = [r for r in rows if not r["answerable"]]
+
+def check_coverage(answerable: list[dict], unanswerable: list[dict], problems: list[str]) -> set[int]:
+    """Counts of answerable and unanswerable questions, and the chapters the answerable ones cover."""
     if len(answerable) < MIN_ANSWERABLE:
         problems.append(f"only {len(answerable)} answerable questions (need >= {MIN_ANSWERABLE})")
     if not UNANSWERABLE_RANGE[0] <= len(unanswerable) <= UNANSWERABLE_RANGE[1]:
@@ -193,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     covered = {r["chapter"] for r in answerable}
     if len(covered) < MIN_CHAPTERS_COVERED:
         problems.append(f"answerable questions cover {len(covered)} chapters (need >= {MIN_CHAPTERS_COVERED})")
+    return covered
 
+
+def check_keywords(answerable: list[dict], chapters: dict[int, str], problems: list[str]) -> None:
+    norm_chapters = {n: normalise(t) for n, t in chapters.items()}
     for r in answerable:
         body = chapters.get(r["chapter"])
         if body is None:
@@ -203,14 +194,43 @@ def main(argv: list[str] | None = None) -> int:
         if not hits:
             problems.append(f"{r['id']}: no keyword of {r['answer_keywords']} occurs in chapter {r['chapter']}")
 
+
+def check_copies(rows: list[dict], text: str, problems: list[str]) -> None:
+    # Against both the raw text and the text with all whitespace removed (lines are hard-wrapped).
+    flat_text = _WS.sub("", text)
     for r in rows:
-        q = r["question"]
-        q_flat = _WS.sub("", q)
+        q_flat = _WS.sub("", r["question"])
         for i in range(len(q_flat) - COPY_WINDOW + 1):
             piece = q_flat[i : i + COPY_WINDOW]
             if piece in text or piece in flat_text:
                 problems.append(f"{r['id']}: question copies novel text verbatim: {piece!r}")
                 break
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("corpus", nargs="?", default=str(DEFAULT_CORPUS), help="path to sanguo_yanyi.txt")
+    ap.add_argument("--dev-set", default=str(DEFAULT_DEV_SET), help="path to the JSONL dev set")
+    args = ap.parse_args(argv)
+
+    problems: list[str] = []
+    corpus_path, dev_path = Path(args.corpus), Path(args.dev_set)
+    for what, path in (("corpus", corpus_path), ("dev set", dev_path)):
+        if not path.is_file():
+            print(f"{what} not found: {path}")
+            return 2
+
+    text = corpus_path.read_text(encoding="utf-8")
+    chapters = split_chapters(text)
+    if sorted(chapters) != list(range(1, N_CHAPTERS + 1)):
+        problems.append(f"corpus: expected chapters 1..{N_CHAPTERS}, found {len(chapters)}")
+    rows = read_rows(dev_path, problems)
+    check_unique(rows, problems)
+    answerable = [r for r in rows if r["answerable"]]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    covered = check_coverage(answerable, unanswerable, problems)
+    check_keywords(answerable, chapters, problems)
+    check_copies(rows, text, problems)
 
     n_alias = sum(1 for r in rows if r.get("alias"))
     print(
