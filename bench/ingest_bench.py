@@ -9,7 +9,6 @@ The store it leaves behind is what bench/query_bench.py and `kongming eval retri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -18,6 +17,8 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from common import write_result
 
 
 def main() -> int:
@@ -79,10 +80,7 @@ def main() -> int:
         "first_summary": first.stdout.strip(),
         "again_summary": again.stdout.strip(),
     }
-    print(json.dumps(result, ensure_ascii=False, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    write_result(result, args.out)
     return 0
 
 

@@ -18,6 +18,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from common import write_result
+
 
 def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
     """Read the raw file, split with LlamaIndex's defaults, embed with the same model, dense top-k."""
@@ -124,9 +126,7 @@ def main() -> int:
         "questions": str(args.questions),
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    write_result(result, args.out)
     return 0
 
 
