@@ -152,11 +152,13 @@ def add_paths(
     summary.chunks_removed += recover(store, records)
     work = _plan(docs, settings, records, _length_fn(settings, embedders.get), summary)
     gone = _gone(roots, docs, records, sources_seen, prune)
-    gone += _same_text(docs, records, sources_seen, {r.doc_id for r in gone}, summary)
-    for rec in gone:
+    renamed = _same_text(docs, records, sources_seen, {r.doc_id for r in gone}, summary)
+    # a renamed file's text is embedded already: its vectors serve the new document's chunks
+    reuse = store.vectors_by_text([i for r in renamed for i in r.committed]) if renamed else {}
+    for rec in gone + renamed:
         summary.chunks_removed += remove_record(store, rec)
         summary.removed_docs += 1
-    _write_versions(store, work, records, settings, embedders, progress, summary)
+    _write_versions(store, work, records, settings, embedders, progress, summary, reuse)
     refresh_keyword_index(settings, store)
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -242,17 +244,28 @@ def _write_versions(
     embedders: _EmbedderOnce,
     progress: bool,
     summary: IngestSummary,
+    reuse: dict[str, list[float]],
 ) -> None:
-    """Commit the new version of each document in `work`, embedding only the chunks the store lacks."""
+    """Commit the new version of each document in `work`, embedding only the chunks the store lacks whose
+    text has no vector in `reuse`."""
     plans = [(doc, h, nodes, store.existing_ids([n.node_id for n in nodes])) for doc, h, nodes in work]
-    to_embed = sum(1 for _, _, nodes, existing in plans for n in nodes if n.node_id not in existing)
+    to_embed = sum(1 for _, _, ns, existing in plans for n in ns if n.node_id not in existing and n.text not in reuse)
     emb = (
         EmbeddingWriter(store, embedders.get(), settings.embed_batch_size, to_embed, progress, settings.embed_flush)
         if to_embed
         else None
     )
+
+    def write(fresh: list[Any]) -> None:
+        known = [n for n in fresh if n.text in reuse]
+        for n in known:
+            n.embedding = reuse[n.text]
+        if known:
+            store.add_nodes(known)
+        if emb and len(known) < len(fresh):
+            emb.run([n for n in fresh if n.text not in reuse])
+
     try:
-        write = emb.run if emb else None
         for doc, h, nodes, existing in plans:
             old = records.get(doc.doc_id)
             counts = commit_version(store, _new_record(doc, h, old, settings), nodes, existing, write)

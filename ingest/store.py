@@ -149,16 +149,13 @@ def check_writable(settings: IngestSettings) -> None:
 
 def where_of(settings: IngestSettings) -> str:
     """How error messages name the store: the server's address or the embedded folder."""
-    if settings.chroma_url:
-        return f"the Chroma server at {settings.chroma_url}"
-    return f"the store at {settings.store_path}"
+    url = settings.chroma_url
+    return f"the Chroma server at {url}" if url else f"the store at {settings.store_path}"
 
 
 def list_collections(client: Any) -> list[str]:
     names = [getattr(c, "name", c) for c in client.list_collections()]
-    return sorted(
-        n[len(_PREFIX) :] for n in names if n.startswith(_PREFIX) and not n.endswith(_DOCS) and not n.endswith(_REBUILD)
-    )
+    return sorted(n[len(_PREFIX) :] for n in names if n.startswith(_PREFIX) and not n.endswith((_DOCS, _REBUILD)))
 
 
 class KnowledgeStore:
@@ -292,6 +289,15 @@ class KnowledgeStore:
             for i, d, m in zip(page_ids, docs, metas, strict=True):
                 yield StoredChunk(i, d or "", _public_meta(m))
 
+    @guarded("reading embeddings")
+    def vectors_by_text(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The stored vector of each text among these chunks (a text embeds the same wherever it occurs)."""
+        out: dict[str, list[float]] = {}
+        for part in _batches(list(ids), self._batch):
+            r = self.chunks.get(ids=part, include=["documents", "embeddings"])
+            out.update((t, [float(x) for x in v]) for t, v in zip(r["documents"], r["embeddings"], strict=True) if t)
+        return out
+
     @guarded("counting chunks")
     def count(self) -> int:
         return int(self.chunks.count())
@@ -308,8 +314,7 @@ class KnowledgeStore:
         try:
             res = self.vector_store.query(q)
         except Exception as exc:
-            # the metadata (SQLite) knows chunks that this process's vector index, read earlier, does not:
-            # another process wrote them since. Read the store anew once.
+            # SQLite knows chunks another process wrote since this one read its vector index: read it anew
             if "error finding id" not in str(exc).lower() or self._reconnect is None:
                 raise
             log.info("the store changed under this process (%s): reopening it", exc)

@@ -258,7 +258,9 @@ def test_a_renamed_or_moved_file_replaces_its_old_self(settings, tmp_path, embed
     (before,) = pipeline.list_documents(settings)
     new.parent.mkdir(parents=True, exist_ok=True)
     old.rename(new)
-    summary = pipeline.add_paths([new], settings, embedder=embedder)
+    counting = CountingEmbedder(embedder)
+    summary = pipeline.add_paths([new], settings, embedder=counting)
+    assert counting.passages == 0 and summary.chunks_added == before.n_chunks  # its vectors are reused
     (after,) = pipeline.list_documents(settings)
     assert after.source == str(new.resolve()) and after.doc_id != before.doc_id
     assert summary.added_docs == 1 and summary.removed_docs == 1
@@ -299,7 +301,9 @@ def test_a_renamed_jsonl_file_replaces_each_of_its_records(settings, tmp_path, e
     old.write_text('{"id": 1, "text": "孔明借东风。"}\n{"id": 2, "text": "周瑜打黄盖。"}\n', encoding="utf-8")
     pipeline.add_paths([old], settings, embedder=embedder)
     new = old.rename(tmp_path / "notes-2025.jsonl")
-    summary = pipeline.add_paths([new], settings, embedder=embedder)
+    counting = CountingEmbedder(embedder)
+    summary = pipeline.add_paths([new], settings, embedder=counting)
+    assert counting.passages == 0
     assert summary.removed_docs == 2 and summary.added_docs == 2 and len(_same_text_warnings(summary)) == 2
     assert {r.source for r in pipeline.list_documents(settings)} == {str(new.resolve())}
     assert sorted(stored_texts(settings)) == ["周瑜打黄盖。", "孔明借东风。"]
