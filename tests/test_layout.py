@@ -79,3 +79,22 @@ def test_only_the_store_module_talks_to_chroma():
     files = [f for package in ("ingest", "service", "finetune") for f in (ROOT / package).rglob("*.py")]
     users = {str(f.relative_to(ROOT)) for f in files if _chroma_imports(f)}
     assert users == {"ingest/store.py"}
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def test_modules_and_functions_stay_readable():
+    """One module per stage, split past 400 lines; no function past 80 (DESIGN.md's house style)."""
+    too_long = []
+    for f in (f for package in ("ingest", "service", "finetune") for f in (ROOT / package).rglob("*.py")):
+        text = f.read_text(encoding="utf-8")
+        name = str(f.relative_to(ROOT))
+        if (n := len(text.splitlines())) > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {n} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)
