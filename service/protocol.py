@@ -110,6 +110,9 @@ class KongmingOptions(BaseModel):
     chapters: tuple[int, int] | None = Field(default=None, description="inclusive chapter range for retrieval")
     doc_ids: list[str] | None = None
     k: int | None = Field(default=None, ge=1, le=50)
+    sources: Literal["append", "none"] | None = Field(
+        default=None, description="append: the numbered sources follow the answer text (default: the server's)"
+    )
 
 
 def _forces_a_call(v: Any) -> bool:
@@ -274,7 +277,7 @@ class Citation(BaseModel):
     index: int = Field(description="the [n] used in the answer")
     doc_id: str
     document: str
-    source: str = ""
+    source: str = Field(default="", description="the document's file name (never a path on the server)")
     chapter: int | None = None
     chapter_title: str | None = None
     snippet: str

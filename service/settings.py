@@ -82,6 +82,8 @@ class ServiceSettings(BaseSettings):
     personas: list[PersonaConfig] = Field(default_factory=lambda: [ZHUGE_LIANG, ZHEN_HUAN])
     default_persona: str = "zhuge-liang"
     retrieval_k: int = Field(default=5, ge=1, le=50)
+    append_sources: bool = Field(default=False, description="append the numbered sources to every answer's "
+                                 "text (a request's kongming.sources or the x-kongming-sources header overrides it)")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="body limit of the chat API (413 above)")
     max_upload_bytes: int = Field(default=100_000_000, ge=1024, description="body limit of knowledge-base uploads")
     max_tokens_cap: int = Field(default=2048, ge=1)

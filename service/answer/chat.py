@@ -23,6 +23,7 @@ from .persona import Engines, persona_messages
 from .rag import EMPTY_KB, MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
 from .retrieval import KnowledgeBase, citations
 from .router import DEFAULT_MODEL, RouteDecision, Router, RouterModel, Signals
+from .sources import Language, complete_with_sources, footer, stream_with_sources
 
 log = logging.getLogger(__name__)
 ROUTED = "kongming"
@@ -47,6 +48,8 @@ class Reply:
     # What to answer instead when the engine fails before its first token (a RAG answer: the extractive one),
     # built only then.
     fallback: Callable[[], Reply] | None = None
+    # kongming.sources "append": the numbered sources follow the text, in the question's language (sources.py)
+    append_sources: Language | None = None
 
     @property
     def route_info(self) -> RouteInfo:
@@ -54,6 +57,17 @@ class Reply:
         return RouteInfo(route=d.route, forced=d.forced, persona=d.persona, scores=d.scores, reason=d.reason)
 
     async def complete(self) -> Completion:
+        done = await self._complete()
+        return complete_with_sources(done, self.sources_footer()) if self.append_sources else done
+
+    def stream(self) -> AsyncIterator[Delta]:
+        deltas = self._stream()
+        return stream_with_sources(deltas, self.sources_footer) if self.append_sources else deltas
+
+    def sources_footer(self) -> str:
+        return footer(self.citations, self.append_sources) if self.append_sources else ""
+
+    async def _complete(self) -> Completion:
         if self.text is not None:
             return Completion(self.text, "stop", 0, len(self.text))
         assert self.engine is not None
@@ -65,7 +79,7 @@ class Reply:
             assert self.text is not None
             return Completion(self.text, "stop", 0, len(self.text))
 
-    def stream(self) -> AsyncIterator[Delta]:
+    def _stream(self) -> AsyncIterator[Delta]:
         if self.text is not None:
             return self._stream_text(self.text)
         assert self.engine is not None

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..answer.chat import Reply
+from ..answer.sources import appended_sources
 from ..engines import Delta
 from ..errors import ServiceError, error_body
 from ..metrics import Metrics
@@ -41,6 +42,8 @@ async def chat_completions(body: ChatRequest, request: Request, chat: Chat, m: M
     reply = await chat.reply(
         body.conversation(), body.model, body.to_sampling_params(), body.kongming, max_tokens=body.max_new_tokens
     )
+    reply.append_sources = appended_sources(body.kongming, request.headers, chat.settings.append_sources,
+                                            body.conversation())
     m.observe_reply(reply)
     if body.stream:
         stream = reply.stream()
@@ -91,13 +94,15 @@ async def _sse(
     m: Metrics,
     done: Callable[[int, int], None],
 ) -> AsyncIterator[bytes]:
-    """OpenAI's chunk stream; the route and citations come in a last chunk (no choices) before [DONE]."""
+    """OpenAI's chunk stream: every chunk has one choice; the one carrying finish_reason also carries the route and
+    citations (`kongming`). Only with include_usage: `"usage": null` on each chunk, then one last chunk with no
+    choices and the usage, as OpenAI sends."""
     cid = completion_id()
     head = (
         f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{int(time.time())},'
         f'"model":{json.dumps(model)},"choices":[{{"index":0,"delta":'
     ).encode()
-    tail = b"}]}\n\n"
+    tail = b"}]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
     prompt_tokens = completion_tokens = 0
     finish = "stop"
     yield head + b'{"role":"assistant","content":""},"finish_reason":null' + tail
@@ -117,20 +122,22 @@ async def _sse(
             yield b"data: " + error_body(exc)[1].model_dump_json().encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
             return
-    yield head + b"{}," + f'"finish_reason":{json.dumps(finish)}'.encode() + tail
-    last: dict[str, Any] = {
+    chunk: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "choices": [],
+        "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
         "kongming": ext.model_dump(),
     }
     if include_usage:
-        last["usage"] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-    yield b"data: " + json.dumps(last, ensure_ascii=False).encode() + b"\n\ndata: [DONE]\n\n"
+        chunk["usage"] = None
+    yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+    if include_usage:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        chunk.update(choices=[], usage=usage)
+        del chunk["kongming"]
+        yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
     done(prompt_tokens, completion_tokens)
