@@ -109,6 +109,10 @@ class KeyRing:
         self._refresh()
         return bool(self._static or self._file)
 
+    def chat_needs_key(self, chat_auth: str) -> bool:
+        """Whether chat (API and page alike) needs a key now: `required`, or `auto` once any key exists."""
+        return chat_auth == "required" or (chat_auth == "auto" and self.configured())
+
     def identify(self, key: str | None) -> str | None:
         """The id of a valid key (never the key itself), None when it is not accepted."""
         if key is None:

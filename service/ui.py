@@ -12,7 +12,6 @@ from ingest.errors import IngestError
 from .errors import ServiceError, error_body
 from .keys import KeyRing
 from .protocol import Citation, KongmingOptions, Route
-from .settings import ServiceSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -60,13 +59,31 @@ def footer(reply: Reply) -> str:
     return "\n\n---\n" + "\n".join(f"{line}\n" for line in lines)
 
 
-def build_blocks(chat: ChatService) -> Any:
-    import gradio as gr
+KEY_NEEDED = ("this service needs an API key: enter one in the «API key» field above "
+              "(`kongming keys add` creates one)")
+KEY_WRONG = "the API key is not valid (mistyped or revoked): enter an active key in the «API key» field above"
+LOADING = "loading the persona model (first answer only, about a minute)…"
 
-    personas = [(f"{p.display_name} ({p.name})", p.name) for p in chat.settings.personas]
 
+def key_refusal(chat: ChatService, ring: KeyRing, key: str | None) -> str | None:
+    """Why the page refuses this message, or None: chat on the page needs a key exactly when the API's chat
+    does, checked against the key ring on every message (keys added or revoked while the service runs count)."""
+    if not ring.chat_needs_key(chat.settings.chat_auth):
+        return None
+    key = (key or "").strip()
+    if not key:
+        return KEY_NEEDED
+    return None if ring.identify(key) is not None else KEY_WRONG
+
+
+def placeholder(reply: Reply) -> str:
+    """What the answer shows until its first words: a note when an in-process model loads first."""
+    return LOADING if reply.engine is not None and getattr(reply.engine, "loaded", True) is False else "…"
+
+
+def make_respond(chat: ChatService, ring: KeyRing) -> Any:
     async def respond(
-        message: str, history: History, conversation: list[Turn], route: str, persona: str | None
+        message: str, history: History, conversation: list[Turn], route: str, persona: str | None, key: str = ""
     ) -> AsyncIterator[tuple[str, History, list[Turn]]]:
         """Streams one answer into the chat; `conversation` holds the plain turns sent to the service (the
         chat shows answers with their route and sources, which must not go back to the model)."""
@@ -74,12 +91,20 @@ def build_blocks(chat: ChatService) -> Any:
             return
         asked = [*conversation, {"role": "user", "content": message}]
         history = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+        refused = key_refusal(chat, ring, key)
+        if refused is not None:
+            history[-1] = {"role": "assistant", "content": f"⚠️ error: {refused}"}
+            yield message, history, conversation  # the message stays in the box to send again with a key
+            return
         yield "", history, conversation
         text = ""
         try:
             forced = None if route == "auto" else cast(Route, route)
             options = KongmingOptions(route=forced, persona=persona or None)
             reply = await chat.reply(asked, options=options)
+            if (waiting := placeholder(reply)) != "…":
+                history[-1] = {"role": "assistant", "content": waiting}
+                yield "", history, conversation
             async for delta in reply.stream():
                 if delta.text:
                     text += delta.text
@@ -100,18 +125,29 @@ def build_blocks(chat: ChatService) -> Any:
         history[-1] = {"role": "assistant", "content": text + footer(reply)}
         yield "", history, [*asked, {"role": "assistant", "content": text}]
 
+    return respond
+
+
+def build_blocks(chat: ChatService, ring: KeyRing | None = None) -> Any:
+    import gradio as gr
+
+    personas = [(f"{p.display_name} ({p.name})", p.name) for p in chat.settings.personas]
+    respond = make_respond(chat, ring or KeyRing(chat.settings))
+
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title="kongming", analytics_enabled=False) as blocks:
         gr.Markdown("## kongming\n知识库问答（rag）· 人物对话（persona）· 两者结合（both）；auto：由路由器决定。")
         with gr.Row():
             route = gr.Radio(ROUTE_CHOICES, value="auto", label="route", elem_id="route")
             persona = gr.Dropdown(personas, value=chat.settings.default_persona, label="persona", elem_id="persona")
+            key = gr.Textbox(label="API key", type="password", elem_id="api-key",
+                             placeholder="needed once the service has keys (kongming keys add)")
         chatbot = gr.Chatbot(label="chat", elem_id="chat", height=520, buttons=["copy"], feedback_options=None)
         conversation = gr.State([])
         with gr.Row():
             box = gr.Textbox(placeholder="输入消息，回车发送", show_label=False, scale=8, elem_id="message")
             send = gr.Button("send", variant="primary", scale=1, elem_id="send")
-        inputs = [box, chatbot, conversation, route, persona]
+        inputs = [box, chatbot, conversation, route, persona, key]
         outputs = [box, chatbot, conversation]
         # The service queues work per engine itself; Gradio's default (one event at a time) would serialize users.
         for trigger in (box.submit, send.click):
@@ -121,19 +157,11 @@ def build_blocks(chat: ChatService) -> Any:
     return blocks, theme
 
 
-def key_login(settings: ServiceSettings, ring: KeyRing | None = None) -> Any:
-    """When chat needs a key the page asks for one too (any user name, the key as password); keys of the keys
-    file count, and a revoked key stops signing in."""
-    ring = ring or KeyRing(settings)
-    needed = settings.chat_auth == "required" or (settings.chat_auth == "auto" and ring.configured())
-    return (lambda _user, password: ring.identify(password) is not None) if needed else None
-
-
 def mount_ui(app: FastAPI, chat: ChatService) -> FastAPI:
     """Mounts the chat page at /ui on the service's app (no share link, no analytics, no SSR node server)."""
     import gradio as gr
 
-    blocks, theme = build_blocks(chat)
+    blocks, theme = build_blocks(chat, getattr(app.state, "keys", None))
     return gr.mount_gradio_app(
         app,
         blocks,
@@ -142,6 +170,4 @@ def mount_ui(app: FastAPI, chat: ChatService) -> FastAPI:
         theme=theme,
         ssr_mode=False,
         mcp_server=False,
-        auth=key_login(chat.settings, getattr(app.state, "keys", None)),
-        auth_message="Sign in with any name and an API key of this service.",
     )

@@ -71,6 +71,11 @@ class KnowledgeBase:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def source_name(source: object) -> str:
+    """The file name of a document's source: the server's folders never leave it (responses, the page)."""
+    return str(source or "").replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def citations(hits: list[RetrievedChunk], titles: dict[str, str] | None = None) -> list[Citation]:
     out = []
     for i, h in enumerate(hits, start=1):
@@ -81,7 +86,7 @@ def citations(hits: list[RetrievedChunk], titles: dict[str, str] | None = None) 
                 index=i,
                 doc_id=str(m.get("doc_id", "")),
                 document=str(m.get("title") or m.get("doc_title") or (titles or {}).get(str(m.get("doc_id")), "")),
-                source=str(m.get("source", "")),
+                source=source_name(m.get("source")),
                 chapter=h.chapter,
                 chapter_title=m.get("chapter_title") or None,
                 snippet=snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),

@@ -46,21 +46,21 @@ WRONG_KEY = "Incorrect API key provided: send `Authorization: Bearer <key>`"
 
 
 async def require_key(request: Request, settings: Settings) -> None:
-    """Chat and reads need a key when keys are configured (`chat_auth` auto), always (required) or never (open)."""
+    """Chat needs a key when keys are configured (`chat_auth` auto), always (required) or never (open)."""
     ring: KeyRing = request.app.state.keys
     key_id = ring.identify(_bearer(request))
-    needed = settings.chat_auth == "required" or (settings.chat_auth == "auto" and ring.configured())
-    if needed and key_id is None:
+    if ring.chat_needs_key(settings.chat_auth) and key_id is None:
         raise Unauthorized(WRONG_KEY)
     _admit(request, settings, key_id)
 
 
-async def require_write_key(request: Request, settings: Settings) -> None:
-    """Knowledge-base writes always need a key, even when chat is open; with none configured they are off."""
+async def require_kb_key(request: Request, settings: Settings) -> None:
+    """Knowledge-base reads and writes always need a key, even when chat is open; with none configured they are
+    off. The key ring is read on every request: keys added or revoked while the service runs count at once."""
     ring: KeyRing = request.app.state.keys
     if not ring.configured():
-        raise Unauthorized("knowledge-base writes are disabled: create a key with `kongming keys add` (or set "
-                           "KONGMING_API_KEYS) and send it as a Bearer token")
+        raise Unauthorized("the knowledge-base endpoints are disabled: create a key with `kongming keys add` (or "
+                           "set KONGMING_API_KEYS) and send it as a Bearer token")
     key_id = ring.identify(_bearer(request))
     if key_id is None:
         raise Unauthorized(WRONG_KEY)
@@ -92,5 +92,5 @@ async def checked_chat_request(body: ChatCompletionRequest, settings: Settings) 
 
 
 Key = Depends(require_key)
-WriteKey = Depends(require_write_key)
+KbKey = Depends(require_kb_key)
 ChatRequest = Annotated[ChatCompletionRequest, Depends(checked_chat_request)]

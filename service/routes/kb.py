@@ -1,4 +1,5 @@
-"""The knowledge base over HTTP: list, upload (ingest) and remove documents; writes need an API key."""
+"""The knowledge base over HTTP: list, upload (ingest) and remove documents; all of them need an API key. Documents
+are named by id, title and file name: the server's folders never appear in a response."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, UploadFile
 
+from ..answer.retrieval import source_name
 from ..uploads import save_upload, upload_target
-from .deps import Chat, Key, Settings, WriteKey
+from .deps import Chat, KbKey, Settings
 
 router = APIRouter(prefix="/v1/kb", tags=["knowledge base"])
 
 
-@router.get("/documents", dependencies=[Key])
+@router.get("/documents", dependencies=[KbKey])
 async def kb_list(chat: Chat) -> dict[str, Any]:
     from ingest.pipeline import list_documents
 
@@ -22,11 +24,12 @@ async def kb_list(chat: Chat) -> dict[str, Any]:
 
 
 def _doc(d: Any) -> dict[str, Any]:
-    return {"id": d.doc_id, "source": d.source, "title": d.title, "chunks": d.n_chunks, "status": d.status,
-            "chars": d.chars}
+    name = source_name(d.source)  # `source` keeps its key for older clients, but holds the file name only
+    return {"id": d.doc_id, "name": name, "source": name, "title": d.title, "chunks": d.n_chunks,
+            "status": d.status, "chars": d.chars}
 
 
-@router.post("/documents", dependencies=[WriteKey])
+@router.post("/documents", dependencies=[KbKey])
 async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
     from ingest.pipeline import add_paths
 
@@ -43,7 +46,7 @@ async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[Upload
     }
 
 
-@router.delete("/documents/{doc_id}", dependencies=[WriteKey])
+@router.delete("/documents/{doc_id}", dependencies=[KbKey])
 async def kb_remove(doc_id: str, chat: Chat) -> dict[str, Any]:
     from ingest.pipeline import remove_documents
 

@@ -162,18 +162,27 @@ def test_service_error_shows_in_the_chat_and_the_page_keeps_working(page: Any) -
     assert "二十只" in last_bot(page, "route: rag").split("route:", 1)[0]
 
 
-def test_page_asks_for_an_api_key_when_keys_are_configured(kb_settings: Any, tmp_path: Any) -> None:
-    from fastapi.testclient import TestClient
+def test_page_needs_a_key_once_one_is_added_and_not_after_it_is_revoked(
+    page: Any, server: tuple[ServerThread, QueuedEngine]
+) -> None:
+    """Keys added or revoked while the service runs count on the page's next message, as on the API."""
+    from service.keys import add_key, revoke_key
+    from service.ui import KEY_NEEDED, KEY_WRONG
 
-    from service.app import build_chat_service, create_app
-    from service.settings import get_service_settings
-
-    settings = get_service_settings(data_dir=tmp_path / "svc", api_keys=["sk-ui-test"])
-    chat = build_chat_service(settings, kb_settings, engines={"zhuge-liang": QueuedEngine("zhuge-liang")})
-    with TestClient(create_app(settings, chat=chat, ui=True)) as client:
-        assert client.get("/ui/config").status_code == 401
-        wrong = client.post("/ui/login", data={"username": "guest", "password": "sk-wrong"})
-        assert wrong.status_code == 400, wrong.text
-        right = client.post("/ui/login", data={"username": "guest", "password": "sk-ui-test"})
-        assert right.json() == {"success": True}
-        assert client.get("/ui/config").status_code == 200
+    srv, _ = server
+    keys_file = srv.server.config.app.state.settings.keys_path()
+    key, entry = add_key(keys_file, "page")
+    try:
+        send(page, "孔明向鲁肃借了多少只船？", "rag")
+        assert KEY_NEEDED.split(":")[0] in last_bot(page, "error")  # (markdown renders the backticks)
+        page.fill("#api-key input", "km-guessed")
+        send(page, "孔明向鲁肃借了多少只船？", "rag")
+        assert KEY_WRONG.split(":")[0] in last_bot(page, "not valid")
+        page.fill("#api-key input", key)
+        send(page, "孔明向鲁肃借了多少只船？", "rag")
+        assert "二十只" in last_bot(page, "route: rag")
+    finally:
+        revoke_key(keys_file, entry.id)
+    page.fill("#api-key input", "")
+    send(page, "孔明借了多少支箭？", "rag")  # no active key left: open again
+    last_bot(page, "route: rag")
