@@ -114,9 +114,8 @@ def test_cpu_stack_serves_chat_through_the_openai_client(stack: tuple[dict[str, 
         model="kongming-persona-zhen-huan", messages=[{"role": "user", "content": "娘娘，近来可好？"}],
         max_tokens=16, temperature=0, stream=True,
     ):  # fmt: skip
-        if chunk.choices:
-            pieces.append(chunk.choices[0].delta.content or "")
-        else:
+        pieces.append(chunk.choices[0].delta.content or "")
+        if chunk.choices[0].finish_reason:  # the chunk that finishes carries the route and the citations
             last = chunk
     assert "".join(pieces)
     assert last is not None and last.model_extra and last.model_extra["kongming"]["route"]["persona"] == "zhen-huan"

@@ -60,10 +60,11 @@ def test_streaming_sends_tokens_then_citations_in_a_last_chunk_before_done(make_
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     assert events[-1] == "[DONE]"
-    last = events[-2]
-    assert last["choices"] == [] and last["kongming"]["route"]["route"] == "rag"
+    usage, last = events[-2], events[-3]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0 and "kongming" not in usage
+    assert last["choices"][0]["finish_reason"] == "stop" and last["kongming"]["route"]["route"] == "rag"
     assert last["kongming"]["citations"][0]["chapter"] == 3
-    assert last["usage"]["completion_tokens"] > 0
+    assert all(e["choices"] and e["usage"] is None for e in events[:-2])
     pieces = [e["choices"][0]["delta"].get("content", "") for e in events[:-2] if e["choices"]]
     assert len([p for p in pieces if p]) > 1  # really streamed in pieces
     non_stream = chat(make_client(), "孔明向鲁肃借了多少只船？", model="kongming-rag").json()
@@ -265,3 +266,14 @@ def test_kb_write_with_the_store_down_is_a_503_naming_it(kb_settings, tmp_path):
     assert r.status_code == 503, r.text
     err = r.json()["error"]
     assert err["code"] == "knowledge_base_unavailable" and url.split("//")[1] in err["message"]
+
+
+@pytest.mark.parametrize("model", ["kongming-rag", "kongming-persona-zhuge-liang", "kongming"])
+def test_stream_without_include_usage_has_a_choice_in_every_chunk(make_client, model):
+    events = sse_events(chat(make_client(), "孔明向鲁肃借了多少只船？", model=model, stream=True).text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(len(e["choices"]) == 1 and "usage" not in e for e in chunks)
+    finishing = [e for e in chunks if e["choices"][0]["finish_reason"]]
+    assert finishing == [chunks[-1]] and "route" in chunks[-1]["kongming"]
+    assert all("kongming" not in e for e in chunks[:-1])

@@ -36,8 +36,9 @@ def test_openai_client_non_streaming_and_streaming(serve):
     ))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "亮以为，谋事在人，成事在天。"
-    assert chunks[-1].model_extra["kongming"]["route"]["route"] == "persona"
-    assert chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-2].model_extra["kongming"]["route"]["route"] == "persona"
 
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "hi"}])
@@ -91,3 +92,35 @@ def test_service_through_real_vllm(serve, vllm_server):
     routed = client.chat.completions.create(**{**kwargs, "model": "kongming",
                                                "messages": [{"role": "user", "content": "丞相，你好啊"}]})
     assert routed.model_extra["kongming"]["route"]["route"] == "persona"
+
+
+@pytest.mark.parametrize("model", ["kongming", "kongming-rag", "kongming-persona-zhuge-liang"])
+def test_naive_stream_loop_works_on_every_route(serve, model):
+    """`chunk.choices[0].delta.content` on every chunk (the loop most people write); the finishing chunk carries
+    the extension; include_usage adds exactly one chunk without choices, the last, and `usage: null` elsewhere."""
+    import openai
+
+    from tests.service.fakes import QueuedEngine
+
+    engine = QueuedEngine("z", ["亮以为，谋事在人。"] * 4)
+    client = openai.OpenAI(base_url=serve(engines={"zhuge-liang": engine}), api_key="unused")
+    messages = [{"role": "user", "content": "孔明向鲁肃借了多少只船？"}]
+    text = ""
+    chunks = list(client.chat.completions.create(model=model, messages=messages, stream=True))
+    for chunk in chunks:
+        text += chunk.choices[0].delta.content or ""
+    assert text and all(c.usage is None for c in chunks)
+    assert [c.choices[0].finish_reason for c in chunks][-1] == "stop"
+    assert [bool(c.choices[0].finish_reason) for c in chunks].count(True) == 1
+    assert chunks[-1].model_extra["kongming"]["route"]["route"] in ("rag", "persona", "both")
+    assert all("kongming" not in (c.model_extra or {}) for c in chunks[:-1])
+
+    with_usage = list(client.chat.completions.create(model=model, messages=messages, stream=True,
+                                                     stream_options={"include_usage": True}))
+    assert [c.choices == [] for c in with_usage].count(True) == 1 and with_usage[-1].choices == []
+    usage = with_usage[-1].usage
+    assert usage is not None and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    raw = [c.model_dump() for c in with_usage[:-1]]
+    assert all("usage" in r and r["usage"] is None for r in raw)
+    assert "".join(c.choices[0].delta.content or "" for c in with_usage[:-1]) == text
