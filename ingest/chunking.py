@@ -143,8 +143,9 @@ def _clauses(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 def _words(text: str, start: int, end: int, limit: int, length: LengthFn) -> list[tuple[int, int]]:
     """Spans of the jieba words of text[start:end]; a single word longer than `limit` is cut at the limit."""
-    import jieba
+    from .quiet import load_jieba
 
+    jieba = load_jieba()
     spans: list[tuple[int, int]] = []
     for _, s, e in jieba.tokenize(text[start:end]):
         s, e = start + s, start + e

@@ -116,7 +116,7 @@ def _add(args: argparse.Namespace, settings: IngestSettings) -> int:
     from . import pipeline
 
     summary = pipeline.add_paths(
-        args.paths, settings, progress=not args.no_progress and sys.stderr.isatty(), prune=args.prune
+        args.paths, settings, progress=not args.no_progress, prune=args.prune
     )
     for w in summary.warnings:
         print(f"warning: {w.path}: {w.reason}", file=sys.stderr)
@@ -160,7 +160,7 @@ def _collections(args: argparse.Namespace, settings: IngestSettings) -> int:
 def _rebuild(args: argparse.Namespace, settings: IngestSettings) -> int:
     from . import pipeline
 
-    summary = pipeline.rebuild(settings, progress=not args.no_progress and sys.stderr.isatty())
+    summary = pipeline.rebuild(settings, progress=not args.no_progress)
     print(f"re-embedded {summary.chunks_added} chunks of {summary.documents} documents in {summary.seconds:.1f} s")
     return EXIT_OK
 

@@ -17,6 +17,9 @@ MAX_ENTITIES = 4000
 
 def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None = None) -> list[str]:
     """Names that occur at least `min_count` times, most frequent first, plus every name of `aliases`."""
+    from .quiet import load_jieba
+
+    load_jieba()
     import jieba.posseg as pseg
 
     counts: Counter[str] = Counter()

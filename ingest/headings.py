@@ -95,8 +95,9 @@ class Heading:
 
 def _word_ends_at(line: str, pos: int) -> bool:
     """Whether jieba puts a word boundary at `pos` (第一回|合 is one word, 第二章|雨夜 is not)."""
-    import jieba
+    from .quiet import load_jieba
 
+    jieba = load_jieba()
     return any(end == pos for _, _, end in jieba.tokenize(line))
 
 

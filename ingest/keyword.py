@@ -65,11 +65,11 @@ def tokenize(text: str, method: Tokenizer = "ngram") -> list[str]:
 
 def jieba_tokens(text: str) -> list[str]:
     """Search-mode jieba tokens (words and their sub-words), without punctuation and function words."""
-    import jieba
+    from .quiet import load_jieba
 
+    jieba = load_jieba()
     if _pending_words or not jieba.dt.initialized:
         with _jieba_lock:
-            jieba.setLogLevel(logging.WARNING)
             for w in _pending_words:
                 jieba.add_word(w, freq=20000)
             _jieba_words.update(_pending_words)
@@ -85,6 +85,9 @@ class BM25:
     def __init__(self, ids: Sequence[str], tokens: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75):
         import bm25s
 
+        from .quiet import quiet_logger
+
+        quiet_logger("bm25s")
         self.ids = list(ids)
         self._scale = k1 + 1
         self._index = bm25s.BM25(k1=k1, b=b, method="lucene")

@@ -1,8 +1,10 @@
-"""Embedding chunks in batches and writing them to a store in flushes, with one progress bar for a whole run."""
+"""Embedding chunks in batches and writing them to a store in flushes, with one progress bar for a whole run (on a
+terminal), or progress lines (a log, a pipe): done/total, chunks/s and the time left, every few seconds."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -16,6 +18,46 @@ class NodeSink(Protocol):
     def add_nodes(self, nodes: Sequence[Any]) -> None: ...
 
 
+class ProgressLines:
+    """`embedding: 512/2000 chunks (26%), 41.2 chunks/s, about 36 s left` to a stream that is not a terminal: the
+    first batch, then at most one line every `every` seconds, and the last."""
+
+    def __init__(self, total: int, stream: Any = None, every: float = 5.0) -> None:
+        self.total, self.stream, self.every = total, stream or sys.stderr, every
+        self.done = 0
+        self.started = time.monotonic()
+        self.last: float | None = None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.last is None or now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            self.stream.write(self.line(now - self.started) + "\n")
+            self.stream.flush()
+
+    def line(self, elapsed: float) -> str:
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        eta = f"about {left:.0f} s left" if self.done < self.total else f"done in {elapsed:.1f} s"
+        return f"embedding: {self.done}/{self.total} chunks ({100 * self.done // max(self.total, 1)}%), " \
+               f"{rate:.1f} chunks/s, {eta}"
+
+    def close(self) -> None:
+        pass
+
+
+def progress_display(total: int, stream: Any = None) -> Any:
+    """A tqdm bar on a terminal, progress lines anywhere else (a log file or a pipe shows nothing for minutes
+    otherwise)."""
+    stream = stream or sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="chunk", desc="embedding", dynamic_ncols=True, file=stream)
+    return ProgressLines(total, stream)
+
+
 class EmbeddingWriter:
     """Embeds nodes in batches and writes them in flushes, with one progress bar for the whole run."""
 
@@ -27,9 +69,7 @@ class EmbeddingWriter:
         self.buffer: list[Any] = []
         self.bar: Any = None
         if progress and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="chunk", desc="embedding", dynamic_ncols=True)
+            self.bar = progress_display(total)
         self.chars = 0
         self.seconds = 0.0
         self.written = 0
