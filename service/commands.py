@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,22 @@ def _kb(args: argparse.Namespace, settings: ServiceSettings) -> Any:
 
     ingest = ingest_settings_for(settings, collection=args.collection, chroma_url=args.chroma_url)
     return KnowledgeBase(ingest)
+
+
+def quiet_model_loading() -> None:
+    """`kongming ask` prints an answer: no weights-loading bar and no advisory FutureWarning of the model
+    libraries in it. Errors still show: exceptions, and log records at ERROR and above."""
+    for name, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(name, value)
+    for module in ("transformers", "torch", "peft", "huggingface_hub", "accelerate"):
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=module)
+    if "transformers" in sys.modules:  # imported already: its settings were read at import
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 def _fail(message: str) -> int:
@@ -134,6 +152,7 @@ def ask(args: argparse.Namespace) -> int:
     from .errors import ServiceError, error_body
     from .protocol import KongmingOptions
 
+    quiet_model_loading()
     settings = _settings(args)
     chat = build_chat_service(settings, ingest_settings_for(settings, collection=args.collection,
                                                               chroma_url=args.chroma_url))

@@ -1,0 +1,83 @@
+"""Onboarding output of the service: `kongming ask` prints the answer without the model libraries' bars and
+advisory warnings (errors still show), and the page says when the first persona answer waits for a model load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import REPO_ROOT
+from tests.service.fakes import QueuedEngine
+
+pytestmark = pytest.mark.integration
+
+
+def kongming_ask(tmp_path: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    persona = {"name": "tiny", "display_name": "小", "system_prompt": "你是小助手。", "model": str(model)}
+    env = {**os.environ, "KONGMING_PERSONAS": json.dumps([persona]), "KONGMING_DEFAULT_PERSONA": "tiny",
+           "PYTHONPATH": str(REPO_ROOT)}
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        env.pop(name, None)  # what a user's shell has: nothing set
+    args = ["ask", "你好", "--route", "persona", "--max-tokens", "4", "--data-dir", str(tmp_path / "svc"), *extra]
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_ask_prints_no_weights_bar_and_no_warnings(tmp_path, tiny_chat_model):
+    r = kongming_ask(tmp_path, tiny_chat_model)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("route: persona"), r.stdout
+    assert "Loading weights" not in r.stderr and "it/s" not in r.stderr, r.stderr
+    assert "Warning" not in r.stderr and "warn" not in r.stderr.lower(), r.stderr
+
+
+def test_ask_still_shows_a_real_error(tmp_path):
+    missing = tmp_path / "no-model-here"
+    missing.mkdir()
+    r = kongming_ask(tmp_path, missing)
+    assert r.returncode == 1 and "error:" in r.stderr and "no-model-here" in r.stderr, (r.stdout, r.stderr)
+
+
+class LoadingEngine(QueuedEngine):
+    """An in-process engine whose model loads on the first request (LocalEngine's `loaded`)."""
+
+    loaded = False
+
+    async def stream(self, messages: Any, params: Any) -> AsyncIterator[Any]:
+        self.loaded = True
+        async for delta in super().stream(messages, params):
+            yield delta
+
+
+def test_the_page_says_the_persona_model_is_loading_and_the_api_does_not(make_client):
+    from service.ui import LOADING, make_respond
+
+    engine = LoadingEngine("zhuge-liang", ["亮以为然。", "亮再拜。", "足下所言甚是。"])
+    client = make_client(engines={"zhuge-liang": engine, "zhen-huan": QueuedEngine("zhen-huan")})
+    respond = make_respond(client.app.state.chat, client.app.state.keys)
+
+    async def states() -> list[str]:
+        seen = []
+        async for _, history, _ in respond("先生安好？", [], [], "persona", "zhuge-liang", ""):
+            seen.append(history[-1]["content"])
+        return seen
+
+    first = asyncio.run(states())
+    assert LOADING in first and first.index(LOADING) < next(i for i, s in enumerate(first) if "亮以为然" in s)
+    assert LOADING not in first[-1]
+    later = asyncio.run(states())  # loaded now: the usual "…"
+    assert LOADING not in later and later[0] == "…" and "亮再拜" in later[-1]
+
+    engine.loaded = False
+    body = client.post("/v1/chat/completions", json={"model": "kongming-persona-zhuge-liang",
+                                                     "messages": [{"role": "user", "content": "先生？"}]})
+    assert body.status_code == 200 and body.json()["choices"][0]["message"]["content"] == "足下所言甚是。"
+    assert "loading" not in body.text
