@@ -3,6 +3,7 @@ are named by id, title and file name: the server's folders never appear in a res
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,14 @@ from fastapi import APIRouter, File, UploadFile
 from ..answer.retrieval import source_name
 from ..uploads import save_upload, upload_target
 from .deps import Chat, KbKey, Settings
+
+_ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"(),:;]+/)+(?=[^\s/'\"(),:;]+)")
+
+
+def scrub_paths(text: str) -> str:
+    """A reason with the folders of any absolute path taken out (`/srv/kb/uploads/a.txt` -> `a.txt`)."""
+    return _ABS_PATH.sub("", text)
+
 
 router = APIRouter(prefix="/v1/kb", tags=["knowledge base"])
 
@@ -42,7 +51,7 @@ async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[Upload
         "changed": summary.updated_docs,
         "unchanged": summary.unchanged,
         "chunks_added": summary.chunks_added,
-        "failed": [{"file": Path(p.path).name, "reason": p.reason} for p in summary.failed],
+        "failed": [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed],
     }
 
 

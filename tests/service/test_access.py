@@ -143,3 +143,18 @@ def test_kb_reads_and_writes_always_need_a_key(make_client, tmp_path):
     revoke_key(keys_file, entry.id)
     assert kb_list(client, key).status_code == 401
     assert client.post("/v1/kb/documents", files=upload, headers=auth).status_code == 401
+
+
+def test_upload_failures_name_the_file_not_the_server_folder(make_client, tmp_path):
+    from service.routes.kb import scrub_paths
+
+    key, _ = add_key(tmp_path / "keys.json")
+    client = make_client(keys_file=tmp_path / "keys.json")
+    files = [("files", ("bad.txt", b"\x00\xff" * 200, "text/plain")), ("files", ("x.exe", b"MZ", "text/plain"))]
+    r = client.post("/v1/kb/documents", headers={"authorization": f"Bearer {key}"}, files=files)
+    assert r.status_code in (200, 400), r.text
+    assert str(tmp_path) not in r.text and "/svc/" not in r.text, r.text
+    scrubbed = scrub_paths("refused: a link to /srv/kb/up/a.txt, outside /srv/kb/up")
+    assert scrubbed == "refused: a link to a.txt, outside up"
+    assert scrub_paths("unsupported file type .exe: use one of ['.md', '.txt']") == (
+        "unsupported file type .exe: use one of ['.md', '.txt']")
