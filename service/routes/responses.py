@@ -54,9 +54,10 @@ async def create_response(body: Body, request: Request, chat: Chat, m: MetricsDe
         request.state.tokens = (prompt_tokens, completion_tokens)  # for the access log
 
     messages = body.conversation_messages()
+    sources = appended_sources(body.kongming, request.headers, chat.settings.append_sources, messages)
     reply = await chat.reply(messages, body.model, body.to_sampling_params(), body.kongming,
                              max_tokens=body.max_output_tokens)
-    reply.append_sources = appended_sources(body.kongming, request.headers, chat.settings.append_sources, messages)
+    reply.append_sources = sources
     m.observe_reply(reply)
     start = ResponseObject.started(body)
     if body.stream:
