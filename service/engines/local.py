@@ -14,6 +14,10 @@ from ..errors import ContextTooLong, EngineUnavailable
 from .base import Completion, Delta, Message, SamplingParams
 
 log = logging.getLogger(__name__)
+# The most tokens (prompt plus completion) one in-process request may use unless the engine is given another bound:
+# a CPU reads about a thousand prompt tokens in seconds, so a longer prompt (a pasted book chapter: 15k tokens took
+# over four minutes) is refused with a 400 naming this limit instead of holding the one generation slot for minutes.
+DEFAULT_MAX_CONTEXT = 4096
 
 
 class LocalEngine:
@@ -33,7 +37,7 @@ class LocalEngine:
         name: str | None = None,
         device: str = "cpu",
         dtype: str = "float32",
-        max_context: int | None = None,
+        max_context: int | None = DEFAULT_MAX_CONTEXT,
     ) -> None:
         self.model_path = Path(model_path)
         self.adapter_path = Path(adapter_path) if adapter_path is not None else None
