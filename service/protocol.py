@@ -122,15 +122,14 @@ def _forces_a_call(v: Any) -> bool:
 # Fields of the reference that ask for what this service cannot do: (asks for it?, what the 400 says).
 CANNOT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n": (lambda v: v is not None and v > 1, "n > 1 is not supported: ask for one choice"),
-    "tools": (bool, "tools are not supported by this service"),
-    "functions": (bool, "functions are not supported by this service"),
-    "tool_choice": (_forces_a_call, "tool_choice: a forced tool call is not supported (no tools here)"),
+    # tools, tool_choice and a JSON response_format go to the model when it can honour them (ChatService.reply)
+    "functions": (bool, "functions are not supported by this service: use tools"),
     "function_call": (_forces_a_call, "function_call: a forced function call is not supported (no functions here)"),
     "logprobs": (bool, "logprobs are not supported by this service"),
     "top_logprobs": (bool, "top_logprobs is not supported by this service (no logprobs)"),
     "logit_bias": (bool, "logit_bias is not supported by this service"),
-    "response_format": (lambda v: v is not None and v.get("type") not in (None, "text"),
-                        "only response_format {'type': 'text'} is supported"),
+    "response_format": (lambda v: v is not None and v.get("type") not in (None, "text", "json_object", "json_schema"),
+                        "response_format type must be text, json_object or json_schema"),
     "audio": (lambda v: v is not None, "audio output is not supported: this service answers in text"),
     "modalities": (lambda v: bool(v) and set(v) != {"text"}, "only the text modality is supported"),
     "web_search_options": (lambda v: v is not None, "web search is not supported by this service"),
@@ -252,6 +251,10 @@ class ChatCompletionRequest(BaseModel):
             top_p=1.0 if self.top_p is None else self.top_p,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             seed=self.seed,
+            tools=self.tools or None,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.response_format if (self.response_format or {}).get("type") != "text" else None,
         )
 
 
@@ -307,7 +310,8 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Choice(BaseModel):

@@ -37,6 +37,7 @@ from .rag import (
 from .retrieval import KnowledgeBase, citations
 from .router import DEFAULT_MODEL, RouteDecision, Router, RouterModel, Signals
 from .sources import Language, complete_with_sources, footer, stream_with_sources
+from .structured import json_completion, json_object_wanted, json_stream
 
 log = logging.getLogger(__name__)
 ROUTED = "kongming"
@@ -66,6 +67,7 @@ class Reply:
     # a ready text's finish_reason and (prompt, completion) tokens: ChatService._finish_text cut and counted it
     finish_reason: str = "stop"
     usage: tuple[int, int] = (0, 0)
+    json_object: bool = False  # response_format json_object from an answerer without it: wrapped (structured.py)
 
     @property
     def route_info(self) -> RouteInfo:
@@ -74,11 +76,13 @@ class Reply:
 
     async def complete(self) -> Completion:
         done = await self._complete()
-        return complete_with_sources(done, self.sources_footer()) if self.append_sources else done
+        done = complete_with_sources(done, self.sources_footer()) if self.append_sources else done
+        return json_completion(done, self.citations) if self.json_object else done
 
     def stream(self) -> AsyncIterator[Delta]:
         deltas = self._stream()
-        return stream_with_sources(deltas, self.sources_footer) if self.append_sources else deltas
+        deltas = stream_with_sources(deltas, self.sources_footer) if self.append_sources else deltas
+        return json_stream(deltas, lambda: self.citations) if self.json_object else deltas
 
     def sources_footer(self) -> str:
         return footer(self.citations, self.append_sources) if self.append_sources else ""
@@ -206,9 +210,17 @@ class ChatService:
     ) -> Reply:
         """Prepare the answer to the conversation's last user message (a conversation the request model checked:
         protocol.ChatCompletionRequest). `max_tokens` None = the route's default; the result is capped by
-        `max_tokens_cap`."""
-        options = options or KongmingOptions()
+        `max_tokens_cap`. Tools and a JSON response_format go to a model that can honour them, else
+        structured.json_object_wanted says what happens."""
         params = params or SamplingParams()
+        reply = await self._prepare(messages, model, params, options or KongmingOptions(), max_tokens)
+        reply.json_object = json_object_wanted(reply.engine, params)
+        return reply
+
+    async def _prepare(
+        self, messages: Sequence[Message], model: str, params: SamplingParams, options: KongmingOptions,
+        max_tokens: int | None,
+    ) -> Reply:
         cap = self.settings.max_tokens_cap
         forced, persona = self._route_and_persona(model, options)
         msgs = [dict(m) for m in messages]  # ends with a user turn: the request model checked it (protocol.py)

@@ -92,6 +92,9 @@ class OpenAICompatibleEngine:
             body["stop"] = params.stop
         if params.seed is not None:
             body["seed"] = params.seed
+        for key in ("tools", "tool_choice", "parallel_tool_calls", "response_format"):  # passed through as asked
+            if getattr(params, key) is not None:
+                body[key] = getattr(params, key)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -156,6 +159,7 @@ class OpenAICompatibleEngine:
                 finish_reason=choice.get("finish_reason") or "stop",
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
+                tool_calls=choice["message"].get("tool_calls") or None,
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"model server at {self.base_url} sent a malformed completion: {raw[:200]!r}") from exc
@@ -179,6 +183,7 @@ class OpenAICompatibleEngine:
                 # this process, tokens queue in the socket and are forwarded in one write instead of one each;
                 # when it is slower, a read holds one token and nothing waits.
                 pieces: list[str] = []
+                calls: list[dict[str, Any]] = []
                 for line in lines:
                     # SSE: only `data:` lines matter here (blank separators, comments and event names do not).
                     if not line.startswith(b"data:") or done:
@@ -197,14 +202,15 @@ class OpenAICompatibleEngine:
                             content = (choice.get("delta") or {}).get("content")
                             if content:
                                 pieces.append(content)
+                            calls += (choice.get("delta") or {}).get("tool_calls") or ()
                             if choice.get("finish_reason"):
                                 finish = choice["finish_reason"]
                     except (ValueError, TypeError, AttributeError) as exc:
                         raise UpstreamError(
                             f"model server at {self.base_url} sent a malformed stream event: {payload[:200]!r}"
                         ) from exc
-                if pieces:
-                    yield Delta(text="".join(pieces))
+                if pieces or calls:
+                    yield Delta(text="".join(pieces), tool_calls=calls or None)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"model server at {self.base_url} stalled mid-stream ({exc!r})") from exc
         except aiohttp.ClientError as exc:

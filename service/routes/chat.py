@@ -57,7 +57,9 @@ async def chat_completions(body: ChatRequest, request: Request, chat: Chat, m: M
     usage = Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
                   total_tokens=done.prompt_tokens + done.completion_tokens)
     record(usage.prompt_tokens, usage.completion_tokens)
-    choice = Choice(message=AssistantMessage(content=done.text), finish_reason=done.finish_reason)
+    content = done.text if done.text or not done.tool_calls else None  # a tool call's content is null, as OpenAI's
+    choice = Choice(message=AssistantMessage(content=content, tool_calls=done.tool_calls),
+                    finish_reason=done.finish_reason)
     out = ChatCompletion(model=body.model, choices=[choice], usage=usage, kongming=_extension(reply))
     return Response(out.model_dump_json(), media_type="application/json", headers=_headers(reply))
 
@@ -112,6 +114,9 @@ async def _sse(
             while delta is not None:
                 if delta.text:
                     yield head + b'{"content":' + json.dumps(delta.text).encode() + b'},"finish_reason":null' + tail
+                if delta.tool_calls:  # the model server's tool-call pieces, as it sent them
+                    calls = json.dumps({"tool_calls": delta.tool_calls}, ensure_ascii=False).encode()
+                    yield head + calls + b',"finish_reason":null' + tail
                 if delta.finish_reason:
                     finish = delta.finish_reason
                     prompt_tokens = delta.prompt_tokens or prompt_tokens

@@ -118,7 +118,8 @@ def test_a_part_that_is_not_text_is_a_clear_400(make_client, part, words):
     [
         ({"tool_choice": "required"}, "tool_choice", "forced tool call"),
         ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice", "forced tool call"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools are not supported"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {}}}}, "response_format",
+         "json_schema cannot be honoured"),
         ({"function_call": {"name": "f"}}, "function_call", "forced function call"),
         ({"logprobs": True}, "logprobs", "logprobs"),
         ({"top_logprobs": 3}, "top_logprobs", "top_logprobs"),
@@ -126,7 +127,7 @@ def test_a_part_that_is_not_text_is_a_clear_400(make_client, part, words):
         ({"audio": {"voice": "alloy", "format": "mp3"}}, "audio", "audio output"),
         ({"modalities": ["text", "audio"]}, "modalities", "text modality"),
         ({"web_search_options": {}}, "web_search_options", "web search"),
-        ({"response_format": {"type": "json_object"}}, "response_format", "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format", "response_format type must be"),
         ({"n": 3}, "n", "n > 1"),
     ],
 )
