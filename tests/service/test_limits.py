@@ -255,6 +255,9 @@ def test_field_case_long_query_is_bounded(make_client) -> None:
     for model in ("kongming", "kongming-rag"):
         r = client.post("/v1/chat/completions", json={**req, "model": model})
         assert r.status_code == 200, r.text
+        body = r.json()  # routed by its question: the test novel's 桃园 passage answers it, within max_tokens
+        assert body["kongming"]["route"]["route"] == "rag" and "桃园" in body["choices"][0]["message"]["content"]
+        assert body["usage"]["completion_tokens"] <= req["max_tokens"]
     assert searched == ["以上文字中，刘备关羽张飞在哪里结义？"] * 2
     assert sum(len(q) for q in rec.queries) <= 4 * MAX_QUERY_CHARS
 
