@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -21,8 +21,34 @@ UNSUPPORTED = "unsupported"  # the reference defines it, this service cannot hon
 CONVERSATION = "conversation"  # the messages do not make a turn to answer
 
 
-def _refuse(message: str, kind: str = UNSUPPORTED) -> PydanticCustomError:
+def refuse(message: str, kind: str = UNSUPPORTED) -> PydanticCustomError:
+    """The error a validator raises for a field this service refuses; `kind` becomes the OpenAI error code."""
     return PydanticCustomError(kind, message)
+
+
+def text_parts_only(content: Any, refused: dict[str, str]) -> Any:
+    """`content` unchanged unless one of its parts is of a type in `refused` (type -> why): then refuse it."""
+    for part in content if isinstance(content, list) else ():
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in refused:
+            raise refuse(refused[kind])
+    return content
+
+
+def check_last_turn(turns: Sequence[Any], what: str, last: str) -> None:
+    """Refuse a conversation with nothing to answer: `turns` (chat messages or Responses input items, each with
+    `role` and `text()`) must end with a non-empty user turn; `what`/`last` name them in the message."""
+    if not turns:
+        raise refuse(f"{what} must contain at least one message", CONVERSATION)
+    if turns[-1].role != "user":
+        raise refuse(f"the last {last} must be a user message", CONVERSATION)
+    if not turns[-1].text().strip():
+        raise refuse("the last user message is empty", CONVERSATION)
+
+
+def limit_error(model: str, field: str, why: str, value: Any) -> ValidationError:
+    """A pydantic ValidationError naming `field`, for limits that are settings (checked after parsing)."""
+    return ValidationError.from_exception_data(model, [InitErrorDetails(type=refuse(why), loc=(field,), input=value)])
 
 
 # Content parts the reference defines that carry something other than text: refused by name, not by schema.
@@ -71,18 +97,14 @@ class ChatMessage(BaseModel):
     @field_validator("content", mode="before")
     @classmethod
     def _text_parts_only(cls, v: Any) -> Any:
-        for part in v if isinstance(v, list) else ():
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in NOT_TEXT:
-                raise _refuse(NOT_TEXT[kind])
-        return v
+        return text_parts_only(v, NOT_TEXT)
 
     @model_validator(mode="after")
     def _fields_of_the_role(self) -> ChatMessage:
         given = {f for f in self.model_fields_set - {"role", "content"} if getattr(self, f) is not None}
         wrong = sorted(given - ROLE_FIELDS[self.role])
         if wrong:
-            raise _refuse(f"{', '.join(wrong)} is not a field of a {self.role} message", "extra_forbidden_for_role")
+            raise refuse(f"{', '.join(wrong)} is not a field of a {self.role} message", "extra_forbidden_for_role")
         return self
 
     def text(self) -> str:
@@ -136,7 +158,29 @@ CANNOT: dict[str, tuple[Callable[[Any], bool], str]] = {
 }  # fmt: skip
 
 
-class ChatCompletionRequest(BaseModel):
+def can_honour(cannot: dict[str, tuple[Callable[[Any], bool], str]], v: Any, info: ValidationInfo) -> Any:
+    """`v` unchanged unless `cannot[field]` (asks, why) says this value asks for what the service cannot do."""
+    asks, why = cannot[str(info.field_name)]
+    if asks(v):
+        raise refuse(why)
+    return v
+
+
+class OpenAIRequest(BaseModel):
+    """A request body: unknown fields are refused (400), as OpenAI does, and so is text that is not Unicode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        bad = _lone_surrogate(data)
+        if bad is not None:  # valid JSON ("\ud800"), but no model, tokenizer or UTF-8 encoder takes it
+            raise ValueError(f"{bad or 'a string'} is not valid Unicode text (it holds a lone surrogate)")
+        return data
+
+
+class ChatCompletionRequest(OpenAIRequest):
     """The request body of POST /v1/chat/completions: every field of OpenAI's reference is accepted, those that do
     not apply here are ignored, those that cannot be honoured are refused by name (CANNOT); unknown fields are
     refused (400), as OpenAI does. It validates itself across fields (`check_limits` for the limits that are
@@ -184,13 +228,6 @@ class ChatCompletionRequest(BaseModel):
     moderation: dict[str, Any] | None = None
     kongming: KongmingOptions | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        bad = _lone_surrogate(data)
-        if bad is not None:  # valid JSON ("\ud800"), but no model, tokenizer or UTF-8 encoder takes it
-            raise ValueError(f"{bad or 'a string'} is not valid Unicode text (it holds a lone surrogate)")
-        return data
 
     @field_validator("stop")
     @classmethod
@@ -202,20 +239,12 @@ class ChatCompletionRequest(BaseModel):
     @field_validator(*CANNOT)
     @classmethod
     def _can_honour(cls, v: Any, info: ValidationInfo) -> Any:
-        asks, why = CANNOT[str(info.field_name)]
-        if asks(v):
-            raise _refuse(why)
-        return v
+        return can_honour(CANNOT, v, info)
 
     @field_validator("messages")
     @classmethod
     def _a_turn_to_answer(cls, v: list[ChatMessage]) -> list[ChatMessage]:
-        if not v:
-            raise _refuse("messages must contain at least one message", CONVERSATION)
-        if v[-1].role != "user":
-            raise _refuse("the last message must be a user message", CONVERSATION)
-        if not v[-1].text().strip():
-            raise _refuse("the last user message is empty", CONVERSATION)
+        check_last_turn(v, "messages", "message")
         return v
 
     @property
@@ -233,8 +262,7 @@ class ChatCompletionRequest(BaseModel):
             why = f"max_tokens is too large: {self.max_new_tokens}. This service allows at most {max_tokens_cap}"
             problem = (field, why, self.max_new_tokens)
         if problem is not None:
-            line = InitErrorDetails(type=_refuse(problem[1]), loc=(problem[0],), input=problem[2])
-            raise ValidationError.from_exception_data(type(self).__name__, [line])
+            raise limit_error(type(self).__name__, *problem)
 
     def conversation(self) -> list[dict[str, str]]:
         """The turns a model reads: text only, `developer` as `system`; tool and function results are left out

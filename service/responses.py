@@ -6,10 +6,19 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .protocol import CONVERSATION, UNSUPPORTED, Citation, KongmingExtension, KongmingOptions, _lone_surrogate
+from .protocol import (
+    Citation,
+    KongmingExtension,
+    KongmingOptions,
+    OpenAIRequest,
+    can_honour,
+    check_last_turn,
+    limit_error,
+    refuse,
+    text_parts_only,
+)
 
 if TYPE_CHECKING:
     from .engines.base import SamplingParams
@@ -20,10 +29,6 @@ NOT_TEXT = {
     "input_audio": "audio input is not supported: send the message as text",
     "input_file": "file inputs are not supported: send the text, or add the file with POST /v1/kb/documents",
 }
-
-
-def _refuse(message: str, kind: str = UNSUPPORTED) -> PydanticCustomError:
-    return PydanticCustomError(kind, message)
 
 
 class InputPart(BaseModel):
@@ -51,11 +56,7 @@ class InputMessage(BaseModel):
     @field_validator("content", mode="before")
     @classmethod
     def _text_parts_only(cls, v: Any) -> Any:
-        for part in v if isinstance(v, list) else ():
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in NOT_TEXT:
-                raise _refuse(NOT_TEXT[kind])
-        return v
+        return text_parts_only(v, NOT_TEXT)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -83,7 +84,7 @@ CANNOT: dict[str, tuple[Any, str]] = {
 }  # fmt: skip
 
 
-class ResponsesRequest(BaseModel):
+class ResponsesRequest(OpenAIRequest):
     """The request body of POST /v1/responses (text). Harmless fields of the reference are accepted and ignored,
     those that cannot be honoured are refused by name (CANNOT), unknown ones too."""
 
@@ -120,21 +121,11 @@ class ResponsesRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     kongming: KongmingOptions | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        bad = _lone_surrogate(data)
-        if bad is not None:
-            raise ValueError(f"{bad or 'a string'} is not valid Unicode text (it holds a lone surrogate)")
-        return data
 
     @field_validator(*CANNOT)
     @classmethod
     def _can_honour(cls, v: Any, info: ValidationInfo) -> Any:
-        asks, why = CANNOT[str(info.field_name)]
-        if asks(v):
-            raise _refuse(why)
-        return v
+        return can_honour(CANNOT, v, info)
 
     @field_validator("input", mode="before")
     @classmethod
@@ -144,18 +135,13 @@ class ResponsesRequest(BaseModel):
         for item in v if isinstance(v, list) else ():
             kind = item.get("type", "message") if isinstance(item, dict) else None
             if kind != "message":
-                raise _refuse(f"input items of type {kind!r} are not supported: send text messages (no tools here)")
+                raise refuse(f"input items of type {kind!r} are not supported: send text messages (no tools here)")
         return v
 
     @field_validator("input")
     @classmethod
     def _a_turn_to_answer(cls, v: list[InputMessage]) -> list[InputMessage]:
-        if not v:
-            raise _refuse("input must contain at least one message", CONVERSATION)
-        if v[-1].role != "user":
-            raise _refuse("the last input item must be a user message", CONVERSATION)
-        if not v[-1].text().strip():
-            raise _refuse("the last user message is empty", CONVERSATION)
+        check_last_turn(v, "input", "input item")
         return v
 
     def check_limits(self, max_messages: int, max_tokens_cap: int) -> None:
@@ -169,8 +155,7 @@ class ResponsesRequest(BaseModel):
                   f"{max_tokens_cap}"
             problem = ("max_output_tokens", why, self.max_output_tokens)
         if problem is not None:
-            line = InitErrorDetails(type=_refuse(problem[1]), loc=(problem[0],), input=problem[2])
-            raise ValidationError.from_exception_data(type(self).__name__, [line])
+            raise limit_error(type(self).__name__, *problem)
 
     def conversation_messages(self) -> list[dict[str, str]]:
         """The turns a model reads: `instructions` first as a system message, `developer` as `system`."""
