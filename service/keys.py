@@ -87,6 +87,7 @@ class KeyRing:
         self._static = {d: "settings:" + d[:8] for d in settings.key_digests()}
         self._stamp: tuple[int, int] | None = None
         self._file: dict[str, str] = {}
+        self._issued = False  # the keys file holds entries, revoked ones included
 
     def _refresh(self) -> None:
         try:
@@ -103,6 +104,7 @@ class KeyRing:
             log.error("%s", exc)
             return
         self._file = {e.sha256: e.id for e in entries if e.active}
+        self._issued = bool(entries)
         self._stamp = stamp
 
     def configured(self) -> bool:
@@ -110,8 +112,13 @@ class KeyRing:
         return bool(self._static or self._file)
 
     def chat_needs_key(self, chat_auth: str) -> bool:
-        """Whether chat (API and page alike) needs a key now: `required`, or `auto` once any key exists."""
-        return chat_auth == "required" or (chat_auth == "auto" and self.configured())
+        """Whether chat (API and page alike) needs a key now: `required`, or `auto` once any key has been issued.
+        Revoking every key locks chat rather than opening it: a revoked key must never answer, and with chat
+        open any caller would (`chat_auth=open` opens it on purpose)."""
+        if chat_auth == "auto":
+            self._refresh()
+            return bool(self._static) or self._issued
+        return chat_auth == "required"
 
     def identify(self, key: str | None) -> str | None:
         """The id of a valid key (never the key itself), None when it is not accepted."""

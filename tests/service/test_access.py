@@ -90,7 +90,7 @@ def root_free(text: str, kb_settings: Any) -> bool:
 # -- item 19: one key ring, read per request ---------------------------------------------------------------------
 
 
-def test_api_chat_locks_when_a_key_is_added_and_reopens_when_it_is_revoked(make_client, tmp_path):
+def test_api_chat_locks_when_a_key_is_added_and_stays_locked_when_it_is_revoked(make_client, tmp_path):
     keys_file = tmp_path / "keys.json"
     client = make_client(keys_file=keys_file)
     assert ask(client).status_code == 200  # no key anywhere: chat is open (chat_auth auto)
@@ -98,7 +98,10 @@ def test_api_chat_locks_when_a_key_is_added_and_reopens_when_it_is_revoked(make_
     assert ask(client).status_code == 401
     assert ask(client, key).status_code == 200
     revoke_key(keys_file, entry.id)
-    assert ask(client).status_code == 200  # no active key left: open again, as the README says
+    assert ask(client, key).status_code == 401  # revoked: refused at once
+    assert ask(client).status_code == 401  # no active key left: still locked, never opened to the revoked key
+    second, _ = add_key(keys_file, "bob")
+    assert ask(client, second).status_code == 200 and ask(client, key).status_code == 401
 
 
 def test_the_page_obeys_the_same_key_ring_per_message(make_client, tmp_path):

@@ -162,10 +162,11 @@ def test_service_error_shows_in_the_chat_and_the_page_keeps_working(page: Any) -
     assert "二十只" in last_bot(page, "route: rag").split("route:", 1)[0]
 
 
-def test_page_needs_a_key_once_one_is_added_and_not_after_it_is_revoked(
+def test_page_needs_a_key_once_one_is_added_and_still_after_it_is_revoked(
     page: Any, server: tuple[ServerThread, QueuedEngine]
 ) -> None:
-    """Keys added or revoked while the service runs count on the page's next message, as on the API."""
+    """Keys added or revoked while the service runs count on the page's next message, as on the API; revoking
+    the last key keeps the page locked (the revoked key is refused), removing the keys file opens it."""
     from service.keys import add_key, revoke_key
     from service.ui import KEY_NEEDED, KEY_WRONG
 
@@ -181,8 +182,13 @@ def test_page_needs_a_key_once_one_is_added_and_not_after_it_is_revoked(
         page.fill("#api-key input", key)
         send(page, "孔明向鲁肃借了多少只船？", "rag")
         assert "二十只" in last_bot(page, "route: rag")
-    finally:
         revoke_key(keys_file, entry.id)
-    page.fill("#api-key input", "")
-    send(page, "孔明借了多少支箭？", "rag")  # no active key left: open again
+        send(page, "孔明借了多少支箭？", "rag")  # the revoked key is refused at once
+        assert KEY_WRONG.split(":")[0] in last_bot(page, "not valid")
+        page.fill("#api-key input", "")
+        send(page, "孔明借了多少支箭？", "rag")  # no active key left: still locked, not opened
+        assert KEY_NEEDED.split(":")[0] in last_bot(page, "needs an API key")
+    finally:
+        keys_file.unlink(missing_ok=True)  # no key was ever issued: open, as for the other tests of this module
+    send(page, "孔明借了多少支箭？", "rag")
     last_bot(page, "route: rag")
