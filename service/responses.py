@@ -270,8 +270,11 @@ def finished(
     start: ResponseObject, item_id: str, text: str, finish_reason: str, usage: ResponseUsage,
     ext: KongmingExtension,
 ) -> ResponseObject:
-    """The response once answered: completed, or incomplete when max_output_tokens cut it."""
-    cut = finish_reason == "length"
+    """The response once answered: completed, or incomplete when the client's max_output_tokens cut it. A cut at
+    the route's own default length (a persona's `max_tokens`) is a completed answer: the client asked for no
+    limit, and clients such as the openai SDK's `responses.stream(...).get_final_response()` fail without
+    `response.completed`."""
+    cut = finish_reason == "length" and start.max_output_tokens is not None
     part = OutputText(text=text, annotations=cite_annotations(text, ext.citations))
     item = OutputMessage(id=item_id, status="incomplete" if cut else "completed", content=[part])
     return start.model_copy(update={

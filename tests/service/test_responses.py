@@ -128,6 +128,24 @@ def test_max_output_tokens_cut_is_incomplete(serve, fake_upstream):
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "回声：一"
 
 
+def test_a_cut_at_the_routes_own_default_length_is_completed(serve, fake_upstream):
+    """No max_output_tokens asked: the persona's default length ends the answer, and the response completes
+    (the SDK's get_final_response() needs response.completed)."""
+    import openai
+
+    from service.settings import ZHUGE_LIANG
+
+    persona = ZHUGE_LIANG.model_copy(update={"served_model": "echo", "max_tokens": 4})
+    url = serve(upstream_url=fake_upstream.base_url, personas=[persona])
+    c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    r = c.responses.create(model="kongming-persona-zhuge-liang", input="一二三四五六七八九十")
+    assert r.status == "completed" and r.incomplete_details is None and r.output_text == "回声：一"
+    assert fake_upstream.state.requests[-1]["max_tokens"] == 4
+    with c.responses.stream(model="kongming-persona-zhuge-liang", input="一二三四五六") as s:
+        final = s.get_final_response()
+    assert final.status == "completed" and final.output_text == "回声：一"
+
+
 @pytest.mark.parametrize(("extra", "param"), [
     ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
     ({"tool_choice": "required"}, "tool_choice"),
