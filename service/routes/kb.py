@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, UploadFile
 
 from ..answer.retrieval import source_name
+from ..errors import BadRequest
 from ..uploads import save_upload, upload_target
 from .deps import Chat, KbKey, Settings
 
@@ -46,12 +47,16 @@ async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[Upload
         upload_target(settings.upload_dir(), f.filename)
     paths = [await save_upload(settings.upload_dir(), f) for f in files]
     summary = await chat.kb.run(add_paths, paths, chat.kb.settings)
+    failed = [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed]
+    if failed and len(failed) == len(paths):  # nothing of the upload could be ingested: a client error, not a 200
+        reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failed)
+        raise BadRequest(f"no file of the upload could be ingested ({reasons})", param="files", code="unreadable_file")
     return {
         "added": summary.added_docs,
         "changed": summary.updated_docs,
         "unchanged": summary.unchanged,
         "chunks_added": summary.chunks_added,
-        "failed": [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed],
+        "failed": failed,  # the files refused beside those ingested: the rest of a batch goes on
     }
 
 

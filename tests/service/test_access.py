@@ -154,9 +154,17 @@ def test_upload_failures_name_the_file_not_the_server_folder(make_client, tmp_pa
     key, _ = add_key(tmp_path / "keys.json")
     client = make_client(keys_file=tmp_path / "keys.json")
     files = [("files", ("bad.txt", b"\x00\xff" * 200, "text/plain")), ("files", ("x.exe", b"MZ", "text/plain"))]
-    r = client.post("/v1/kb/documents", headers={"authorization": f"Bearer {key}"}, files=files)
-    assert r.status_code in (200, 400), r.text
+    auth = {"authorization": f"Bearer {key}"}
+    r = client.post("/v1/kb/documents", headers=auth, files=files)
+    assert r.status_code == 400, r.text  # nothing of the upload could be ingested
+    err = r.json()["error"]
+    assert err["param"] == "files" and "bad.txt" in err["message"] and "x.exe" in err["message"], err
     assert str(tmp_path) not in r.text and "/svc/" not in r.text, r.text
+    good = ("files", ("ok.txt", "诸葛亮字孔明，琅琊阳都人也。".encode(), "text/plain"))
+    r = client.post("/v1/kb/documents", headers=auth, files=[good, *files])  # the rest of a batch goes on
+    assert r.status_code == 200 and r.json()["added"] == 1, r.text
+    assert sorted(f["file"] for f in r.json()["failed"]) == ["bad.txt", "x.exe"]
+    assert str(tmp_path) not in r.text, r.text
     scrubbed = scrub_paths("refused: a link to /srv/kb/up/a.txt, outside /srv/kb/up")
     assert scrubbed == "refused: a link to a.txt, outside up"
     assert scrub_paths("unsupported file type .exe: use one of ['.md', '.txt']") == (
