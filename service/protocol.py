@@ -136,6 +136,13 @@ class KongmingOptions(BaseModel):
         default=None, description="append: the numbered sources follow the answer text (default: the server's)"
     )
 
+    @field_validator("chapters")
+    @classmethod
+    def _a_range(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not 0 <= v[0] <= v[1]:
+            raise ValueError(f"chapters must be [first, last] with 0 <= first <= last, got {list(v)}")
+        return v
+
 
 def _forces_a_call(v: Any) -> bool:
     return v not in (None, "none", "auto")

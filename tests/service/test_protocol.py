@@ -176,3 +176,16 @@ def test_a_replayed_message_through_the_official_client(serve):
     history += [first.choices[0].message.model_dump(), {"role": "user", "content": "后来呢？"}]
     again = client.chat.completions.create(model="kongming-rag", messages=history)
     assert again.choices[0].message.content
+
+
+@pytest.mark.parametrize("chapters", [[50, 40], [-1, 3]])
+def test_a_chapter_range_that_is_no_range_is_refused(chapters):
+    from pydantic import ValidationError
+
+    from service.protocol import ChatCompletionRequest
+
+    body = {"model": "kongming", "messages": [{"role": "user", "content": "赤壁"}], "kongming": {"chapters": chapters}}
+    with pytest.raises(ValidationError, match="chapters must be"):
+        ChatCompletionRequest.model_validate(body)
+    body["kongming"]["chapters"] = [40, 50]
+    assert ChatCompletionRequest.model_validate(body).kongming.chapters == (40, 50)
