@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ class Section:
     heading: str | None = None
     chapter: int | None = None
     chapter_title: str | None = None
+    chapter_unit: str | None = None  # what the chapter number counts: 回 章 话 节 卷 部 篇 集
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Chunk:
     chapter_title: str | None
     section: str | None
     content_hash: str
+    chapter_unit: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Flat metadata for the vector store (None values left out: Chroma cannot filter on them)."""
@@ -51,6 +54,8 @@ class Chunk:
         }
         if self.chapter is not None:
             meta["chapter"] = self.chapter
+            if self.chapter_unit:
+                meta["chapter_unit"] = self.chapter_unit
         if self.chapter_title:
             meta["chapter_title"] = self.chapter_title
         if self.section:
@@ -67,24 +72,30 @@ def _split_newlines(text: str) -> list[str]:
     return out
 
 
+_LEVEL_RANK = {"volume": 0, "chapter": 1, "section": 2}
+
+
 def _chapter_level(headings: list[Heading | None]) -> str | None:
-    """Which heading level numbers the chapters: 回/章 when there are any, else 节, else 卷."""
-    levels = {h.level for h in headings if h is not None}
-    return next((lv for lv in ("chapter", "section", "volume") if lv in levels), None)
+    """Which heading level numbers the chapters: of the levels that repeat in the document, 回/章 first, else
+    卷/部/篇/集, else 节; when none repeats, the same order over the levels there are."""
+    counts = Counter(h.level for h in headings if h is not None and h.level in _LEVEL_RANK)
+    order = ("chapter", "volume", "section")
+    return next((lv for lv in order if counts[lv] >= 2), None) or next((lv for lv in order if counts[lv]), None)
 
 
 def split_sections(text: str) -> list[Section]:
     """Cut a document at its headings. Sections with an empty body (a table of contents) are dropped,
     and so is a chapter that repeats an earlier one word for word.
 
-    Chapter numbers come from one level: 回/章 headings when the document has any (a 节 under a 章 keeps the
-    chapter's number, a 卷 above it has none), else 节, else 卷.
+    Chapter numbers come from one level (see `_chapter_level`): a heading below it (a 节 under a 章 or a 卷)
+    keeps the number of the unit it is in, a heading above it (a 卷 over 章) has none.
     """
     lines = _split_newlines(text)
     headings = [heading_of(line) if line.strip() else None for line in lines]
     chapter_level = _chapter_level(headings)
     sections: list[Section] = []
-    current: tuple[str | None, int | None, str | None] = (None, None, None)  # heading, chapter, chapter title
+    # heading, chapter, chapter title, chapter unit
+    current: tuple[str | None, int | None, str | None, str | None] = (None, None, None, None)
     body_start = 0
     pos = 0
     seen: set[tuple[int | None, str]] = set()
@@ -99,17 +110,17 @@ def split_sections(text: str) -> list[Section]:
             return
         seen.add(key)
         lead = len(body) - len(body.lstrip())
-        sections.append(Section(body_start + lead, stripped, current[0], current[1], current[2]))
+        sections.append(Section(body_start + lead, stripped, *current))
 
     for line, h in zip(lines, headings, strict=True):
         if h is not None:
             close(pos)
             if h.level == chapter_level:
-                current = (h.text, h.number, h.title)
-            elif h.level == "section" and chapter_level == "chapter":
-                current = (h.text, current[1], current[2])
+                current = (h.text, h.number, h.title, h.unit)
+            elif chapter_level and _LEVEL_RANK.get(h.level, -1) > _LEVEL_RANK[chapter_level]:
+                current = (h.text, *current[1:])
             else:
-                current = (h.text, None, None)
+                current = (h.text, None, None, None)
             body_start = pos + len(line)
         pos += len(line)
     close(len(text))
@@ -225,6 +236,7 @@ def chunk_document(text: str, size: int = 480, overlap: int = 60, length: Length
                     chapter_title=section.chapter_title,
                     section=section.heading,
                     content_hash=content_hash(body),
+                    chapter_unit=section.chapter_unit,
                 )
             )
     return chunks

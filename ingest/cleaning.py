@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
 from .headings import HEADING_START
+
+log = logging.getLogger(__name__)
 
 # Phrases that only web-novel download sites put into a text; a line holding one is not the author's.
 _AD_PATTERNS = re.compile(
@@ -22,6 +25,12 @@ _SPACES = re.compile(r"[ \t\u3000\xa0\u2002\u2003\u2009]+")
 HEADING_LIKE = re.compile(rf"^\s*(#{{1,6}}\s|{HEADING_START})")
 # the same, on a line whose digits were replaced by '#' (chapter headings repeat with changing digits)
 _HEADING_TEMPLATE = re.compile(rf"^\s*(#{{1,6}}\s|(正文\s*)?{HEADING_START.replace('0-9', '#')})")
+# A line that ends a sentence, or a long one, is the author's, never page furniture (headers, page numbers).
+_CONTENT_END = re.compile(r"[。！？!?…」”』）)]$")
+_CONTENT_LEN = 60
+# The repeat-with-changing-digits rule removes at most this share of a document's characters: more than that
+# is a list or numbered paragraphs (1. …, 第N条 …), not furniture.
+_TEMPLATED_SHARE = 0.15
 # Table rows (cells joined by " | ", as the .docx and HTML loaders write them) are data, never boilerplate.
 TABLE_CELL_SEPARATOR = " | "
 _LINE_SEPARATORS = str.maketrans({"\u2028": "\n", "\u2029": "\n", "\v": "\n", "\f": "\n"})
@@ -55,13 +64,56 @@ class CleanReport:
 
     removed_lines: list[str] = field(default_factory=list)
     unwrapped: bool = False
+    kept_repeats: int = 0  # lines that repeat with changing digits but were kept as content (see _TEMPLATED_SHARE)
+
+    @property
+    def removed_chars(self) -> int:
+        return sum(len(ln) for ln in self.removed_lines)
 
 
 def _template(line: str) -> str:
     return re.sub(r"\d+", "#", line.strip())
 
 
-def _boilerplate_templates(lines: list[str]) -> set[str]:
+def _is_content(line: str) -> bool:
+    """A stripped line that ends a sentence or is long: the author's, whatever repeats around it."""
+    return bool(_CONTENT_END.search(line)) or len(line) > _CONTENT_LEN
+
+
+def _templated(content: list[str], report: CleanReport | None, framed: set[str]) -> set[str]:
+    """Templates of short lines that repeat 3+ times (or frame the text) with changing digits (页眉, 第 3 页,
+    更新时间:…), fewest characters first, while all they remove stays under _TEMPLATED_SHARE of the document."""
+    lines_of: dict[str, list[str]] = {}
+    for ln in content:
+        lines_of.setdefault(_template(ln), []).append(ln)
+    candidates = [
+        (sum(len(ln) for ln in lns), t)
+        for t, lns in lines_of.items()
+        if (len(lns) >= 3 or t in framed)
+        and "#" in t
+        and not _HEADING_TEMPLATE.match(t)
+        and len(re.sub(r"[#\W]", "", t)) < len(t)
+        and not any(_is_content(ln) for ln in lns)
+    ]
+    budget = _TEMPLATED_SHARE * sum(len(ln) for ln in content)
+    chosen: set[str] = set()
+    for chars, t in sorted(candidates):
+        if chars > budget:
+            kept = sum(len(lines_of[t]) for _, t in candidates if t not in chosen)
+            log.warning(
+                "kept %d repeating lines as content: removing them would drop over %d%% of the text",
+                kept,
+                round(100 * _TEMPLATED_SHARE),
+            )
+            if report is not None:
+                report.kept_repeats += kept
+            break
+        budget -= chars
+        chosen.add(t)
+    return chosen
+
+
+def _boilerplate_templates(lines: list[str], report: CleanReport | None = None) -> set[str]:
     """Templates of lines that frame the text (same line near both ends) or repeat with changing digits."""
     content = [ln.strip() for ln in lines if ln.strip()]
     if not content:
@@ -70,13 +122,10 @@ def _boilerplate_templates(lines: list[str]) -> set[str]:
     head = {_template(ln) for ln in content[:edge]}
     tail = {_template(ln) for ln in content[-edge:]}
     framed = {t for t in head & tail if len(t) >= 6} if len(content) > 2 * edge else set()
-    counts = Counter(_template(ln) for ln in content)
-    templated = {
-        t
-        for t, n in counts.items()
-        if n >= 3 and "#" in t and not _HEADING_TEMPLATE.match(t) and len(re.sub(r"[#\W]", "", t)) < len(t)
-    }
-    return framed | templated
+    # the same line at both ends is a banner; lines alike but for their digits (a numbered list "1. 黄忠……。"
+    # has one template at both ends) pass the checks of the repeat rule
+    banners = {t for t in framed if "#" not in t}
+    return banners | _templated(content, report, framed - banners)
 
 
 def _is_noise(line: str, templates: set[str]) -> bool:
@@ -97,8 +146,10 @@ def _wrap_width(lines: list[str]) -> int | None:
         return None
     counts = Counter(lengths)
     width, _ = counts.most_common(1)[0]
-    near = sum(n for length, n in counts.items() if width - 3 <= length <= width + 3)
-    return width if width >= 16 and near >= 0.4 * len(lengths) else None
+    near = [ln.rstrip() for ln in lines if ln.strip() and width - 3 <= len(ln.rstrip()) <= width + 3]
+    # lines cut at a column end mid-sentence; when most of them end a sentence they are whole (a numbered list)
+    ended = sum(bool(_CONTENT_END.search(ln)) for ln in near)
+    return width if width >= 16 and len(near) >= 0.4 * len(lengths) and ended < 0.5 * len(near) else None
 
 
 def _unwrap(lines: list[str], width: int) -> list[str]:
@@ -127,12 +178,12 @@ def clean_text(text: str, report: CleanReport | None = None, blank_lines: bool =
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LINE_SEPARATORS)
     text = normalize_compat(_CONTROL.sub("", _ZERO_WIDTH.sub("", text)))
     lines = text.split("\n")
-    templates = _boilerplate_templates(lines)
+    report = report if report is not None else CleanReport()
+    templates = _boilerplate_templates(lines, report)
     kept: list[str] = []
     for ln in lines:
         if _is_noise(ln, templates):
-            if report is not None:
-                report.removed_lines.append(ln.strip())
+            report.removed_lines.append(ln.strip())
             # keep a paragraph break where a line was removed
             kept.append("")
         else:
@@ -140,8 +191,14 @@ def clean_text(text: str, report: CleanReport | None = None, blank_lines: bool =
     width = _wrap_width(kept)
     if width:
         kept = _unwrap(kept, width)
-        if report is not None:
-            report.unwrapped = True
+        report.unwrapped = True
+    if report.removed_lines:
+        log.info(
+            "cleaning removed %d lines (%d characters) as boilerplate, e.g. %r",
+            len(report.removed_lines),
+            report.removed_chars,
+            report.removed_lines[0][:40],
+        )
     out: list[str] = []
     for ln in kept:
         s = _SPACES.sub(" ", ln).strip()

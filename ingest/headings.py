@@ -1,4 +1,4 @@
-"""Headings of Chinese documents: 第N回/章/节/卷 in the forms people write, Markdown headings, Chinese numerals."""
+"""Headings of Chinese documents: 第N回/章/节/卷 and 卷N as people write them, Markdown headings, Chinese numerals."""
 
 from __future__ import annotations
 
@@ -31,8 +31,14 @@ _VOLUME_UNITS, _CHAPTER_UNITS, _SECTION_UNITS = "卷部篇集", "回囘章话話
 CHAPTER_HEADING = re.compile(
     rf"^[【\[〔（(]?\s?第\s?([{_CN_NUM}]+)\s?([{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}])([】\]〕）)]?)(.*)$"
 )
+# 卷 + numeral with no 第, as old books and some web novels write volumes: 卷四 终章, 卷之四, 【卷二】.
+VOLUME_HEADING = re.compile(rf"^[【\[〔（(]?\s?卷\s?(之)?\s?([{_CN_NUM}]+)([】\]〕）)]?)(.*)$")
 # The start of such a heading, for other modules' patterns (cleaning keeps these lines apart).
-HEADING_START = rf"[【\[〔（(]?\s?第\s?[{_CN_NUM}]+\s?[{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}]"
+HEADING_START = (
+    rf"[【\[〔（(]?\s?(?:第\s?[{_CN_NUM}]+\s?[{_VOLUME_UNITS}{_CHAPTER_UNITS}{_SECTION_UNITS}]|卷\s?之?\s?[{_CN_NUM}]+)"
+)
+# The unit a heading is written with, in one spelling (囘 and 回 are one unit).
+_UNIT_SPELLING = str.maketrans("囘話節", "回话节")
 _TITLE_SEPARATOR = re.compile(r"^[\s:：.．、·\-—_]+")
 # After a unit with no separator, these begin a word with the unit (第一回合, 第二节课), not a title.
 _NOT_A_TITLE_AFTER = {
@@ -91,6 +97,7 @@ class Heading:
     number: int | None = None
     title: str | None = None
     level: str = "markdown"  # "volume" (卷部篇集), "chapter" (回章话), "section" (节) or "markdown"
+    unit: str | None = None  # the unit character as written, one spelling: 回 章 话 节 卷 部 篇 集
 
 
 def _word_ends_at(line: str, pos: int) -> bool:
@@ -127,7 +134,24 @@ def _chapter_heading(s: str) -> Heading | None:
     else:
         title = ""
     level = "volume" if unit in _VOLUME_UNITS else "section" if unit in _SECTION_UNITS else "chapter"
-    return Heading(s, number, title.strip("【】[]〔〕") or None, level)
+    return Heading(s, number, title.strip("【】[]〔〕") or None, level, unit.translate(_UNIT_SPELLING))
+
+
+def _volume_heading(s: str) -> Heading | None:
+    """卷四 终章, 卷之四, 【卷二】: 卷 and a numeral at the start of a short line, then nothing or a separated title.
+    卷子, 卷起, 卷二十年前… (no separator after the numeral) are not headings."""
+    m = VOLUME_HEADING.match(s)
+    number = cn_to_int(m.group(2)) if m else None
+    if m is None or number is None or len(s) > 30:
+        return None
+    closing, rest = m.group(3), m.group(4)
+    sep = _TITLE_SEPARATOR.match(rest)
+    if rest and not sep and not closing:
+        return None
+    title = rest[sep.end() if sep else 0 :].strip()
+    if _SENTENCE_MARK.search(title):
+        return None
+    return Heading(s, number, title.strip("【】[]〔〕") or None, "volume", "卷")
 
 
 def heading_of(line: str) -> Heading | None:
@@ -140,7 +164,7 @@ def heading_of(line: str) -> Heading | None:
         return None
     if not s:
         return None
-    chapter = _chapter_heading(s)
+    chapter = _chapter_heading(s) or _volume_heading(s)
     if chapter is not None:
         return chapter
     return Heading(s) if md else None

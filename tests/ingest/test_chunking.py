@@ -5,6 +5,7 @@ import pytest
 
 from ingest.chunking import chunk_document, cn_to_int, parse_heading, split_sections, split_sentences
 from ingest.cleaning import clean_text
+from ingest.headings import heading_of
 from tests.ingest.fieldcases import field_case
 
 ENDS = tuple("。！？；…”’")
@@ -270,3 +271,64 @@ def test_single_word_longer_than_the_size_is_still_cut_at_the_size():
     text = "x" * 130 + "\n"
     chunks = chunk_document(text, size=50, overlap=10)
     assert [len(c.text) for c in chunks] == [50, 50, 30]
+
+
+@pytest.mark.parametrize(
+    ("line", "number", "title"),
+    [
+        ("卷四 终章", 4, "终章"),
+        ("卷之四", 4, None),
+        ("卷十二：尘埃落定", 12, "尘埃落定"),
+        ("【卷二】", 2, None),
+        ("卷3 归来", 3, "归来"),
+        ("第一卷 潜龙在渊", 1, "潜龙在渊"),
+    ],
+)
+def test_volume_headings_with_and_without_di(line, number, title):
+    h = heading_of(line)
+    assert h is not None and (h.level, h.unit, h.number, h.title) == ("volume", "卷", number, title)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "卷子",
+        "卷起袖子",
+        "卷二十年前的旧账",
+        "卷四 他走了。",
+        "卷一，众人皆惊",
+        "第一封信",
+        "第一次",
+        "第一回合",
+        "回合",
+    ],
+)
+def test_words_with_volume_or_chapter_units_are_not_headings(line):
+    assert heading_of(line) is None
+
+
+def _doc(headings: list[str]) -> str:
+    return "".join(f"{h}\n{h[-2:]}之时，众人皆惊。\n" for h in headings)
+
+
+@pytest.mark.parametrize(
+    ("headings", "chapters", "unit"),
+    [
+        (["第一卷 潜龙在渊", "第二卷 龙战于野"], [1, 2], "卷"),
+        (["卷一 潜龙", "卷二 见龙", "卷四 终章"], [1, 2, 4], "卷"),
+        (["卷之一", "卷之二", "卷之三"], [1, 2, 3], "卷"),
+        (["第一部 风起", "第二部 云涌"], [1, 2], "部"),
+        (["第一卷 潜龙", "第一节 下山", "第三节 入城", "第二卷 见龙", "第一节 回山"], [1, 1, 1, 2, 2], "卷"),
+        # one 章 in the book does not number it: the 卷 repeat
+        (["第一卷 潜龙", "第一章 楔子", "第二卷 见龙"], [1, 1, 2], "卷"),
+        (["第一卷 潜龙", "第一章 出山", "第二章 赴京", "第二卷 见龙", "第三章 归来"], [None, 1, 2, None, 3], "章"),
+        (["第一節 下山", "第二節 入城"], [1, 2], "节"),
+    ],
+)
+def test_chapter_numbers_come_from_the_top_unit_that_repeats(headings, chapters, unit):
+    chunks = chunk_document(clean_text(_doc(headings)), size=100, overlap=0)
+    assert [c.chapter for c in chunks] == chapters
+    assert [c.section for c in chunks] == headings
+    numbered = [c.metadata() for c in chunks if c.chapter is not None]
+    assert numbered and all(m["chapter_unit"] == unit for m in numbered)
+    assert all("chapter_unit" not in c.metadata() for c in chunks if c.chapter is None)

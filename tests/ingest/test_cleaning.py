@@ -101,3 +101,60 @@ def test_table_rows_are_never_boilerplate_nor_unwrapped():
     prose = ["话说天下大势，分久必合，合久必分。周末七国分争，并入于秦。及秦灭之后，楚汉分争。"] * 3
     text = clean_text("\n".join(prose + rows + prose))
     assert [ln for ln in text.splitlines() if " | " in ln] == rows
+
+
+NAMES = "黄忠 关羽 张飞 赵云 马超 魏延 姜维 庞德 徐晃 张辽".split()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    "form", ["{i}. {name}率军{n}人出征，大胜而归。", "{i}、{name}于建安{n}年出征！", "（{i}）{name}曰：“{n}人足矣。”"]
+)
+def test_numbered_sentences_are_content_not_boilerplate(seed, form):
+    import random
+
+    rng = random.Random(seed)
+    lines = [form.format(i=i, name=rng.choice(NAMES), n=100 * i) for i in range(1, 21)]
+    report = CleanReport()
+    assert clean_text("\n".join(lines), report).splitlines() == lines
+    assert report.removed_lines == []
+
+
+@pytest.mark.parametrize(("n", "unit"), [(30, "条"), (12, "则"), (45, "项")])
+def test_repeats_that_would_drop_much_of_the_text_are_kept_and_logged(n, unit, caplog):
+    # short numbered lines with no sentence end: alike but for digits, yet all of the document
+    lines = [f"第{i}{unit} 诸葛亮在隆中{'躬耕陇亩' * (i % 3 + 1)}" for i in range(1, n + 1)]
+    report = CleanReport()
+    with caplog.at_level("WARNING", logger="ingest.cleaning"):
+        text = clean_text("\n".join(lines), report)
+    assert text.count("诸葛亮在隆中") == n
+    assert report.removed_lines == [] and report.kept_repeats == n
+    assert f"kept {n} repeating lines" in caplog.text
+
+
+@pytest.mark.parametrize("furniture", ["- {p} -", "三国札记 第 {p} 页", "Page {p} of 40"])
+def test_page_furniture_goes_and_numbered_paragraphs_stay(furniture, caplog):
+    paras = [f"第{i}段：孔明于第{i}日登台祭风，众将肃立，良久不语" + "，风渐起" * (i % 4) for i in range(1, 61)]
+    lines = ["三国札记"]
+    for p, start in enumerate(range(0, 60, 6), start=1):
+        lines += [*paras[start : start + 6], furniture.format(p=p)]
+    report = CleanReport()
+    with caplog.at_level("INFO", logger="ingest.cleaning"):
+        text = clean_text("\n".join(lines), report)
+    assert [ln for ln in text.splitlines() if ln.startswith("第")] == paras
+    assert report.removed_lines == [furniture.format(p=p) for p in range(1, 11)]
+    assert f"removed 10 lines ({report.removed_chars} characters)" in caplog.text
+
+
+def test_long_repeating_lines_are_content():
+    lines = [f"{i}. " + "赵云单骑救主，杀透重围，怀抱阿斗，血染征袍，长坂坡前七进七出无人能挡" * 2 for i in range(1, 6)]
+    prose = ["话说天下大势，分久必合，合久必分。"] * 30
+    assert clean_text("\n".join(prose + lines)).splitlines()[-5:] == lines
+
+
+def test_corpus_update_lines_are_still_removed():
+    report = CleanReport()
+    text = clean_text(decode_bytes(shared_file("corpus", "sanguo_yanyi.txt").read_bytes())[0], report)
+    assert "更新时间" not in text and "本章字数" not in text
+    assert sum("更新时间" in ln for ln in report.removed_lines) == 120 and report.kept_repeats == 0
+    assert {s.chapter for s in split_sections(text) if s.chapter} == set(range(1, 121))
