@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import codecs
 import functools
+import logging
+import re
 import unicodedata
+
+log = logging.getLogger(__name__)
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -24,6 +28,7 @@ _CJK_CANDIDATES = ("gb18030", "big5", "cp950", "big5hkscs", "utf-16-le", "utf-16
 # Below this share of ordinary characters a Chinese decoding is not believed; the detector is asked instead.
 _MIN_SCORE = 0.6
 _SAMPLE = 20000
+_INVALID_RUN = re.compile("[\udc80-\udcff]+")
 
 
 class DecodeError(ValueError):
@@ -112,8 +117,84 @@ def _utf8_line(line: bytes) -> str | None:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        return _damaged_utf8_line(line)
     return text if any(ord(ch) > 0x7FF for ch in text) else None
+
+
+def _cut_utf8_tail(data: bytes) -> tuple[bytes, int]:
+    """(data without a UTF-8 character cut in half at its very end, number of bytes dropped)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if not 0x80 <= byte <= 0xBF:  # the last byte that is not a continuation byte
+            need = 2 if 0xC2 <= byte <= 0xDF else 3 if 0xE0 <= byte <= 0xEF else 4 if 0xF0 <= byte <= 0xF4 else 0
+            return (data[:-back], back) if need > back else (data, 0)
+    return data, 0
+
+
+def _damaged_utf8_line(line: bytes) -> str | None:
+    """A UTF-8 line with a few damaged spots (a stray byte, a cut character), one U+FFFD in place of each.
+
+    Evidence for UTF-8: at most 2 damaged spots, or 1% of the line's bytes, and valid multi-byte characters
+    (a three-byte one counts 3, a two-byte one 1, 6 at least) outweighing the invalid bytes three to one. When
+    the evidence is short of twelve to one, the UTF-8 reading must also look more like everyday Chinese than the
+    GB18030 one, so that a short GBK line that happens to hold a valid UTF-8 sequence stays GBK.
+    """
+    escaped = line.decode("utf-8", errors="surrogateescape")  # each invalid byte as one lone surrogate
+    spots = _INVALID_RUN.findall(escaped)
+    if not spots or len(spots) > max(2, len(line) // 100):
+        return None
+    bad = sum(len(run) for run in spots)
+    text = _INVALID_RUN.sub("\ufffd", escaped)
+    evidence = sum(3 if ord(ch) > 0x7FF else 1 for ch in text if not ch.isascii() and ch != "\ufffd")
+    if evidence < max(6, 3 * bad):
+        return None
+    if evidence < 12 * bad:
+        legacy = line.decode("gb18030", errors="replace")
+        if chinese_score(text.replace("\ufffd", "")) <= chinese_score(legacy):
+            return None
+    return text
+
+
+def _damaged_utf8(data: bytes) -> tuple[str, int, int] | None:
+    """A UTF-8 file with a few invalid bytes or a cut last character: (repaired text, invalid bytes, bytes cut).
+
+    Every non-ASCII line must be UTF-8, whole or with a little damage: one line in a legacy encoding makes
+    the file a mixed one (`_mixed_lines`)."""
+    data, cut = _cut_utf8_tail(data)
+    lines = data.split(b"\n")
+    out: list[str] = []
+    for ln in lines:
+        try:
+            out.append(ln.decode("utf-8"))
+        except UnicodeDecodeError:
+            repaired = _damaged_utf8_line(ln)
+            if repaired is None:
+                return None
+            out.append(repaired)
+    return "\n".join(out), sum(_invalid_bytes(ln) for ln in lines), cut
+
+
+def _invalid_bytes(line: bytes) -> int:
+    return sum(len(run) for run in _INVALID_RUN.findall(line.decode("utf-8", errors="surrogateescape")))
+
+
+def _warn_damage(bad: int, cut: int) -> None:
+    if bad:
+        log.warning("decoded as UTF-8 with %d invalid byte(s) replaced by U+FFFD", bad)
+    if cut:
+        log.warning("decoded as UTF-8; dropped %d byte(s) of a character cut off at the end of the file", cut)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_or_ascii(line: bytes) -> str | None:
+    return line.decode("ascii") if line.isascii() else _utf8_line(line)
 
 
 def _mixed_lines(data: bytes) -> tuple[str, str] | None:
@@ -121,13 +202,20 @@ def _mixed_lines(data: bytes) -> tuple[str, str] | None:
 
     The lines that are not UTF-8 are decoded in the one legacy encoding that suits them all best."""
     lines = data.split(b"\n")
-    utf8 = [_utf8_line(ln) if not ln.isascii() else ln.decode("ascii") for ln in lines]
+    utf8 = [_utf8_or_ascii(ln) for ln in lines]
+    last, cut = _cut_utf8_tail(lines[-1])
+    whole = _utf8_or_ascii(last) if cut and _is_utf8(last) else None
+    if whole is not None:  # a UTF-8 last line, cut short
+        lines[-1], utf8[-1] = last, whole
+    else:
+        cut = 0
     legacy = [ln for ln, text in zip(lines, utf8, strict=True) if text is None]
     if not legacy or len(legacy) == sum(1 for ln in lines if not ln.isascii()):
         return None
     best = _best_chinese(b"\n".join(legacy))
     enc = best[1] if best is not None and not best[1].startswith("utf-16") else "gb18030"
     out = [text if text is not None else ln.decode(enc, errors="replace") for ln, text in zip(lines, utf8, strict=True)]
+    _warn_damage(sum(_invalid_bytes(ln) for ln, text in zip(lines, utf8, strict=True) if text is not None), cut)
     return "\n".join(out), f"mixed utf-8/{enc}"
 
 
@@ -194,8 +282,12 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     else:
         if not _looks_binary(text):
             return text, "utf-8"
+    repaired = _damaged_utf8(data)
+    if repaired is not None and not _looks_binary(repaired[0].replace("\ufffd", "")):  # few, and counted
+        _warn_damage(repaired[1], repaired[2])
+        return repaired[0], "utf-8"
     mixed = _mixed_lines(data)
-    if mixed is not None and not _looks_binary(mixed[0]):
+    if mixed is not None and not _looks_binary(mixed[0].replace("\ufffd", "")):
         return mixed
     best = _best_chinese(data)
     if best is not None and best[2] >= _MIN_SCORE:

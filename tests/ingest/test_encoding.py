@@ -125,3 +125,81 @@ def test_gbk_file_with_short_lines_is_not_taken_for_mixed(lines):
 def test_utf16_text_that_happens_to_be_valid_utf8_is_still_read():
     text = "外藩原是" * 3
     assert decode_bytes(text.encode("utf-16-le"))[0] == text
+
+
+NOVEL = (
+    "第一回 宴桃园豪杰三结义　斩黄巾英雄首立功\n"
+    + "话说天下大势，分久必合，合久必分。周末七国分争，并入于秦。及秦灭之后，楚、汉分争，又并入于汉。\n" * 60
+    + "玄德曰：“汉室倾颓，奸臣窃命，主上蒙尘。孤不度德量力，欲信大义于天下。”孔明曰：“愿闻将军之志。”\n"
+)
+SMALL = "玄德曰：甚善。\n孔明笑曰：不然。\n关羽张飞皆不悦。\n"
+
+
+@pytest.mark.parametrize("text", [NOVEL, SMALL, "Liu Bei 刘备\n", "诸葛亮"])
+@pytest.mark.parametrize("cut", [1, 2])
+def test_utf8_file_cut_in_the_middle_of_its_last_character_stays_utf8(text, cut, caplog):
+    data = text.rstrip("\n").encode()[:-cut]
+    decoded, enc = decode_bytes(data)
+    assert enc == "utf-8"
+    assert decoded == text.rstrip("\n")[:-1]  # the cut character is dropped, nothing else changes
+    assert f"dropped {3 - cut} byte(s) of a character cut off" in caplog.text
+
+
+def _insert(text: str, at: str, junk: bytes) -> bytes:
+    i = text.index(at)
+    return text[:i].encode() + junk + text[i:].encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "at", "junk"),
+    [
+        (NOVEL, "孤不度德", b"\xff"),  # a stray byte in the last paragraph of a 12 KB file
+        (NOVEL, "周末七国", b"\xfe"),  # ... in the first body line
+        (SMALL, "笑曰", b"\xff"),  # a small file: one stray byte
+        (SMALL, "张飞", "张".encode()[:2]),  # one character cut in half mid-line
+        (SMALL, "不然", b"\x80\x80"),  # two stray continuation bytes
+    ],
+)
+def test_utf8_with_a_few_bad_bytes_is_utf8_with_replacement_characters(text, at, junk, caplog):
+    decoded, enc = decode_bytes(_insert(text, at, junk))
+    assert enc == "utf-8"
+    assert decoded.replace("\ufffd", "") == text
+    assert 1 <= decoded.count("\ufffd") <= 2
+    assert f"with {len(junk)} invalid byte(s) replaced by U+FFFD" in caplog.text
+
+
+def test_damaged_utf8_line_in_a_mixed_file_stays_utf8_and_gbk_lines_stay_gbk():
+    data = (
+        _insert("玄德曰：甚善，吾意已决。\n", "甚善", b"\xff")
+        + "孔明笑曰：不然。".encode("gbk")
+        + b"\n"
+        + "关羽".encode()
+    )
+    text, enc = decode_bytes(data)
+    assert text == "玄德曰：\ufffd甚善，吾意已决。\n孔明笑曰：不然。\n关羽"
+    assert enc == "mixed utf-8/gb18030"
+
+
+@pytest.mark.parametrize("cut", [1, 2])
+def test_mixed_file_whose_last_utf8_line_is_cut_keeps_the_line_utf8(cut):
+    data = "孔明笑曰：不然。".encode("gbk") + b"\n" + "玄德曰：甚善。".encode()[:-cut]
+    assert decode_bytes(data) == ("孔明笑曰：不然。\n玄德曰：甚善", "mixed utf-8/gb18030")
+
+
+@pytest.mark.parametrize("text", [*SIMPLIFIED, TEXT, "孔明笑曰：不然。", "昨夜西风凋碧树，独上高楼，望尽天涯路。"])
+def test_gbk_files_are_not_taken_for_damaged_utf8(text):
+    assert decode_bytes(text.encode("gbk")) == (text, "gb18030")
+    for end in "这大你年":  # GBK characters whose last byte looks like a UTF-8 lead byte: nothing is cut
+        assert decode_bytes((text + end).encode("gbk")) == (text + end, "gb18030")
+
+
+@pytest.mark.parametrize("text", [NOVEL, SMALL, "孔明笑曰：不然。\n玄德曰：甚善。"])
+def test_a_stray_byte_inside_a_character_is_one_damaged_spot(text, caplog):
+    at = text.index("笑曰") if "笑曰" in text else text.index("孤不度德")
+    raw = text.encode()
+    pos = len(text[:at].encode()) + 1  # between the first and second byte of a character
+    decoded, enc = decode_bytes(raw[:pos] + b"\xff" + raw[pos:])
+    assert enc == "utf-8"
+    assert decoded.count("\ufffd") == 1
+    assert decoded.replace("\ufffd", "") == text.replace(text[at], "", 1)
+    assert "with 4 invalid byte(s)" in caplog.text  # the stray byte and the three of the character it broke

@@ -6,6 +6,7 @@ import pytest
 
 from ingest.errors import UnreadableFileError
 from ingest.loaders import doc_id_for, iter_files, load_file
+from ingest.pdf_reader import pdf_text
 from tests.ingest.fieldcases import field_case
 
 
@@ -352,3 +353,69 @@ def test_html_layout_table_holding_chapters_is_read_as_blocks(tmp_path):
     assert "## 第一回 宴桃园豪杰三结义" in doc.text.splitlines()
     assert " | " not in doc.text
     assert {c.chapter for c in chunk_document(doc.text, 480, 60)} == {None, 1, 2}
+
+
+def _printed_pdf(pages: list[str], header: str, footer: str, title: str | None) -> bytes:
+    """A PDF as a browser prints it: `header` (date-time and title) on top, `footer` (URL and page n/m) below."""
+    from fpdf import FPDF
+
+    from tests.ingest.pdfmaker import NOTO_CJK
+
+    pdf = FPDF()
+    pdf.add_font("noto", fname=str(NOTO_CJK), collection_font_number=2)
+    pdf.set_font("noto", size=10)
+    pdf.set_auto_page_break(False)
+    for n, body in enumerate(pages, start=1):
+        pdf.add_page()
+        pdf.set_xy(10, 5)
+        pdf.cell(0, 6, header)
+        pdf.set_xy(10, 30)
+        pdf.multi_cell(0, 8, body)
+        pdf.set_xy(10, 285)
+        pdf.cell(0, 6, footer.format(n=n, m=len(pages)))
+    if title is not None:
+        pdf.set_title(title)
+    return bytes(pdf.output())
+
+
+PRINTED_BODY = [
+    "亮躬耕陇亩，好为梁父吟。",
+    "先帝不以臣卑鄙，猥自枉屈，三顾臣于草庐之中。",
+    "此臣所以报先帝而忠陛下之职分也。",
+]
+
+
+@pytest.mark.parametrize(
+    ("header", "footer", "title", "pages"),
+    [
+        ("11/30/26, 10:54 PM 隆中对考", "file:///tmp/nc-in/pdf.html {n}/{m}", "隆中对考", 3),
+        ("2026/11/30 22:54 出师表", "https://example.org/docs/chushi.html {n}/{m}", "出师表", 2),
+        ("30.11.26, 22:54 出师表", "ﬁle:///home/u/%E5%87%BA%E5%B8%88.html {n}/{m}", None, 2),  # pypdf's ﬁ
+        ("11/30/26, 10:54 PM chushi.html", "file:///srv/docs/chushi.html {n}/{m}", None, 3),  # no title: file name
+    ],
+)
+def test_browser_print_header_and_footer_are_dropped_from_pdf_text(tmp_path, header, footer, title, pages):
+    from tests.ingest.pdfmaker import NOTO_CJK
+
+    if not NOTO_CJK.exists():
+        pytest.skip("fonts-noto-cjk is not installed")
+    p = tmp_path / "printed.pdf"
+    p.write_bytes(_printed_pdf(PRINTED_BODY[:pages], header, footer, title))
+    [doc], _ = load_file(p)
+    for body in PRINTED_BODY[:pages]:
+        assert body in doc.text
+    assert "://" not in doc.text and "/tmp" not in doc.text and ":54" not in doc.text
+    assert f"1/{pages}" not in doc.text
+
+
+def test_dates_and_urls_inside_pdf_body_text_are_kept(tmp_path):
+    from tests.ingest.pdfmaker import NOTO_CJK
+
+    if not NOTO_CJK.exists():
+        pytest.skip("fonts-noto-cjk is not installed")
+    body = "会议纪要\n2026/11/30 22:54 会议开始，讨论北伐。\n资料见 https://example.org/a.html 1/2 页。\n散会。"
+    p = tmp_path / "minutes.pdf"
+    p.write_bytes(_printed_pdf([body], "", "", "会议纪要"))
+    text = pdf_text(p)[0].replace("\x00", "")
+    assert "2026/11/30 22:54 会议开始，讨论北伐。" in text  # a date, but not beside the title
+    assert "https://example.org/a.html 1/2 页。" in text  # a URL and n/m, but more after them
