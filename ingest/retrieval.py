@@ -229,19 +229,36 @@ class Retriever:
                 entry[name] = score
                 entry[f"{name}_rank"] = rank
                 entry["fused"] += weight / (RRF_K + rank)
-        best = sorted(fused.items(), key=lambda kv: -kv[1]["fused"])[:k]
-        missing = [cid for cid, _ in best if cid not in texts]
-        if missing:
-            for c in self.store.get_chunks(missing):
-                texts[c.chunk_id] = (c.text, c.metadata)
-        out = []
-        for cid, sc in best:
-            if cid not in texts:  # removed by another process since the last refresh
-                self._checked = 0.0
-                continue
-            text, meta = texts[cid]
-            main = sc["fused"] if mode == "hybrid" else sc.get(mode, 0.0)
-            out.append(RetrievedChunk(cid, text, meta, float(main), {k2: float(v) for k2, v in sc.items()}))
+        order = sorted(fused.items(), key=lambda kv: -kv[1]["fused"])
+        return self._top_distinct(order, k, texts, mode)
+
+    def _top_distinct(
+        self, ranked: list[tuple[str, dict[str, float]]], k: int, texts: dict[str, tuple[str, dict[str, Any]]],
+        mode: Mode,
+    ) -> list[RetrievedChunk]:
+        """The first `k` of `ranked` whose text is not already among them: a copy of a document kept beside its
+        original (reported at ingest) would otherwise fill the top-k with the same passage twice."""
+        out: list[RetrievedChunk] = []
+        seen: set[str] = set()
+        start = 0
+        while len(out) < k and start < len(ranked):
+            batch = ranked[start : start + k - len(out)]
+            start += len(batch)
+            missing = [cid for cid, _ in batch if cid not in texts]
+            if missing:
+                for c in self.store.get_chunks(missing):
+                    texts[c.chunk_id] = (c.text, c.metadata)
+            for cid, sc in batch:
+                if cid not in texts:  # removed by another process since the last refresh
+                    self._checked = 0.0
+                    continue
+                text, meta = texts[cid]
+                same = str(meta.get("content_hash") or text)
+                if same in seen:
+                    continue
+                seen.add(same)
+                main = sc["fused"] if mode == "hybrid" else sc.get(mode, 0.0)
+                out.append(RetrievedChunk(cid, text, meta, float(main), {k2: float(v) for k2, v in sc.items()}))
         return out
 
 

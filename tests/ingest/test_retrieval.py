@@ -189,3 +189,23 @@ def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
     assert again.try_load("fp1") and isinstance(again.bm25, BM25)
     assert again.bm25.ids == ["a", "b"] and again.bm25.scores(["华容"]).argmax() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram.pkl"]
+
+
+def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedder):
+    """Two documents with the same text (a copy whose original still exists is kept and reported at ingest):
+    the top-k holds each passage once, and is still k long when more distinct passages exist."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    text = "".join(f"第{n}回 回目{n}\n{t}\n" for n, t in CHAPTERS.items())
+    for name in ("chibi.txt", "chibi_copy.txt"):
+        (root / name).write_text(text, encoding="utf-8")
+    settings = get_settings(data_dir=tmp_path / "data", collection="dup", chunk_size=120, chunk_overlap=0)
+    pipeline.add_paths([root], settings, embedder=embedder)
+    r = Retriever(settings, embedder=embedder)
+    for query, mode in (("孔明筑七星坛于南屏山", "hybrid"), ("周瑜欲害孔明", "dense")):
+        hits = r.retrieve(query, k=4, mode=mode)
+        assert len(hits) == 4, (query, mode)
+        assert len({h.text for h in hits}) == 4, [h.text[:12] for h in hits]
+    hits = r.retrieve("曹操大宴铜雀台", k=4, mode="keyword")  # one passage says it, in both copies
+    assert hits[0].chapter == 5 and "铜雀台" in hits[0].text
+    assert len({h.text for h in hits}) == len(hits) and [h.chapter for h in hits].count(5) == 1
