@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import IngestError
+from .headings import chapter_label
 
 if TYPE_CHECKING:
     from .settings import IngestSettings
@@ -176,7 +177,9 @@ def _search(args: argparse.Namespace, settings: IngestSettings) -> int:
             print(json.dumps({**row, "text": r.text, "metadata": r.metadata}, ensure_ascii=False))
             continue
         where = (
-            f"第{r.chapter}回 {r.metadata.get('chapter_title', '')}" if r.chapter else r.metadata.get("doc_title", "")
+            f"{chapter_label(r.chapter, r.metadata.get('chapter_unit'))} {r.metadata.get('chapter_title', '')}"
+            if r.chapter
+            else r.metadata.get("doc_title", "")
         )
         print(f"[{rank}] {r.score:.4f}  {where}  ({r.chunk_id})")
         print("    " + r.text.replace("\n", " ")[:200])

@@ -56,6 +56,12 @@ _SENTENCE_END = re.compile(r"[。，,；;]$")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*$")
 
 
+def chapter_label(chapter: int, unit: str | None = None) -> str:
+    """How a chunk's chapter is named to a reader: 第12回, 第3章, 第2卷 (`unit` from the chunk's `chapter_unit`
+    metadata; 回 for stores written before it was recorded)."""
+    return f"第{chapter}{unit or '回'}"
+
+
 def cn_to_int(s: str) -> int | None:
     """Parse a chapter number in digits (also full-width) or Chinese numerals, None when it is not one.
 

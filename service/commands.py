@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.headings import chapter_label
+
 from .settings import ServiceSettings, get_service_settings, ingest_settings_for
 
 if TYPE_CHECKING:
@@ -174,7 +176,8 @@ def ask(args: argparse.Namespace) -> int:
                 print(delta.text, end="", flush=True)
             print()
             for c in reply.citations:
-                where = f"第{c.chapter}回 {c.chapter_title or ''}".strip() if c.chapter is not None else ""
+                where = (f"{chapter_label(c.chapter, c.chapter_unit)} {c.chapter_title or ''}".strip()
+                         if c.chapter is not None else "")
                 print(f"[{c.index}] {c.document} {where} ({c.score:.4f}): {c.snippet}")
             if reply.note:
                 print(f"note: {reply.note}", file=sys.stderr)

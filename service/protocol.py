@@ -317,6 +317,7 @@ class Citation(BaseModel):
     document: str
     source: str = Field(default="", description="the document's file name (never a path on the server)")
     chapter: int | None = None
+    chapter_unit: str | None = Field(default=None, description="what the chapter counts: 回, 章, 节, 卷 …")
     chapter_title: str | None = None
     snippet: str
     score: float

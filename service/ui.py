@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 from ingest.errors import IngestError
+from ingest.headings import chapter_label
 
 from .errors import ServiceError, error_body
 from .keys import KeyRing
@@ -42,7 +43,7 @@ def route_line(reply: Reply) -> str:
 
 
 def citation_line(c: Citation) -> str:
-    where = f"第{c.chapter}回" if c.chapter is not None else c.document
+    where = chapter_label(c.chapter, c.chapter_unit) if c.chapter is not None else c.document
     title = f" {c.chapter_title}" if c.chapter_title else ""
     snippet = c.snippet if len(c.snippet) <= SNIPPET_CHARS else c.snippet[:SNIPPET_CHARS] + "…"
     return f"[{c.index}] {where}{title}（{c.document}）：{snippet}"

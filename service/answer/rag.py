@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ingest.chunking import split_sentences
+from ingest.headings import chapter_label
 from ingest.retrieval import RetrievedChunk
 
 from ..engines import Message
@@ -143,7 +144,8 @@ def passages_block(hits: Sequence[RetrievedChunk]) -> str:
         m = h.metadata
         where = str(m.get("doc_title") or "")
         if h.chapter is not None:
-            where += f" 第{h.chapter}回" + (f" {m['chapter_title']}" if m.get("chapter_title") else "")
+            where += f" {chapter_label(h.chapter, m.get('chapter_unit'))}" + (
+                f" {m['chapter_title']}" if m.get("chapter_title") else "")
         where = " ".join(where.replace("`", "'").split())[:MAX_SOURCE_CHARS]
         body = h.text.strip().replace("```", "'''")
         lines.append(f"[{n}] （{where}）\n```\n{body}\n```")

@@ -88,6 +88,7 @@ def citations(hits: list[RetrievedChunk], titles: dict[str, str] | None = None) 
                 document=str(m.get("title") or m.get("doc_title") or (titles or {}).get(str(m.get("doc_id")), "")),
                 source=source_name(m.get("source")),
                 chapter=h.chapter,
+                chapter_unit=m.get("chapter_unit") or None,
                 chapter_title=m.get("chapter_title") or None,
                 snippet=snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),
                 score=round(h.score, 6),

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Literal
 
+from ingest.headings import chapter_label
+
 from ..engines import Completion, Delta, Message
 from ..errors import BadRequest
 from ..protocol import Citation, KongmingOptions
@@ -36,7 +38,7 @@ def _where(c: Citation, lang: Language) -> str:
         return out
     out = f"《{title}》"
     if c.chapter is not None:
-        out += f"第{c.chapter}回" + (f" {c.chapter_title}" if c.chapter_title else "")
+        out += chapter_label(c.chapter, c.chapter_unit) + (f" {c.chapter_title}" if c.chapter_title else "")
     return out
 
 

@@ -27,6 +27,16 @@ def test_footer_lines_in_chinese_and_english():
     assert footer([], "zh") == ""
 
 
+@pytest.mark.parametrize(("unit", "label"), [("章", "第3章"), ("节", "第3节"), ("卷", "第3卷"), (None, "第3回")])
+def test_a_chapter_is_named_by_its_own_unit(unit, label):
+    """A document of 章 (or 节, 卷) is cited as such, in the footer and on the page; 回 when the store has no unit."""
+    from service.ui import citation_line
+
+    c = cite(1).model_copy(update={"chapter_unit": unit})
+    assert footer([c], "zh") == f"\n\n来源：\n[1] 《小三国》{label} 草船借箭"
+    assert citation_line(c).startswith(f"[1] {label} 草船借箭")
+
+
 @pytest.mark.parametrize(("question", "lang"), [
     ("孔明向鲁肃借了多少只船？", "zh"), ("How many boats did Kongming borrow?", "en"), ("诸葛亮 who?", "zh"),
     ("2024？", "zh"), ("Zhuge Liang's fans", "en"),
