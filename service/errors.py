@@ -115,17 +115,23 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=err.status, headers=headers)
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
+
+
 def validation_error(errors: Sequence[Any]) -> BadRequest:
     """A 400 for the first problem pydantic found in a request, naming the field as OpenAI's `param` does."""
     first: dict[str, Any] = dict(errors[0]) if errors else {}
     kind = first.get("type")
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # pydantic names the union member it tried (`content.str`, `content.list[ContentPart]`): not a field
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _UNION_TAG.match(str(p))]
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid value"))
     if kind == "missing" and not loc:
         message = "a JSON body is required"
-    elif kind == "json_invalid":
-        message = "the request body is not valid JSON: " + str(first.get("ctx", {}).get("error", "parse error"))
+    elif kind == "json_invalid":  # its loc is the byte offset, not a field
+        where = f" (at character {loc[0]})" if loc else ""
+        message = f"the request body is not valid JSON{where}: " + str(first.get("ctx", {}).get("error", "parse error"))
+        param = None
     elif kind == "extra_forbidden":
         message = f"Unrecognized request argument supplied: {param}"
     elif kind in (UNSUPPORTED, CONVERSATION):  # the request model's own refusals say everything themselves

@@ -122,3 +122,18 @@ def test_starlette_errors_and_body_limits_share_the_shape(make_client):
     r = client.post("/v1/chat/completions", json={"model": "kongming", "messages": [{"role": "user",
                                                                                      "content": "字" * 2000}]})
     assert r.status_code == 413 and shape(r.json())["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize(("body", "param", "says"), [
+    (b'{"model": "kongming", "messages": [}', None, "not valid JSON (at character"),
+    (b'{"model": "kongming",', None, "not valid JSON (at character"),
+    (b'{"model": "kongming", "messages": [{"role": "user", "content": 7}]}', "messages.0.content", "content"),
+    (b'{"model": "kongming", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature",
+     "temperature"),
+])  # fmt: skip
+def test_param_names_a_field_not_an_offset_or_a_union_member(make_client, body, param, says):
+    """`param` is the request field at fault, as OpenAI's is: never the byte offset of a JSON error, never
+    pydantic's name for the union member it tried (`content.str`)."""
+    r = make_client().post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    err = shape(r.json())
+    assert r.status_code == 400 and err["param"] == param and says in err["message"], err
