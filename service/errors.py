@@ -14,7 +14,8 @@ from starlette.exceptions import HTTPException
 
 from ingest.errors import IngestError, StoreError, UnknownDocumentError, UnreadableFileError
 
-from .protocol import CONVERSATION, UNSUPPORTED, ErrorDetail, ErrorResponse
+from .protocol import ErrorDetail, ErrorResponse
+from .validation import CONVERSATION, UNSUPPORTED
 
 log = logging.getLogger(__name__)
 INVALID = "invalid_request_error"

@@ -4,54 +4,26 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from .validation import (
+    CONVERSATION,
+    _lone_surrogate,
+    can_honour,
+    check_last_turn,
+    limit_error,
+    refuse,
+    text_parts_only,
+)
 
 if TYPE_CHECKING:  # engines import errors, which import the wire models here: no import cycle at run time
     from .engines.base import SamplingParams
 
 Route = Literal["rag", "persona", "both"]
 
-
-# Error types of the refusals below; errors.validation_error shows their messages as they are.
-UNSUPPORTED = "unsupported"  # the reference defines it, this service cannot honour it
-CONVERSATION = "conversation"  # the messages do not make a turn to answer
-
-
-def refuse(message: str, kind: str = UNSUPPORTED) -> PydanticCustomError:
-    """The error a validator raises for a field this service refuses; `kind` becomes the OpenAI error code."""
-    return PydanticCustomError(kind, message)
-
-
-def text_parts_only(content: Any, refused: dict[str, str]) -> Any:
-    """`content` unchanged unless one of its parts is of a type in `refused` (type -> why): then refuse it."""
-    for part in content if isinstance(content, list) else ():
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in refused:
-            raise refuse(refused[kind])
-    return content
-
-
-def check_last_turn(turns: Sequence[Any], what: str, last: str) -> None:
-    """Refuse a conversation with nothing to answer: `turns` (chat messages or Responses input items, each with
-    `role` and `text()`) must end with a non-empty user turn; `what`/`last` name them in the message."""
-    if not turns:
-        raise refuse(f"{what} must contain at least one message", CONVERSATION)
-    if turns[-1].role != "user":
-        raise refuse(f"the last {last} must be a user message", CONVERSATION)
-    if not turns[-1].text().strip():
-        raise refuse("the last user message is empty", CONVERSATION)
-
-
-def limit_error(model: str, field: str, why: str, value: Any) -> ValidationError:
-    """A pydantic ValidationError naming `field`, for limits that are settings (checked after parsing)."""
-    return ValidationError.from_exception_data(model, [InitErrorDetails(type=refuse(why), loc=(field,), input=value)])
-
-
-# Content parts the reference defines that carry something other than text: refused by name, not by schema.
 NOT_TEXT = {
     "image_url": "images are not supported: send the message as text",
     "input_audio": "audio input is not supported: send the message as text",
@@ -165,14 +137,6 @@ CANNOT: dict[str, tuple[Callable[[Any], bool], str]] = {
 }  # fmt: skip
 
 
-def can_honour(cannot: dict[str, tuple[Callable[[Any], bool], str]], v: Any, info: ValidationInfo) -> Any:
-    """`v` unchanged unless `cannot[field]` (asks, why) says this value asks for what the service cannot do."""
-    asks, why = cannot[str(info.field_name)]
-    if asks(v):
-        raise refuse(why)
-    return v
-
-
 class OpenAIRequest(BaseModel):
     """A request body: unknown fields are refused (400), as OpenAI does, and so is text that is not Unicode."""
 
@@ -251,6 +215,10 @@ class ChatCompletionRequest(OpenAIRequest):
     @field_validator("messages")
     @classmethod
     def _a_turn_to_answer(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if v and v[-1].role == "tool":  # an agent's tool loop: the model reads the results, then answers the user
+            if not any(m.role == "user" and m.text().strip() for m in v):
+                raise refuse("tool results need the user message they serve: none was sent", CONVERSATION)
+            return v
         check_last_turn(v, "messages", "message")
         return v
 
@@ -271,11 +239,20 @@ class ChatCompletionRequest(OpenAIRequest):
         if problem is not None:
             raise limit_error(type(self).__name__, *problem)
 
-    def conversation(self) -> list[dict[str, str]]:
-        """The turns a model reads: text only, `developer` as `system`; tool and function results are left out
-        (this service calls no tools)."""
+    def conversation(self) -> list[dict[str, Any]]:
+        """The turns a model reads, `developer` as `system`; an assistant's `tool_calls` and the `tool` results
+        that answer them are kept in OpenAI's shape (a model server that takes tools reads them; the in-process
+        engine reads the text turns only). Legacy `function` results are left out."""
         roles = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
-        return [{"role": roles[m.role], "content": m.text()} for m in self.messages if m.role in roles]
+        out: list[dict[str, Any]] = []
+        for m in self.messages:
+            if m.role in roles:
+                out.append({"role": roles[m.role], "content": m.text()})
+                if m.role == "assistant" and m.tool_calls:
+                    out[-1]["tool_calls"] = m.tool_calls
+            elif m.role == "tool":
+                out.append({"role": "tool", "content": m.text(), "tool_call_id": m.tool_call_id or ""})
+        return out
 
     def to_sampling_params(self) -> SamplingParams:
         """Sampling as asked; `max_tokens` is left to the route (its default, capped), see ChatService.reply."""
@@ -291,24 +268,6 @@ class ChatCompletionRequest(OpenAIRequest):
             parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format if (self.response_format or {}).get("type") != "text" else None,
         )
-
-
-def _lone_surrogate(value: Any, path: str = "") -> str | None:
-    """The path of the first string in a JSON value that cannot be encoded as UTF-8, else None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-        return None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        found = _lone_surrogate(key, path) if isinstance(key, str) else None
-        if found is None:
-            found = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
-        if found is not None:
-            return found
-    return None
 
 
 class Citation(BaseModel):

@@ -8,17 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .protocol import (
-    Citation,
-    KongmingExtension,
-    KongmingOptions,
-    OpenAIRequest,
-    can_honour,
-    check_last_turn,
-    limit_error,
-    refuse,
-    text_parts_only,
-)
+from .protocol import Citation, KongmingExtension, KongmingOptions, OpenAIRequest
+from .validation import can_honour, check_last_turn, limit_error, refuse, text_parts_only
 
 if TYPE_CHECKING:
     from .engines.base import SamplingParams

@@ -16,7 +16,7 @@ from typing import Any
 from ingest.embedding import get_embedder
 from ingest.retrieval import Filters, RetrievedChunk
 
-from ..engines import Completion, Delta, Engine, Message, SamplingParams
+from ..engines import Completion, Delta, Engine, Message, SamplingParams, text_turns
 from ..errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
 from ..protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
 from ..settings import PersonaConfig, ServiceSettings
@@ -223,7 +223,11 @@ class ChatService:
     ) -> Reply:
         cap = self.settings.max_tokens_cap
         forced, persona = self._route_and_persona(model, options)
-        msgs = [dict(m) for m in messages]  # ends with a user turn: the request model checked it (protocol.py)
+        # the request model checked that a user turn is there (protocol.py); what follows the last one is an agent's
+        # tool loop (the assistant's tool calls, their results), which a model that takes tools reads after the prompt
+        everything = [dict(m) for m in messages]
+        last_user = max(i for i, m in enumerate(everything) if m["role"] == "user")
+        msgs, tail = everything[: last_user + 1], everything[last_user + 1 :]
         users = [m["content"] for m in msgs if m["role"] == "user"]
         question = users[-1]
         timings: dict[str, float] = {}
@@ -238,7 +242,7 @@ class ChatService:
         if forced is None:
             t1 = time.perf_counter()
             # the router reads each message's question part too (bounded work for a pasted text)
-            bounded = [{**m, "content": question_part(m["content"])} for m in msgs]
+            bounded = [{**m, "content": question_part(m["content"])} for m in text_turns(msgs)]
             same = query == bounded[-1]["content"]
             decision = await self.kb.run(self.router.decide, bounded, embedding if same else None)
             timings["route_ms"] = (time.perf_counter() - t1) * 1000
@@ -249,7 +253,7 @@ class ChatService:
         if decision.route == "persona":
             engine = await self.engines.persona(persona)
             params.max_tokens = min(max_tokens or persona.max_tokens, cap)
-            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs),
+            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs) + tail,
                          params=params, timings=timings)
         hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
         history = msgs[:-1]
@@ -260,11 +264,11 @@ class ChatService:
             if relevant:
                 prompt = grounded_persona_messages(
                     persona_messages(persona, msgs)[0]["content"], history, question, hits
-                )
+                ) + tail
                 return Reply(decision, citations(hits), model, engine=engine, messages=prompt, params=params,
                              timings=timings)
             note = "no passage of the knowledge base matched: answered in persona without sources"
-            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs),
+            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs) + tail,
                          params=params, note=note, timings=timings)
         rag_engine = self.engines.rag()
         if not kb_ready or (rag_engine is not None and not relevant):
@@ -282,7 +286,7 @@ class ChatService:
         if rag_engine is not None:
             params.max_tokens = min(max_tokens or 512, cap)
             return Reply(decision, citations(hits), model, engine=rag_engine,
-                         messages=rag_messages(history, question, hits), params=params, timings=timings,
+                         messages=rag_messages(history, question, hits) + tail, params=params, timings=timings,
                          fallback=lambda: extractive("extractive answer instead"))
         return await self.kb.run(extractive, "extractive answer (no generative model configured)")
 

@@ -19,7 +19,7 @@ def persona_messages(persona: PersonaConfig, messages: Sequence[Message]) -> lis
     """The persona's system prompt first; a client's own system messages are appended to it."""
     extra = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"])
     system = persona.system_prompt + (f"\n\n{extra}" if extra else "")
-    return [{"role": "system", "content": system}, *(m for m in messages if m["role"] in ("user", "assistant"))]
+    return [{"role": "system", "content": system}, *(m for m in messages if m["role"] in ("user", "assistant", "tool"))]
 
 
 class Engines:

@@ -10,7 +10,7 @@ from ingest.chunking import split_sentences
 from ingest.headings import chapter_label
 from ingest.retrieval import RetrievedChunk
 
-from ..engines import Message
+from ..engines import Message, text_turns
 
 NO_ANSWER = "知识库中没有找到与这个问题直接相关的内容，我不便凭空作答。"
 EMPTY_KB = "知识库还是空的：先用 `ingest add 文件` 加入文档。"
@@ -155,7 +155,7 @@ def passages_block(hits: Sequence[RetrievedChunk]) -> str:
 def rag_messages(history: Sequence[Message], question: str, hits: Sequence[RetrievedChunk]) -> list[Message]:
     """The prompt of the generative path: instructions, earlier turns, then passages and the question."""
     msgs: list[Message] = [{"role": "system", "content": RAG_SYSTEM}]
-    msgs += [m for m in history if m["role"] in ("user", "assistant")]
+    msgs += [m for m in text_turns(history) if m["role"] != "system"]
     msgs.append({"role": "user", "content": f"资料：\n{passages_block(hits)}\n\n问题：{question}"})
     return msgs
 
@@ -169,6 +169,6 @@ def grounded_persona_messages(
         "用到时以[1]、[2]标注出处；资料中没有的事不要编造。"
     )
     msgs: list[Message] = [{"role": "system", "content": system}]
-    msgs += [m for m in history if m["role"] in ("user", "assistant")]
+    msgs += [m for m in text_turns(history) if m["role"] != "system"]
     msgs.append({"role": "user", "content": f"资料：\n{passages_block(hits)}\n\n{question}"})
     return msgs

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+# {"role": "system"|"user"|"assistant"|"tool", "content": "..."}, plus OpenAI's "tool_calls" / "tool_call_id"
+Message = dict[str, Any]
+
+
+def text_turns(messages: Sequence[Message]) -> list[Message]:
+    """The system/user/assistant text of a conversation, for a model that takes no tools (tool results and
+    calls left out)."""
+    return [{"role": m["role"], "content": m.get("content") or ""} for m in messages
+            if m["role"] in ("system", "user", "assistant")]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ContextTooLong, EngineUnavailable
-from .base import Completion, Delta, Message, SamplingParams
+from .base import Completion, Delta, Message, SamplingParams, text_turns
 
 log = logging.getLogger(__name__)
 # The most tokens (prompt plus completion) one in-process request may use unless the engine is given another bound:
@@ -143,7 +143,7 @@ class LocalEngine:
 
         from finetune.models.template import encode_chat
 
-        prompt_ids = encode_chat(self._tokenizer, messages)
+        prompt_ids = encode_chat(self._tokenizer, text_turns(messages))  # no tools in process
         n_prompt = len(prompt_ids)
         if n_prompt >= self._context:
             raise ContextTooLong(

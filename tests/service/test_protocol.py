@@ -152,7 +152,9 @@ def test_the_request_builds_its_conversation_and_sampling_params():
                      {"role": "tool", "tool_call_id": "c", "content": "ignored"}, {"role": "user", "content": "嗯"}],
     })  # fmt: skip
     assert req.conversation() == [{"role": "system", "content": "简短"}, QUESTION,
-                                  {"role": "assistant", "content": "不可"}, {"role": "user", "content": "嗯"}]
+                                  {"role": "assistant", "content": "不可"},
+                                  {"role": "tool", "content": "ignored", "tool_call_id": "c"},  # for a model server
+                                  {"role": "user", "content": "嗯"}]
     params = req.to_sampling_params()
     assert (params.temperature, params.top_p, params.stop, params.seed) == (0.2, 1.0, ["。"], 7)
     assert req.max_new_tokens == 30

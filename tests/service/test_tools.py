@@ -164,3 +164,36 @@ def test_upstream_gets_tools_and_its_tool_calls_come_back(serve, tool_server) ->
                                           response_format=fmt)  # type: ignore[arg-type]
     assert seen[-1]["response_format"] == fmt and "tools" not in seen[-1]
     assert json.loads(done.choices[0].message.content or "") == {"answer": "ok"}
+
+
+def test_an_agents_tool_loop_reaches_the_model_server(serve, tool_server) -> None:
+    """The second turn of an agent: its history holds the assistant's tool call and the tool's result after the
+    user's question. The model server reads both, in OpenAI's shape (LangChain, pydantic-ai and openai-agents
+    loops depend on it)."""
+    import openai
+
+    upstream, seen = tool_server
+    client = openai.OpenAI(base_url=serve(upstream_url=upstream), api_key="unused")
+    question = {"role": "user", "content": "成都天气如何？"}
+    first = client.chat.completions.create(model="kongming-persona-zhuge-liang", messages=[question], tools=[TOOL])
+    call = first.choices[0].message
+    result = {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "晴，二十五度"}
+    client.chat.completions.create(model="kongming-persona-zhuge-liang", tools=[TOOL],
+                                   messages=[question, call.model_dump(exclude_none=True), result])  # type: ignore[list-item]
+    sent = seen[-1]["messages"]
+    assert sent[0]["role"] == "system" and sent[1] == question
+    assert sent[2]["role"] == "assistant" and sent[2]["tool_calls"][0]["id"] == call.tool_calls[0].id
+    assert sent[3] == result
+
+
+def test_a_tool_loop_offline_is_answered_from_the_question(make_client) -> None:
+    """Without a model server the tool results cannot be read by a model: the answer is the knowledge base's
+    to the last user question; tool results with no user question are a 400."""
+    client = make_client()
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    messages = [{"role": "user", "content": FACT}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "晴"}]
+    r = client.post("/v1/chat/completions", json={"model": "kongming-rag", "messages": messages, "tools": [TOOL]})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
+    r = client.post("/v1/chat/completions", json={"model": "kongming-rag", "messages": messages[1:]})
+    assert r.status_code == 400 and "user message" in r.json()["error"]["message"], r.text
