@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from ingest.retrieval import RetrievedChunk
 from service.answer.chat import _retrieval_query
 from service.answer.persona import persona_messages
@@ -10,7 +12,7 @@ from service.settings import ZHUGE_LIANG
 
 
 def chunk(text: str, chapter: int = 3) -> RetrievedChunk:
-    return RetrievedChunk("c" + str(hash(text) % 1000), text, {"chapter": chapter, "chapter_title": "草船借箭",
+    return RetrievedChunk(f"c{zlib.crc32(text.encode()):08x}", text, {"chapter": chapter, "chapter_title": "草船借箭",
                                                                "doc_title": "小三国"}, 0.5)
 
 

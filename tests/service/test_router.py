@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,12 @@ def signals() -> Signals:
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
-    """Deterministic bag-of-characters vectors: similar messages get similar vectors."""
+    """Deterministic bag-of-characters vectors: similar messages get similar vectors. (crc32, not hash(): str
+    hashes change with each process's PYTHONHASHSEED, which made the fitted router's reasons flaky.)"""
     out = np.zeros((len(texts), 64), dtype=np.float32)
     for i, t in enumerate(texts):
         for ch in t:
-            out[i, hash(ch) % 64] += 1
+            out[i, zlib.crc32(ch.encode("utf-8")) % 64] += 1
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
