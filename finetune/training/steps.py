@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -95,12 +96,16 @@ def batch_loss(
     packed: bool,
     device: Any,
     autocast: AbstractContextManager[Any],
+    global_labels: Callable[[int], int] | None = None,
 ) -> tuple[float, int, int]:
     """Forward and backward over the micro-batches of one optimizer step, the loss averaged over all their
-    label tokens (not per micro-batch, so gradient accumulation equals one big batch). Returns
-    (summed loss, label tokens, input tokens)."""
+    label tokens (not per micro-batch, so gradient accumulation equals one big batch). `global_labels` turns this
+    process's label count into the whole step's (data-parallel ranks sum theirs). Returns (this process's summed
+    loss, the step's label tokens, this process's input tokens)."""
     batches = [collate(b, pad_id, packed) for b in group]
     total = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+    if global_labels is not None:
+        total = global_labels(total)
     loss_sum, tokens = 0.0, 0
     for b in batches:
         tokens += b.pop("tokens")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -11,6 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from finetune.training.config import Config, changed_keys, dump_yaml, load_config
+from finetune.training.distributed import (
+    World,
+    all_sum,
+    barrier,
+    broadcast,
+    shard,
+    start,
+    stop,
+    sum_gradients,
+    world_from_env,
+)
+from finetune.training.progress import TrainProgress
 from finetune.training.runio import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -18,16 +29,14 @@ from finetune.training.runio import (
     append_metric,
     checkpoints,
     clear_run,
-    move_files_into,
     read_metrics,
-    save_checkpoint,
     tidy,
     truncate_metrics,
-    write_dir,
     write_json,
     write_text,
     writing,
 )
+from finetune.training.state import Loop, restore_state, save_state, write_final
 from finetune.training.steps import batch_loss, mean_loss, peak_memory_mb, pick_device, use_bf16
 from finetune.training.trainset import Example
 
@@ -80,56 +89,15 @@ def _lora(model: Any, cfg: Config) -> Any:
         return get_peft_model(model, spec)
 
 
-@dataclass
-class _Loop:
-    """What a checkpoint holds besides weights: where in the data the run is, and its running totals."""
-
-    step: int = 0
-    epoch: int = 0
-    micro: int = 0  # next micro-batch of the epoch
-    tokens: int = 0
-    seconds: float = 0.0
-
-    def rate(self) -> float:
-        return round(self.tokens / self.seconds, 1) if self.seconds else 0.0
-
-
-def _save(run_dir: Path, loop: _Loop, model: Any, optimizer: Any, scheduler: Any, device: Any, keep: int) -> None:
-    import torch
-
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        torch.save({"cpu": torch.get_rng_state(), "cuda": cuda}, tmp / "rng.pt")
-        write_json(tmp / "state.json", loop.__dict__)  # last: a checkpoint counts only once state.json exists
-
-    save_checkpoint(run_dir, loop.step, fill, keep)
-
-
-def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, device: Any) -> _Loop:
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=False)
-    torch.set_rng_state(rng["cpu"])
-    if device.type == "cuda" and rng.get("cuda") is not None:
-        torch.cuda.set_rng_state(rng["cuda"], device)
-    return _Loop(**json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
-
-
-def _prepare_dir(cfg: Config, restart: bool) -> tuple[Path, list[tuple[int, Path]]]:
+def _prepare_dir(cfg: Config, restart: bool, world: World) -> tuple[Path, list[tuple[int, Path]]]:
     run_dir = Path(cfg.output_dir)
-    with writing(run_dir):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if restart:
-            clear_run(run_dir)
-        tidy(run_dir)
+    if world.main:
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if restart:
+                clear_run(run_dir)
+            tidy(run_dir)
+    barrier(world)
     found = checkpoints(run_dir)
     if found and (run_dir / CONFIG_FILE).is_file():
         diffs = changed_keys(load_config(run_dir / CONFIG_FILE), cfg, RESUMABLE)
@@ -139,7 +107,8 @@ def _prepare_dir(cfg: Config, restart: bool) -> tuple[Path, list[tuple[int, Path
                 "set another output_dir, or pass --restart to start this one over"
             )
     header = f"finetune train {run_dir / CONFIG_FILE}\nresolved config of this run (merge and eval read it)"
-    write_text(run_dir / CONFIG_FILE, dump_yaml(cfg, header))
+    if world.main:
+        write_text(run_dir / CONFIG_FILE, dump_yaml(cfg, header))
     return run_dir, found
 
 
@@ -162,21 +131,33 @@ class _Run:
     trainable: list[Any] = field(default_factory=list)  # the LoRA parameters
     optimizer: Any = None
     scheduler: Any = None
-    loop: _Loop = field(default_factory=_Loop)
+    loop: Loop = field(default_factory=Loop)
     resumed: int | None = None
     last_loss: float | None = None
     val_loss: float | None = None
+    world: World = field(default_factory=World)
+    progress: TrainProgress | None = None
 
     def validate(self) -> float | None:
-        if not self.val_ex:
+        """The validation loss, on rank 0 only (the other ranks wait for it at the next step)."""
+        if not self.val_ex or not self.world.main:
             return None
         loss = mean_loss(self.model, self.val_ex, self.cfg.train, self.device, self.bf16, self.tokenizer.pad_token_id)
         append_metric(self.run_dir, {"step": self.loop.step, "val_loss": loss, "val_ppl": math.exp(min(loss, 50))})
+        if self.progress is not None:
+            self.progress.note(f"step {self.loop.step}: val loss {loss:.4f}")
         return loss
 
     def save(self) -> None:
+        if not self.world.main:
+            return
         keep = self.cfg.train.keep_checkpoints
-        _save(self.run_dir, self.loop, self.model, self.optimizer, self.scheduler, self.device, keep)
+        save_state(self.run_dir, self.loop, self.model, self.optimizer, self.scheduler, self.device, keep)
+
+    def plot(self) -> None:
+        """The loss curve so far (rank 0): a run shows its curve while it trains, not only at the end."""
+        if self.world.main:
+            _plot(self.run_dir)
 
     def result(self, summary: dict[str, Any] | None = None) -> TrainResult:
         loop = self.loop
@@ -210,31 +191,34 @@ def setup(cfg: Config, restart: bool = False) -> _Run:
 
     from finetune.models.base import load_causal_lm, load_tokenizer, qlora_unavailable, resolve_model
 
-    device = pick_device(cfg.train.device)
+    world = world_from_env()
+    device = start(world, pick_device(cfg.train.device))
     why = qlora_unavailable(device) if cfg.lora.qlora else None
     if why:
         raise TrainError(why)
-    run_dir, found = _prepare_dir(cfg, restart)
+    run_dir, found = _prepare_dir(cfg, restart, world)
     bf16 = use_bf16(cfg.train.bf16, device)
     torch.manual_seed(cfg.train.seed)
     t = cfg.train
     base = resolve_model(cfg.model, cfg.model_cache_dir)
     tokenizer = load_tokenizer(base)
-    run = _Run(cfg, run_dir, device, bf16, base, tokenizer, *_examples(cfg, tokenizer))
+    run = _Run(cfg, run_dir, device, bf16, base, tokenizer, *_examples(cfg, tokenizer), world=world)
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     run.model = _lora(load_causal_lm(base, dtype, device, cfg.lora.qlora), cfg)
     run.trainable = [p for p in run.model.parameters() if p.requires_grad]
+    broadcast(run.trainable, world)
     run.optimizer = torch.optim.AdamW(run.trainable, lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda")
     warmup = round(t.warmup_ratio * run.total)
     run.scheduler = get_scheduler(t.scheduler, run.optimizer, num_warmup_steps=warmup, num_training_steps=run.total)
     if found:
         run.resumed, ckpt = found[-1]
-        run.loop = _restore(ckpt, run.model, run.optimizer, run.scheduler, device)
-        truncate_metrics(run_dir, run.resumed)
+        run.loop = restore_state(ckpt, run.model, run.optimizer, run.scheduler, device)
         log.info("resuming from %s (step %d of %d)", ckpt, run.resumed, run.total)
-        append_metric(run_dir, {"step": run.resumed, "event": "resume"})
-    else:
+        if world.main:
+            truncate_metrics(run_dir, run.resumed)
+            append_metric(run_dir, {"step": run.resumed, "event": "resume"})
+    elif world.main:
         truncate_metrics(run_dir, -1)
     return run
 
@@ -243,10 +227,18 @@ def _step(run: _Run, group: list[list[list[Example]]], n_batches: int, autocast:
     """One optimizer step over the micro-batches in `group`, with its metrics line."""
     import torch
 
-    t, loop, device = run.cfg.train, run.loop, run.device
-    start = time.perf_counter()
+    t, loop, device, world = run.cfg.train, run.loop, run.device, run.world
+    began = time.perf_counter()
     pad = run.tokenizer.pad_token_id
-    loss_sum, n_labels, tokens = batch_loss(run.model, group, pad, t.batching == "packing", device, autocast)
+    mine = shard(group, world, t.batch_size)
+
+    def labels(n: int) -> int:
+        return round(all_sum([n], world)[0])
+
+    loss_sum, n_labels, tokens = batch_loss(run.model, mine, pad, t.batching == "packing", device, autocast, labels)
+    sum_gradients(run.trainable, world)
+    loss_sum, all_tokens = all_sum([loss_sum, tokens], world)
+    tokens = round(all_tokens)
     if t.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(run.trainable, t.max_grad_norm)
     lr = run.scheduler.get_last_lr()[0]
@@ -255,21 +247,26 @@ def _step(run: _Run, group: list[list[list[Example]]], n_batches: int, autocast:
     run.optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    took = time.perf_counter() - start
+    took = time.perf_counter() - began
     loop.step, loop.tokens, loop.seconds = loop.step + 1, loop.tokens + tokens, loop.seconds + took
     run.last_loss = loss_sum / max(n_labels, 1)
+    if not world.main:
+        return
+    eta = run.progress.eta(loop.step) if run.progress is not None else None
     append_metric(run.run_dir, {
         "step": loop.step, "epoch": round(loop.epoch + loop.micro / n_batches, 4), "loss": run.last_loss, "lr": lr,
         "tokens": tokens, "label_tokens": n_labels, "tokens_per_s": round(tokens / took, 1),
-        "seconds": round(took, 4), "peak_mem_mb": peak_memory_mb(device),
+        "seconds": round(took, 4), "peak_mem_mb": peak_memory_mb(device), "total_steps": run.total,
+        "eta_s": round(eta, 1) if eta is not None else None,
     })  # fmt: skip
+    if run.progress is not None:
+        run.progress.update(loop.step, run.last_loss, lr, tokens / took)
 
 
 def train_loop(run: _Run, stop_after: int | None = None) -> None:
     """Optimizer steps until the schedule ends (or after `stop_after` steps of this call), with a validation loss
     every `train.eval_every` steps and a checkpoint every `train.save_every`."""
     import torch
-    from tqdm import tqdm
 
     from finetune.training.trainset import epoch_batches
 
@@ -281,7 +278,7 @@ def train_loop(run: _Run, stop_after: int | None = None) -> None:
         return loop.step < run.total and (stop_after is None or ran < stop_after)
 
     run.model.train()
-    bar = tqdm(total=run.total, initial=loop.step, desc="train", unit="step", disable=None)
+    run.progress = TrainProgress(run.total, loop.step, enabled=run.world.main)
     while going():
         batches = epoch_batches(run.rows, t.batch_size, t.batching, t.seed, loop.epoch)
         while loop.micro < len(batches) and going():
@@ -289,15 +286,17 @@ def train_loop(run: _Run, stop_after: int | None = None) -> None:
             loop.micro += len(group)
             _step(run, group, len(batches), autocast)
             ran += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{run.last_loss:.3f}")
-            if t.eval_every and loop.step % t.eval_every == 0 and loop.step < run.total:
+            evaluated = t.eval_every and loop.step % t.eval_every == 0 and loop.step < run.total
+            saved = t.save_every and loop.step % t.save_every == 0 and loop.step < run.total
+            if evaluated:
                 run.val_loss = run.validate()
-            if t.save_every and loop.step % t.save_every == 0 and loop.step < run.total:
+            if saved:
                 run.save()
+            if evaluated or saved:
+                run.plot()
         if loop.micro >= len(batches):
             loop.epoch, loop.micro = loop.epoch + 1, 0
-    bar.close()
+    run.progress.close()
 
 
 def finish(run: _Run) -> TrainResult:
@@ -308,7 +307,9 @@ def finish(run: _Run) -> TrainResult:
         run.last_loss = next((r["loss"] for r in reversed(read_metrics(run.run_dir)) if "loss" in r), None)
     run.val_loss = run.validate()
     run.save()
-    _write_final(run.run_dir, run.model, run.tokenizer)
+    if not run.world.main:
+        return run.result()
+    write_final(run.run_dir, run.model, run.tokenizer)
     summary = {
         "steps": loop.step, "epochs": round(loop.step / run.per_epoch, 3), "train_loss": run.last_loss,
         "val_loss": run.val_loss, "tokens": loop.tokens, "train_seconds": round(loop.seconds, 2),
@@ -318,38 +319,39 @@ def finish(run: _Run) -> TrainResult:
         "rows": len(run.rows), "resumed_from": run.resumed,
     }  # fmt: skip
     write_json(run.run_dir / SUMMARY_FILE, summary)
+    _plot(run.run_dir)
+    return run.result(summary)
+
+
+def _plot(run_dir: Path) -> None:
     try:
         from finetune.evaluation.plots import plot_loss_curve
 
-        plot_loss_curve(run.run_dir)
-    except Exception as exc:  # a plot is a convenience; never lose a finished run to it
+        plot_loss_curve(run_dir)
+    except Exception as exc:  # a plot is a convenience; never lose a run to it
         log.warning("could not draw the loss curve: %s", exc)
-    return run.result(summary)
 
 
 def train(cfg: Config, restart: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train `cfg` into `cfg.output_dir`, resuming from its last checkpoint unless `restart`: setup, loop, finish.
 
     `stop_after` ends the loop after that many steps of this call, as an interruption would (for tests).
+    Under torchrun or accelerate launch each process trains its share of every step (see distributed.py).
+    On Ctrl-C the loss curve so far is drawn before the interruption goes on.
     """
     run = setup(cfg, restart)
-    train_loop(run, stop_after)
-    if run.loop.step < run.total:  # stopped on request: leave a checkpoint to resume from
-        run.save()
-        return run.result()
-    return finish(run)
-
-
-def _write_final(run_dir: Path, model: Any, tokenizer: Any) -> None:
-    """Adapter and tokenizer into the run directory, each file renamed into place, adapter_config.json last
-    (its presence is what marks a finished run for eval and merge)."""
-
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
-
-    final = write_dir(run_dir / ".final", fill)
-    with writing(run_dir):
-        move_files_into(final, run_dir, last="adapter_config.json")
-        final.rmdir()
+    try:
+        try:
+            train_loop(run, stop_after)
+        except KeyboardInterrupt:
+            run.plot()
+            raise
+        if run.loop.step < run.total:  # stopped on request: leave a checkpoint to resume from
+            run.save()
+            result = run.result()
+        else:
+            result = finish(run)
+        barrier(run.world)
+        return result
+    finally:
+        stop(run.world)
