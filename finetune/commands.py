@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,8 @@ def train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, restart=args.restart)
+    if os.environ.get("RANK", "0") != "0":  # torchrun / accelerate launch: rank 0 reports for all
+        return EXIT_OK
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
