@@ -13,6 +13,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from finetune.training.paths import absolute_paths, in_data_dir, resolve_paths
+
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ZHUGE_STYLE = {
     "particles": list("之乎者也矣焉哉"),
@@ -337,7 +339,10 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or start from the defaults), apply `key=value` overrides, validate."""
+    """Read a YAML config (or start from the defaults), apply `key=value` overrides, validate.
+
+    Relative data paths in the YAML are read from its folder (see paths.py); a relative output_dir goes under the
+    data folder ($KONGMING_DATA_DIR: `data/runs/x` and `runs/x` both become `$KONGMING_DATA_DIR/runs/x`)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -349,12 +354,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config is a mapping of keys (model, data, lora, train, ...)")
+        resolve_paths(data, path.parent)  # the YAML's own paths; an override's are the current folder's
     for item in overrides:
         apply_override(data, item)
     try:
-        return from_dict(data)
+        cfg = from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+    cfg.output_dir = str(in_data_dir(cfg.output_dir))
+    absolute_paths(cfg.data)
+    return cfg
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

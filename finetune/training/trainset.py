@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from finetune.data.formats import Conversation, DataError, Format
 from finetune.training.config import Config
+from finetune.training.paths import WHERE
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -28,7 +29,8 @@ def _read(path: str, fmt: str, key: str) -> list[Conversation]:
     from finetune.data.formats import read
 
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such file ({key}); build it with `finetune data extract` / `finetune data split`")
+        raise DataError(f"{path}: no such file ({key}; {WHERE}, data/... from $KONGMING_DATA_DIR): correct the path, "
+                        "or build the file with `finetune data extract` / `finetune data split`")
     convs, problems = read(path, None if fmt == "auto" else cast("Format", fmt))
     if problems:
         log.warning("%s: skipped %d invalid records (run `finetune data validate %s`)", path, len(problems), path)

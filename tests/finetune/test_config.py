@@ -9,7 +9,8 @@ import yaml
 
 from finetune.training.config import ALL_PROJECTIONS, Config, ConfigError, changed_keys, dump_yaml, load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "finetune" / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "finetune" / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 def test_defaults_target_attention_and_mlp():
@@ -111,3 +112,60 @@ def test_every_shipped_config_loads_and_opens_with_its_command(path: Path):
     else:
         assert cfg.data.system, "a persona config sets the system prompt that serving must send too"
         assert cfg.eval.style
+
+
+def test_data_paths_are_read_from_the_configs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.jsonl").write_text("{}\n", encoding="utf-8")
+    (exp / "cfg.yaml").write_text("data:\n  train: train.jsonl\n  val: null\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the file is found beside the YAML, not in the current folder
+    cfg = load_config("exp/cfg.yaml")
+    assert cfg.data.train == str(exp / "train.jsonl") and cfg.data.val is None
+    # an override is typed in a shell: the current folder's
+    assert load_config("exp/cfg.yaml", ["data.train=other.jsonl"]).data.train == str(tmp_path / "other.jsonl")
+
+
+def test_a_path_found_only_from_the_current_folder_is_used_and_said(tmp_path: Path, monkeypatch, caplog):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "cfg.yaml").write_text("data:\n  train: sets/train.jsonl\n", encoding="utf-8")
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "train.jsonl").write_text("{}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING"):
+        cfg = load_config("configs/cfg.yaml")
+    assert cfg.data.train == str(tmp_path / "sets" / "train.jsonl")
+    assert "not found beside the config" in caplog.text and str(tmp_path / "configs" / "sets") in caplog.text
+
+
+def test_a_missing_data_file_names_the_path_tried_and_the_fix(tmp_path: Path):
+    from finetune.data.formats import DataError
+    from finetune.training.trainset import load_conversations
+
+    (tmp_path / "cfg.yaml").write_text("data:\n  train: nope/train.jsonl\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_conversations(load_config(tmp_path / "cfg.yaml"))
+    message = str(err.value)
+    assert str(tmp_path / "nope" / "train.jsonl") in message and "config's folder" in message
+    assert "finetune data split" in message
+
+
+def test_runs_go_under_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("KONGMING_DATA_DIR", str(tmp_path / "kdata"))
+    cfg = load_config(None, ["data.train=x.jsonl", "output_dir=data/runs/a"])
+    assert cfg.output_dir == str(tmp_path / "kdata" / "runs" / "a")
+    assert load_config(None, ["data.train=x.jsonl", "output_dir=runs/b"]).output_dir == str(tmp_path / "kdata/runs/b")
+    assert load_config(None, ["data.train=x.jsonl", f"output_dir={tmp_path}/c"]).output_dir == f"{tmp_path}/c"
+    # files the data commands build under data/ come from the data folder too
+    (tmp_path / "cfg.yaml").write_text("data:\n  train: data/persona/p/train.jsonl\n", encoding="utf-8")
+    assert load_config(tmp_path / "cfg.yaml").data.train == str(tmp_path / "kdata/persona/p/train.jsonl")
+
+
+@pytest.mark.parametrize("name", ["huanhuan_tiny.yaml", "waimai_classify.yaml"])
+def test_shipped_configs_find_the_shared_data_from_any_folder(name: str, tmp_path: Path, monkeypatch):
+    raw = yaml.safe_load((CONFIG_DIR / name).read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIG_DIR / name)
+    if not Path(cfg.data.train).is_file():
+        pytest.skip(f"shared data not available: {raw['data']['train']}")
+    assert Path(cfg.data.train).is_absolute()
