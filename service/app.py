@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,9 @@ from .middleware import AccessLog, BodyLimit
 from .ratelimit import RateLimiter
 from .routes import api_router
 from .settings import ServiceSettings, get_service_settings, ingest_settings_for
+
+if TYPE_CHECKING:
+    from finetune.jobs.worker import WorkerProcess
 
 
 def build_chat_service(
@@ -53,6 +57,14 @@ def _openapi_without_422(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _jobs_worker(settings: ServiceSettings) -> WorkerProcess | None:
+    """The fine-tuning worker `kongming serve` runs beside the API (a separate process; training never runs in
+    the service's event loop), unless workers run apart (finetune_worker=false)."""
+    from finetune.jobs.worker import WorkerProcess
+
+    return WorkerProcess(settings.data_dir) if settings.finetune_worker else None
+
+
 def create_app(
     settings: ServiceSettings | None = None,
     *,
@@ -63,10 +75,15 @@ def create_app(
     settings = settings or get_service_settings()
     chat = chat or build_chat_service(settings, ingest_settings)
     metrics = Metrics()
+    jobs_worker = _jobs_worker(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if jobs_worker is not None:
+            await asyncio.to_thread(jobs_worker.start_if_jobs_wait)
         yield
+        if jobs_worker is not None:
+            await asyncio.to_thread(jobs_worker.stop)  # its job is queued again and resumes at the next start
         await chat.engines.aclose()
         chat.kb.close()
 
@@ -77,6 +94,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.keys = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.jobs_worker = jobs_worker
     app.include_router(api_router)
     _openapi_without_422(app)
 
@@ -93,8 +111,9 @@ def create_app(
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes,
-                       metrics=metrics)
+    upload_limit = max(settings.max_upload_bytes, settings.max_file_bytes + 1_000_000)  # + the multipart framing
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, metrics=metrics, upload_limit=upload_limit,
+                       upload_prefix=("/v1/kb/", "/v1/files"))
     app.add_middleware(AccessLog, metrics=metrics)
     if settings.ui if ui is None else ui:
         from .ui import mount_ui

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--upstream-url", help="OpenAI-compatible server (vLLM) to use instead of in-process models")
     sv.add_argument("--no-ui", action="store_true", help="do not mount the Gradio page")
     _kb_args(sv)
+    wk = sub.add_parser("worker", help="run fine-tuning jobs (apart from `kongming serve`: finetune_worker=false)")
+    wk.add_argument("--data-dir", type=Path, help="data root shared with the API (default: KONGMING_DATA_DIR)")
+    wk.add_argument("--once", action="store_true", help="exit when no job is waiting")
     keys = sub.add_parser("keys", help="API keys: the keys file stores sha256 digests only")
     keys.add_argument("--data-dir", type=Path, help="data root holding api_keys.json (default: KONGMING_DATA_DIR)")
     keys.add_argument("--keys-file", type=Path, help="default: KONGMING_KEYS_FILE or DATA_DIR/api_keys.json")
@@ -75,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = get_service_settings(data_dir=args.data_dir, keys_file=args.keys_file)
         return keys_command(settings, args.what, getattr(args, "name", ""), getattr(args, "key_id", None))
+    if args.cmd == "worker":
+        from finetune.jobs.worker import run_worker
+
+        from .settings import get_service_settings
+
+        logging.getLogger().setLevel(logging.INFO)
+        run_worker(get_service_settings(data_dir=args.data_dir).data_dir, once=args.once)
+        return 0
     from . import commands
 
     handler = {

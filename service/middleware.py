@@ -20,8 +20,8 @@ class BodyLimit:
     have their own (larger) limit."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, upload_limit: int | None = None, upload_prefix: str = "/v1/kb/",
-        metrics: Metrics | None = None,
+        self, app: ASGIApp, limit: int, upload_limit: int | None = None,
+        upload_prefix: str | tuple[str, ...] = "/v1/kb/", metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics

@@ -86,6 +86,12 @@ class ServiceSettings(BaseSettings):
                                  "text (a request's kongming.sources or the x-kongming-sources header overrides it)")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="body limit of the chat API (413 above)")
     max_upload_bytes: int = Field(default=100_000_000, ge=1024, description="body limit of knowledge-base uploads")
+    max_file_bytes: int = Field(default=200_000_000, ge=1024, description="size limit of a file uploaded to "
+                                "/v1/files (fine-tuning data)")
+    finetune_bases: dict[str, str] = Field(default_factory=dict, description="base models fine-tuning jobs may "
+                                           "name, besides gemma-3-270m: name -> HF folder or hub id")
+    finetune_worker: bool = Field(default=True, description="`kongming serve` runs a fine-tuning worker process "
+                                  "(started when a job waits); false where `kongming worker` runs apart")
     max_tokens_cap: int = Field(default=2048, ge=1)
     max_messages: int = Field(default=256, ge=1)
     router_model: Path | None = Field(default=None, description="fitted router (default: the one shipped)")
