@@ -23,7 +23,7 @@ from typing import IO, Any
 from finetune.jobs.events import MetricsTail, eval_summary
 from finetune.jobs.files import FileStore
 from finetune.jobs.spec import JobPaths
-from finetune.jobs.store import JobRecord, JobStore, now, worker_name
+from finetune.jobs.store import DB_FILE, JobRecord, JobStore, now, worker_name
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often a running job's cancel flag, metrics and heartbeat are looked at
@@ -310,6 +310,12 @@ class WorkerProcess:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             out.close()
             log.info("started a fine-tuning worker (pid %d)", self.proc.pid)
+
+    def start_if_jobs_wait(self) -> None:
+        """Start the worker when the data folder holds queued jobs or jobs a dead worker left running."""
+        db = self.data_dir / "finetune" / DB_FILE
+        if db.is_file() and JobStore(self.data_dir).jobs_with_status("queued", "running"):
+            self.ensure_running()
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM: the worker stops its training (requeued, resumed later) and exits; SIGKILL after `timeout`."""
