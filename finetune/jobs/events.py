@@ -60,7 +60,10 @@ class MetricsTail:
         return records
 
     def total_steps(self, rec: dict[str, Any]) -> int | None:
-        """The run's step count: train.max_steps, else estimated from the epoch progress of a step line."""
+        """The run's step count: as the trainer writes it, else train.max_steps, else estimated from the epoch
+        progress of a step line."""
+        if rec.get("total_steps"):
+            return int(rec["total_steps"])
         if self.max_steps:
             return int(self.max_steps)
         epoch = float(rec.get("epoch") or 0)
@@ -92,6 +95,8 @@ class MetricsTail:
             self.first_step, self.started = step - 1, time.monotonic() - float(rec.get("seconds") or 0)
         ran = step - self.first_step
         self.eta = (time.monotonic() - self.started) / ran * max(0, total - step) if total and ran > 0 else None
+        if rec.get("eta_s") is not None:  # the trainer's own (evaluations and checkpoints included)
+            self.eta = float(rec["eta_s"])
         data = {
             "step": step, "total_steps": total, "train_loss": rec["loss"], "learning_rate": rec.get("lr"),
             "epoch": rec.get("epoch"), "tokens": rec.get("tokens"), "tokens_per_s": rec.get("tokens_per_s"),
