@@ -20,8 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true")
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument(
-        "--from", dest="src_format", choices=["auto", *FORMAT_CHOICES], default="auto", help="input format"
+        "--from", dest="src_format", choices=["auto", *FORMAT_CHOICES, "csv"], default="auto",
+        help="input format (auto: csv for a .csv file, else from the records)",
     )
+    _csv_options(source)
 
     p = argparse.ArgumentParser(
         prog="finetune", description="Persona fine-tuning: data sets, LoRA training, evaluation, merging."
@@ -69,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", action="store_true", help="keep each record's meta (a non-standard field)")
     _model_commands(sub, common)
     return p
+
+
+def _csv_options(source: argparse.ArgumentParser) -> None:
+    g = source.add_argument_group("labelled CSV input (--from csv): one conversation per row, the label as answer")
+    g.add_argument("--text-column", default="review", help="column with the text (default review)")
+    g.add_argument("--label-column", default="label", help="column with the label (default label)")
+    g.add_argument("--labels", default="", help="label names by value, e.g. 0=差评,1=好评 (default: the values)")
+    g.add_argument("--system", help="system prompt for every record, e.g. 你是一位外卖评论好评差评评论专家。")
+    g.add_argument("--prompt", default="{text}", help="user turn around the text (default: the text alone), e.g. "
+                   "'判断这条外卖评论是好评还是差评。\\n评论：{text}'")
 
 
 def _model_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -124,11 +136,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _read(path: Path, src_format: str) -> tuple[list[Conversation], list[Problem], Format]:
+def _read(args: argparse.Namespace) -> tuple[list[Conversation], list[Problem], Format]:
+    """The input's conversations, its bad records (printed) and its format ("csv" for a labelled CSV)."""
     from finetune.data.formats import read_with_format
 
-    fmt = None if src_format == "auto" else cast("Format", src_format)
-    convs, problems, used = read_with_format(path, fmt)
+    path, src_format = args.input, args.src_format
+    if src_format == "csv" or (src_format == "auto" and path.suffix.lower() == ".csv"):
+        from finetune.data.labelled import CsvColumns, parse_label_names, read_labelled_csv
+
+        prompt = args.prompt.replace("\\n", "\n")  # a shell gives `\n` as two characters
+        cols = CsvColumns(args.text_column, args.label_column, parse_label_names(args.labels), prompt,
+                          args.system)  # fmt: skip
+        convs, problems = read_labelled_csv(path, cols)
+        used = cast("Format", "csv")
+    else:
+        fmt = None if src_format == "auto" else cast("Format", src_format)
+        convs, problems, used = read_with_format(path, fmt)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
     return convs, problems, used
@@ -144,10 +167,15 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_cmd == "split" and (not 0 <= args.val < 1 or not 0 <= args.mix_ratio < 1):
         print("error: --val and --mix-ratio are shares in [0, 1), e.g. --val 0.1", file=sys.stderr)
         return EXIT_USAGE
-    convs, problems, fmt = _read(args.input, args.src_format)
+    convs, problems, fmt = _read(args)
     status = EXIT_FAILED if problems else EXIT_OK  # a skipped record always shows in the exit code
     if args.data_cmd == "validate":
+        from finetune.data.labelled import label_warning
+
         print(f"{args.input}: {len(convs)} valid {fmt} records, {_skipped(problems)}")
+        warning = label_warning(convs)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         return status
     if not convs:
         print(f"error: {args.input}: no valid records to write", file=sys.stderr)
@@ -164,8 +192,9 @@ def _data(args: argparse.Namespace) -> int:
 def _split(args: argparse.Namespace, convs: list[Conversation], problems: list[Problem], fmt: Format) -> int:
     from finetune.data.dataset import split_to_dir
 
+    to = args.to or ("openai" if fmt == "csv" else None)
     r = split_to_dir(
-        convs, args.input, fmt, args.out, to=args.to, val=args.val, seed=args.seed, dedupe_first=not args.no_dedupe,
+        convs, args.input, fmt, args.out, to=to, val=args.val, seed=args.seed, dedupe_first=not args.no_dedupe,
         mix_path=args.mix, mix_ratio=args.mix_ratio, meta=args.meta, skipped=len(problems),
     )  # fmt: skip
     for problem in r.mix_problems:

@@ -1,4 +1,5 @@
-"""Classification as chat: labelled CSV rows become prompt/label pairs; metrics and the baselines they must beat."""
+"""Classification as chat: labelled CSV rows or records whose answer is the label become prompt/label pairs;
+metrics and the baselines they must beat."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LabelledText:
+    """A text and its label's index in data.labels; `prompt`/`system` are a record's own turns (None: CSV rows,
+    whose prompt is data.prompt around the text)."""
+
     text: str
     label: int
+    prompt: str | None = None
+    system: str | None = None
 
 
 def read_csv(path: str | Path, data: DataConfig) -> list[LabelledText]:
@@ -34,7 +40,8 @@ def read_csv(path: str | Path, data: DataConfig) -> list[LabelledText]:
         if missing:
             raise DataError(
                 f"{path}: no column {', '.join(sorted(missing))} (header: {', '.join(reader.fieldnames or [])}); "
-                "set data.text_column and data.label_column"
+                "set data.text_column and data.label_column, or give messages/Alpaca records whose answer is the "
+                "label (data.format: auto)"
             )
         for row in reader:
             text = (row[data.text_column] or "").strip()
@@ -61,14 +68,65 @@ def split_rows(rows: list[LabelledText], test: float, seed: int) -> tuple[list[L
 
 
 def to_conversation(row: LabelledText, data: DataConfig) -> Conversation:
+    if row.prompt is not None:
+        return Conversation.pair(row.prompt, data.labels[row.label], row.system or data.system, label=row.label)
     return Conversation.pair(data.prompt.format(text=row.text), data.labels[row.label], data.system, label=row.label)
 
 
+def _is_csv(path: str, data: DataConfig) -> bool:
+    return data.format == "csv" or (data.format == "auto" and Path(path).suffix.lower() == ".csv")
+
+
+def _records(path: str, data: DataConfig) -> list[tuple[str, str, str | None]]:
+    """(last user turn, answer, system) of each conversation in a messages/Alpaca/ShareGPT file."""
+    from finetune.data.formats import read
+
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file (data.train for task=classify: a labelled CSV or records whose "
+                        "answer is the label)")  # fmt: skip
+    convs, problems = read(path, None if data.format == "auto" else data.format)  # type: ignore[arg-type]
+    if problems:
+        log.warning("%s: skipped %d invalid records (run `finetune data validate %s`)", path, len(problems), path)
+    if not convs:
+        raise DataError(f"{path}: no valid records (task=classify)")
+    return [(c.messages[-2]["content"], c.messages[-1]["content"].strip(), c.system) for c in convs]
+
+
+def _labels_of(records: list[tuple[str, str, str | None]], data: DataConfig, path: str) -> None:
+    """Make data.labels name every answer: kept when they do, else the answers found (sorted), said in a log."""
+    from finetune.data.labelled import MAX_LABELS
+
+    found = sorted({answer for _, answer, _ in records})
+    if len(found) > MAX_LABELS:
+        raise DataError(f"{path}: the answers take {len(found)} different values; task=classify needs records "
+                        "whose answer is a label (e.g. 好评/差评), or use task=chat")  # fmt: skip
+    if len(found) < 2:
+        raise DataError(f"{path}: every answer is {found[0]!r}; task=classify needs at least two labels")
+    if not set(found) <= set(data.labels):
+        log.warning("data.labels %s do not name every answer; using the labels found in the data: %s",
+                    data.labels, found)  # fmt: skip
+        data.labels = found
+
+
+def _from_records(records: list[tuple[str, str, str | None]], data: DataConfig) -> list[LabelledText]:
+    index = {name: i for i, name in enumerate(data.labels)}
+    return [LabelledText(prompt, index[answer], prompt, system) for prompt, answer, system in records]
+
+
 def load_split(data: DataConfig) -> tuple[list[LabelledText], list[LabelledText]]:
-    rows = read_csv(data.train, data)
+    """(train, test) rows: a CSV's (data.text_column/label_column) or a record file's (answer = label; the labels
+    found in the data replace data.labels when those do not name them all)."""
+    if _is_csv(data.train, data):
+        rows = read_csv(data.train, data)
+        if data.val:
+            return rows, read_csv(data.val, data)
+        return split_rows(rows, data.val_split, data.split_seed)
+    train = _records(data.train, data)
+    held = _records(data.val, data) if data.val else []
+    _labels_of(train + held, data, data.train)
     if data.val:
-        return rows, read_csv(data.val, data)
-    return split_rows(rows, data.val_split, data.split_seed)
+        return _from_records(train, data), _from_records(held, data)
+    return split_rows(_from_records(train, data), data.val_split, data.split_seed)
 
 
 def metrics(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict[str, Any]:

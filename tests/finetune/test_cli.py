@@ -133,3 +133,65 @@ def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+REVIEWS = "label,review\n1,很快，好吃\n0,送餐太慢，菜都凉了\n1,量很足\n2,标签错了\n0,\n"
+
+
+def test_convert_labelled_csv_to_every_format(tmp_path: Path, capsys):
+    src = tmp_path / "reviews.csv"
+    src.write_text(REVIEWS, encoding="utf-8")
+    out = tmp_path / "reviews.jsonl"
+    code = main(["data", "convert", str(src), "--from", "csv", "--labels", "0=差评,1=好评", "--system", "专家。",
+                 "--prompt", r"判断这条评论：\n{text}", "--to", "openai", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED  # two rows skipped, each named by its line
+    assert "line 5: label '2' is not one of --labels (0, 1)" in err and "line 6: empty review" in err
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert records[1]["messages"] == [{"role": "system", "content": "专家。"},
+                                      {"role": "user", "content": "判断这条评论：\n送餐太慢，菜都凉了"},
+                                      {"role": "assistant", "content": "差评"}]  # fmt: skip
+    for fmt in ("alpaca", "sharegpt"):  # any format; .csv is recognised without --from
+        target = tmp_path / f"r.{fmt}.json"
+        assert main(["data", "convert", str(src), "--labels", "0=差评,1=好评", "--to", fmt, "--out", str(target)]) == 1
+        convs, problems = read(target)
+        assert not problems and [c.messages[-1]["content"] for c in convs] == ["好评", "差评", "好评"]
+        assert convs[0].messages[0]["content"] == "很快，好吃"  # default prompt: the text alone
+
+
+def test_csv_columns_are_named_and_errors_say_how(tmp_path: Path, capsys):
+    src = tmp_path / "t.csv"
+    src.write_text("sentiment,text\npos,好\nneg,差\n", encoding="utf-8")
+    out = tmp_path / "t.jsonl"
+    assert main(["data", "convert", str(src), "--text-column", "text", "--label-column", "sentiment", "--to",
+                 "openai", "--out", str(out)]) == EXIT_OK  # fmt: skip
+    assert [c.messages[-1]["content"] for c in read(out)[0]] == ["pos", "neg"]  # no --labels: the values
+    assert main(["data", "convert", str(src), "--to", "openai", "--out", str(out)]) == EXIT_FAILED
+    assert "no column review, label (header: sentiment, text); name them with --text-column" in capsys.readouterr().err
+    assert main(["data", "convert", str(src), "--labels", "pos", "--to", "openai", "--out", str(out)]) == EXIT_FAILED
+    assert "'pos' is not VALUE=NAME" in capsys.readouterr().err
+
+
+def test_validate_warns_when_one_label_is_the_whole_set(tmp_path: Path, capsys):
+    one = tmp_path / "sorted.csv"
+    one.write_text("label,review\n" + "".join(f"1,好吃{i}\n" for i in range(30)), encoding="utf-8")
+    assert main(["data", "validate", str(one), "--labels", "0=差评,1=好评"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "every record has the label '好评' (30 of 30)" in err and "sorted" in err
+    skewed = tmp_path / "skewed.jsonl"
+    rows = [("好吃", "好评")] * 19 + [("难吃", "差评")]
+    skewed.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant",
+                      "content": a}]}, ensure_ascii=False) + "\n" for q, a in rows), encoding="utf-8")  # fmt: skip
+    main(["data", "validate", str(skewed)])
+    assert "one label makes up 95% of the records (好评 19, 差评 1)" in capsys.readouterr().err
+    balanced = _alpaca(tmp_path / "chat.json", 30)  # chat data: every answer differs, no label warning
+    main(["data", "validate", str(balanced)])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_validate_the_sorted_head_of_waimai(tmp_path: Path, capsys):
+    src = shared_file("classify/waimai_10k.csv")
+    head = tmp_path / "head.csv"
+    head.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:201]), encoding="utf-8")
+    main(["data", "validate", str(head), "--labels", "0=差评,1=好评"])
+    assert "every record has the label '好评' (200 of 200)" in capsys.readouterr().err

@@ -166,3 +166,21 @@ def test_clear_errors_before_any_work(tiny_model: Path, chat_file: Path, tmp_pat
 
     with pytest.raises(DataError, match="no such file"):
         train(load_config(None, tiny_overrides(tiny_model, tmp_path / "nope.jsonl", tmp_path / "d")))
+
+
+def test_classify_trains_and_evaluates_from_a_messages_file(tiny_model: Path, tmp_path: Path):
+    from finetune.evaluation.evaluate import evaluate_run
+
+    data = tmp_path / "reviews.jsonl"
+    rows = [(f"好吃，送餐快{i}", "好评") for i in range(20)] + [(f"太慢了，菜都凉了{i}", "差评") for i in range(30)]
+    data.write_text("".join(json.dumps({"messages": [
+        {"role": "system", "content": "你是一位外卖评论好评差评评论专家。"}, {"role": "user", "content": q},
+        {"role": "assistant", "content": a}]}, ensure_ascii=False) + "\n" for q, a in rows), encoding="utf-8")
+    run = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model, data, run, "task=classify", "data.val_split=0.3", "data.split_seed=100",
+                               "train.max_steps=20", "eval.max_samples=0", "train.max_seq_len=160")  # fmt: skip
+    train(load_config(None, overrides))
+    c = evaluate_run(run, base=False)["classification"]
+    assert (c["train_rows"], c["test_rows"]) == (35, 15)
+    assert c["tuned"]["confusion_matrix"]["labels"] == ["差评", "好评"]
+    assert c["tuned"]["accuracy"] == pytest.approx(1.0) and "tfidf_logreg" in c

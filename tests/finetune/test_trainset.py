@@ -141,3 +141,50 @@ def test_mixing_general_data_at_a_ratio(tmp_path: Path, chat_file: Path):
     train, val = load_conversations(cfg)
     assert val == []
     assert sum(c.meta["mix"] == "extra" for c in train) == 6 and len(train) == 30  # 24 persona : 6 general
+
+
+def _messages_file(path: Path, rows: list[tuple[str, str]], system: str | None = None) -> Path:
+    import json
+
+    head = [{"role": "system", "content": system}] if system else []
+    path.write_text("".join(json.dumps({"messages": [*head, {"role": "user", "content": q},
+                    {"role": "assistant", "content": a}]}, ensure_ascii=False) + "\n" for q, a in rows),
+                    encoding="utf-8")  # fmt: skip
+    return path
+
+
+def test_classify_from_messages_whose_answer_is_the_label(tmp_path: Path):
+    rows = [(f"评论：好吃{i}", "好评") for i in range(10)] + [(f"评论：太慢{i}", "差评") for i in range(10)]
+    data = _messages_file(tmp_path / "reviews.jsonl", rows, "你是一位外卖评论好评差评评论专家。")
+    cfg = load_config(None, ["task=classify", f"data.train={data}", "data.val_split=0.3", "data.split_seed=100"])
+    train, val = load_conversations(cfg)
+    assert len(train) == 14 and len(val) == 6
+    conv = train[0]
+    assert conv.system == "你是一位外卖评论好评差评评论专家。"  # the record's own prompts, not data.prompt
+    assert conv.messages[0]["content"].startswith("评论：") and "只回答" not in conv.messages[0]["content"]
+    assert conv.messages[-1]["content"] in ("好评", "差评") and cfg.data.labels == ["差评", "好评"]
+
+
+def test_classify_from_alpaca_finds_the_labels(tmp_path: Path):
+    import json
+
+    records = [{"instruction": "这条评论的情感？", "input": f"文本{i}", "output": "pos" if i % 2 else "neg"}
+               for i in range(12)]  # fmt: skip
+    data = tmp_path / "a.json"
+    data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    cfg = load_config(None, ["task=classify", f"data.train={data}"])
+    train, val = load_conversations(cfg)
+    assert cfg.data.labels == ["neg", "pos"]  # the defaults (差评/好评) do not name them: the data's labels
+    assert {c.messages[-1]["content"] for c in train + val} == {"neg", "pos"}
+    assert train[0].messages[0]["content"].startswith("这条评论的情感？")
+
+
+def test_classify_refuses_chat_data_and_single_label_data(tmp_path: Path):
+    from finetune.data.formats import DataError
+
+    chat = _messages_file(tmp_path / "chat.jsonl", [(f"问{i}", f"答{i}") for i in range(30)])
+    with pytest.raises(DataError, match=r"30 different values.*task=chat"):
+        load_conversations(load_config(None, ["task=classify", f"data.train={chat}"]))
+    one = _messages_file(tmp_path / "one.jsonl", [(f"好吃{i}", "好评") for i in range(10)])
+    with pytest.raises(DataError, match="every answer is '好评'"):
+        load_conversations(load_config(None, ["task=classify", f"data.train={one}"]))
