@@ -18,7 +18,8 @@ class MetricsTail:
     """Reads the lines a training run appends to metrics.jsonl and posts each once as an event.
 
     A resumed run rewrites the file (it keeps the lines up to its checkpoint): the tail then reads it again from
-    the start, and lines already posted (same kind and step) are not posted twice."""
+    the start, and lines already posted (same kind and step, by this or an earlier worker: the job's events say)
+    are not posted twice, while lines a killed worker had not posted yet are."""
 
     def __init__(self, store: JobStore, job_id: str, run_dir: Path, epochs: float, max_steps: int | None) -> None:
         self.store, self.job_id, self.path = store, job_id, run_dir / METRICS_FILE
@@ -28,13 +29,14 @@ class MetricsTail:
         self.started = time.monotonic()
         self.first_step: int | None = None
         self.eta: float | None = None
-        if self.path.is_file():  # what an earlier attempt of this job already posted
-            self.posted = {key for rec in self._read() if (key := self._key(rec))}
-            self.offset = 0
+        earlier, _ = store.list_events(job_id, limit=10**9)
+        self.posted = {key for e in earlier if e.data and (key := self._key(e.data))}
 
     @staticmethod
     def _key(rec: dict[str, Any]) -> tuple[str, int] | None:
-        kind = "event" if "event" in rec else "val" if "val_loss" in rec else "train" if "loss" in rec else None
+        """(kind, step) of a metrics line or of the data of the event posted for one."""
+        kind = ("event" if "event" in rec else "val" if "val_loss" in rec or "valid_loss" in rec
+                else "train" if "loss" in rec or "train_loss" in rec else None)  # fmt: skip
         return (kind, int(rec.get("step", 0))) if kind else None
 
     def _read(self) -> list[dict[str, Any]]:
@@ -82,8 +84,9 @@ class MetricsTail:
     def _post(self, rec: dict[str, Any]) -> None:
         step = int(rec.get("step", 0))
         if "event" in rec:
-            self.store.add_event(self.job_id, f"Training {rec['event']}d from the checkpoint of step {step}"
-                                 if rec["event"] == "resume" else f"Training: {rec['event']} at step {step}")
+            what = rec["event"]
+            said = f"Training resumed from the checkpoint of step {step}" if what == "resume" else f"Training: {what}"
+            self.store.add_event(self.job_id, said, data={"step": step, "event": what})
             return
         if "val_loss" in rec:
             data = {"step": step, "valid_loss": rec["val_loss"], "valid_perplexity": rec.get("val_ppl")}
