@@ -30,7 +30,7 @@ from typing import Any
 
 from finetune.data.aliases import AliasRule, EvidenceCheck, resolve_rules, rules_as_dict
 from finetune.data.formats import Conversation, DataError, Format, write
-from finetune.data.speech import Utterance, named_alias, utterances
+from finetune.data.speech import ADDRESSEE, VERSE, Utterance, named_alias, utterances
 from ingest.fsio import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,13 @@ NARRATION_CHARS = 120  # at most this much narration as a prompt
 MIN_PROMPT_CHARS = 4
 # A scene change or a lapse of time between a question and a line: the line does not answer the question.
 _SCENE_OPENER = re.compile(r"却说|且说|话说|再说|却表")
-_SCENE_CHANGE = re.compile(r"却说|且说|话说|再说|却表|次日|数日|是夜|当夜|不一日")
+_SCENE_CHANGE = re.compile(r"却说|且说|话说|再说|却表|次日|数日|是夜|当夜|不一日|时辰|旬日|"
+                           r"辞出|拜辞|辞别|告辞|辞了|回到|回至|来到|报与|报知|报入|具言|具说|具述")
+# A tag that recites (口吟诗曰) answers no one; a tag that goes on (孔明又曰, 又唤…分付曰) after the character's
+# own words and a listener's reaction (维哭拜而受) has no prompt of its own.
+_RECITES = re.compile(r"吟|诗曰|歌曰")
+_GOES_ON = re.compile(r"又")
+SHORT_NARRATION = 16  # a narration prompt under this many characters is a fragment when it follows a scene change
 
 
 @dataclass
@@ -58,6 +64,7 @@ class ExtractReport:
     prompts: Counter[str] = field(default_factory=Counter)  # speech | narration
     rejected: Counter[str] = field(default_factory=Counter)  # "alias: reason"
     no_prompt: int = 0
+    weak: Counter[str] = field(default_factory=Counter)  # lines left out for a weak prompt, by reason
     rules: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,7 +76,8 @@ class ExtractReport:
         return (
             f"{self.pairs} pairs for {self.character} ({per_alias or 'none'}) from {self.chapters} chapters; "
             f"prompts: {self.prompts['speech']} speech, {self.prompts['narration']} narration; "
-            f"{sum(self.rejected.values())} ambiguous tags rejected, {self.no_prompt} lines without a prompt"
+            f"{sum(self.rejected.values())} ambiguous tags rejected, {self.no_prompt} lines without a prompt, "
+            f"{sum(self.weak.values())} with a weak one"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,6 +94,7 @@ class ExtractReport:
             "prompts": dict(self.prompts),
             "rejected": dict(self.rejected.most_common()),
             "no_prompt": self.no_prompt,
+            "weak_prompt": dict(self.weak.most_common()),
             "ambiguous_alias_rules": self.rules,
         }
 
@@ -154,8 +163,40 @@ def _narration(text: str, lo: int, hi: int) -> str:
     return kept[-NARRATION_CHARS:]
 
 
+def _addressed_elsewhere(prev: Utterance, aliases: list[str]) -> bool:
+    """The previous speech was said to someone named in its tag (懿暗谓辛毗曰) who is not the character."""
+    m = ADDRESSEE.search(prev.intro)
+    return bool(m) and named_alias(m.group(1), aliases) is None and not any(a in m.group(1) for a in aliases)
+
+
+def _answers(text: str, prev: Utterance | None, u: Utterance, aliases: list[str]) -> bool:
+    """Whether `u` replies to the speech just before it."""
+    if prev is None or prev.alias or not prev.text.strip():
+        return False
+    gap = text[prev.end : u.start]
+    return (
+        len(gap.strip()) <= MAX_GAP
+        and ("\n" not in gap or not gap.strip())  # across a paragraph only as a direct reply
+        and not _SCENE_CHANGE.search(gap + u.intro)
+        and not _RECITES.search(u.intro)
+        and not _addressed_elsewhere(prev, aliases)
+        and not VERSE.search(prev.intro)  # 后人有诗赞孔明曰: the narrator's verse, said to no one
+    )
+
+
+def _weak(prompt: str, prev: Utterance | None, u: Utterance, gap: str) -> str | None:
+    """Why a narration prompt does not lead to the line, or None: the line goes on from the character's own
+    words after a reaction, or the prompt is what is left of a scene change (遂辞出。回至馆驿)."""
+    if prev is not None and prev.alias and _GOES_ON.search(u.intro):
+        return "goes on from the character's own line"
+    if len(prompt) < SHORT_NARRATION and _SCENE_CHANGE.search(gap):
+        return "a fragment after a scene change"
+    return None
+
+
 def _pairs(
-    text: str, utts: list[Utterance], chapter: int | None, title: str | None, context: bool, report: ExtractReport
+    text: str, utts: list[Utterance], chapter: int | None, title: str | None, context: bool, report: ExtractReport,
+    aliases: list[str],
 ) -> list[Conversation]:
     convs: list[Conversation] = []
     heading = f"（第{chapter}回 {title or ''}）".replace(" ）", "）") if chapter else ""
@@ -165,22 +206,17 @@ def _pairs(
         report.lines += 1
         prev = utts[k - 1] if k else None
         meta: dict[str, Any] = {"chapter": chapter, "chapter_title": title, "alias": u.alias, "intro": u.intro}
-        gap = text[prev.end : u.start] if prev else ""
-        answers = (
-            prev is not None
-            and not prev.alias
-            and prev.text.strip()
-            and len(gap.strip()) <= MAX_GAP
-            and ("\n" not in gap or not gap.strip())  # across a paragraph only as a direct reply
-            and not _SCENE_CHANGE.search(gap + u.intro)
-        )
-        if prev and answers:
+        if prev and _answers(text, prev, u, aliases):
             prompt = f"{prev.intro}：“{prev.text}”" if context else prev.text
             meta |= {"prompt": "speech", "prompt_intro": prev.intro}
         else:
             prompt = _narration(text, prev.end if prev else 0, u.start)
             if len(prompt) < MIN_PROMPT_CHARS:
                 report.no_prompt += 1
+                continue
+            why = _weak(prompt, prev, u, text[prev.end if prev else 0 : u.start])
+            if why:
+                report.weak[why] += 1
                 continue
             meta["prompt"] = "narration"
         meta["offset"] = u.start
@@ -219,7 +255,7 @@ def extract_pairs(
         report.utterances += len(utts)
         _attribute(section.text, utts, section.chapter, names, checks, report)
         utts = _join_continuations(utts)
-        convs += _pairs(section.text, utts, section.chapter, section.chapter_title, context, report)
+        convs += _pairs(section.text, utts, section.chapter, section.chapter_title, context, report, names)
     return convs
 
 

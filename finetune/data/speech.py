@@ -26,8 +26,8 @@ _SUBJECTLESS = re.compile(
 )
 # 答曰 right after a question is the one asked answering (关公问曰：“…”答曰：“…”), named in the question's tag.
 _ANSWER = re.compile(r"^(?:答|对曰|应曰|回答)")
-_ADDRESSEE = re.compile(r"(?:谓|问|告|嘱|叱|责|唤)([^，,。；：曰问而笑叹]{1,6})[^，,。；：]{0,3}曰$")
-_VERSE = re.compile(r"有[^，。]{0,8}诗|诗曰|赞曰|歌曰|词曰")  # 又有诗曰 after a speech is the narrator's verse
+ADDRESSEE = re.compile(r"(?:谓|问|告|嘱|叱|责|唤)([^，,。；：曰问而笑叹]{1,6})[^，,。；：]{0,3}曰$")
+VERSE = re.compile(r"有[^，。]{0,8}诗|诗曰|赞曰|歌曰|词曰")  # 又有诗曰 after a speech is the narrator's verse
 _LOOKBACK = 60  # an intro clause longer than this is narration, not a speaker tag
 
 
@@ -140,9 +140,9 @@ def utterances(text: str) -> list[Utterance]:
             continue
         start, subject, subjectless = found
         prev = out[-1] if out else None
-        inherited = subjectless and prev is not None and prev.end == start and not _VERSE.search(text[start:colon])
+        inherited = subjectless and prev is not None and prev.end == start and not VERSE.search(text[start:colon])
         if inherited and prev and _ANSWER.match(subject):
-            addressee = _ADDRESSEE.search(prev.intro)
+            addressee = ADDRESSEE.search(prev.intro)
             subject, inherited = (addressee.group(1) if addressee else ""), False
         out.append(Utterance(start, colon, q, subject, text[start:colon], inherited, text=q.text.strip()))
         floor = q.end

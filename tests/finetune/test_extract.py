@@ -166,7 +166,7 @@ def test_zhuge_liang_from_sanguo_yanyi(tmp_path):
     start = time.perf_counter()
     report = extract_to_dir(novel, "诸葛亮", ALIASES, tmp_path / "zg")
     assert time.perf_counter() - start < 10
-    # measured: 570 pairs (孔明 567, 亮 3: his talk with 诸葛瑾 in ch. 66); 7 亮曰 of 吴主孙亮 rejected
+    # measured: 550 pairs (孔明 547, 亮 3: his talk with 诸葛瑾 in ch. 66); 7 亮曰 of 吴主孙亮 rejected
     assert report.pairs >= 450
     assert report.pairs_per_alias["孔明"] >= 440
     assert report.pairs_per_alias["亮"] <= 10
@@ -175,8 +175,9 @@ def test_zhuge_liang_from_sanguo_yanyi(tmp_path):
     convs, _ = read(tmp_path / "zg" / "pairs.jsonl")
     assert all(c.meta["chapter"] <= 104 for c in convs)  # 孔明 dies in chapter 104
     assert all(c.meta["chapter"] == 66 for c in convs if c.meta["alias"] == "亮")
-    replies = {c.messages[1]["content"] for c in convs}
-    assert any(r.startswith("大梦谁先觉") for r in replies)
+    # 玄德's 且勿惊动 (said to the boy) and a lapse of 一个时辰 before the poem: not a prompt for it
+    assert not [c for c in convs if c.messages[1]["content"].startswith("大梦谁先觉")]
+    assert report.weak["a fragment after a scene change"] >= 5
 
 
 def test_gbk_copy_of_the_novel_gives_the_same_pairs(tmp_path):
@@ -186,3 +187,42 @@ def test_gbk_copy_of_the_novel_gives_the_same_pairs(tmp_path):
     b = extract_to_dir(gbk, "诸葛亮", ALIASES, tmp_path / "b")
     assert b.encoding == "gb18030" and a.encoding == "utf-8"
     assert a.pairs_per_alias == b.pairs_per_alias
+
+
+def _pairs_of(paragraph: str) -> tuple[list[tuple[str, str]], ExtractReport]:
+    report = ExtractReport("诸葛亮", ["孔明"])
+    convs = extract_pairs(f"第九十回 测试\n　　{paragraph}\n", "诸葛亮", ["孔明"], report=report)
+    return [(c.messages[0]["content"], c.messages[1]["content"]) for c in convs], report
+
+
+def test_a_line_said_to_someone_else_is_not_his_prompt():
+    pairs, report = _pairs_of("众将只得奉诏。懿暗谓辛毗曰：“公真知我心也！”孔明笑曰：“此乃司马懿安三军之法也。”")
+    assert pairs == [] and report.no_prompt == 1  # no narration between: left out, not paired with 懿's words
+    pairs, _ = _pairs_of("懿暗谓辛毗曰：“公真知我心也！”蜀将闻知。孔明笑曰：“此乃司马懿安三军之法也。”")
+    assert pairs == [("蜀将闻知。", "此乃司马懿安三军之法也。")]
+    asked, _ = _pairs_of("魏延问孔明曰：“何不出子午谷？”孔明曰：“此危计也。”")
+    assert asked == [("何不出子午谷？", "此危计也。")]  # said to him: his prompt
+
+
+def test_a_line_relayed_after_a_scene_change_is_not_his_prompt():
+    pairs, _ = _pairs_of("权笑曰：“若一朝无孔明，彼必为祸。”祎曰：“臣今归去，即当以此言告孔明。”"
+                         "遂拜辞孙权，回到祁山，具言吴主起兵。孔明问曰：“吴主别有所言否？”")  # fmt: skip
+    assert pairs == [("遂拜辞孙权，回到祁山，具言吴主起兵。", "吴主别有所言否？")]
+
+
+def test_narration_fragments_and_continuations_are_left_out():
+    pairs, report = _pairs_of("玄德曰：“吾不忍取同宗之地。”遂辞出。回至馆驿，孔明曰：“景升欲以荆州付主公，奈何却之？”")
+    assert pairs == [] and report.weak["a fragment after a scene change"] == 1
+    pairs, report = _pairs_of("姜维问曰：“丞相何以教我？”孔明曰：“吾有书二十四篇，今尽付汝。”维哭拜而受。"
+                              "孔明又曰：“吾有连弩之法，汝可依法造用。”")  # fmt: skip
+    assert pairs == [("丞相何以教我？", "吾有书二十四篇，今尽付汝。")]
+    assert report.weak["goes on from the character's own line"] == 1
+    kept, _ = _pairs_of("孔明曰：“汝可去。”玄德问其意。孔明曰：“但看东南风起，亮必还矣。”")  # a reported question
+    assert kept[-1] == ("玄德问其意。", "但看东南风起，亮必还矣。")
+
+
+def test_verse_and_recitation_are_not_a_dialogue():
+    pairs, _ = _pairs_of("两军对阵。后人有诗赞孔明曰：“轻摇三寸舌，骂死老奸臣。”孔明以扇指曹真曰：“来日决战。”")
+    assert [p for p, _ in pairs] != ["轻摇三寸舌，骂死老奸臣。"]
+    pairs, _ = _pairs_of("童子欲报。玄德曰：“且勿惊动。”孔明翻身起，口吟诗曰：“大梦谁先觉？平生我自知。”")
+    assert [p for p, _ in pairs] != ["且勿惊动。"]
