@@ -1,4 +1,5 @@
-"""The `finetune` command: `data extract | convert | validate | split`, `train`, `eval`, `merge`."""
+"""The `finetune` command: `data extract | convert | validate | split`, `train`, `eval`, `merge`, `export`,
+`chat`, `predict`."""
 
 from __future__ import annotations
 
@@ -102,6 +103,20 @@ def _model_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     m.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     m.add_argument("--force", action="store_true", help="replace --out if it exists")
 
+    ch = sub.add_parser("chat", parents=[common], help="talk to a run, an export or a merged model (a turn a line)")
+    ch.add_argument("model", type=Path, help="a run dir, one of its checkpoints, an exported adapter or a merged model")
+    ch.add_argument("--system", help="system prompt (default: the one the model was trained with; '' for none)")
+    ch.add_argument("--max-new-tokens", type=int, default=128)
+    ch.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+    pr = sub.add_parser("predict", parents=[common], help="answer every prompt of a JSONL file into another")
+    pr.add_argument("model", type=Path, help="a run dir, one of its checkpoints, an exported adapter or a merged model")
+    pr.add_argument("--input", type=Path, required=True,
+                    help='JSONL: {"prompt": ...}, {"messages": [...]} or Alpaca records, one a line')
+    pr.add_argument("--out", type=Path, required=True, help="JSONL: each input record with its answer")
+    pr.add_argument("--max-new-tokens", type=int, default=128)
+    pr.add_argument("--batch-size", type=int, default=8)
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+
     x = sub.add_parser("export", parents=[common], help="the adapter and its record in a small folder to ship")
     x.add_argument("run_dir", type=Path, help="a directory written by `finetune train` (after `finetune eval`)")
     x.add_argument("--out", type=Path, required=True, help="output folder (replaced if it exists)")
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from finetune import commands
 
         handlers = {"train": commands.train, "eval": commands.evaluate, "merge": commands.merge,
-                    "export": commands.export}
+                    "export": commands.export, "chat": commands.chat, "predict": commands.predict}
         return handlers[args.cmd](args)
     except ConfigError as exc:
         print(f"error: config: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The `finetune train | eval | merge` commands: call the library, print a short report, return an exit code."""
+"""The `finetune train | eval | merge | export | chat | predict` commands: call the library, print a report."""
 
 from __future__ import annotations
 
@@ -87,4 +87,25 @@ def export(args: argparse.Namespace) -> int:
     out = export_run(args.run_dir, args.out, dtype=args.dtype)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"exported {args.run_dir} -> {out} ({args.dtype} adapter, {size:.1f} MiB in all; see {EXPORT_FILE})")
+    return EXIT_OK
+
+
+def chat(args: argparse.Namespace) -> int:
+    from finetune.models.chat import EXIT, RESET, chat_loop, load_chat_model
+
+    cm = load_chat_model(args.model, args.device)
+    if sys.stdin.isatty():
+        system = args.system if args.system is not None else cm.system
+        print(f"{args.model} ({cm.kind}); system prompt: {system or '(none)'}. One turn a line; {RESET} starts "
+              f"over, {EXIT} or Ctrl-D ends.", file=sys.stderr)
+    chat_loop(cm, sys.stdin, sys.stdout, args.max_new_tokens, args.system)
+    return EXIT_OK
+
+
+def predict(args: argparse.Namespace) -> int:
+    from finetune.models.chat import load_chat_model, predict_file
+
+    cm = load_chat_model(args.model, args.device)
+    n = predict_file(cm, args.input, args.out, args.max_new_tokens, args.batch_size)
+    print(f"answered {n} prompts from {args.input} with {args.model} ({cm.kind}) -> {args.out}")
     return EXIT_OK

@@ -166,7 +166,9 @@ def _narration(text: str, lo: int, hi: int) -> str:
 def _addressed_elsewhere(prev: Utterance, aliases: list[str]) -> bool:
     """The previous speech was said to someone named in its tag (懿暗谓辛毗曰) who is not the character."""
     m = ADDRESSEE.search(prev.intro)
-    return bool(m) and named_alias(m.group(1), aliases) is None and not any(a in m.group(1) for a in aliases)
+    if m is None:
+        return False
+    return named_alias(m.group(1), aliases) is None and not any(a in m.group(1) for a in aliases)
 
 
 def _answers(text: str, prev: Utterance | None, u: Utterance, aliases: list[str]) -> bool:

@@ -139,14 +139,16 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def load_tokenizer(path: str | Path, fallback: str | Path | None = None) -> Any:
-    """The tokenizer in `path` (else `fallback`), with a chat template and a pad token."""
+def load_tokenizer(path: str | Path, fallback: str | Path | None = None, template: str | None = None) -> Any:
+    """The tokenizer in `path` (else `fallback`), with a chat template (its own, else `template` as a config's
+    chat_template names it, else ChatML) and a pad token."""
     from transformers import AutoTokenizer
 
-    from finetune.models.template import ensure_chat_template
+    from finetune.models.template import choose_template, ensure_chat_template
 
     source = path if (Path(path) / "tokenizer_config.json").is_file() or fallback is None else fallback
     tokenizer = AutoTokenizer.from_pretrained(source)
+    choose_template(tokenizer, template)
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -46,6 +46,30 @@ def ensure_chat_template(tokenizer: Any, template: str | None = None) -> Any:
     return tokenizer
 
 
+NAMED_TEMPLATES = {"chatml": DEFAULT_CHAT_TEMPLATE, "gemma": GEMMA_CHAT_TEMPLATE}
+
+
+def choose_template(tokenizer: Any, choice: str | None) -> str | None:
+    """Give a tokenizer with no chat template the one a config chooses: `chatml`, `gemma`, Jinja text, or a path
+    to a .jinja file. A tokenizer's own template is kept (the model was pre-trained on it). Returns what was
+    set, or None."""
+    from pathlib import Path
+
+    if not choice or getattr(tokenizer, "chat_template", None):
+        return None
+    if choice in NAMED_TEMPLATES:
+        template = NAMED_TEMPLATES[choice]
+    elif "{%" in choice or "{{" in choice:
+        template = choice
+    elif Path(choice).is_file():
+        template = Path(choice).read_text(encoding="utf-8")
+    else:
+        raise ValueError(f"chat_template: {choice!r} is none of {', '.join(NAMED_TEMPLATES)}, a Jinja template "
+                         "or a .jinja file")  # fmt: skip
+    tokenizer.chat_template = template
+    return template
+
+
 def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
     """The prompt text for `messages` (what vLLM renders for /v1/chat/completions with the same template)."""
     ensure_chat_template(tokenizer)

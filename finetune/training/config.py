@@ -183,6 +183,7 @@ class Config(_Section):
     model: str = "gemma-3-270m"  # a HF folder, a hub id, or gemma-3-270m (offline, from its GGUF package)
     model_cache_dir: OptStr = None  # where gemma-3-270m is converted to (default $KONGMING_DATA_DIR/models)
     task: Literal["chat", "classify"] = "chat"
+    chat_template: OptStr = None  # where the base has none: chatml, gemma, a Jinja template or a .jinja file
     output_dir: str = "data/runs/run"
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     lora: LoraConfig = Field(default_factory=lambda: LoraConfig())

@@ -201,7 +201,10 @@ def setup(cfg: Config, restart: bool = False) -> _Run:
     torch.manual_seed(cfg.train.seed)
     t = cfg.train
     base = resolve_model(cfg.model, cfg.model_cache_dir)
-    tokenizer = load_tokenizer(base)
+    try:
+        tokenizer = load_tokenizer(base, template=cfg.chat_template)
+    except ValueError as exc:  # a chat_template that names nothing
+        raise TrainError(str(exc)) from None
     run = _Run(cfg, run_dir, device, bf16, base, tokenizer, *_examples(cfg, tokenizer), world=world)
 
     dtype = torch.bfloat16 if bf16 else torch.float32
