@@ -25,8 +25,9 @@ def run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("chat")
     data = write_pairs(root / "pairs.jsonl", repeat=6)
     out = root / "run"
-    train(load_config(None, tiny_overrides(tiny_model, data, out, "train.max_steps=60", f"data.system={SYSTEM}",
-                                           "train.eval_every=0", "train.save_every=0", "train.max_seq_len=160")))  # fmt: skip
+    extra = ("train.max_steps=60", f"data.system={SYSTEM}", "train.eval_every=0", "train.save_every=0",
+             "train.max_seq_len=160")  # fmt: skip
+    train(load_config(None, tiny_overrides(tiny_model, data, out, *extra)))
     return out
 
 
