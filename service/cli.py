@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="run fine-tuning jobs (apart from `kongming serve`: finetune_worker=false)")
     wk.add_argument("--data-dir", type=Path, help="data root shared with the API (default: KONGMING_DATA_DIR)")
     wk.add_argument("--once", action="store_true", help="exit when no job is waiting")
+    wk.add_argument("--nproc", type=int, default=1, help="processes per training: torchrun (DDP), one GPU each")
     keys = sub.add_parser("keys", help="API keys: the keys file stores sha256 digests only")
     keys.add_argument("--data-dir", type=Path, help="data root holding api_keys.json (default: KONGMING_DATA_DIR)")
     keys.add_argument("--keys-file", type=Path, help="default: KONGMING_KEYS_FILE or DATA_DIR/api_keys.json")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         from .settings import get_service_settings
 
         logging.getLogger().setLevel(logging.INFO)
-        run_worker(get_service_settings(data_dir=args.data_dir).data_dir, once=args.once)
+        run_worker(get_service_settings(data_dir=args.data_dir).data_dir, once=args.once, nproc=args.nproc)
         return 0
     from . import commands
 

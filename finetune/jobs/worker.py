@@ -65,8 +65,9 @@ class Worker:
     """Runs the jobs of `data_dir` (its `finetune/jobs.sqlite3`), one at a time, while it holds this machine's
     worker lock (a second worker on the same machine waits: one training at a time per machine)."""
 
-    def __init__(self, data_dir: str | Path, poll: float = 1.0, parent_pid: int | None = None) -> None:
+    def __init__(self, data_dir: str | Path, poll: float = 1.0, parent_pid: int | None = None, nproc: int = 1) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.nproc = nproc  # processes per training (torchrun, DDP) when > 1
         self.store = JobStore(self.data_dir)
         self.files = FileStore(self.data_dir, self.store)
         self.name = worker_name()
@@ -163,7 +164,7 @@ class Worker:
         with paths.log.open("ab") as out:
             out.write(f"\n$ finetune {' '.join(args)}\n".encode())
             out.flush()
-            proc = subprocess.Popen([sys.executable, "-c", FINETUNE_MAIN, *args], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(self._command(args), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                     cwd=paths.root)  # fmt: skip
         self.store.update_job(job.id, trainer_pid=proc.pid, heartbeat=time.time())
@@ -184,6 +185,14 @@ class Worker:
         if tail:
             tail.post()
         return "ok" if rc == 0 else "failed"
+
+    def _command(self, args: list[str]) -> list[str]:
+        """`finetune ARGS` in a fresh interpreter; training under torchrun when the worker has several processes
+        per job (the whole group is one session: cancel stops every rank)."""
+        if args[0] == "train" and self.nproc > 1:
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
+                    "-m", "finetune.cli", *args]  # fmt: skip
+        return [sys.executable, "-c", FINETUNE_MAIN, *args]
 
     def _stopped(self, job: JobRecord, outcome: str, paths: JobPaths) -> str:
         from finetune.training.runio import tidy
@@ -276,10 +285,12 @@ def _write_metrics_csv(paths: JobPaths) -> bool:
     return True
 
 
-def run_worker(data_dir: str | Path, poll: float = 1.0, once: bool = False, parent_pid: int | None = None) -> None:
+def run_worker(
+    data_dir: str | Path, poll: float = 1.0, once: bool = False, parent_pid: int | None = None, nproc: int = 1
+) -> None:
     """Run a worker in this process until SIGTERM/SIGINT (the job in progress is requeued and resumes from its
-    checkpoint when a worker starts again)."""
-    worker = Worker(data_dir, poll, parent_pid)
+    checkpoint when a worker starts again). `nproc` > 1 trains each job under torchrun with that many processes."""
+    worker = Worker(data_dir, poll, parent_pid, nproc)
 
     def stop(signum: int, frame: Any) -> None:
         worker.stopping.set()
@@ -337,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue")
     p.add_argument("--once", action="store_true", help="exit when no job is waiting")
     p.add_argument("--parent-pid", type=int, help="exit when this process (the service) is gone")
+    p.add_argument("--nproc", type=int, default=1, help="processes per training (torchrun, DDP; default 1)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_worker(args.data_dir, args.poll, args.once, args.parent_pid)
+    run_worker(args.data_dir, args.poll, args.once, args.parent_pid, args.nproc)
     return 0
 
 

@@ -86,7 +86,7 @@ def wait_for(client: Any, job_id: str, statuses: set[str], timeout: float = 240.
 
 
 def test_seed_walkthrough_upload_train_watch_chat(ft_service, tmp_path):
-    client, app = ft_service()
+    client, _ = ft_service()
     upload = client.files.create(file=review_file(tmp_path / "waimai.jsonl").open("rb"), purpose="fine-tune")
     assert upload.status == "processed" and upload.model_extra["kongming"]["records"] == 24
     job = client.fine_tuning.jobs.create(
