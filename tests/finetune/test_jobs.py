@@ -141,3 +141,20 @@ def test_worker_trains_evaluates_and_registers_the_model(tmp_path, tiny_model):
     model = ModelRegistry(tmp_path).get(done.fine_tuned_model or "")
     assert model is not None and model.task == "chat" and model.system_prompt == "你是诸葛亮。"
     assert (Path(model.adapter_path) / "adapter_config.json").is_file()
+
+
+def test_a_worker_with_two_processes_per_job_trains_under_torchrun_like_one(tmp_path, tiny_model):
+    """`kongming worker --nproc 2`: the training runs as 2 CPU processes (gloo) and makes the same updates."""
+    from finetune.jobs.worker import Worker
+
+    fid = FileStore(tmp_path).create(messages_jsonl(), "d.jsonl", "fine-tune").id
+    losses = []
+    for nproc in (1, 2):
+        job = create_job(tmp_path, fast_job(tiny_model, fid))
+        Worker(tmp_path, poll=0.1, nproc=nproc).run(once=True)
+        store = JobStore(tmp_path)
+        assert store.get_job(job.id).status == "succeeded"  # type: ignore[union-attr]
+        events, _ = store.list_events(job.id, limit=100)
+        losses.append({e.data["step"]: e.data["train_loss"] for e in events if e.data and "train_loss" in e.data})
+    assert losses[0].keys() == losses[1].keys() == {1, 2, 3, 4}
+    assert all(abs(losses[0][s] - losses[1][s]) <= 1e-4 * abs(losses[0][s]) for s in losses[0])
