@@ -195,3 +195,17 @@ def test_validate_the_sorted_head_of_waimai(tmp_path: Path, capsys):
     head.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:201]), encoding="utf-8")
     main(["data", "validate", str(head), "--labels", "0=差评,1=好评"])
     assert "every record has the label '好评' (200 of 200)" in capsys.readouterr().err
+
+
+def test_split_a_labelled_csv_into_messages(tmp_path: Path, capsys):
+    src = tmp_path / "reviews.csv"
+    src.write_text("label,review\n" + "".join(f"{i % 2},评论{i}\n" for i in range(20)), encoding="utf-8")
+    out = tmp_path / "split"
+    assert main(["data", "split", str(src), "--labels", "0=差评,1=好评", "--system", "专家。", "--val", "0.3",
+                 "--seed", "100", "--out", str(out)]) == EXIT_OK  # fmt: skip
+    assert "train 14 / val 6" in capsys.readouterr().out
+    record = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    assert record["input_format"] == "csv" and record["format"] == "openai"
+    convs, problems = read(out / "train.jsonl")
+    assert not problems and {c.system for c in convs} == {"专家。"}
+    assert {c.messages[-1]["content"] for c in convs} == {"差评", "好评"}
