@@ -111,9 +111,9 @@ def create_app(
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    upload_limit = max(settings.max_upload_bytes, settings.max_file_bytes + 1_000_000)  # + the multipart framing
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, metrics=metrics, upload_limit=upload_limit,
-                       upload_prefix=("/v1/kb/", "/v1/files"))
+    files_limit = settings.max_file_bytes + 1_000_000  # + the multipart framing; the route checks the file itself
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes,
+                       metrics=metrics, prefix_limits={"/v1/files": files_limit})
     app.add_middleware(AccessLog, metrics=metrics)
     if settings.ui if ui is None else ui:
         from .ui import mount_ui

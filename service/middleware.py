@@ -20,20 +20,23 @@ class BodyLimit:
     have their own (larger) limit."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, upload_limit: int | None = None,
-        upload_prefix: str | tuple[str, ...] = "/v1/kb/", metrics: Metrics | None = None,
+        self, app: ASGIApp, limit: int, upload_limit: int | None = None, upload_prefix: str = "/v1/kb/",
+        metrics: Metrics | None = None, prefix_limits: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.limit = limit
         self.upload_limit = upload_limit or limit
         self.upload_prefix = upload_prefix
+        # path prefix -> its own limit (/v1/files: fine-tuning data), beside the knowledge-base uploads'
+        self.prefix_limits = {upload_prefix: self.upload_limit, **(prefix_limits or {})}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"].startswith(self.upload_prefix) else self.limit
+        path = scope["path"]
+        limit = next((n for prefix, n in self.prefix_limits.items() if path.startswith(prefix)), self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         too_big = PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
         if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -92,3 +92,12 @@ def test_openai_client_files_calls(serve, tmp_path):
     path.write_bytes(b'{"a": 1}\n')
     with pytest.raises(openai.BadRequestError):
         client.files.create(file=path.open("rb"), purpose="fine-tune")
+
+
+def test_files_have_their_own_body_limit_and_kb_uploads_keep_theirs(make_client):
+    client = make_client(api_keys=["k"], finetune_worker=False, max_request_bytes=4096, max_upload_bytes=16_384,
+                         max_file_bytes=100_000)  # fmt: skip
+    data = jsonl(*[GOOD] * 100)  # ~9 kB: over the chat limit, under the files limit
+    assert len(data) > 4096 and upload(client, data).status_code == 200
+    big = {"files": ("a.txt", b"x" * 20_000, "text/plain")}
+    assert client.post("/v1/kb/documents", files=big, headers=KEY).status_code == 413
