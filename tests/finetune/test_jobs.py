@@ -158,3 +158,19 @@ def test_a_worker_with_two_processes_per_job_trains_under_torchrun_like_one(tmp_
         losses.append({e.data["step"]: e.data["train_loss"] for e in events if e.data and "train_loss" in e.data})
     assert losses[0].keys() == losses[1].keys() == {1, 2, 3, 4}
     assert all(abs(losses[0][s] - losses[1][s]) <= 1e-4 * abs(losses[0][s]) for s in losses[0])
+
+
+def test_a_training_that_fails_fails_the_job_with_its_reason(tmp_path, tiny_model):
+    from finetune.jobs.worker import Worker
+
+    fid = FileStore(tmp_path).create(messages_jsonl(), "d.jsonl", "fine-tune").id
+    request = fast_job(tiny_model, fid)
+    request["kongming"]["lora"]["target_modules"] = ["no_such_proj"]  # a valid config this model cannot take
+    job = create_job(tmp_path, request)
+    Worker(tmp_path, poll=0.1).run(once=True)
+    failed = JobStore(tmp_path).get_job(job.id)
+    assert failed is not None and failed.status == "failed" and failed.fine_tuned_model is None
+    assert failed.error is not None and failed.error["code"] == "training_failed"
+    assert "no_such_proj" in failed.error["message"] and str(tmp_path) not in failed.error["message"]
+    events, _ = JobStore(tmp_path).list_events(job.id)
+    assert events[0].level == "error" and events[0].message.startswith("Training failed:")
