@@ -117,7 +117,15 @@ class Worker:
 
     def recover(self) -> None:
         """Requeue running jobs whose worker is gone (this host: its process is dead; any host: no heartbeat for
-        STALE_S), killing a training it left behind on this host; they resume from their last checkpoint."""
+        STALE_S), killing a training it left behind on this host; they resume from their last checkpoint. A job
+        left `validating_files` by an API process that died while creating it is failed."""
+        for job in self.store.jobs_with_status("validating_files"):
+            if time.time() - job.created_at > STALE_S * 10:
+                said = "the service stopped while it was preparing this job's files: create it again"
+                error = {"code": "validation_interrupted", "message": said, "param": None}
+                if self.store.update_job(job.id, status="failed", finished_at=now(), error=error,
+                                         only_if=("validating_files",)):  # fmt: skip
+                    self.store.add_event(job.id, said, level="error")
         for job in self.store.jobs_with_status("running"):
             host, _, pid = (job.worker or ":").rpartition(":")
             here = host == self.host

@@ -4,6 +4,7 @@ model for real (train, eval, result files, the registry)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,16 @@ def test_a_training_that_fails_fails_the_job_with_its_reason(tmp_path, tiny_mode
     assert "no_such_proj" in failed.error["message"] and str(tmp_path) not in failed.error["message"]
     events, _ = JobStore(tmp_path).list_events(job.id)
     assert events[0].level == "error" and events[0].message.startswith("Training failed:")
+
+
+def test_a_job_left_validating_by_a_dead_api_process_is_failed(tmp_path):
+    from finetune.jobs.store import JobRecord
+    from finetune.jobs.worker import Worker
+
+    store = JobStore(tmp_path)
+    store.add_job(JobRecord("ftjob-old", 1_000, "validating_files", {"model": "m"}))
+    store.add_job(JobRecord("ftjob-new", int(time.time()), "validating_files", {"model": "m"}))
+    Worker(tmp_path).recover()
+    old, new = store.get_job("ftjob-old"), store.get_job("ftjob-new")
+    assert old is not None and old.status == "failed" and old.error["code"] == "validation_interrupted"  # type: ignore[index]
+    assert new is not None and new.status == "validating_files"  # still being prepared
