@@ -19,6 +19,7 @@ from ingest.retrieval import Filters, RetrievedChunk
 from ..engines import Completion, Delta, Engine, Message, SamplingParams, text_turns
 from ..errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
 from ..protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
+from ..registry import ServedModels, default_max_tokens, fine_tuned_messages
 from ..settings import PersonaConfig, ServiceSettings
 from .persona import Engines, persona_messages
 from .rag import (
@@ -171,6 +172,7 @@ class ChatService:
         self.engines = engines
         self._router = router
         self._count: Callable[[str], int] | None = None
+        self.served = ServedModels(settings, engines, [c.id for c in self._builtin_models()])
 
     @property
     def router(self) -> Router:
@@ -179,6 +181,10 @@ class ChatService:
         return self._router
 
     def models(self) -> list[ModelCard]:
+        """Every model a request may name: the routes, the personas, then the fine-tuned models (read now)."""
+        return self._builtin_models() + self.served.cards()
+
+    def _builtin_models(self) -> list[ModelCard]:
         cards = [
             ModelCard(id=ROUTED, description="routed per message: rag, persona or both"),
             ModelCard(id=RAG_MODEL, description="answers from the knowledge base with citations"),
@@ -222,6 +228,14 @@ class ChatService:
         max_tokens: int | None,
     ) -> Reply:
         cap = self.settings.max_tokens_cap
+        tuned = self.served.get(model)  # one indexed SQLite read, and only for a name that is not built in
+        if tuned is not None:  # a fine-tuned model answers the conversation as is: no retrieval, no persona prompt
+            engine = await self.engines.fine_tuned(tuned)
+            params.max_tokens = min(max_tokens or default_max_tokens(tuned), cap)
+            decision = RouteDecision("persona", {"persona": 1.0}, f"fine-tuned model {tuned.id}", forced=True,
+                                     persona=tuned.persona)
+            return Reply(decision, [], model, engine=engine, messages=fine_tuned_messages(tuned, list(messages)),
+                         params=params)
         forced, persona = self._route_and_persona(model, options)
         # the request model checked that a user turn is there (protocol.py); what follows the last one is an agent's
         # tool loop (the assistant's tool calls, their results), which a model that takes tools reads after the prompt

@@ -1,4 +1,5 @@
-"""The `persona` answerer's engines and prompts: one engine per configured persona, built on first use."""
+"""Which engine answers: one per configured persona and per fine-tuned model, built on first use; in process, all
+adapters on one base model share it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..engines import Engine, Message, OpenAICompatibleEngine
+from ..engines import AdapterEngine, Engine, LocalEngine, Message, OpenAICompatibleEngine
 from ..errors import EngineUnavailable
 from ..settings import PersonaConfig, ServiceSettings
+
+if TYPE_CHECKING:
+    from finetune.jobs.registry import FineTunedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +30,30 @@ def persona_messages(persona: PersonaConfig, messages: Sequence[Message]) -> lis
 class Engines:
     """Which engine answers what: an upstream OpenAI-compatible server when `upstream_url` is set (vLLM with
     the merged persona model, or LoRA adapters served under the persona's name), in-process models otherwise.
-    Tests and embedders of the library pass ready engines in `overrides` (keys: "rag", persona names)."""
+    Tests and embedders of the library pass ready engines in `overrides` (keys: "rag", persona names).
+
+    In process, one LocalEngine per base model folder holds every adapter on that base (the personas' and the
+    fine-tuned models'): the base weights are in memory once. A fine-tuned model (finetune.jobs.registry) is
+    served under its id: in process as one more adapter, upstream registered with vLLM's load_lora_adapter. A
+    persona bound to a fine-tuned model is answered by that model (the registry is read per request: a binding
+    made by another replica applies at once)."""
 
     def __init__(self, settings: ServiceSettings, overrides: dict[str, Engine | None] | None = None) -> None:
         self.settings = settings
         self._engines: dict[str, Engine | None] = dict(overrides or {})
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _build_persona holds it while _host takes it
+        self._hosts: dict[Path, LocalEngine] = {}  # base model folder -> the engine holding its adapters
+        self._tuned: dict[str, tuple[FineTunedModel, Engine]] = {}
+        self._registry: ModelRegistry | None = None
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The fine-tuned models (data_dir/finetune/models.sqlite3), opened on first use."""
+        if self._registry is None:
+            from finetune.jobs.registry import ModelRegistry
+
+            self._registry = ModelRegistry(self.settings.data_dir)
+        return self._registry
 
     def rag(self) -> Engine | None:
         """The engine that writes RAG answers, or None for the extractive answerer."""
@@ -42,6 +65,10 @@ class Engines:
         return self._engines["rag"]
 
     async def persona(self, persona: PersonaConfig) -> Engine:
+        """The persona's engine: the fine-tuned model bound to it, else its configured model."""
+        bound = await asyncio.to_thread(self.bound_model, persona.name)
+        if bound is not None:
+            return await self.fine_tuned(bound)
         engine = self._engines.get(persona.name)
         if engine is None:
             engine = await asyncio.to_thread(self._build_persona, persona)
@@ -59,7 +86,56 @@ class Engines:
             self._engines[persona.name] = engine
             return engine
 
-    def _upstream(self, model: str, name: str) -> Engine:
+    def bound_model(self, persona: str) -> FineTunedModel | None:
+        """The fine-tuned model bound to `persona`, if any (one registry read)."""
+        return next((m for m in self.registry.list() if m.persona == persona), None)
+
+    async def fine_tuned(self, model: FineTunedModel) -> Engine:
+        """The engine serving `model` under its id (built, and upstream registered, on first use)."""
+        cached = self._tuned.get(model.id)
+        if cached is not None and _same_weights(cached[0], model):
+            return cached[1]
+        if cached is not None:  # the id now names other weights (a job that ran again): drop the old ones
+            await self.forget(model.id)
+        engine: Engine
+        if self.settings.upstream_url:
+            upstream = self._upstream(model.id, model.id)
+            await upstream.load_lora_adapter(model.id, model.adapter_path)
+            engine = upstream
+        else:
+            host = await asyncio.to_thread(self._host, model.base_model, f"fine-tuned model {model.id!r}")
+            engine = AdapterEngine(host, model.id, model.adapter_path)
+        self._tuned[model.id] = (model, engine)
+        return engine
+
+    async def forget(self, model_id: str) -> None:
+        """Stop serving a fine-tuned model: its adapter leaves memory here (or is unloaded upstream)."""
+        cached = self._tuned.pop(model_id, None)
+        if cached is None:
+            return
+        engine = cached[1]
+        if isinstance(engine, AdapterEngine):
+            await engine.unload()
+        elif isinstance(engine, OpenAICompatibleEngine):
+            await engine.unload_lora_adapter(model_id)
+            await engine.aclose()
+
+    def _host(self, model: str, who: str) -> LocalEngine:
+        """The one in-process engine of base `model` (gemma-3-270m, a folder or a hub id), made on first use."""
+        from finetune.models.base import ModelError, resolve_model
+
+        try:
+            base = Path(resolve_model(model, self.settings.data_dir / "models"))
+        except ModelError as exc:
+            raise EngineUnavailable(f"{who}: {exc}") from exc
+        with self._lock:
+            host = self._hosts.get(base)
+            if host is None:
+                host = self._hosts[base] = LocalEngine(base, name=f"kongming-base-{base.name}",
+                                                       device=self.settings.device)
+            return host
+
+    def _upstream(self, model: str, name: str) -> OpenAICompatibleEngine:
         s = self.settings
         assert s.upstream_url
         return OpenAICompatibleEngine(
@@ -72,23 +148,22 @@ class Engines:
         )
 
     def _local(self, persona: PersonaConfig) -> Engine:
-        from finetune.models.base import ModelError, resolve_model
-
-        from ..engines import LocalEngine
-
-        try:
-            base = resolve_model(persona.model, self.settings.data_dir / "models")
-        except ModelError as exc:
-            raise EngineUnavailable(f"persona {persona.name!r}: {exc}") from exc
+        host = self._host(persona.model, f"persona {persona.name!r}")
         adapter = Path(persona.adapter) if persona.adapter else None
         if adapter is not None and not (adapter / "adapter_config.json").is_file():
-            log.warning("persona %s: no adapter at %s, serving the base model %s", persona.name, adapter, base)
+            log.warning("persona %s: no adapter at %s, serving the base model %s", persona.name, adapter,
+                        host.model_path)
             adapter = None
-        return LocalEngine(base, adapter_path=adapter, name=f"kongming-persona-{persona.name}",
-                           device=self.settings.device)
+        name = f"kongming-persona-{persona.name}"
+        return AdapterEngine(host, name, adapter)
 
     async def aclose(self) -> None:
-        for engine in self._engines.values():
+        engines = [*self._engines.values(), *(e for _, e in self._tuned.values()), *self._hosts.values()]
+        for engine in engines:
             close = getattr(engine, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _same_weights(a: FineTunedModel, b: FineTunedModel) -> bool:
+    return (a.base_model, a.adapter_path, a.created_at) == (b.base_model, b.adapter_path, b.created_at)

@@ -1,12 +1,14 @@
-"""In-process engine: a transformers causal LM (optionally with a peft LoRA adapter), one generation at a time."""
+"""In-process engine: a transformers causal LM with peft LoRA adapters (merged, or several on one base chosen per
+request), one generation at a time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,11 @@ class LocalEngine:
     one vLLM computes from the saved template. Requests queue: one generation runs at a time per engine, the
     others wait their turn without holding a thread. A stream consumer that goes away stops its generation at
     the next token.
+
+    Several adapters on one base (`load_adapter`, `delete_adapter`, `service.engines.adapters.AdapterEngine`):
+    the base weights are held once; each request names its adapter (None: the base, adapters disabled) and the
+    worker selects it with peft's `set_adapter` under the generation lock, so selection and generation never
+    interleave. `adapter_path` given here is the single-adapter mode instead: merged once into the base.
     """
 
     def __init__(
@@ -54,6 +61,7 @@ class LocalEngine:
         # locks make waiting requests queue in order without each parking a thread on it.
         self._generate_lock = threading.Lock()
         self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._adapters: dict[str, Path] = {}  # peft adapter name -> folder, loaded on the one base
 
     # -- loading -------------------------------------------------------------------------------------------------
 
@@ -121,12 +129,80 @@ class LocalEngine:
         adapter = f" + adapter {self.adapter_path}" if self.adapter_path else ""
         log.info("loaded %s%s (context %d) on %s", self.model_path, adapter, self._context, self.device)
 
+    # -- adapters on the one base ----------------------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> dict[str, Path]:
+        """The adapters loaded on the base: peft adapter name -> folder."""
+        return dict(self._adapters)
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load the LoRA adapter in `path` under `name` next to the others (same name and folder: nothing to do;
+        same name, other folder: replaced). Blocks while a generation runs. EngineUnavailable: no adapter there,
+        or it does not fit the base."""
+        path = Path(path)
+        if self._adapters.get(name) == path:
+            return
+        if not (path / "adapter_config.json").is_file():
+            raise EngineUnavailable(f"adapter {name!r}: no adapter_config.json in {path.name}")
+        if self.adapter_path is not None:
+            raise EngineUnavailable(f"{self.name} serves a merged adapter: load adapters on an engine without one")
+        self.load()
+        from peft import PeftModel
+
+        with self._generate_lock:
+            if name in self._adapters:
+                self._delete_adapter(name)
+            try:
+                if isinstance(self._model, PeftModel):
+                    self._model.load_adapter(path, adapter_name=name)
+                else:
+                    self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise EngineUnavailable(f"cannot load adapter {name!r} on {self.model_path.name}: {exc}") from exc
+            self._model.eval()
+            self._adapters[name] = path
+        log.info("loaded adapter %s from %s on %s", name, path, self.model_path)
+
+    def delete_adapter(self, name: str) -> bool:
+        """Free the adapter `name` (its weights leave memory); False when it was not loaded. Blocks while a
+        generation runs."""
+        with self._generate_lock:
+            if name not in self._adapters:
+                return False
+            self._delete_adapter(name)
+        log.info("deleted adapter %s from %s", name, self.model_path)
+        return True
+
+    def _delete_adapter(self, name: str) -> None:
+        del self._adapters[name]
+        self._model.delete_adapter(name)
+
+    @contextlib.contextmanager
+    def _selected(self, adapter: str | None) -> Iterator[None]:
+        """Generate with `adapter` (None: the base alone); called with the generation lock held."""
+        from peft import PeftModel
+
+        if not isinstance(self._model, PeftModel):
+            if adapter is not None:
+                raise EngineUnavailable(f"adapter {adapter!r} is not loaded (it was deleted)")
+            yield
+        elif adapter is None:
+            with self._model.disable_adapter():
+                yield
+        else:
+            if adapter not in self._adapters:
+                raise EngineUnavailable(f"adapter {adapter!r} is not loaded (it was deleted)")
+            self._model.set_adapter(adapter)
+            yield
+
     # -- generation ------------------------------------------------------------------------------------------------
 
-    async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
+    async def generate(self, messages: list[Message], params: SamplingParams, adapter: str | None = None) -> Completion:
+        """The whole completion; `adapter`: a name given to load_adapter (None: the base or the merged model)."""
         parts: list[str] = []
         last = Delta()
-        async for delta in self.stream(messages, params):
+        async for delta in self.stream(messages, params, adapter):
             parts.append(delta.text)
             last = delta
         return Completion(
@@ -136,7 +212,9 @@ class LocalEngine:
             completion_tokens=last.completion_tokens or 0,
         )
 
-    async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncGenerator[Delta, None]:
+    async def stream(
+        self, messages: list[Message], params: SamplingParams, adapter: str | None = None
+    ) -> AsyncGenerator[Delta, None]:
         if self._model is None:
             await asyncio.to_thread(self.load)
         from transformers import AsyncTextIteratorStreamer
@@ -163,7 +241,7 @@ class LocalEngine:
             done: asyncio.Future[tuple[int, int | None]] = loop.create_future()
             worker = threading.Thread(
                 target=self._worker,
-                args=(loop, done, streamer, cancel, prompt_ids, max_new, params),
+                args=(loop, done, streamer, cancel, prompt_ids, max_new, params, adapter),
                 name=f"generate-{self.name}",
                 daemon=True,
             )
@@ -214,6 +292,7 @@ class LocalEngine:
         prompt_ids: list[int],
         max_new: int,
         params: SamplingParams,
+        adapter: str | None = None,
     ) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -244,7 +323,7 @@ class LocalEngine:
                 pad = self._tokenizer.pad_token_id
                 if pad is None and self._eos_ids:
                     pad = self._eos_ids[0]
-                with torch.inference_mode():
+                with torch.inference_mode(), self._selected(adapter):
                     out = self._model.generate(
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
@@ -272,6 +351,7 @@ class LocalEngine:
         with self._load_lock:
             self._model = None
             self._tokenizer = None
+            self._adapters.clear()
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

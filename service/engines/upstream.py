@@ -137,6 +137,49 @@ class OpenAICompatibleEngine:
             raise _status_error(response.status, raw, response.reason or "")
         return response
 
+    async def load_lora_adapter(self, lora_name: str, lora_path: str) -> None:
+        """Register a LoRA adapter with vLLM (`POST /v1/load_lora_adapter`: the server runs with --enable-lora and
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and `lora_path` is a folder on the server's own disk); it is then
+        served as the model `lora_name`. An adapter already loaded under that name counts as loaded (another
+        replica, or before a restart of this service). UpstreamError: the server refused it."""
+        status, message = await self._admin("load_lora_adapter", {"lora_name": lora_name, "lora_path": lora_path})
+        if status == 400 and "already been loaded" in message:
+            return
+        if status >= 400:
+            hint = ""
+            if status == 404:
+                hint = " (is it started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)"
+            raise UpstreamError(f"model server did not load adapter {lora_name!r} ({status}): {message}{hint}")
+
+    async def unload_lora_adapter(self, lora_name: str) -> bool:
+        """Drop a runtime-loaded adapter (`POST /v1/unload_lora_adapter`); False when the server did not have it."""
+        status, message = await self._admin("unload_lora_adapter", {"lora_name": lora_name})
+        if status == 404 and "cannot be found" in message:
+            return False
+        if status >= 400:
+            raise UpstreamError(f"model server did not unload adapter {lora_name!r} ({status}): {message}")
+        return True
+
+    async def _admin(self, endpoint: str, body: dict[str, Any]) -> tuple[int, str]:
+        """POST `body` to `{base_url}/{endpoint}`; (status, the error message or the text of the answer)."""
+        import aiohttp
+
+        try:
+            async with self._client().post(f"{self.base_url}/{endpoint}", json=body) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"model server at {self.base_url} did not answer {endpoint} in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(f"cannot connect to model server at {self.base_url}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{endpoint} at model server {self.base_url} failed: {exc!r}") from exc
+        try:
+            message = _error_message(json.loads(raw)) if status >= 400 else raw.decode("utf-8", "replace")
+        except ValueError:
+            message = raw[:500].decode("utf-8", "replace")
+        return status, message
+
     async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
         import aiohttp
 
