@@ -66,7 +66,7 @@ def main() -> None:
         proc = subprocess.run([sys.executable, __file__, "--case", str(n), "--data-dir", args.data_dir],
                               capture_output=True, text=True, check=True)
         cases.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    one, two = (float(c["peak_rss_mb"]) for c in cases)  # type: ignore[arg-type]
+    one, two = (float(c["peak_rss_mb"]) for c in cases)
     write_result({"bench": "adapters", "date": time.strftime("%Y-%m-%d"), "cases": cases,
                   "ratio_two_to_one": round(two / one, 3)}, args.out)
 
