@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadRequest, NotFound, ServiceError
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from .answer.persona import Engines
     from .settings import ServiceSettings
 
+log = logging.getLogger(__name__)
 FINE_TUNED_OWNER = "user"  # OpenAI's fine-tuned models are owned by the caller's organisation, not by the service
 CLASSIFY_MAX_TOKENS = 16  # a label, not a paragraph: the default answer length of a classification model
 CHAT_MAX_TOKENS = 512
@@ -53,12 +56,22 @@ class ServedModels:
         self.builtin = builtin
 
     def cards(self) -> list[ModelCard]:
-        return [fine_tuned_card(m) for m in self.engines.registry.list()]
+        """The fine-tuned models' cards; none when the registry cannot be read (logged: the built-ins still list)."""
+        try:
+            return [fine_tuned_card(m) for m in self.engines.registry.list()]
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("fine-tuned model registry unreadable: %s", exc)
+            return []
 
     def get(self, model_id: str) -> FineTunedModel | None:
+        """The fine-tuned model `model_id` (None for a built-in name, an unknown one, or an unreadable registry)."""
         if model_id in self.builtin:
             return None
-        return self.engines.registry.get(model_id)
+        try:
+            return self.engines.registry.get(model_id)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("fine-tuned model registry unreadable: %s", exc)
+            return None
 
     def require(self, model_id: str) -> FineTunedModel:
         """The fine-tuned model `model_id`. NotFound (404) otherwise; Forbidden (403) for a built-in model."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,8 +88,13 @@ class Engines:
             return engine
 
     def bound_model(self, persona: str) -> FineTunedModel | None:
-        """The fine-tuned model bound to `persona`, if any (one registry read)."""
-        return next((m for m in self.registry.list() if m.persona == persona), None)
+        """The fine-tuned model bound to `persona`, if any (one registry read; none when it cannot be read)."""
+        try:
+            return next((m for m in self.registry.list() if m.persona == persona), None)
+        except (OSError, sqlite3.Error) as exc:  # a read-only or full data folder: the persona's own model answers
+            log.warning("fine-tuned model registry unreadable (%s): persona %s answers with its own model", exc,
+                        persona)
+            return None
 
     async def fine_tuned(self, model: FineTunedModel) -> Engine:
         """The engine serving `model` under its id (built, and upstream registered, on first use)."""
