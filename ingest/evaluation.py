@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import statistics
@@ -62,6 +63,24 @@ def load_questions(path: Path) -> list[Question]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise IngestError(f"{path}:{n}: not a question record ({exc}); need at least id and question") from exc
     return out
+
+
+SPLIT_SEED = 12
+Half = str  # "tuning" | "held-out"
+
+
+def question_half(question_id: str, seed: int = SPLIT_SEED) -> Half:
+    """Which half of a dev set a question belongs to: "tuning" or "held-out", by a hash of the seed and its id
+    (stable across runs, machines and file order; a question added later keeps the others where they were)."""
+    digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
+    return "tuning" if digest[0] % 2 == 0 else "held-out"
+
+
+def split_questions(questions: Sequence[Question], seed: int = SPLIT_SEED) -> tuple[list[Question], list[Question]]:
+    """(tuning, held-out): a dev set split once by `question_half`. Fit thresholds and rules on the first, report
+    the second."""
+    tuning = [q for q in questions if question_half(q.id, seed) == "tuning"]
+    return tuning, [q for q in questions if question_half(q.id, seed) != "tuning"]
 
 
 def first_hit(q: Question, results: Sequence[RetrievedChunk]) -> int | None:
