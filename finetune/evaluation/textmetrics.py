@@ -1,11 +1,15 @@
-"""Generation metrics for Chinese: corpus BLEU (sacrebleu's zh tokenizer), character ROUGE-L, persona style."""
+"""Generation metrics for Chinese: corpus BLEU (sacrebleu's zh tokenizer), character ROUGE-L, persona style, loops."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 COPY_RUN = 4  # characters: a run this long found in the prompt counts as copied, not said
+LOOP_RUN = 4  # characters (a Latin word or number counts as one): a string this long ...
+LOOP_TIMES = 3  # ... said this many times (not overlapping) makes the answer a loop
+_UNIT = re.compile(r"[A-Za-z0-9]+|\S")  # a Latin word or number, or any other non-space character
 
 
 class CharTokenizer:
@@ -64,20 +68,60 @@ def own_words(text: str, sources: Sequence[str], n: int = COPY_RUN) -> str:
     return "".join(c for c, k in zip(text, keep, strict=True) if k)
 
 
+def repeated(text: str, n: int = LOOP_RUN, times: int = LOOP_TIMES) -> str | None:
+    """The first string of `n` characters that `text` says `times` or more times without overlap (a Latin word or
+    number counts as one character, spaces are skipped, a string of punctuation alone does not count), or None.
+    A longer repeated string always has such a prefix, so this finds any repeat of `n` or more characters:
+    `repeated("以争刘璋为首，以争刘璋为首，以争刘璋为首")` is "以争刘璋"."""
+    units = _UNIT.findall(text)
+    last: dict[tuple[str, ...], int] = {}  # n-gram -> start of its last counted occurrence
+    count: dict[tuple[str, ...], int] = {}
+    for i in range(len(units) - n + 1):
+        gram = tuple(units[i : i + n])
+        if not any(u.isalnum() for u in gram):
+            continue
+        if gram in last and i - last[gram] < n:  # overlaps the occurrence counted last ("哈哈哈哈哈")
+            continue
+        last[gram] = i
+        count[gram] = count.get(gram, 0) + 1
+        if count[gram] >= times:
+            return "".join(_join(gram))
+    return None
+
+
+def _join(units: tuple[str, ...]) -> list[str]:
+    """Units back to text: a space between two Latin words, nothing between other characters."""
+    out: list[str] = []
+    for u in units:
+        if out and u[0].isascii() and u[0].isalnum() and out[-1][-1].isascii() and out[-1][-1].isalnum():
+            out.append(" ")
+        out.append(u)
+    return out
+
+
+def loop_rate(texts: Sequence[str], n: int = LOOP_RUN, times: int = LOOP_TIMES) -> float:
+    """Share of `texts` (0-1) that repeat a string of `n`+ characters `times`+ times (see `repeated`)."""
+    if not texts:
+        return 0.0
+    return sum(1 for t in texts if repeated(t, n, times) is not None) / len(texts)
+
+
 def generation_metrics(
     hypotheses: list[str],
     references: list[str],
     markers: dict[str, list[str]],
     prompts: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """BLEU, ROUGE-L, length and the persona style score. With `prompts` (the texts each answer was prompted
-    with), `style` scores only the answer's own words (see `own_words`) and `style_raw` the whole answers."""
+    """BLEU, ROUGE-L, length, loop rate (`loop_rate`) and the persona style score. With `prompts` (the texts each
+    answer was prompted with), `style` scores only the answer's own words (see `own_words`) and `style_raw` the
+    whole answers."""
     own = [own_words(h, p) for h, p in zip(hypotheses, prompts, strict=True)] if prompts is not None else hypotheses
     out = {
         "bleu": round(bleu(hypotheses, references), 3),
         "rouge_l": round(rouge_l(hypotheses, references), 4),
         "style": style_score(own, markers),
         "mean_chars": round(sum(len(h) for h in hypotheses) / max(len(hypotheses), 1), 1),
+        "loop_rate": round(loop_rate(hypotheses), 4),
     }
     if prompts is not None:
         out["style_raw"] = style_score(hypotheses, markers)

@@ -138,3 +138,22 @@ def test_style_counts_the_answer_own_words_not_an_echo_of_the_prompt():
     assert m["style"]["self_address"]["share"] == 0.5  # ...but it is not the model speaking
     assert 0.5 < m["copied_share"] < 0.8
     assert "style_raw" not in generation_metrics([speech], [speech], STYLE)
+
+
+def test_loop_rate_counts_answers_that_repeat_a_string_three_times():
+    from finetune.evaluation.textmetrics import generation_metrics, loop_rate, repeated
+
+    assert repeated("以争刘璋为首，为王之当；" * 6) == "以争刘璋"
+    assert repeated("上帝宽恕人！" * 30) == "上帝宽恕"
+    assert repeated("亮以为不可也，亮以为不可也。") is None  # twice is not a loop
+    assert repeated("曹操乃汉贼也，又何必问？") is None
+    assert repeated("哈哈哈哈哈哈哈哈") is None  # "哈哈哈哈" twice without overlap
+    assert repeated("哈" * 12) == "哈哈哈哈"
+    assert repeated("……！！" * 4) is None  # punctuation alone is no loop
+    assert repeated("in the name of God, in the name of God, in the name of God") == "in the name of"  # words
+    assert repeated("主公 勿忧 主公 勿忧 主公 勿忧") == "主公勿忧"  # spaces skipped
+    assert repeated("ab " * 11) is None and repeated("ab " * 12) == "ab ab ab ab"
+    assert loop_rate(["吾已成，" * 3, "亮以为不可也", "主公勿忧", "将军可破也"]) == pytest.approx(0.25)
+    assert loop_rate([]) == 0.0
+    m = generation_metrics(["吾已成，" * 3, "亮以为不可也"], ["亮以为不可也"] * 2, STYLE)
+    assert m["loop_rate"] == pytest.approx(0.5)
