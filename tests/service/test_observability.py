@@ -63,7 +63,7 @@ def test_access_log_is_one_json_line_per_request_with_id_route_latency_and_token
     # a stream is logged when its last byte has gone, with the tokens counted from it
     assert stream["route"] == "persona" and stream["request_id"] == s.headers["x-request-id"]
     assert stream["completion_tokens"] > 0
-    assert (missing["route_path"], missing["status"]) == ("/v1/models/{model_id}", 404)
+    assert (missing["route_path"], missing["status"]) == ("/v1/models/{model_id:path}", 404)
     assert "\n" not in missing["request_id"] and missing["request_id"] != "bad id\nwith newline"
     assert unauthorized["status"] == 401 and unauthorized["key_id"] is None and "prompt_tokens" not in unauthorized
 
@@ -128,7 +128,7 @@ def test_metrics_cover_requests_errors_latency_tokens_retrieval_and_routing(make
     chat = {"path": "/v1/chat/completions"}
     assert value(m, "kongming_requests_total", method="POST", status="200", **chat) == 4
     assert value(m, "kongming_requests_total", status="400", **chat) == 1
-    assert value(m, "kongming_requests_total", path="/v1/models/{model_id}", status="404") == 1  # template
+    assert value(m, "kongming_requests_total", path="/v1/models/{model_id:path}", status="404") == 1  # template
     assert value(m, "kongming_requests_total", path="unmatched", status="404") == 1
     assert value(m, "kongming_requests_total", path="unmatched", status="413") == 1  # refused before routing
     assert value(m, "kongming_request_duration_seconds_count", method="POST", **chat) == 5
