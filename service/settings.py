@@ -25,7 +25,22 @@ class PersonaConfig(BaseModel):
     model: str = Field(default="gemma-3-270m", description="base model: local HF folder, hub id or gemma-3-270m")
     adapter: str | None = Field(default=None, description="LoRA adapter folder applied in-process")
     served_model: str | None = Field(default=None, description="model name at the upstream (vLLM) server")
-    max_tokens: int = Field(default=160, ge=1, description="default answer length for this persona")
+    max_tokens: int = Field(default=96, ge=1, description="default answer length for this persona, in tokens (a "
+                            "few sentences of chat; its training answers average 40 characters)")
+    # Decoding that does not loop (docs/persona.md has the figures): the defaults of a request that sets none.
+    frequency_penalty: float | None = Field(default=0.5, ge=-2, le=2, description="OpenAI's: minus this x the times "
+                                            "the answer has said a token; in process and passed to vLLM")
+    no_repeat_ngram_size: int | None = Field(default=4, ge=0, description="no sequence of this many tokens twice "
+                                             "(0: none); in process only, vLLM has no such parameter")
+    repetition_penalty: float | None = Field(default=None, gt=0, description="divides the score of tokens in the "
+                                             "prompt or the answer; unset: it penalises the prompt's end-of-turn token "
+                                             "and the 270M persona then says junk tokens where it would stop")
+    stop: list[str] = Field(default_factory=lambda: ["\n"], description="the answer ends at these strings (one "
+                            "paragraph: what follows a small model's first paragraph is rambling); not with tools")
+    grounded: Literal["extractive", "generate"] = Field(
+        default="extractive", description="`both` turns with passages: the extractive answer and its citations after "
+        "the persona's opening (a 270M model reads passages badly), or the persona's model writes from the passages")
+    opening: str = Field(default="", description="the persona's first line before a grounded extractive answer")
 
 
 ZHUGE_LIANG = PersonaConfig(
@@ -34,6 +49,7 @@ ZHUGE_LIANG = PersonaConfig(
     aliases=["诸葛亮", "孔明", "卧龙", "军师", "丞相", "先生", "武侯", "亮", "诸葛孔明", "Zhuge Liang", "Kongming"],
     # the system prompt the adapter was trained with (finetune/configs/zhuge_liang_gemma270m.yaml, data.system)
     system_prompt="你是诸葛亮，字孔明，号卧龙，蜀汉丞相。请以诸葛亮的身份和口吻回答。",
+    opening="亮观书中所载，试为答之：",
     adapter=str(REPO_ROOT / "models" / "zhuge-liang-gemma270m"),
 )
 ZHEN_HUAN = PersonaConfig(
@@ -41,6 +57,7 @@ ZHEN_HUAN = PersonaConfig(
     display_name="甄嬛",
     aliases=["甄嬛", "嬛嬛", "莞嫔", "熹贵妃", "娘娘", "小主"],
     system_prompt="你是甄嬛，大理寺少卿甄远道之女，后来的熹贵妃。请以甄嬛的身份和口吻回答。",
+    opening="本宫翻过书了，说与你听：",
     adapter=str(REPO_ROOT / "models" / "zhen-huan-gemma270m"),
 )
 

@@ -10,6 +10,7 @@ COPY_RUN = 4  # characters: a run this long found in the prompt counts as copied
 LOOP_RUN = 4  # characters (a Latin word or number counts as one): a string this long ...
 LOOP_TIMES = 3  # ... said this many times (not overlapping) makes the answer a loop
 _UNIT = re.compile(r"[A-Za-z0-9]+|\S")  # a Latin word or number, or any other non-space character
+_CITATION = re.compile(r"\[\d+\]")  # [1], [2]: a cited answer's markers are no repetition
 
 
 class CharTokenizer:
@@ -70,10 +71,11 @@ def own_words(text: str, sources: Sequence[str], n: int = COPY_RUN) -> str:
 
 def repeated(text: str, n: int = LOOP_RUN, times: int = LOOP_TIMES) -> str | None:
     """The first string of `n` characters that `text` says `times` or more times without overlap (a Latin word or
-    number counts as one character, spaces are skipped, a string of punctuation alone does not count), or None.
+    number counts as one character, spaces and citation markers [n] are skipped, a string of punctuation alone does
+    not count), or None.
     A longer repeated string always has such a prefix, so this finds any repeat of `n` or more characters:
     `repeated("以争刘璋为首，以争刘璋为首，以争刘璋为首")` is "以争刘璋"."""
-    units = _UNIT.findall(text)
+    units = _UNIT.findall(_CITATION.sub("", text))
     last: dict[tuple[str, ...], int] = {}  # n-gram -> start of its last counted occurrence
     count: dict[tuple[str, ...], int] = {}
     for i in range(len(units) - n + 1):

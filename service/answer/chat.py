@@ -21,7 +21,7 @@ from ..errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
 from ..protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
 from ..registry import ServedModels, default_max_tokens, fine_tuned_messages
 from ..settings import PersonaConfig, ServiceSettings
-from .persona import Engines, persona_messages
+from .persona import Engines, persona_messages, persona_params
 from .rag import (
     EMPTY_KB,
     MIN_COVERAGE,
@@ -265,25 +265,14 @@ class ChatService:
         if decision.route in ("persona", "both"):
             decision.persona = persona.name
         if decision.route == "persona":
-            engine = await self.engines.persona(persona)
-            params.max_tokens = min(max_tokens or persona.max_tokens, cap)
-            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs) + tail,
-                         params=params, timings=timings)
+            return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings)
         hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
         history = msgs[:-1]
         relevant = bool(hits) and max(coverage(h.text, terms) for h in hits) >= MIN_COVERAGE
-        if decision.route == "both":
-            engine = await self.engines.persona(persona)
-            params.max_tokens = min(max_tokens or persona.max_tokens, cap)
-            if relevant:
-                prompt = grounded_persona_messages(
-                    persona_messages(persona, msgs)[0]["content"], history, question, hits
-                ) + tail
-                return Reply(decision, citations(hits), model, engine=engine, messages=prompt, params=params,
-                             timings=timings)
-            note = "no passage of the knowledge base matched: answered in persona without sources"
-            return Reply(decision, [], model, engine=engine, messages=persona_messages(persona, msgs) + tail,
-                         params=params, note=note, timings=timings)
+        if decision.route == "both" and not (relevant and persona.grounded == "extractive"):
+            grounded = hits if relevant else []  # grounded "generate": the persona's own model reads the passages
+            return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings,
+                                             grounded)
         rag_engine = self.engines.rag()
         if not kb_ready or (rag_engine is not None and not relevant):
             ready = Reply(decision, [], model, text=NO_ANSWER if kb_ready else EMPTY_KB,
@@ -297,12 +286,45 @@ class ChatService:
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from
             return self._finish_text(ready, read, params.stop, max_tokens)
 
+        def answer(note: str) -> Reply:  # a `both` turn: the same facts after the persona's opening line
+            ready = extractive(note)
+            return self._framed(ready, persona, params.stop, max_tokens) if decision.route == "both" else ready
+
         if rag_engine is not None:
             params.max_tokens = min(max_tokens or 512, cap)
-            return Reply(decision, citations(hits), model, engine=rag_engine,
-                         messages=rag_messages(history, question, hits) + tail, params=params, timings=timings,
-                         fallback=lambda: extractive("extractive answer instead"))
-        return await self.kb.run(extractive, "extractive answer (no generative model configured)")
+            prompt = rag_messages(history, question, hits) if decision.route == "rag" else grounded_persona_messages(
+                persona_messages(persona, msgs)[0]["content"], history, question, hits)  # a capable model: in persona
+            return Reply(decision, citations(hits), model, engine=rag_engine, messages=prompt + tail, params=params,
+                         timings=timings, fallback=lambda: answer("extractive answer instead"))
+        return await self.kb.run(answer, "extractive answer (no generative model configured)")
+
+    async def _persona_reply(
+        self, decision: RouteDecision, persona: PersonaConfig, model: str, msgs: list[Message], tail: list[Message],
+        params: SamplingParams, max_tokens: int | None, timings: dict[str, float],
+        hits: list[RetrievedChunk] | None = None,
+    ) -> Reply:
+        """The persona's own model answers (its decoding: persona_params), grounded on `hits` when there are any."""
+        engine = await self.engines.persona(persona)
+        params.max_tokens = min(max_tokens or persona.max_tokens, self.settings.max_tokens_cap)
+        persona_params(persona, params)
+        prompt = persona_messages(persona, msgs)
+        if hits:
+            prompt = grounded_persona_messages(prompt[0]["content"], msgs[:-1], msgs[-1]["content"], hits)
+            return Reply(decision, citations(hits), model, engine=engine, messages=prompt + tail, params=params,
+                         timings=timings)
+        unsourced = "no passage of the knowledge base matched: answered in persona without sources"
+        return Reply(decision, [], model, engine=engine, messages=prompt + tail, params=params,
+                     note=unsourced if decision.route == "both" else None, timings=timings)
+
+    def _framed(self, reply: Reply, persona: PersonaConfig, stop: Sequence[str], max_tokens: int | None) -> Reply:
+        """A grounded `both` answer: the persona's opening, then the extractive answer and its citations, cut again
+        to the request's stop strings and max_tokens (a decline is left as it is)."""
+        if not (persona.opening and reply.text and reply.citations and self._count is not None):
+            return reply
+        reply.text, finish = cut_answer(persona.opening + reply.text, stop, max_tokens, self._count)
+        reply.finish_reason = "length" if "length" in (finish, reply.finish_reason) else finish
+        reply.usage = (reply.usage[0], self._count(reply.text))
+        return reply
 
     def _finish_text(self, reply: Reply, read: Sequence[str], stop: Sequence[str], max_tokens: int | None) -> Reply:
         """A ready answer cut as a model's would be (stop strings, max_tokens) and its usage counted with the

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engines import AdapterEngine, Engine, LocalEngine, Message, OpenAICompatibleEngine
+from ..engines import AdapterEngine, Engine, LocalEngine, Message, OpenAICompatibleEngine, SamplingParams
 from ..errors import EngineUnavailable
 from ..settings import PersonaConfig, ServiceSettings
 
@@ -26,6 +26,20 @@ def persona_messages(persona: PersonaConfig, messages: Sequence[Message]) -> lis
     extra = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"])
     system = persona.system_prompt + (f"\n\n{extra}" if extra else "")
     return [{"role": "system", "content": system}, *(m for m in messages if m["role"] in ("user", "assistant", "tool"))]
+
+
+def persona_params(persona: PersonaConfig, params: SamplingParams) -> SamplingParams:
+    """`params` (changed in place) with the persona's decoding where the request set none: its repetition controls
+    and its stop strings ahead of the request's own (not when tools are offered: a tool call spans lines)."""
+    if params.repetition_penalty is None:
+        params.repetition_penalty = persona.repetition_penalty
+    if params.no_repeat_ngram_size is None:
+        params.no_repeat_ngram_size = persona.no_repeat_ngram_size or None
+    if params.frequency_penalty is None:
+        params.frequency_penalty = persona.frequency_penalty
+    if not params.tools:
+        params.stop = list(dict.fromkeys([*persona.stop, *params.stop]))
+    return params
 
 
 class Engines:

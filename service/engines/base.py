@@ -24,6 +24,15 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Repetition controls (None: the model's own decoding). repetition_penalty > 1 divides the score of every token
+    # already in the prompt or the answer (transformers' and vLLM's meaning); no_repeat_ngram_size n bans any n-token
+    # sequence a second time (in process only: vLLM has no such parameter).
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    # OpenAI's (vLLM's too): minus this x the times (frequency), or once if at all (presence), a token is in the answer
+    # so far; the prompt's tokens do not count
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     # passed to a model that can honour them (the upstream one); ChatService.reply refuses or adapts them otherwise
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None

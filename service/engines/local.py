@@ -320,6 +320,18 @@ class LocalEngine:
                                 "top_k": None}
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
+                if params.repetition_penalty is not None:
+                    sampling["repetition_penalty"] = params.repetition_penalty
+                if params.no_repeat_ngram_size:
+                    sampling["no_repeat_ngram_size"] = params.no_repeat_ngram_size
+                if params.frequency_penalty or params.presence_penalty:
+                    from transformers import LogitsProcessorList
+
+                    from .penalties import OutputPenalty
+
+                    penalty = OutputPenalty(len(prompt_ids), params.frequency_penalty or 0.0,
+                                            params.presence_penalty or 0.0)
+                    sampling["logits_processor"] = LogitsProcessorList([penalty])
                 pad = self._tokenizer.pad_token_id
                 if pad is None and self._eos_ids:
                     pad = self._eos_ids[0]

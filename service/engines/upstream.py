@@ -92,6 +92,11 @@ class OpenAICompatibleEngine:
             body["stop"] = params.stop
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.repetition_penalty is not None:  # vLLM's extra sampling parameter (no n-gram ban there)
+            body["repetition_penalty"] = params.repetition_penalty
+        for key in ("frequency_penalty", "presence_penalty"):
+            if getattr(params, key) is not None:
+                body[key] = getattr(params, key)
         for key in ("tools", "tool_choice", "parallel_tool_calls", "response_format"):  # passed through as asked
             if getattr(params, key) is not None:
                 body[key] = getattr(params, key)

@@ -150,6 +150,7 @@ def test_loop_rate_counts_answers_that_repeat_a_string_three_times():
     assert repeated("哈哈哈哈哈哈哈哈") is None  # "哈哈哈哈" twice without overlap
     assert repeated("哈" * 12) == "哈哈哈哈"
     assert repeated("……！！" * 4) is None  # punctuation alone is no loop
+    assert repeated("借船二十只。[1]每船三十人。[1]束草千余个。[2]") is None  # citation markers are no loop
     assert repeated("in the name of God, in the name of God, in the name of God") == "in the name of"  # words
     assert repeated("主公 勿忧 主公 勿忧 主公 勿忧") == "主公勿忧"  # spaces skipped
     assert repeated("ab " * 11) is None and repeated("ab " * 12) == "ab ab ab ab"

@@ -96,8 +96,13 @@ def test_routed_model_explains_its_decision(make_client):
 
 
 def test_both_grounds_the_persona_on_numbered_passages(make_client):
+    """A persona with grounded "generate" writes from the passages (the default answers with the extractive answer:
+    tests/service/test_persona_decoding.py)."""
+    from service.settings import ZHEN_HUAN, ZHUGE_LIANG
+
     engine = QueuedEngine("zhuge", ["亮借箭之时，早知三日后必有大雾[1]。"])
-    client = make_client(engines={"zhuge-liang": engine})
+    persona = ZHUGE_LIANG.model_copy(update={"grounded": "generate"})
+    client = make_client(engines={"zhuge-liang": engine}, personas=[persona, ZHEN_HUAN])
     body = chat(client, "先生，你草船借箭向鲁肃借了几只船？", kongming={"route": "both"}).json()
     assert body["kongming"]["route"]["route"] == "both"
     assert body["kongming"]["citations"] and body["kongming"]["citations"][0]["index"] == 1

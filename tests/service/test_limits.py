@@ -264,18 +264,20 @@ def test_field_case_long_query_is_bounded(make_client) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_both_prompt_over_the_persona_context_is_a_400_naming_it(make_client, tiny_chat_model, stream) -> None:
-    """A message the persona model takes alone, but not with the passages `both` adds: a 400 that names the limit."""
+    """A message the persona model takes alone, but not with the passages `both` adds (a persona whose model reads
+    them: grounded "generate"): a 400 that names the limit."""
     from transformers import AutoTokenizer
 
     from finetune.models.template import encode_chat, ensure_chat_template
     from service.answer.persona import persona_messages
     from service.engines import LocalEngine
-    from service.settings import ZHUGE_LIANG
+    from service.settings import ZHEN_HUAN, ZHUGE_LIANG
 
     tok = ensure_chat_template(AutoTokenizer.from_pretrained(tiny_chat_model))
     alone = len(encode_chat(tok, persona_messages(ZHUGE_LIANG, [{"role": "user", "content": FACT}])))
     limit = alone + 8
-    client = make_client(engines={"zhuge-liang": LocalEngine(tiny_chat_model, name="tiny", max_context=limit)})
+    client = make_client(engines={"zhuge-liang": LocalEngine(tiny_chat_model, name="tiny", max_context=limit)},
+                         personas=[ZHUGE_LIANG.model_copy(update={"grounded": "generate"}), ZHEN_HUAN])
     ok = chat(client, FACT, "kongming", kongming={"route": "persona"}, max_tokens=4, stream=stream)
     assert ok.status_code == 200
     r = chat(client, FACT, "kongming", kongming={"route": "both"}, max_tokens=4, stream=stream)
