@@ -33,14 +33,17 @@ def held_out(path: Path, n: int) -> list[dict[str, str]]:
     return [{"prompt": r["prompt"], "reference": r["reference"]} for r in rows][: n or None]
 
 
-def persona_config(no_controls: bool) -> Any:
+def persona_config(no_controls: bool, overrides: list[str] | None = None) -> Any:
+    """The shipped 诸葛亮 persona; `overrides` ("no_repeat_ngram_size=0", "repetition_penalty=1.2", "stop=[]": JSON
+    values) change its decoding."""
     from service.settings import ZHUGE_LIANG
 
     if not no_controls:
-        return ZHUGE_LIANG
+        changes = {k: json.loads(v) for k, v in (o.split("=", 1) for o in overrides or [])}
+        return ZHUGE_LIANG.model_validate({**ZHUGE_LIANG.model_dump(), **changes})
     # the persona as it was served before issue 12: no repetition controls, no stop, 160 tokens
-    return ZHUGE_LIANG.model_copy(update={"repetition_penalty": None, "no_repeat_ngram_size": 0, "stop": [],
-                                          "max_tokens": 160})
+    return ZHUGE_LIANG.model_copy(update={"repetition_penalty": None, "frequency_penalty": None,
+                                          "no_repeat_ngram_size": 0, "stop": [], "max_tokens": 160})
 
 
 async def persona_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,7 +54,7 @@ async def persona_run(args: argparse.Namespace) -> dict[str, Any]:
     from service.engines import SamplingParams
     from service.settings import get_service_settings
 
-    persona = persona_config(args.no_controls)
+    persona = persona_config(args.no_controls, args.set)
     engines = Engines(get_service_settings(data_dir=args.data_dir))
     engine = await engines.persona(persona)
     rows = held_out(args.samples, args.n)
@@ -75,6 +78,7 @@ async def persona_run(args: argparse.Namespace) -> dict[str, Any]:
         "persona": persona.name,
         "decoding": {"temperature": args.temperature, "max_tokens": persona.max_tokens,
                      "repetition_penalty": persona.repetition_penalty,
+                     "frequency_penalty": persona.frequency_penalty,
                      "no_repeat_ngram_size": persona.no_repeat_ngram_size, "stop": persona.stop},
         "prompts": len(rows),
         "loop_rate": round(loop_rate(answers), 4),
@@ -133,6 +137,8 @@ def main() -> int:
     p.add_argument("--n", type=int, default=20, help="prompts (questions with --both); 0: all")
     p.add_argument("--temperature", type=float, default=0.7, help="the API's default is 0.7")
     p.add_argument("--no-controls", action="store_true", help="the decoding before issue 12")
+    p.add_argument("--set", action="append", metavar="FIELD=JSON", help="a persona decoding field, e.g. "
+                   "repetition_penalty=1.2 or no_repeat_ngram_size=0 (repeatable)")
     p.add_argument("--samples", type=Path, default=ADAPTER / "eval_samples.jsonl")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--both", type=Path, metavar="QUESTIONS", help="measure `both` turns on these dev questions")
