@@ -21,15 +21,12 @@ from ..errors import BadRequest, EngineUnavailable, NotFound, UpstreamError
 from ..protocol import Citation, KongmingOptions, ModelCard, Route, RouteInfo
 from ..registry import ServedModels, default_max_tokens, fine_tuned_messages
 from ..settings import PersonaConfig, ServiceSettings
+from .extractive import decline_message, extractive_answer, lexicon_of, relevant
 from .persona import Engines, persona_messages, persona_params
 from .rag import (
     EMPTY_KB,
-    MIN_COVERAGE,
-    NO_ANSWER,
     Tokenizer,
-    coverage,
     cut_answer,
-    extractive_answer,
     grounded_persona_messages,
     question_part,
     rag_messages,
@@ -268,19 +265,19 @@ class ChatService:
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings)
         hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
         history = msgs[:-1]
-        relevant = bool(hits) and max(coverage(h.text, terms) for h in hits) >= MIN_COVERAGE
-        if decision.route == "both" and not (relevant and persona.grounded == "extractive"):
-            grounded = hits if relevant else []  # grounded "generate": the persona's own model reads the passages
+        evidence = relevant(hits, terms)  # the decline evidence of the extractive answer, for every passage route
+        if decision.route == "both" and not (evidence and persona.grounded == "extractive"):
+            grounded = hits if evidence else []  # grounded "generate": the persona's own model reads the passages
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings,
                                              grounded)
         rag_engine = self.engines.rag()
-        if not kb_ready or (rag_engine is not None and not relevant):
-            ready = Reply(decision, [], model, text=NO_ANSWER if kb_ready else EMPTY_KB,
+        if not kb_ready or (rag_engine is not None and not evidence):
+            ready = Reply(decision, [], model, text=decline_message(query) if kb_ready else EMPTY_KB,
                           note=None if kb_ready else self.kb.error, timings=timings)
             return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 
         def extractive(note: str) -> Reply:
-            extract = extractive_answer(hits, terms)
+            extract = extractive_answer(query, hits, terms, lexicon_of(self.kb.retriever))
             cited = [c for c in citations(hits) if c.index in extract.used]
             ready = Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from

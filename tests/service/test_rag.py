@@ -1,13 +1,25 @@
-"""The RAG answerer's pieces: relevance, the extractive answer, and the prompts (passages quoted as data)."""
+"""The RAG answerer's pieces: relevance, the extractive answer (question kinds, answer spans, declines), and the
+prompts (passages quoted as data)."""
 
 from __future__ import annotations
 
+import re
 import zlib
 
 from ingest.retrieval import RetrievedChunk
 from service.answer.chat import _retrieval_query
+from service.answer.extractive import (
+    NO_ANSWER,
+    NO_ANSWER_EN,
+    Lexicon,
+    coverage,
+    decline_message,
+    extractive_answer,
+    relevant,
+)
 from service.answer.persona import persona_messages
-from service.answer.rag import NO_ANSWER, coverage, extractive_answer, grounded_persona_messages, rag_messages
+from service.answer.question import question_shape
+from service.answer.rag import grounded_persona_messages, rag_messages
 from service.settings import ZHUGE_LIANG
 
 
@@ -29,16 +41,57 @@ def test_coverage_is_idf_weighted_share_of_terms():
     assert coverage("无关", TERMS) == 0.0 and coverage("x", []) == 0.0
 
 
-def test_extractive_answer_cites_the_sentences_it_uses():
-    e = extractive_answer(HITS, TERMS)
-    assert "借船二十只" in e.text and "[1]" in e.text and e.used == [1]
-    assert e.text.startswith("据资料：")
+def test_extractive_answer_leads_with_the_answer_then_cites_the_sentences_it_uses():
+    e = extractive_answer("孔明向鲁肃借了多少只船？", HITS, TERMS)
+    assert e.text.startswith("二十只。") and e.kind == "number" and e.span == "二十只"
+    assert "借船二十只" in e.text and "[1]" in e.text and e.used == [1] and len(e.text) <= 150
+    # every marker names a passage that is cited
+    assert {int(n) for n in re.findall(r"\[(\d+)\]", e.text)} == set(e.used)
 
 
-def test_extractive_answer_refuses_when_nothing_matches():
-    e = extractive_answer(HITS, [(["光合"], 5.0), (["作用"], 3.0)])
-    assert e.text == NO_ANSWER and e.used == []
-    assert extractive_answer([], TERMS).text == NO_ANSWER
+PEOPLE = [
+    chunk("却说玄德、关、张三人于桃园中结为兄弟，宰牛设酒，焚香再拜。", 1),
+    chunk("帐下一将大呼出曰：“小将愿往斩华雄头！”众视之，乃关羽也。关公出帐提刀，斩华雄于阵前，其酒尚温。", 5),
+]
+NAMES = Lexicon(names={"玄德", "关羽", "华雄", "张飞", "关公"}, aliases=[{"关羽", "关公", "云长"}])
+
+
+def test_the_answer_span_fills_the_questions_slot():
+    who = extractive_answer("关羽斩的那员大将是谁？", PEOPLE, [(["关羽", "关公"], 3.0), (["大将"], 1.0)], NAMES)
+    assert who.kind == "who" and who.span == "华雄" and who.text.startswith("华雄。") and who.used == [2]
+    where = extractive_answer("刘关张三人在什么地方结为兄弟？", PEOPLE, [(["兄弟"], 2.0), (["结为"], 2.0)], NAMES)
+    assert where.kind == "where" and where.span == "桃园" and where.text.startswith("桃园。")
+    what = extractive_answer("关公斩华雄回来时酒怎么样了？", PEOPLE, [(["华雄"], 3.0), (["斩华"], 3.0)], NAMES)
+    assert "其酒尚温" in what.text and what.used == [2]
+
+
+def test_question_kinds_and_the_words_around_the_slot():
+    cases = {
+        "曹操的父亲是被谁杀害的？": ("who", "杀害的"), "诸葛亮在哪座山上祭东风？": ("where", "座山上祭东风"),
+        "孙权是哪一年称帝的？": ("when", "称帝的"), "甘宁带了多少骑兵？": ("number", "骑兵"),
+        "诸葛亮为什么斩马谡？": ("why", "斩马谡"), "孙权是怎样过桥的？": ("how", "过桥的"),
+        "赵云夺得什么宝剑？": ("what", "宝剑"), "关羽离开曹营前把金银如何处置？": ("how", "处置"),
+    }
+    for question, (kind, right) in cases.items():
+        shape = question_shape(question)
+        assert (shape.kind, shape.right) == (kind, right), question
+
+
+def test_extractive_answer_declines_without_evidence_in_the_questions_language():
+    e = extractive_answer("光合作用需要哪些条件？", HITS, [(["光合"], 5.0), (["作用"], 3.0)])
+    assert e.text == NO_ANSWER and e.used == [] and e.kind == "declined"
+    assert extractive_answer("借了多少只船？", [], TERMS).text == NO_ANSWER
+    english = extractive_answer("What is the capital of France?", HITS, [(["France"], 5.0)])
+    assert english.text == NO_ANSWER_EN and english.used == []
+    assert decline_message("What is the capital of France?") == NO_ANSWER_EN
+    assert decline_message("法国的首都是哪里？") == decline_message("Python里的 dict 是什么？") == NO_ANSWER
+
+
+def test_a_weak_dense_match_is_no_evidence():
+    weak = [RetrievedChunk(h.chunk_id, h.text, h.metadata, 0.5, {"dense": 0.80, "keyword": 9.0}) for h in HITS]
+    strong = [RetrievedChunk(h.chunk_id, h.text, h.metadata, 0.5, {"dense": 0.90}) for h in HITS]
+    assert relevant(HITS, TERMS) and relevant(strong, TERMS) and not relevant(weak, TERMS)
+    assert extractive_answer("孔明向鲁肃借了多少只船？", weak, TERMS).text == NO_ANSWER
 
 
 def test_prompts_number_and_quote_the_passages():

