@@ -1,6 +1,6 @@
 """Benchmark: the offline (extractive) RAG answerer on the retrieval dev set — how often the answer text holds
 an answer keyword, how often an unanswerable question is declined — and the relevance threshold sweep behind
-`service.answer.rag.MIN_COVERAGE` (best passage's IDF-weighted share of the question's terms).
+`service.answer.extractive.MIN_COVERAGE` (best passage's IDF-weighted share of the question's terms).
 
     python bench/rag_answers.py --data-dir data --collection default --out bench/results/rag_answers.json
 """
@@ -27,20 +27,21 @@ def main() -> int:
     from ingest.evaluation import load_questions
     from ingest.retrieval import Retriever
     from ingest.settings import get_settings
-    from service.answer.rag import MIN_COVERAGE, NO_ANSWER, coverage, extractive_answer
+    from service.answer.answer_eval import is_decline
+    from service.answer.extractive import MIN_COVERAGE, coverage, extractive_answer, lexicon_of
 
     retriever = Retriever(get_settings(data_dir=args.data_dir, collection=args.collection))
     rows = []
     for q in load_questions(args.questions):
         hits = retriever.retrieve(q.question, args.k)
         terms = retriever.query_terms(q.question)
-        answer = extractive_answer(hits, terms)
+        answer = extractive_answer(q.question, hits, terms, lexicon_of(retriever))
         answerable = bool(q.chapter)
         rows.append({
             "id": q.id,
             "answerable": answerable,
             "best_coverage": max((coverage(h.text, terms) for h in hits), default=0.0),
-            "declined": answer.text == NO_ANSWER,
+            "declined": is_decline(answer.text),
             "keyword_in_answer": answerable and any(k in answer.text for k in q.answer_keywords),
             "keyword_in_passages": answerable and any(k in h.text for h in hits for k in q.answer_keywords),
             "chars": len(answer.text),

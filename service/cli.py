@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--aliases", type=Path, help="alias table to merge with the mined one")
     r.add_argument("--no-aliases", action="store_true", help="do not expand names (for comparison)")
     r.add_argument("--json", type=Path, help="write per-question results here (JSONL, input order)")
+    an = evsub.add_parser("answers", help="keyword rate, declines, false declines, length and latency of RAG answers")
+    an.add_argument("--questions", type=Path, action="append", required=True,
+                    help="JSONL: id, question, answer_keywords, answerable (repeat to join several files)")
+    an.add_argument("--json", type=Path, help="write one record per question here (JSONL, input order)")
+    an.add_argument("--upstream-url", help="OpenAI-compatible server: answers are generated there (with --rag-model)")
+    an.add_argument("--rag-model", help="model at the upstream that writes RAG answers (default: KONGMING_RAG_MODEL)")
+    _kb_args(an)
     rt = evsub.add_parser("route", help="accuracy, per-route precision/recall and confusion matrix of the router")
     rt.add_argument("--messages", type=Path, required=True, help="JSONL: id, message[, route, history]")
     rt.add_argument("--json", type=Path, help="write {id, route, scores, reason} per message (JSONL, input order)")
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         ("eval", "retrieval"): commands.eval_retrieval,
         ("eval", "route"): commands.eval_route,
+        ("eval", "answers"): commands.eval_answers,
         ("fit", "router"): commands.fit_router,
         ("ask", None): commands.ask,
         ("serve", None): commands.serve,

@@ -139,6 +139,40 @@ def eval_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_answers(args: argparse.Namespace) -> int:
+    """`kongming eval answers`: the rag answerer (extractive, or generated when an upstream rag model is set) over
+    question files; prints the summary (all, tuning and held-out halves) as JSON."""
+    from ingest.errors import IngestError
+    from ingest.evaluation import load_questions, write_jsonl
+
+    from .answer.answer_eval import answer_questions, as_rows, report
+    from .app import build_chat_service
+
+    quiet_model_loading()
+    extra = {k: v for k, v in (("upstream_url", args.upstream_url), ("rag_model", args.rag_model)) if v}
+    settings = _settings(args, **extra)
+    try:
+        questions = [q for path in args.questions for q in load_questions(path)]
+    except (IngestError, OSError) as exc:
+        return _fail(str(exc))
+    chat = build_chat_service(settings, ingest_settings_for(settings, collection=args.collection,
+                                                              chroma_url=args.chroma_url))
+    if not chat.kb.available():
+        return _fail(str(chat.kb.error))
+
+    async def run() -> list[Any]:
+        try:
+            return await answer_questions(chat, questions)
+        finally:
+            await chat.engines.aclose()
+
+    records = asyncio.run(run())
+    if args.json:
+        write_jsonl(as_rows(records), args.json)
+    print(json.dumps(report(records), ensure_ascii=False))
+    return 0
+
+
 def _confusion_table(confusion: dict[str, dict[str, int]]) -> str:
     routes = list(confusion)
     lines = ["gold \\ routed " + " ".join(f"{r:>8}" for r in routes)]
