@@ -5,6 +5,9 @@ between them), its keyword index and aliases, and recovery from an interrupted r
 A document version goes PENDING (record written, chunks being written, nothing of it visible) -> COMPLETE (its
 chunk ids committed in one record write: visible); removal goes DELETING (invisible) -> gone. A run that dies
 anywhere leaves records that `recover` finishes, and chunks of no record that it deletes.
+
+A committed chunk may still be staged (text and metadata, no vector): it is in the keyword index and comes back
+from keyword and hybrid searches; the dense side finds it once the embedding phase has written its vector.
 """
 
 from __future__ import annotations
@@ -124,11 +127,29 @@ def recover(store: KnowledgeStore, records: dict[str, DocRecord]) -> int:
             remove_record(store, rec)
             del records[rec.doc_id]
     known = {i for r in records.values() for i in (*r.committed, *r.pending)}
-    orphans = store.all_chunk_ids() - known
+    orphans = (store.all_chunk_ids() | store.staged_ids()) - known
     if orphans:
         log.warning("removing %d chunks left by an interrupted run", len(orphans))
         store.delete_chunks(orphans)
     return len(orphans)
+
+
+# --- embedding progress --------------------------------------------------------------------------------
+def unembedded_ids(store: KnowledgeStore, records: dict[str, DocRecord] | None = None) -> list[str]:
+    """The visible chunks that have no vector yet (staged), document by document in chunk order."""
+    staged = store.staged_ids()
+    if not staged:
+        return []
+    records = store.records() if records is None else records
+    return [i for r in records.values() if is_visible(r) for i in r.committed if i in staged]
+
+
+def count_embedded(store: KnowledgeStore, records: dict[str, DocRecord]) -> dict[str, DocRecord]:
+    """Fill each record's `embedded` (its committed chunks that have their vector); returns `records`."""
+    staged = store.staged_ids()
+    for r in records.values():
+        r.embedded = sum(1 for i in r.committed if i not in staged)
+    return records
 
 
 # --- keyword index and aliases -----------------------------------------------------------------------------
@@ -159,3 +180,16 @@ def _teach_aliases(settings: IngestSettings, records: Iterable[DocRecord]) -> No
         words |= {n for g in load_alias_file(settings.aliases_file).groups for n in g}
     if words:
         add_words(words)
+
+
+def drop_collection(settings: IngestSettings, store: KnowledgeStore) -> None:
+    """Delete a knowledge base whole: its Chroma collections (chunks, records and any working ones beside them)
+    and its keyword index. Readers that still hold it fail on their next query."""
+    import shutil
+
+    base = store.chunks.name  # kb_NAME; the others are kb_NAME__docs and friends
+    for coll in store.client.list_collections():
+        name = getattr(coll, "name", coll)
+        if name == base or name.startswith(base + "__"):
+            store.client.delete_collection(name)
+    shutil.rmtree(settings.keyword_dir / store.name, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Ingest operations: add (idempotent, incremental, resumable), remove, rebuild, list."""
+"""Ingest operations: add (idempotent, incremental, resumable; keyword-searchable before it is embedded), embed what
+is still unembedded, remove, rebuild, list."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from .aliases import mine_aliases
+from .backfill import EmbedderOnce, embed_phase
 from .chunking import content_hash, make_splitter
 from .embedding import Embedder, get_embedder
-from .entities import mine_entities
 from .errors import IngestError, UnknownDocumentError, UnreadableFileError
 from .kb import (
     by_text,
     commit_version,
-    embedder_name,
+    count_embedded,
     is_current,
     open_store,
     recover,
     refresh_keyword_index,
     remove_record,
+    unembedded_ids,
 )
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
 from .settings import IngestSettings
@@ -30,7 +32,8 @@ from .store import COMPLETE, DocRecord, KnowledgeStore, check_writable
 from .writer import EmbeddingWriter
 
 log = logging.getLogger(__name__)
-__all__ = ["IngestSummary", "add_paths", "list_documents", "open_store", "rebuild", "remove_documents"]
+__all__ = ["IngestSummary", "add_paths", "embed_pending", "list_documents", "open_store", "rebuild"]
+__all__ += ["remove_documents"]
 
 
 @dataclass
@@ -40,11 +43,14 @@ class IngestSummary:
     added_docs: int = 0
     updated_docs: int = 0
     removed_docs: int = 0
-    chunks_added: int = 0
+    chunks_added: int = 0  # chunks of new versions written (staged for embedding, or given a known vector)
     chunks_skipped: int = 0
     chunks_removed: int = 0
+    chunks_embedded: int = 0  # chunks given their vector by this run (this run's or those an earlier one left)
+    chunks_unembedded: int = 0  # visible chunks still without a vector when the run ended (keyword only)
     embedded_chars: int = 0
     embed_seconds: float = 0.0
+    searchable_seconds: float = 0.0  # until the keyword index held every document of the run
     seconds: float = 0.0
     failed: list[LoadProblem] = field(default_factory=list)
     warnings: list[LoadProblem] = field(default_factory=list)
@@ -54,6 +60,8 @@ class IngestSummary:
             f"{self.documents} documents ({self.added_docs} new, {self.updated_docs} changed, "
             f"{self.unchanged} unchanged, {self.removed_docs} removed); chunks: {self.chunks_added} added, "
             f"{self.chunks_skipped} skipped, {self.chunks_removed} removed; {len(self.failed)} failed; "
+            f"searchable by keyword after {self.searchable_seconds:.1f} s, {self.chunks_embedded} embedded"
+            f"{f', {self.chunks_unembedded} not yet (`ingest embed`)' if self.chunks_unembedded else ''}; "
             f"{self.seconds:.1f} s"
         )
 
@@ -109,21 +117,6 @@ def _plan(
     return work
 
 
-class _EmbedderOnce:
-    """The embedder, loaded on first use, checked against the collection and recorded in it before any write."""
-
-    def __init__(self, store: KnowledgeStore, settings: IngestSettings, given: Embedder | None) -> None:
-        self.store, self.settings, self.loaded = store, settings, given
-        store.check_embedder(given.name if given else embedder_name(settings))
-
-    def get(self) -> Embedder:
-        if self.loaded is None:
-            self.loaded = get_embedder(self.settings.embed_model)
-        self.store.check_embedder(self.loaded.name, self.loaded.dim)
-        self.store.set_embedding_info(self.loaded.name, self.loaded.dim)  # so a crash cannot mix models
-        return self.loaded
-
-
 def add_paths(
     paths: Iterable[Path | str],
     settings: IngestSettings,
@@ -132,8 +125,19 @@ def add_paths(
     prune: bool = False,
     embedder: Embedder | None = None,
     confine: Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    embed: bool = True,
+    on_searchable: Callable[[IngestSummary], None] | None = None,
 ) -> IngestSummary:
-    """Ingest files and folders into a collection.
+    """Ingest files and folders into a collection, in two phases (`on_progress(embedded, total)` after each
+    embedding batch).
+
+    Keyword phase (seconds): load, clean, chunk, keep the chunks' text staged in the store, commit each document
+    version and bring the keyword index up to date: the documents answer keyword (and hybrid) searches from
+    here on; `on_searchable(summary)` is called then. Embedding phase (minutes; skipped with `embed=False`):
+    every staged chunk of the collection gets its vector (also those an interrupted run left), and hybrid
+    retrieval uses each chunk's vector once it is written. A crash or Ctrl-C in either phase leaves the store
+    consistent; the next `add_paths` or `embed_pending` finishes the work.
 
     Unchanged documents cost no embedding; changed ones keep the embeddings of chunks whose text did not
     change; an interrupted earlier run is finished. With `prune`, documents that were ingested from under
@@ -145,7 +149,7 @@ def add_paths(
     summary = IngestSummary()
     check_writable(settings)
     store = open_store(settings, collection)
-    embedders = _EmbedderOnce(store, settings, embedder)
+    embedders = EmbedderOnce(store, settings, embedder)
     roots = [Path(p) for p in paths]
     docs, sources_seen = _load(roots, settings, confine, summary)
     records = store.records()
@@ -158,8 +162,38 @@ def add_paths(
     for rec in gone + renamed:
         summary.chunks_removed += remove_record(store, rec)
         summary.removed_docs += 1
-    _write_versions(store, work, records, settings, embedders, progress, summary, reuse)
+    _write_versions(store, work, records, settings, summary, reuse)
     refresh_keyword_index(settings, store)
+    summary.searchable_seconds = time.perf_counter() - t0
+    if on_searchable is not None:
+        on_searchable(summary)
+    if embed:
+        texts = {d.doc_id: d.text for d, _, _ in work}
+        counts = embed_phase(store, settings, embedders.get, progress, texts, on_progress)
+        summary.chunks_embedded, summary.embedded_chars, summary.embed_seconds = counts
+    summary.chunks_unembedded = len(unembedded_ids(store))
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def embed_pending(
+    settings: IngestSettings,
+    collection: str | None = None,
+    progress: bool = False,
+    embedder: Embedder | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestSummary:
+    """The embedding phase alone: give every visible chunk still without a vector its vector (what `add_paths`
+    with `embed=False`, or an interrupted one, left), and mine the names of documents not mined yet."""
+    t0 = time.perf_counter()
+    summary = IngestSummary()
+    check_writable(settings)
+    store = open_store(settings, collection)
+    embedders = EmbedderOnce(store, settings, embedder)
+    summary.chunks_removed += recover(store, store.records())
+    counts = embed_phase(store, settings, embedders.get, progress, {}, on_progress)
+    summary.chunks_embedded, summary.embedded_chars, summary.embed_seconds = counts
+    summary.chunks_unembedded = len(unembedded_ids(store))
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -241,20 +275,11 @@ def _write_versions(
     work: list[tuple[LoadedDocument, str, list[Any]]],
     records: dict[str, DocRecord],
     settings: IngestSettings,
-    embedders: _EmbedderOnce,
-    progress: bool,
     summary: IngestSummary,
     reuse: dict[str, list[float]],
 ) -> None:
-    """Commit the new version of each document in `work`, embedding only the chunks the store lacks whose
-    text has no vector in `reuse`."""
-    plans = [(doc, h, nodes, store.existing_ids([n.node_id for n in nodes])) for doc, h, nodes in work]
-    to_embed = sum(1 for _, _, ns, existing in plans for n in ns if n.node_id not in existing and n.text not in reuse)
-    emb = (
-        EmbeddingWriter(store, embedders.get(), settings.embed_batch_size, to_embed, progress, settings.embed_flush)
-        if to_embed
-        else None
-    )
+    """Commit the new version of each document in `work`: chunks the store lacks are staged (text only, embedded
+    later), or written with their vector when `reuse` has one for their text."""
 
     def write(fresh: list[Any]) -> None:
         known = [n for n in fresh if n.text in reuse]
@@ -262,24 +287,20 @@ def _write_versions(
             n.embedding = reuse[n.text]
         if known:
             store.add_nodes(known)
-        if emb and len(known) < len(fresh):
-            emb.run([n for n in fresh if n.text not in reuse])
+        if len(known) < len(fresh):
+            store.stage_nodes([n for n in fresh if n.text not in reuse])
 
-    try:
-        for doc, h, nodes, existing in plans:
-            old = records.get(doc.doc_id)
-            counts = commit_version(store, _new_record(doc, h, old, settings), nodes, existing, write)
-            summary.chunks_added += counts.added
-            summary.chunks_skipped += counts.kept
-            summary.chunks_removed += counts.removed
-            if old is None or not old.committed:
-                summary.added_docs += 1
-            else:
-                summary.updated_docs += 1
-    finally:
-        if emb:
-            emb.close()
-            summary.embedded_chars, summary.embed_seconds = emb.chars, emb.seconds
+    for doc, h, nodes in work:
+        old = records.get(doc.doc_id)
+        existing = store.existing_ids([n.node_id for n in nodes])
+        counts = commit_version(store, _new_record(doc, h, old, settings), nodes, existing, write)
+        summary.chunks_added += counts.added
+        summary.chunks_skipped += counts.kept
+        summary.chunks_removed += counts.removed
+        if old is None or not old.committed:
+            summary.added_docs += 1
+        else:
+            summary.updated_docs += 1
 
 
 def _new_record(doc: LoadedDocument, doc_hash: str, old: DocRecord | None, settings: IngestSettings) -> DocRecord:
@@ -296,7 +317,9 @@ def _new_record(doc: LoadedDocument, doc_hash: str, old: DocRecord | None, setti
         text_hash=content_hash(doc.text),
         committed=old.committed if old else [],
         aliases=aliases,
-        entities=mine_entities(doc.text, aliases=aliases) if settings.mine_entities else [],
+        # names are mined in the embedding phase (jieba's tagger is slow); the old version's serve till then
+        entities=old.entities if old else [],
+        entities_mined=not settings.mine_entities,
     )
 
 
@@ -332,8 +355,9 @@ def remove_documents(targets: Iterable[str], settings: IngestSettings, collectio
 
 
 def list_documents(settings: IngestSettings, collection: str | None = None) -> list[DocRecord]:
+    """Document records by source, each with `embedded` (of `n_chunks`) filled in."""
     store = open_store(settings, collection)
-    return sorted(store.records().values(), key=lambda r: r.source + r.doc_id)
+    return sorted(count_embedded(store, store.records()).values(), key=lambda r: r.source + r.doc_id)
 
 
 def rebuild(
@@ -367,6 +391,7 @@ def rebuild(
         emb.close()
     target.set_embedding_info(embedder.name, embedder.dim)
     store.swap_in(target)
+    store.unstage(ids)  # every chunk has its vector now
     summary.documents = len(records)
     summary.chunks_added = len(nodes)
     summary.embedded_chars, summary.embed_seconds = emb.chars, emb.seconds

@@ -1,12 +1,13 @@
-"""Embedding chunks in batches and writing them to a store in flushes, with one progress bar for a whole run (on a
-terminal), or progress lines (a log, a pipe): done/total, chunks/s and the time left, every few seconds."""
+"""Embedding chunks in batches and writing them to a store in flushes (also the staged chunks the keyword phase
+left), with one progress bar for a whole run (on a terminal), or progress lines (a log, a pipe): done/total,
+chunks/s and the time left, every few seconds."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .embedding import Embedder
@@ -62,7 +63,8 @@ class EmbeddingWriter:
     """Embeds nodes in batches and writes them in flushes, with one progress bar for the whole run."""
 
     def __init__(
-        self, store: NodeSink, embedder: Embedder, batch: int, total: int, progress: bool, flush_every: int = 256
+        self, store: NodeSink, embedder: Embedder, batch: int, total: int, progress: bool, flush_every: int = 256,
+        report: Callable[[int, int], None] | None = None,
     ):
         # a crash loses at most `flush_every` chunks of embedding work
         self.store, self.embedder, self.batch, self.flush_every = store, embedder, batch, flush_every
@@ -73,6 +75,7 @@ class EmbeddingWriter:
         self.chars = 0
         self.seconds = 0.0
         self.written = 0
+        self.total, self.embedded, self.report = total, 0, report  # report(done, total) after each batch
 
     def run(self, nodes: Sequence[Any]) -> None:
         try:
@@ -89,6 +92,9 @@ class EmbeddingWriter:
                     self.flush()
                 if self.bar:
                     self.bar.update(len(part))
+                self.embedded += len(part)
+                if self.report:
+                    self.report(self.embedded, self.total)
         except BaseException:
             # keep what was embedded before a failure or Ctrl-C (the next run skips it), but when the store
             # itself failed, the first error is the one that says why
@@ -109,3 +115,57 @@ class EmbeddingWriter:
     def close(self) -> None:
         if self.bar:
             self.bar.close()
+
+
+class _Unstaging:
+    """Writes embedded nodes (and the nodes of the same text, which share the vector), then forgets them as staged.
+    A crash between the two leaves a chunk both written and staged: the next run only unstages it."""
+
+    def __init__(self, store: Any, same_text: dict[str, list[Any]]) -> None:
+        self.store, self.same_text = store, same_text
+
+    def add_nodes(self, nodes: Sequence[Any]) -> None:
+        out = list(nodes)
+        for n in nodes:
+            for twin in self.same_text.get(n.node_id, []):
+                twin.embedding = n.embedding
+                out.append(twin)
+        self.store.add_nodes(out)
+        self.store.unstage([n.node_id for n in out])
+
+
+def embed_staged(
+    store: Any,
+    embedder: Callable[[], Embedder],
+    ids: Sequence[str],
+    batch: int,
+    flush_every: int,
+    progress: bool,
+    report: Callable[[int, int], None] | None = None,
+) -> tuple[int, int, float]:
+    """Embed the staged chunks of `ids` (a `KnowledgeStore`'s), in that order, and write them; a text that occurs
+    more than once is embedded once. Returns (chunks written, characters embedded, seconds embedding)."""
+    if not ids:
+        return 0, 0, 0.0
+    done = store.existing_ids(ids)  # written by a run that died before unstaging them
+    if done:
+        store.unstage(done)
+    nodes = store.staged_nodes([i for i in ids if i not in done])
+    if not nodes:
+        return 0, 0, 0.0
+    first: dict[str, Any] = {}
+    same_text: dict[str, list[Any]] = {}
+    for n in nodes:
+        if n.text in first:
+            same_text.setdefault(first[n.text].node_id, []).append(n)
+        else:
+            first[n.text] = n
+    unique = list(first.values())
+    writer = EmbeddingWriter(
+        _Unstaging(store, same_text), embedder(), batch, len(unique), progress, flush_every, report=report
+    )
+    try:
+        writer.run(unique)
+    finally:
+        writer.close()
+    return len(nodes), writer.chars, writer.seconds

@@ -76,6 +76,11 @@ def create_app(
     chat = chat or build_chat_service(settings, ingest_settings)
     metrics = Metrics()
     jobs_worker = _jobs_worker(settings)
+    from .vector_stores import VectorStoreService
+
+    # knowledge bases as OpenAI vector stores, over the chat's collections (the default one is "vs_<collection>")
+    vector_stores = VectorStoreService(chat.kb.settings, settings.data_dir)
+    chat.vector_stores = vector_stores
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +91,7 @@ def create_app(
             await asyncio.to_thread(jobs_worker.stop)  # its job is queued again and resumes at the next start
         await chat.engines.aclose()
         chat.kb.close()
+        vector_stores.close()
 
     app = FastAPI(title="kongming", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible chat over a knowledge base and a persona")
@@ -95,6 +101,7 @@ def create_app(
     app.state.keys = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     app.state.jobs_worker = jobs_worker
+    app.state.vector_stores = vector_stores
     app.include_router(api_router)
     _openapi_without_422(app)
 

@@ -5,6 +5,7 @@ The HTTP API and the Gradio page both call `ChatService.reply`; there is no seco
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -170,6 +171,7 @@ class ChatService:
         self._router = router
         self._count: Callable[[str], int] | None = None
         self.served = ServedModels(settings, engines, [c.id for c in self._builtin_models()])
+        self.vector_stores: Any = None  # VectorStoreService (app.py): the knowledge bases of kongming.vector_store_ids
 
     @property
     def router(self) -> Router:
@@ -216,9 +218,20 @@ class ChatService:
         `max_tokens_cap`. Tools and a JSON response_format go to a model that can honour them, else
         structured.json_object_wanted says what happens."""
         params = params or SamplingParams()
+        if options is not None and options.vector_store_ids:  # this turn retrieves from those stores instead
+            rest = options.model_copy(update={"vector_store_ids": None})
+            return await self._with_stores(options).reply(messages, model, params, rest, max_tokens)
         reply = await self._prepare(messages, model, params, options or KongmingOptions(), max_tokens)
         reply.json_object = json_object_wanted(reply.engine, params)
         return reply
+
+    def _with_stores(self, options: KongmingOptions) -> ChatService:
+        """This service answering from the vector stores the request names (NotFound for an unknown one)."""
+        if self.vector_stores is None:
+            raise BadRequest("vector stores are not available here", param="kongming.vector_store_ids")
+        turn = copy.copy(self)
+        turn.kb = self.vector_stores.knowledge_base(options.vector_store_ids)
+        return turn
 
     async def _prepare(
         self, messages: Sequence[Message], model: str, params: SamplingParams, options: KongmingOptions,

@@ -15,6 +15,7 @@ from ..metrics import Metrics
 from ..protocol import ChatCompletionRequest
 from ..ratelimit import RateLimiter
 from ..settings import ServiceSettings
+from ..vector_stores import VectorStoreService
 
 
 # The dependencies are `async def` although they do no I/O: FastAPI runs a plain `def` dependency on a worker
@@ -31,7 +32,12 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_vector_stores(request: Request) -> VectorStoreService:
+    return request.app.state.vector_stores
+
+
 Chat = Annotated[ChatService, Depends(get_chat)]
+VectorStores = Annotated[VectorStoreService, Depends(get_vector_stores)]
 Settings = Annotated[ServiceSettings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
