@@ -10,7 +10,7 @@ from typing import Any
 from finetune.jobs.store import FileRecord, JobStore, new_id, now
 from ingest.fsio import atomic_open
 
-PURPOSES = ("fine-tune", "fine-tune-results")
+PURPOSES = ("fine-tune", "fine-tune-results", "assistants")  # assistants: documents for vector stores
 MAX_PROBLEMS = 1000  # bad lines kept in a file's record (all are counted)
 SHOWN = 5  # bad lines named in status_details and in a refusal's message
 
@@ -59,6 +59,30 @@ def check_dataset(path: Path, name: str) -> dict[str, Any]:
     }
 
 
+def check_document(path: Path, name: str) -> dict[str, Any]:
+    """Read a document with ingest's readers (.txt .md .html .pdf .docx .jsonl), as a vector store will.
+
+    Returns {format, documents, chars}; FileRejected when its type is not supported or no text can be read."""
+    import os
+    import tempfile
+
+    from ingest.errors import UnreadableFileError
+    from ingest.loaders import SUPPORTED, load_file
+
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise FileRejected(f"{name}: unsupported file type {suffix or '(none)'}: upload one of "
+                           f"{', '.join(sorted(SUPPORTED))}")  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".check-") as tmp:  # same disk: a link
+        named = Path(tmp) / f"document{suffix}"  # the readers go by the suffix; the blob has none
+        os.link(path, named)
+        try:
+            docs, _ = load_file(named)
+        except UnreadableFileError as exc:
+            raise FileRejected(f"{name}: {exc.reason}") from None
+    return {"format": suffix.lstrip("."), "documents": len(docs), "chars": sum(len(d.text) for d in docs)}
+
+
 class FileStore:
     """The files of the Files API: `data_dir/finetune/files/<id>` plus a row in the job store."""
 
@@ -72,21 +96,22 @@ class FileStore:
     def create(self, data: bytes, filename: str, purpose: str) -> FileRecord:
         """Store an upload. A fine-tune file must hold at least one valid record (FileRejected otherwise); its bad
         lines are reported in `details["problems"]` and counted in `status_details`."""
-        if purpose not in PURPOSES[:1]:
-            raise FileRejected(f"purpose {purpose!r} is not supported here: upload training data with "
-                               "purpose 'fine-tune'", param="purpose")  # fmt: skip
+        if purpose not in (PURPOSES[0], PURPOSES[2]):
+            raise FileRejected(f"purpose {purpose!r} is not supported here: upload training data with purpose "
+                               "'fine-tune', documents for vector stores with 'assistants'",
+                               param="purpose")  # fmt: skip
         file_id = new_id("file")
         target = self.path(file_id)
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_open(target, "wb", perm=0o600) as out:
             out.write(data)
         try:
-            details = check_dataset(target, filename)
+            details = check_dataset(target, filename) if purpose == PURPOSES[0] else check_document(target, filename)
         except FileRejected:
             target.unlink(missing_ok=True)
             raise
         note = None
-        if details["skipped"]:
+        if details.get("skipped"):
             note = (f"{details['records']} valid {details['format']} records; {details['skipped']} bad lines "
                     f"skipped: {_problem_lines(details['problems'])}")  # fmt: skip
         record = FileRecord(file_id, filename, purpose, len(data), now(), "processed", note, details)

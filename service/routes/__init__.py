@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..protocol import ErrorResponse
-from . import chat, files, fine_tuning, health, kb, models, responses
+from . import chat, files, fine_tuning, health, kb, models, responses, vector_stores
 
 # Every error the API returns is OpenAI-shaped; the schema says so (the fuzz test checks responses against it).
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -21,5 +21,5 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 api_router = APIRouter(responses=ERRORS)
-for _module in (health, models, chat, responses, kb, files, fine_tuning):
+for _module in (health, models, chat, responses, kb, files, fine_tuning, vector_stores):
     api_router.include_router(_module.router)

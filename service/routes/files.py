@@ -30,9 +30,11 @@ def _found(files: FileStore, file_id: str) -> FileObject:
 
 @router.post("", dependencies=[KbKey])
 def create_file(settings: Settings, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
-    """Upload a file (multipart: `file`, `purpose` "fine-tune"). Its records are read with finetune's readers
-    (OpenAI messages, Alpaca, ShareGPT; JSONL or a JSON array): bad lines are listed in `kongming.problems`
-    with their numbers and counted in `status_details`; a file with no valid record is a 400."""
+    """Upload a file (multipart: `file`, `purpose` "fine-tune" or "assistants"). Fine-tune records are read with
+    finetune's readers (OpenAI messages, Alpaca, ShareGPT; JSONL or a JSON array): bad lines are listed in
+    `kongming.problems` with their numbers and counted in `status_details`; a file with no valid record is a 400.
+    An "assistants" document (for vector stores) is read with ingest's readers: an unsupported or unreadable one
+    is a 400."""
     data = file.file.read(settings.max_file_bytes + 1)
     if len(data) > settings.max_file_bytes:
         raise PayloadTooLarge(f"file too large: the limit is {settings.max_file_bytes} bytes (max_file_bytes)",

