@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -12,22 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chunking import cn_to_int
 from .errors import IngestError
+from .normalize import normalise_numbers as normalise_numbers  # its home is normalize.py; callers import it here too
 from .retrieval import Mode, RetrievedChunk, Retriever
 
-_CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 CUTOFFS = (1, 3, 5, 10)
-
-
-def normalise_numbers(text: str) -> str:
-    """Write Chinese numerals as digits so "八十万" and "800000" compare equal (applied to both sides)."""
-
-    def repl(m: re.Match[str]) -> str:
-        value = cn_to_int(m.group(0))
-        return str(value) if value is not None else m.group(0)
-
-    return _CN_NUMBER.sub(repl, text)
 
 
 @dataclass

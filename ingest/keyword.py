@@ -2,7 +2,8 @@
 
 Two tokenisers: character unigrams + bigrams of Chinese runs ("ngram", the default: it measured better on
 the 三国演义 dev set, whose questions are modern Chinese and whose text is classical), and jieba's
-search-mode words ("jieba"). See BENCHMARKS.md.
+search-mode words ("jieba"). Both read the folded text (normalize.fold: one script, NFKC widths) plus the value
+of each Chinese numeral in digits, so 關羽 finds 关羽 and 3000 finds 三千. See BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from .fsio import atomic_open
+from .normalize import fold, number_tokens
 from .store import StoredChunk
 
 log = logging.getLogger(__name__)
@@ -45,14 +47,17 @@ def add_words(words: Iterable[str]) -> None:
 
 
 Tokenizer = Literal["ngram", "jieba"]
-_INDEX_FORMAT = "bm25s-1"  # what the pickled index holds; another value (or none) means rebuild
+_INDEX_FORMAT = "bm25s-2"  # what the pickled index holds (2: folded tokens); another value (or none) means rebuild
+_TOKENS_FORMAT = "fold1"  # in the token cache's name: a cache of another tokenisation is never read
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+|[A-Za-z0-9]+")
 
 
 def tokenize(text: str, method: Tokenizer = "ngram") -> list[str]:
-    """Tokens for BM25: n-grams of Chinese runs (plus ASCII words), or jieba words."""
+    """Tokens for BM25 of the folded text: n-grams of Chinese runs (plus ASCII words), or jieba words; then each
+    Chinese numeral's value in digits."""
+    text = fold(text)
     if method == "jieba":
-        return jieba_tokens(text)
+        return jieba_tokens(text) + number_tokens(text)
     out: list[str] = []
     for run in _HAN_RUN.findall(text):
         if run.isascii():
@@ -60,6 +65,7 @@ def tokenize(text: str, method: Tokenizer = "ngram") -> list[str]:
             continue
         out.extend(ch for ch in run if ch not in STOPWORDS)
         out.extend(run[i : i + 2] for i in range(len(run) - 1))
+    out.extend(number_tokens(text))
     return out
 
 
@@ -148,7 +154,7 @@ class KeywordIndex:
         self.chapters = np.array([], dtype=np.int32)
 
     def _tokens_path(self) -> Path:
-        return self.dir / f"tokens-{self.method}.pkl"
+        return self.dir / f"tokens-{self.method}-{_TOKENS_FORMAT}.pkl"
 
     def _index_path(self) -> Path:
         return self.dir / f"bm25-{self.method}.pkl"

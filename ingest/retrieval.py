@@ -1,4 +1,5 @@
-"""Hybrid retrieval: dense (Chroma) + keyword (BM25) fused by reciprocal rank, with filters and aliases."""
+"""Hybrid retrieval: dense (Chroma) + keyword (BM25) fused by reciprocal rank, with filters, aliases, either Chinese
+script and names typed in pinyin."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .kb import (
     visible_state,
 )
 from .keyword import KeywordIndex, Tokenizer, tokenize
+from .normalize import PinyinNames, Script, fold, in_script, script_of, to_traditional
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
 
@@ -96,6 +98,9 @@ class Retriever:
         self._records: dict[str, DocRecord] = {}
         self.aliases = AliasTable()
         self.entities: frozenset[str] = frozenset()
+        self.script: Script = "simplified"  # the corpus's dominant script: dense queries are written in it
+        self.pinyin = PinyinNames()
+        self._folded_aliases = AliasTable()
         self._refresh(force=True)
 
     def _refresh(self, force: bool = False, now: bool = False) -> None:
@@ -116,9 +121,12 @@ class Retriever:
             self._visible = set(ids)
             assert self._index.bm25 is not None
             self.aliases = alias_table(self.settings, records.values())
-            self.entities = frozenset(
-                {e for r in records.values() for e in r.entities} | {n for g in self.aliases.groups for n in g}
-            )
+            names = [e for r in records.values() for e in r.entities] + [n for g in self.aliases.groups for n in g]
+            self.entities = frozenset(names)
+            self._folded_aliases = AliasTable([fold(n) for n in g] for g in self.aliases.groups)
+            self.pinyin = PinyinNames(list(dict.fromkeys(names)))  # most frequent first within each document
+            sample = ids[:: max(1, len(ids) // 16)][:16]
+            self.script = script_of(c.text for c in self.store.get_chunks(sample)) if sample else "simplified"
 
     def _check_documents(self, doc_ids: list[str] | None) -> None:
         """A search restricted to documents the collection does not have (any more) is the caller's mistake.
@@ -145,6 +153,11 @@ class Retriever:
     def expand(self, query: str) -> list[str]:
         return self.aliases.expansions(query) if self.use_aliases else []
 
+    def with_names(self, query: str) -> str:
+        """The query with the corpus's names that it spells in pinyin appended ("Liu Bei ..." + " 刘备")."""
+        found = self.pinyin.find(query) if self.use_aliases else []
+        return query + (" " + " ".join(found) if found else "")
+
     def embed_query(self, query: str) -> np.ndarray:
         """The dense query vector `retrieve` uses (aliases appended); callers may compute it once and reuse it."""
         return self.embed_queries([query])[0]
@@ -152,6 +165,7 @@ class Retriever:
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         texts = []
         for q in queries:
+            q = in_script(self.with_names(q), self.script)
             extra = self.expand(q)
             texts.append(q + ("（" + "、".join(extra) + "）" if extra and self.alias_dense else ""))
         return self.embedder.embed_queries(texts)
@@ -177,10 +191,15 @@ class Retriever:
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
         idf = self._index.bm25.idf({t for g in groups for t in g})
-        return [(g, max(idf[t] for t in g)) for g in groups if max(idf[t] for t in g) > 0]
+        out = [(g, max(idf[t] for t in g)) for g in groups if max(idf[t] for t in g) > 0]
+        if self.script == "traditional":  # terms are matched against the passages' own text
+            out = [([to_traditional(t) for t in g], w) for g, w in out]
+        return out
 
     def _keyword_query(self, query: str) -> tuple[list[str], list[list[str]]]:
-        return keyword_query(query, self.aliases if self.use_aliases else None, self._index.method)
+        """Tokens and synonym groups of the folded query (index tokens are folded too), names in pinyin included."""
+        aliases = self._folded_aliases if self.use_aliases else None
+        return keyword_query(fold(self.with_names(query)), aliases, self._index.method)
 
     def retrieve(
         self,

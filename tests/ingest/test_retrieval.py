@@ -188,7 +188,7 @@ def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
     again = KeywordIndex(tmp_path)
     assert again.try_load("fp1") and isinstance(again.bm25, BM25)
     assert again.bm25.ids == ["a", "b"] and again.bm25.scores(["华容"]).argmax() == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram.pkl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram-fold1.pkl"]
 
 
 def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedder):
