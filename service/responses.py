@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from .protocol import Citation, KongmingExtension, KongmingOptions, OpenAIRequest
 from .validation import can_honour, check_last_turn, limit_error, refuse, text_parts_only
@@ -59,10 +59,19 @@ def _forces_a_call(v: Any) -> bool:
     return v not in (None, "none", "auto")
 
 
+def _file_search(tool: Any) -> bool:
+    """A file_search tool naming the vector stores to search (its filters and ranking options are not supported)."""
+    ids = tool.get("vector_store_ids") if isinstance(tool, dict) else None
+    return (tool.get("type") == "file_search" and isinstance(ids, list) and bool(ids)
+            and all(isinstance(i, str) for i in ids) and not tool.get("filters") and not tool.get("ranking_options"))
+
+
 # Fields of the reference that ask for what this service cannot do: (asks for it?, what the 400 says).
 CANNOT: dict[str, tuple[Any, str]] = {
-    "tools": (bool, "tools are not supported by this service"),
-    "tool_choice": (_forces_a_call, "tool_choice: a forced tool call is not supported (no tools here)"),
+    "tools": (lambda v: bool(v) and not all(_file_search(t) for t in v), "only the file_search tool is supported "
+              "here, with vector_store_ids (the knowledge bases to search; see /v1/vector_stores)"),
+    "tool_choice": (lambda v: _forces_a_call(v) and not (isinstance(v, dict) and v.get("type") == "file_search"),
+                    "tool_choice: a forced tool call other than {'type': 'file_search'} is not supported"),
     "previous_response_id": (bool, "previous_response_id is not supported: responses are not stored, send the "
                                    "conversation as `input` items"),
     "conversation": (bool, "conversation is not supported: responses are not stored, send the conversation as "
@@ -154,6 +163,13 @@ class ResponsesRequest(OpenAIRequest):
         roles = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
         return out + [{"role": roles[m.role], "content": m.text()} for m in self.input]
 
+    def file_search(self) -> tuple[list[str], int | None]:
+        """The vector stores the file_search tools name (none: no search) and their max_num_results."""
+        tools = [t for t in self.tools or [] if t.get("type") == "file_search"]
+        ids = list(dict.fromkeys(i for t in tools for i in t["vector_store_ids"]))
+        k = min((int(t["max_num_results"]) for t in tools if t.get("max_num_results")), default=None)
+        return ids, k
+
     def to_sampling_params(self) -> SamplingParams:
         from .engines.base import SamplingParams
 
@@ -186,6 +202,34 @@ class OutputMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     status: Literal["in_progress", "completed", "incomplete"]
     content: list[OutputText] = Field(default_factory=list)
+
+
+class FileSearchResult(BaseModel):
+    file_id: str
+    filename: str
+    score: float
+    text: str
+    attributes: dict[str, str | float | bool] = Field(default_factory=dict)
+
+
+class FileSearchCall(BaseModel):
+    """The file_search tool's output item: the query searched and, with include ["file_search_call.results"],
+    the passages found (those the answer cites first, as numbered)."""
+
+    id: str = Field(default_factory=lambda: "fs_" + uuid.uuid4().hex)
+    type: Literal["file_search_call"] = "file_search_call"
+    status: Literal["in_progress", "searching", "completed", "incomplete", "failed"] = "completed"
+    queries: list[str] = Field(default_factory=list)
+    results: list[FileSearchResult] | None = None
+    _files: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
+
+    def set_files(self, files: dict[str, tuple[str, str]]) -> None:
+        """document id -> (vector store file id, file name): how the answer's annotations name what they cite."""
+        self._files = files
+
+    def cite(self, annotation: FileCitation) -> None:
+        annotation.file_id, annotation.filename = self._files.get(annotation.file_id,
+                                                                  (annotation.file_id, annotation.filename))
 
 
 class ResponseUsage(BaseModel):
@@ -224,14 +268,14 @@ class ResponseObject(BaseModel):
     instructions: str | None = None
     max_output_tokens: int | None = None
     model: str
-    output: list[OutputMessage] = Field(default_factory=list)
+    output: list[FileSearchCall | OutputMessage] = Field(default_factory=list)
     parallel_tool_calls: bool = False
     previous_response_id: None = None
     reasoning: dict[str, Any] = Field(default_factory=lambda: {"effort": None, "summary": None})
     store: bool = False
     temperature: float | None = None
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
-    tool_choice: str = "none"
+    tool_choice: str | dict[str, Any] = "none"
     tools: list[Any] = Field(default_factory=list)
     top_p: float | None = None
     truncation: str = "disabled"
@@ -243,7 +287,8 @@ class ResponseObject(BaseModel):
     @classmethod
     def started(cls, body: ResponsesRequest) -> ResponseObject:
         return cls(model=body.model, instructions=body.instructions, max_output_tokens=body.max_output_tokens,
-                   temperature=body.temperature, top_p=body.top_p, metadata=body.metadata or {}, user=body.user)
+                   temperature=body.temperature, top_p=body.top_p, metadata=body.metadata or {}, user=body.user,
+                   tools=body.tools or [], tool_choice=body.tool_choice or ("auto" if body.tools else "none"))
 
 
 def cite_annotations(text: str, cited: list[Citation]) -> list[FileCitation]:
@@ -259,7 +304,7 @@ def cite_annotations(text: str, cited: list[Citation]) -> list[FileCitation]:
 
 def finished(
     start: ResponseObject, item_id: str, text: str, finish_reason: str, usage: ResponseUsage,
-    ext: KongmingExtension,
+    ext: KongmingExtension, search: FileSearchCall | None = None,
 ) -> ResponseObject:
     """The response once answered: completed, or incomplete when the client's max_output_tokens cut it. A cut at
     the route's own default length (a persona's `max_tokens`) is a completed answer: the client asked for no
@@ -267,8 +312,11 @@ def finished(
     `response.completed`."""
     cut = finish_reason == "length" and start.max_output_tokens is not None
     part = OutputText(text=text, annotations=cite_annotations(text, ext.citations))
+    if search is not None:
+        for note in part.annotations:
+            search.cite(note)
     item = OutputMessage(id=item_id, status="incomplete" if cut else "completed", content=[part])
     return start.model_copy(update={
         "status": "incomplete" if cut else "completed", "incomplete_details": IncompleteDetails() if cut else None,
-        "output": [item], "usage": usage, "kongming": ext,
+        "output": [search, item] if search else [item], "usage": usage, "kongming": ext,
     })  # fmt: skip

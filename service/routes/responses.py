@@ -18,9 +18,19 @@ from ..engines import Delta
 from ..errors import ServiceError, error_body, validation_error
 from ..metrics import Metrics
 from ..protocol import KongmingExtension
-from ..responses import OutputMessage, OutputText, ResponseObject, ResponsesRequest, ResponseUsage, finished, message_id
+from ..responses import (
+    FileSearchCall,
+    OutputMessage,
+    OutputText,
+    ResponseObject,
+    ResponsesRequest,
+    ResponseUsage,
+    finished,
+    message_id,
+)
 from .chat import _first, _headers
 from .deps import Chat, Key, MetricsDep, Settings
+from .file_search import file_search_call, file_search_options, search_events
 
 router = APIRouter(tags=["responses"])
 
@@ -55,8 +65,10 @@ async def create_response(body: Body, request: Request, chat: Chat, m: MetricsDe
 
     messages = body.conversation_messages()
     sources = appended_sources(body.kongming, request.headers, chat.settings.append_sources, messages)
-    reply = await chat.reply(messages, body.model, body.to_sampling_params(), body.kongming,
+    stores, options = file_search_options(body)
+    reply = await chat.reply(messages, body.model, body.to_sampling_params(), options,
                              max_tokens=body.max_output_tokens)
+    search = await file_search_call(chat, stores, body, messages, reply)
     reply.append_sources = sources
     m.observe_reply(reply)
     start = ResponseObject.started(body)
@@ -64,12 +76,12 @@ async def create_response(body: Body, request: Request, chat: Chat, m: MetricsDe
         stream = reply.stream()
         first = await _first(stream)  # errors before the first token are plain HTTP errors, not a broken stream
         m.first_token.labels(route=reply.decision.route).observe(time.perf_counter() - started)
-        events = _events(start, reply, first, stream, m, record)
+        events = _events(start, reply, first, stream, m, record, search)
         return StreamingResponse(events, media_type="text/event-stream", headers=_headers(reply))
     done = await reply.complete()
     record(done.prompt_tokens, done.completion_tokens)
     usage = ResponseUsage.of(done.prompt_tokens, done.completion_tokens)
-    out = finished(start, message_id(), done.text, done.finish_reason, usage, _extension(reply))
+    out = finished(start, message_id(), done.text, done.finish_reason, usage, _extension(reply), search)
     return Response(out.model_dump_json(), media_type="application/json", headers=_headers(reply))
 
 
@@ -96,15 +108,20 @@ async def _events(
     stream: AsyncIterator[Delta],
     m: Metrics,
     done: Callable[[int, int], None],
+    search: FileSearchCall | None = None,
 ) -> AsyncIterator[bytes]:
-    """created, in_progress, output_item.added, content_part.added, output_text.delta…, output_text.done,
-    content_part.done, output_item.done, then completed (or incomplete when max_output_tokens cut it)."""
+    """created, in_progress, (the file_search_call item's events,) output_item.added, content_part.added,
+    output_text.delta…, output_text.done, content_part.done, output_item.done, then completed (or incomplete when
+    max_output_tokens cut it)."""
     event, item_id = _Events(), message_id()
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    index = 1 if search else 0
+    where = {"item_id": item_id, "output_index": index, "content_index": 0}
     yield event("response.created", response=start.model_dump(mode="json"))
     yield event("response.in_progress", response=start.model_dump(mode="json"))
+    for sent in search_events(event, search) if search else ():
+        yield sent
     item = OutputMessage(id=item_id, status="in_progress")
-    yield event("response.output_item.added", output_index=0, item=item.model_dump(mode="json"))
+    yield event("response.output_item.added", output_index=index, item=item.model_dump(mode="json"))
     yield event("response.content_part.added", **where, part=OutputText(text="").model_dump(mode="json"))
     text: list[str] = []
     prompt_tokens = completion_tokens = 0
@@ -129,11 +146,12 @@ async def _events(
             yield event("response.failed", response=failed.model_dump(mode="json"))
             return
     usage = ResponseUsage.of(prompt_tokens, completion_tokens)
-    out = finished(start, item_id, "".join(text), finish, usage, _extension(reply))
-    msg = out.output[0]
+    out = finished(start, item_id, "".join(text), finish, usage, _extension(reply), search)
+    msg = out.output[-1]
+    assert isinstance(msg, OutputMessage)
     yield event("response.output_text.done", **where, text=msg.content[0].text, logprobs=[])
     yield event("response.content_part.done", **where, part=msg.content[0].model_dump(mode="json"))
-    yield event("response.output_item.done", output_index=0, item=msg.model_dump(mode="json"))
+    yield event("response.output_item.done", output_index=index, item=msg.model_dump(mode="json"))
     kind = "response.completed" if out.status == "completed" else "response.incomplete"
     yield event(kind, response=out.model_dump(mode="json"))
     done(prompt_tokens, completion_tokens)

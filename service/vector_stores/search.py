@@ -85,6 +85,12 @@ class StoreSearch:
                 hits.append(_hit(collection, h, files))
         return sorted(hits, key=lambda h: -h["score"])[:k]
 
+    def files_by_document(self, store_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """document id -> (file id, file name) of the files attached to these stores through the API (a document
+        the `ingest` CLI added is a file of its own id)."""
+        collections = dict.fromkeys(self.collection_of(i) for i in store_ids)
+        return {d: f for c in collections for d, f in self._file_names(c).items()}
+
     def _file_names(self, collection: str) -> dict[str, tuple[str, str]]:
         """doc id -> (file id, file name) of the files attached through the API."""
         return {d: (f.id, f.filename) for f in self.registry.files_of(collection) for d in f.doc_ids}

@@ -55,7 +55,7 @@ def test_no_valid_record_is_a_400_in_openai_shape(client):
 def test_size_limit_purpose_and_key(client):
     r = upload(client, jsonl(*[GOOD] * 60))
     assert r.status_code == 413 and "max_file_bytes" in r.json()["error"]["message"]
-    r = upload(client, jsonl(GOOD), purpose="assistants")
+    r = upload(client, jsonl(GOOD), purpose="batch")  # "assistants" takes documents (vector stores)
     assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
     assert client.post("/v1/files", files={"file": ("a.jsonl", jsonl(GOOD))}, data={"purpose": "fine-tune"}
                        ).status_code == 401  # fmt: skip

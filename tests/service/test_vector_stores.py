@@ -75,6 +75,8 @@ def test_a_store_of_a_txt_and_a_docx_is_searched_chatted_with_and_forgets_a_dele
     assert "苦肉计" in answer and "[1]" in answer, answer
     assert cited and {c["source"] for c in cited} <= {"赤壁.txt", "五丈原.docx"}, cited
 
+    _responses_file_search(client, store.id, txt.id)
+
     deleted = client.vector_stores.files.delete(file_id=txt.id, vector_store_id=store.id)
     assert deleted.deleted and deleted.id == txt.id
     hits = client.vector_stores.search(store.id, query="黄盖的苦肉计", max_num_results=10).data
@@ -84,6 +86,30 @@ def test_a_store_of_a_txt_and_a_docx_is_searched_chatted_with_and_forgets_a_dele
     assert client.vector_stores.delete(store.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.retrieve(store.id)
+
+
+def _responses_file_search(client: OpenAI, store_id: str, file_id: str) -> None:
+    """The Responses API's file_search tool runs the rag answerer over the store: a file_search_call item first
+    (its results with include), then the answer whose file_citation annotations name the store's file."""
+    tools: Any = [{"type": "file_search", "vector_store_ids": [store_id]}]
+    question = "黄盖用了什么计诈降曹操？"
+    r = client.responses.create(model="kongming", input=question, tools=tools, include=["file_search_call.results"])
+    call = r.output[0]
+    assert call.type == "file_search_call" and call.status == "completed" and call.queries == [question]
+    assert call.results and call.results[0].file_id == file_id and call.results[0].filename == "赤壁.txt"
+    assert "苦肉计" in r.output_text
+    message = r.output[1]
+    assert message.type == "message"
+    notes = message.content[0].annotations  # type: ignore[union-attr]
+    assert notes and notes[0].file_id == file_id, notes
+    with client.responses.stream(model="kongming-rag", input=question, tools=tools) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds.index("response.file_search_call.completed") < kinds.index("response.output_text.delta")
+    assert final.output[0].type == "file_search_call" and final.output[0].results is None
+    assert "苦肉计" in final.output_text
+    with pytest.raises(openai.BadRequestError):  # other tools are refused by name
+        client.responses.create(model="kongming", input=question, tools=[{"type": "web_search"}])
 
 
 def test_the_default_knowledge_base_is_a_vector_store_with_its_documents_as_files(client: OpenAI) -> None:
