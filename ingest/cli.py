@@ -1,4 +1,4 @@
-"""The `ingest` command: add, remove, list, rebuild, search and collections of the knowledge base."""
+"""The `ingest` command: add, embed, remove, list, rebuild, search and collections of the knowledge base."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--chunk-unit", choices=["chars", "tokens"])
     a.add_argument("--prune", action="store_true", help="also remove documents whose files are gone from these folders")
     a.add_argument("--no-progress", action="store_true")
+    a.add_argument(
+        "--no-embed", action="store_true", help="stop once searchable by keyword; `ingest embed` adds the vectors"
+    )
+    e = sub.add_parser("embed", parents=[common], help="embed the chunks an `add --no-embed` or interrupted run left")
+    e.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("remove", parents=[common], help="remove documents by path, folder or document id")
     r.add_argument("targets", nargs="+")
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     commands = {
         "add": _add,
+        "embed": _embed,
         "remove": _remove,
         "list": _list,
         "collections": _collections,
@@ -116,8 +122,13 @@ def _run(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace, settings: IngestSettings) -> int:
     from . import pipeline
 
+    def searchable(s: pipeline.IngestSummary) -> None:
+        if s.chunks_added:  # said before minutes of embedding: the documents answer keyword searches already
+            print(f"searchable by keyword after {s.searchable_seconds:.1f} s; embedding", file=sys.stderr, flush=True)
+
     summary = pipeline.add_paths(
-        args.paths, settings, progress=not args.no_progress, prune=args.prune
+        args.paths, settings, progress=not args.no_progress, prune=args.prune, embed=not args.no_embed,
+        on_searchable=searchable,
     )
     for w in summary.warnings:
         print(f"warning: {w.path}: {w.reason}", file=sys.stderr)
@@ -125,6 +136,14 @@ def _add(args: argparse.Namespace, settings: IngestSettings) -> int:
         print(f"skipped: {f.path}: {f.reason}", file=sys.stderr)
     print(summary.line())
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _embed(args: argparse.Namespace, settings: IngestSettings) -> int:
+    from . import pipeline
+
+    s = pipeline.embed_pending(settings, progress=not args.no_progress)
+    print(f"embedded {s.chunks_embedded} chunks ({s.embedded_chars} characters) in {s.seconds:.1f} s")
+    return EXIT_OK
 
 
 def _remove(args: argparse.Namespace, settings: IngestSettings) -> int:
@@ -142,11 +161,15 @@ def _list(args: argparse.Namespace, settings: IngestSettings) -> int:
     if args.json:
         for d in docs:
             row = {"doc_id": d.doc_id, "title": d.title, "source": d.source, "chunks": d.n_chunks}
-            print(json.dumps({**row, "status": d.status, "chars": d.chars}, ensure_ascii=False))
+            row |= {"embedded": d.embedded, "status": d.status, "chars": d.chars}
+            print(json.dumps(row, ensure_ascii=False))
         return EXIT_OK
     for d in docs:
-        print(f"{d.doc_id}\t{d.n_chunks} chunks\t{d.status}\t{d.title}\t{d.source}")
-    print(f"{len(docs)} documents, {sum(d.n_chunks for d in docs)} chunks")
+        embedded = "" if d.embedded == d.n_chunks else f" ({d.embedded} embedded)"
+        print(f"{d.doc_id}\t{d.n_chunks} chunks{embedded}\t{d.status}\t{d.title}\t{d.source}")
+    left = sum(d.n_chunks - d.embedded for d in docs)
+    print(f"{len(docs)} documents, {sum(d.n_chunks for d in docs)} chunks"
+          + (f", {left} searchable by keyword only until embedded" if left else ""))
     return EXIT_OK
 
 

@@ -1,92 +1,46 @@
 """The only module that talks to Chroma: chunk and document-record collections, batching, visibility.
 
-Each knowledge base NAME is two Chroma collections:
+Each knowledge base NAME is three Chroma collections:
 - `kb_NAME` holds chunks (text, embedding, flat metadata) written through LlamaIndex's ChromaVectorStore;
 - `kb_NAME__docs` holds one record per document: its source, content hash, status and the ids of its
-  committed (visible) and pending chunks.
+  committed (visible) and pending chunks;
+- `kb_NAME__staged` holds chunks whose vector is not computed yet (text and the same metadata): the keyword
+  index reads them, so a document is searchable by keyword before it is embedded.
 A document version becomes visible in one write (its record), so a crash mid-ingest never shows a
 half-written document; chunks that belong to no record are orphans and are deleted by the next run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import EmbeddingMismatchError, IngestError, StoreError, as_store_error, disk_fix, guarded, server_fix
+from .errors import EmbeddingMismatchError, StoreError, as_store_error, disk_fix, guarded, server_fix
+from .records import (
+    COMPLETE,
+    DELETING,
+    DOCS,
+    PENDING,
+    PREFIX,
+    REBUILD,
+    STAGED,
+    DocRecord,
+    StoredChunk,
+    validate_name,
+)
 from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
+__all__ = ["COMPLETE", "DELETING", "PENDING", "DocRecord", "KnowledgeStore", "StoredChunk", "validate_name"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}[A-Za-z0-9]$|^[A-Za-z0-9]$")
-_PREFIX, _DOCS, _REBUILD = "kb_", "__docs", "__rebuild"
 META_MODEL, META_DIM = "kongming_embed_model", "kongming_embed_dim"
-COMPLETE, PENDING, DELETING = "complete", "pending", "deleting"
-
-
-_BODY_FIELDS = ("committed", "pending", "aliases", "entities")  # lists: kept in the record's body, as JSON
-
-
-@dataclass
-class DocRecord:
-    """What the store knows about one document (its states and their transitions: kb.py)."""
-
-    doc_id: str
-    source: str
-    title: str
-    doc_hash: str
-    status: str = PENDING
-    fmt: str = ""
-    encoding: str = ""
-    chars: int = 0
-    updated_at: float = 0.0
-    text_hash: str = ""  # of the text alone: another file with the same text is the same document
-    committed: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-    aliases: list[list[str]] = field(default_factory=list)
-    entities: list[str] = field(default_factory=list)
-
-    @property
-    def n_chunks(self) -> int:
-        return len(self.committed)
-
-    def to_chroma(self) -> tuple[str, dict[str, Any]]:
-        meta = asdict(self)
-        body = json.dumps({k: meta.pop(k) for k in _BODY_FIELDS}, ensure_ascii=False)
-        meta["n_chunks"] = self.n_chunks
-        return body, meta
-
-    @classmethod
-    def from_chroma(cls, body: str, meta: dict[str, Any]) -> DocRecord:
-        data = json.loads(body or "{}")
-        fields = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k not in _BODY_FIELDS}
-        return cls(**fields, **{k: data.get(k, []) for k in _BODY_FIELDS})
-
-
-@dataclass
-class StoredChunk:
-    chunk_id: str
-    text: str
-    metadata: dict[str, Any]
-    score: float = 0.0
-
-
-def validate_name(name: str) -> str:
-    if not _NAME.match(name) or name.endswith((_DOCS, _REBUILD)):
-        raise IngestError(
-            f"collection name {name!r} is not allowed: use 1-62 ASCII letters, digits, '.', '_' or '-', "
-            "starting and ending with a letter or digit (e.g. 'sanguo')"
-        )
-    return name
+_PREFIX, _DOCS, _REBUILD, _STAGED = PREFIX, DOCS, REBUILD, STAGED
 
 
 def make_client(settings: IngestSettings, fresh: bool = False) -> Any:
@@ -155,7 +109,9 @@ def where_of(settings: IngestSettings) -> str:
 
 def list_collections(client: Any) -> list[str]:
     names = [getattr(c, "name", c) for c in client.list_collections()]
-    return sorted(n[len(_PREFIX) :] for n in names if n.startswith(_PREFIX) and not n.endswith((_DOCS, _REBUILD)))
+    return sorted(
+        n[len(_PREFIX) :] for n in names if n.startswith(_PREFIX) and not n.endswith((_DOCS, _REBUILD, _STAGED))
+    )
 
 
 class KnowledgeStore:
@@ -183,6 +139,7 @@ class KnowledgeStore:
             _PREFIX + self.name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
         )
         self.docs = self.client.get_or_create_collection(_PREFIX + self.name + _DOCS, embedding_function=None)
+        self.staged = self.client.get_or_create_collection(_PREFIX + self.name + _STAGED, embedding_function=None)
         self._vector_store: Any = None
 
     @guarded("reopening the store")
@@ -274,20 +231,63 @@ class KnowledgeStore:
 
     @guarded("deleting chunks")
     def delete_chunks(self, ids: Iterable[str]) -> None:
+        """Delete chunks, embedded or staged."""
         for part in _batches(list(ids), self._batch):
             self.chunks.delete(ids=part)
+            self.staged.delete(ids=part)
+
+    # --- staged chunks: text and metadata, no vector yet -----------------------------------
+    @guarded("staging chunks")
+    def stage_nodes(self, nodes: Sequence[Any]) -> None:
+        """Keep LlamaIndex nodes without embeddings (their text and the metadata Chroma would hold)."""
+        from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+        for part in _batches(list(nodes), self._batch):
+            self.staged.upsert(
+                ids=[n.node_id for n in part],
+                documents=[n.get_content() for n in part],
+                metadatas=[node_to_metadata_dict(n, remove_text=True, flat_metadata=True) for n in part],
+                embeddings=[[1.0]] * len(part),  # the collection is read by id only; Chroma wants a vector
+            )
+
+    @guarded("reading staged chunk ids")
+    def staged_ids(self) -> set[str]:
+        return {i for ids, _, _ in self._pages(self.staged, include=[]) for i in ids}
+
+    @guarded("reading staged chunks")
+    def staged_nodes(self, ids: Sequence[str]) -> list[Any]:
+        """The staged chunks of `ids` (those still staged) as LlamaIndex nodes, in the order of `ids`."""
+        from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+        found: dict[str, Any] = {}
+        for part in _batches(list(ids), self._batch):
+            page_ids, texts, metas = _unpack(self.staged.get(ids=part, include=["documents", "metadatas"]))
+            for i, text, meta in zip(page_ids, texts, metas, strict=True):
+                found[i] = metadata_dict_to_node(meta, text=text)
+        return [found[i] for i in ids if i in found]
+
+    @guarded("unstaging chunks")
+    def unstage(self, ids: Iterable[str]) -> None:
+        """Forget staged chunks (their vectors are written)."""
+        for part in _batches(list(ids), self._batch):
+            self.staged.delete(ids=part)
 
     @guarded("reading chunks")
     def get_chunks(self, ids: Sequence[str] | None = None) -> Iterator[StoredChunk]:
-        """Stored chunks by id (all of them when ids is None), without embeddings."""
+        """Stored chunks by id (all of them when ids is None), embedded or staged, without embeddings."""
         include = ["documents", "metadatas"]
-        if ids is None:
-            pages: Iterable[tuple[Any, ...]] = self._pages(self.chunks, include=include)
-        else:
-            pages = (_unpack(self.chunks.get(ids=part, include=include)) for part in _batches(list(ids), self._batch))
-        for page_ids, docs, metas in pages:
-            for i, d, m in zip(page_ids, docs, metas, strict=True):
-                yield StoredChunk(i, d or "", _public_meta(m))
+        seen: set[str] = set()
+        for coll in (self.chunks, self.staged):
+            if ids is None:
+                pages: Iterable[tuple[Any, ...]] = self._pages(coll, include=include)
+            else:
+                wanted = [i for i in ids if i not in seen]
+                pages = (_unpack(coll.get(ids=part, include=include)) for part in _batches(wanted, self._batch))
+            for page_ids, docs, metas in pages:
+                for i, d, m in zip(page_ids, docs, metas, strict=True):
+                    if i not in seen:
+                        seen.add(i)
+                        yield StoredChunk(i, d or "", _public_meta(m))
 
     @guarded("reading embeddings")
     def vectors_by_text(self, ids: Sequence[str]) -> dict[str, list[float]]:

