@@ -107,6 +107,13 @@ class ServiceSettings(BaseSettings):
                                 "/v1/files (fine-tuning data)")
     finetune_bases: dict[str, str] = Field(default_factory=dict, description="base models fine-tuning jobs may "
                                            "name, besides gemma-3-270m: name -> HF folder or hub id")
+    finetune_datasets: dict[str, Path] = Field(
+        default_factory=lambda: {
+            "诸葛亮 (三国演义, finetune data extract)": Path("persona/zhuge_liang/pairs.jsonl"),
+            "甄嬛 (huanhuan.json)": Path("persona/huanhuan.json"),
+            "外卖评论 (labelled CSV)": Path("classify/waimai_10k.csv"),
+        },
+        description="data sets the page's Fine-tune tab offers: name -> file (relative to DATA_DIR); those present")
     finetune_worker: bool = Field(default=True, description="`kongming serve` runs a fine-tuning worker process "
                                   "(started when a job waits); false where `kongming worker` runs apart")
     max_tokens_cap: int = Field(default=2048, ge=1)

@@ -1,0 +1,169 @@
+"""The Knowledge-base tab over the vector-store service (app.state.vector_stores, the same calls as
+/v1/vector_stores): stores, upload with ingest progress, documents with chunk counts, delete, chunk preview, and the
+retrieval test (hits with their dense, keyword and fused scores and chapter)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ingest.errors import IngestError
+
+from ..errors import ServiceError, error_body
+from ..keys import KeyRing
+from .access import require_key, table
+
+if TYPE_CHECKING:
+    from ..answer.chat import ChatService
+
+POLL_S = 0.5
+FILE_COLUMNS = ["id", "filename", "status", "chunks", "error"]
+CHUNK_COLUMNS = ["index", "chapter", "chapter_title", "text"]
+HIT_COLUMNS = ["rank", "filename", "chapter", "chapter_title", "dense", "keyword", "fused", "text"]
+PREVIEW_CHARS = 300
+
+
+class KbConsole:
+    """The tab's actions, each checked against the key ring; service errors become the page's error message."""
+
+    def __init__(self, chat: ChatService, ring: KeyRing, state: Any) -> None:
+        self.chat, self.ring, self.state = chat, ring, state
+
+    @property
+    def default_store(self) -> str:
+        return "vs_" + self.chat.kb.settings.collection
+
+    def stores(self, key: str) -> Any:
+        require_key(self.ring, key)
+        return self._call(lambda vs: vs.list())
+
+    def _call(self, fn: Any) -> Any:
+        import gradio as gr
+
+        vs = getattr(self.state, "vector_stores", None)
+        if vs is None:
+            raise gr.Error("this service runs without the vector-store service", title="knowledge base")
+        try:
+            return fn(vs)
+        except (ServiceError, IngestError) as exc:
+            raise gr.Error(error_body(exc)[1].error.message, title="knowledge base") from None
+
+    def store_choices(self, key: str, chosen: str | None) -> Any:
+        import gradio as gr
+
+        stores = self.stores(key)
+        choices = [(f"{s['name'] or s['id']} · {s['file_counts']['completed']} files", s["id"]) for s in stores]
+        ids = [s["id"] for s in stores]
+        value = chosen if chosen in ids else self.default_store if self.default_store in ids else (ids or [None])[0]
+        return gr.update(choices=choices, value=value)
+
+    def create(self, key: str, name: str) -> Any:
+        import gradio as gr
+
+        require_key(self.ring, key)
+        made = self._call(lambda vs: vs.create(name.strip() or None))
+        return self.store_choices(key, made["id"]), gr.update(value="")
+
+    def files(self, key: str, store: str | None) -> tuple[Any, Any]:
+        """(the documents table, the file dropdown) of a store."""
+        import gradio as gr
+
+        require_key(self.ring, key)
+        if not store:
+            return table([], FILE_COLUMNS), gr.update(choices=[], value=None)
+        found = self._call(lambda vs: vs.list_files(store))
+        rows = [{"id": f["id"], "filename": f["kongming"].get("filename") or f["kongming"].get("title"),
+                 "status": f["status"], "chunks": f["kongming"].get("chunks"),
+                 "error": (f.get("last_error") or {}).get("message")} for f in found]  # fmt: skip
+        choices = [(f"{r['filename']} ({r['chunks']} chunks)", r["id"]) for r in rows]
+        return table(rows, FILE_COLUMNS), gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[str, Any, Any]]:
+        """Attach the files, then report each one's ingest (stage, chunks embedded of total) until all are done."""
+        import gradio as gr
+
+        require_key(self.ring, key)
+        if not store or not paths:
+            raise gr.Error("choose a knowledge base and one or more files", title="knowledge base")
+        added = [self._call(lambda vs, p=p: vs.add_file(store, Path(p).name, Path(p).read_bytes())) for p in paths]
+        names = {f["id"]: f["kongming"]["filename"] for f in added}
+        while True:
+            progress = {i: self._call(lambda vs, i=i: vs.progress(store, i)) for i in names}
+            lines = [f"- {names[i]}: {p['stage']}" + (f" {p['done']}/{p['total']} chunks" if p["total"] else "")
+                     for i, p in progress.items()]  # fmt: skip
+            done = all(p["stage"] in ("completed", "failed") for p in progress.values())
+            docs, pick = self.files(key, store) if done else (gr.update(), gr.update())
+            yield ("**ingested**" if done else "**ingesting…**") + "\n" + "\n".join(lines), docs, pick
+            if done:
+                return
+            time.sleep(POLL_S)
+
+    def delete(self, key: str, store: str | None, file_id: str | None) -> tuple[str, Any, Any]:
+        import gradio as gr
+
+        require_key(self.ring, key)
+        if not store or not file_id:
+            raise gr.Error("choose a document to delete", title="knowledge base")
+        self._call(lambda vs: vs.delete_file(store, file_id))
+        return f"deleted {file_id}", *self.files(key, store)
+
+    def chunks(self, key: str, store: str | None, file_id: str | None) -> Any:
+        require_key(self.ring, key)
+        if not store or not file_id:
+            return table([], CHUNK_COLUMNS)
+        found = self._call(lambda vs: vs.chunks(store, file_id, 20, 0))
+        return table([{**c, "text": _cut(c["text"])} for c in found], CHUNK_COLUMNS)
+
+    def search(self, key: str, store: str | None, query: str, k: float) -> Any:
+        """The retrieval test: hits best first with rank, file, chapter and the three scores."""
+        import gradio as gr
+
+        require_key(self.ring, key)
+        if not store or not query.strip():
+            raise gr.Error("choose a knowledge base and write a question", title="knowledge base")
+        hits = self._call(lambda vs: vs.search(store, query, int(k or 5)))
+        rows = [{"rank": n, "filename": h["filename"], **{c: h["attributes"].get(c) for c in HIT_COLUMNS[2:7]},
+                 "text": _cut(h["content"][0]["text"])} for n, h in enumerate(hits, 1)]  # fmt: skip
+        return table(rows, HIT_COLUMNS)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def build_kb_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any) -> None:
+    kb = KbConsole(chat, ring, state)
+    with gr.Row():
+        store = gr.Dropdown([], label="knowledge base (vector store)", elem_id="kb-store", scale=3)
+        refresh = gr.Button("load / refresh", elem_id="kb-refresh", scale=1)
+        new_name = gr.Textbox(label="new knowledge base", placeholder="name", elem_id="kb-new-name", scale=2)
+        create = gr.Button("create", elem_id="kb-create", scale=1)
+    files = gr.File(label="upload documents (.txt .md .html .pdf .docx .jsonl)", file_count="multiple",
+                    type="filepath", elem_id="kb-upload")  # fmt: skip
+    ingest = gr.Button("upload and ingest", variant="primary", elem_id="kb-ingest")
+    progress = gr.Markdown(elem_id="kb-progress")
+    docs = gr.Dataframe(label="documents", interactive=False, elem_id="kb-docs")
+    with gr.Row():
+        doc = gr.Dropdown([], label="document", elem_id="kb-doc", scale=3)
+        show = gr.Button("preview chunks", elem_id="kb-show", scale=1)
+        delete = gr.Button("delete document", variant="stop", elem_id="kb-delete", scale=1)
+    chunks = gr.Dataframe(label="chunks", interactive=False, wrap=True, elem_id="kb-chunks")
+    gr.Markdown("**retrieval test** · 检索测试")
+    with gr.Row():
+        query = gr.Textbox(label="question", placeholder="草船借箭", elem_id="kb-query", scale=4)
+        k = gr.Number(5, label="k", precision=0, minimum=1, maximum=50, elem_id="kb-k", scale=1)
+        test = gr.Button("search", variant="primary", elem_id="kb-search", scale=1)
+    hits = gr.Dataframe(label="hits", interactive=False, wrap=True, elem_id="kb-hits")
+
+    private = {"api_visibility": "private"}
+    refresh.click(kb.store_choices, [key, store], store, **private).then(kb.files, [key, store], [docs, doc], **private)
+    store.input(kb.files, [key, store], [docs, doc], **private)
+    create.click(kb.create, [key, new_name], [store, new_name], **private).then(
+        kb.files, [key, store], [docs, doc], **private)
+    ingest.click(kb.upload, [key, store, files], [progress, docs, doc], **private)
+    show.click(kb.chunks, [key, store, doc], chunks, **private)
+    delete.click(kb.delete, [key, store, doc], [progress, docs, doc], **private)
+    test.click(kb.search, [key, store, query, k], hits, **private)
+    query.submit(kb.search, [key, store, query, k], hits, **private)
