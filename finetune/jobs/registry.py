@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import builtins
-import contextlib
 import dataclasses
-import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from finetune.jobs.db import Database
 
 DB_FILE = "models.sqlite3"
 TASKS = ("chat", "classify")
@@ -51,43 +50,31 @@ class ModelRegistry:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "finetune" / DB_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:  # commits on success, rolls back on error
-                yield db
-        finally:
-            db.close()
+        self._db = Database(self.path, _SCHEMA).transaction  # synchronous FULL: a registered model is durable
 
     def add(self, model: FineTunedModel) -> None:
         """Insert `model`, or replace the row with its id (a resumed job finishing twice). ValueError: unknown task."""
         if model.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, not {model.task!r}")
         values = dataclasses.astuple(model)
-        with self._connect() as db:
+        with self._db() as db:
             db.execute(f"INSERT OR REPLACE INTO models ({_FIELDS}) VALUES ({_MARKS})", values)
 
     def list(self) -> builtins.list[FineTunedModel]:
         """All models, oldest first (created_at, then id)."""
-        with self._connect() as db:
+        with self._db() as db:
             rows = db.execute(f"SELECT {_FIELDS} FROM models ORDER BY created_at, id").fetchall()
         return [FineTunedModel(*row) for row in rows]
 
     def get(self, model_id: str) -> FineTunedModel | None:
         """The model named `model_id`, or None."""
-        with self._connect() as db:
+        with self._db() as db:
             row = db.execute(f"SELECT {_FIELDS} FROM models WHERE id = ?", (model_id,)).fetchone()
         return FineTunedModel(*row) if row else None
 
     def delete(self, model_id: str) -> bool:
         """Remove the row (the adapter folder stays on disk); False when there was none."""
-        with self._connect() as db:
+        with self._db() as db:
             cursor = db.execute("DELETE FROM models WHERE id = ?", (model_id,))
         return cursor.rowcount > 0
 
@@ -95,7 +82,7 @@ class ModelRegistry:
         """Bind the model to `persona` (None unbinds) and return the updated model. KeyError: no such model.
 
         A persona is served by at most one fine-tuned model: binding unbinds any other model bound to it."""
-        with self._connect() as db:
+        with self._db() as db:
             if persona is not None:
                 db.execute("UPDATE models SET persona = NULL WHERE persona = ? AND id != ?", (persona, model_id))
             cursor = db.execute("UPDATE models SET persona = ? WHERE id = ?", (persona, model_id))

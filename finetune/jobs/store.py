@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from finetune.jobs.db import Database
 
 DB_FILE = "jobs.sqlite3"
 ACTIVE = ("validating_files", "queued", "running")
@@ -103,28 +102,8 @@ class JobStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir) / "finetune"
         self.path = self.root / DB_FILE
-        self.root.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")  # persistent: set once for the file
-            db.executescript(_SCHEMA)
-        finally:
-            db.close()
-
-    @contextmanager
-    def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        # NORMAL: a step's events may be lost on a power cut (never on a crash); the worker writes a few rows a step
+        self._db = Database(self.path, _SCHEMA, synchronous="NORMAL").transaction
 
     # -- files -------------------------------------------------------------------------------------------------
     def add_file(self, f: FileRecord) -> None:
