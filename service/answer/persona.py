@@ -81,7 +81,9 @@ class Engines:
 
     async def persona(self, persona: PersonaConfig) -> Engine:
         """The persona's engine: the fine-tuned model bound to it, else its configured model."""
-        bound = await asyncio.to_thread(self.bound_model, persona.name)
+        models = await asyncio.to_thread(self._registered)
+        await self._drop_deleted(models)
+        bound = next((m for m in models or [] if m.persona == persona.name), None)
         if bound is not None:
             return await self.fine_tuned(bound)
         engine = self._engines.get(persona.name)
@@ -101,17 +103,30 @@ class Engines:
             self._engines[persona.name] = engine
             return engine
 
-    def bound_model(self, persona: str) -> FineTunedModel | None:
-        """The fine-tuned model bound to `persona`, if any (one registry read; none when it cannot be read)."""
+    def _registered(self) -> list[FineTunedModel] | None:
+        """The registry's models (one read), None when it cannot be read (a persona then answers with its own
+        model)."""
         try:
-            return next((m for m in self.registry.list() if m.persona == persona), None)
-        except (OSError, sqlite3.Error) as exc:  # a read-only or full data folder: the persona's own model answers
-            log.warning("fine-tuned model registry unreadable (%s): persona %s answers with its own model", exc,
-                        persona)
+            return self.registry.list()
+        except (OSError, sqlite3.Error) as exc:  # a read-only or full data folder
+            log.warning("fine-tuned model registry unreadable: %s", exc)
             return None
+
+    async def _drop_deleted(self, models: list[FineTunedModel] | None) -> None:
+        """Forget the fine-tuned models this process holds that `models` (the registry now) no longer has: deleted
+        through another replica sharing the data folder. Their adapters leave memory here at this replica's next
+        persona or fine-tuned request, not only at its restart."""
+        if models is None:
+            return
+        present = {m.id for m in models}
+        for model_id in [i for i in self._tuned if i not in present]:
+            log.info("fine-tuned model %s was deleted elsewhere: no longer served here", model_id)
+            await self.forget(model_id)
 
     async def fine_tuned(self, model: FineTunedModel) -> Engine:
         """The engine serving `model` under its id (built, and upstream registered, on first use)."""
+        if any(i != model.id for i in self._tuned):  # others held here: one registry read to drop deleted ones
+            await self._drop_deleted(await asyncio.to_thread(self._registered))
         cached = self._tuned.get(model.id)
         if cached is not None and _same_weights(cached[0], model):
             return cached[1]

@@ -1,6 +1,6 @@
 """/v1/models with fine-tuned models: a registry row answers at once, binds to a persona, is deleted; through an
 in-process shared base and through a model server's runtime LoRA endpoints (a small real HTTP server standing in for
-vLLM: vLLM itself does not run in these tests)."""
+vLLM; the real vLLM is in test_vllm.py)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,36 @@ def test_a_fine_tuned_model_is_served_at_once_bound_and_deleted(
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
     assert client.delete(f"/v1/models/{FT}", headers=AUTH).status_code == 404
 
+
+
+def test_a_model_deleted_through_one_replica_leaves_the_others_memory(
+    make_client: Any, tiny_chat_model: Path, tmp_path: Path
+) -> None:
+    """Two app instances on one data folder: a model deleted through A stops answering on B at once, and B frees
+    its adapter at its next fine-tuned or persona request (it held it in memory until its restart before)."""
+    import asyncio
+
+    from tests.tinymodel import build_random_lora
+
+    other = "ft:tiny:other:ftjob-other"
+    _add(tmp_path / "svc", build_random_lora(tiny_chat_model, tmp_path / "lora"), str(tiny_chat_model))
+    _add(tmp_path / "svc", build_random_lora(tiny_chat_model, tmp_path / "two", seed=2), str(tiny_chat_model),
+         id=other)  # fmt: skip
+    replica_a, replica_b = make_client(api_keys=[KEY]), make_client(api_keys=[KEY])
+    assert _chat(replica_b, FT).status_code == 200 and _chat(replica_b, other).status_code == 200
+    engines = replica_b.app.state.chat.engines
+    host = asyncio.run(engines.fine_tuned(ModelRegistry(tmp_path / "svc").get(other))).host
+    assert {FT, other} <= set(host.adapters)
+
+    assert replica_a.delete(f"/v1/models/{FT}", headers=AUTH).json()["deleted"] is True
+    assert FT in host.adapters  # B has not been asked anything since
+    assert _chat(replica_b, FT).status_code == 404  # the registry is read first: not served, even while held
+    assert _chat(replica_b, other).status_code == 200
+    assert FT not in host.adapters and other in host.adapters
+
+    assert replica_a.delete(f"/v1/models/{other}", headers=AUTH).json()["deleted"] is True
+    persona = _chat(replica_b, "kongming-persona-zhuge-liang")  # a persona request looks at the registry too
+    assert persona.status_code == 200 and other not in host.adapters
 
 def test_built_in_models_cannot_be_deleted_and_management_needs_a_key(make_client: Any) -> None:
     client = make_client(api_keys=[KEY])
