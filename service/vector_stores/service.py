@@ -198,7 +198,8 @@ class VectorStoreService(StoreSearch):
 
     def progress(self, store_id: str, file_id: str) -> dict[str, Any]:
         """Where a file's ingest is, for a progress bar: {"stage": "queued" | "reading" | "embedding" | "indexing" |
-        "completed" | "failed", "done": chunks embedded, "total": chunks to embed}."""
+        "completed" | "failed", "done": chunks embedded, "total": chunks to embed (0 until embedding starts)}.
+        From "embedding" on, the file's chunks already answer keyword searches (ingest's two phases)."""
         f = self.retrieve_file(store_id, file_id)
         if f["status"] != IN_PROGRESS:
             chunks = f["kongming"]["chunks"]
@@ -242,7 +243,7 @@ class VectorStoreService(StoreSearch):
             self._progress[file_id] = {"stage": "reading", "done": 0, "total": 0}
             try:
                 summary = add_paths([path], self.settings, collection, embedder=self.embedder, confine=path.parent,
-                                    on_progress=self._reporter(file_id))
+                                    on_progress=self._reporter(file_id), on_searchable=self._searchable(file_id))
             except IngestError as exc:
                 self._failed(file_id, "server_error" if isinstance(exc, StoreError) else "invalid_file", str(exc))
                 return
@@ -266,6 +267,12 @@ class VectorStoreService(StoreSearch):
                                        "total": total}
 
         return report
+
+    def _searchable(self, file_id: str) -> Callable[[Any], None]:
+        def keyword_ready(_summary: Any) -> None:  # chunked and keyword-indexed; embedding comes next
+            self._progress[file_id] = {"stage": "embedding", "done": 0, "total": 0}
+
+        return keyword_ready
 
     def _failed(self, file_id: str, code: str, message: str) -> None:
         self.registry.update_file(file_id, status=FAILED, last_error={"code": code, "message": without_paths(message)})
