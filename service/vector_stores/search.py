@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from ingest.aliases import AliasTable
 from ingest.embedding import Embedder
 from ingest.kb import open_store
 from ingest.retrieval import Filters, RetrievedChunk, Retriever
@@ -139,16 +140,12 @@ class StoreSearch:
 
 
 class StoresKnowledgeBase(KnowledgeBase):
-    """Several stores as one knowledge base: searched each, hits merged by fused score. Names, query terms and the
-    query embedding come from the first store that has documents."""
+    """Several stores as one knowledge base: searched each, hits merged by fused score; the answerer's view of their
+    names and query terms is StoresRetriever's."""
 
     def __init__(self, parts: list[KnowledgeBase]) -> None:
-        super().__init__(parts[0].settings, parts[0].retriever)
+        super().__init__(parts[0].settings, cast(Retriever, StoresRetriever([p.retriever for p in parts])))
         self.parts = parts
-
-    @property
-    def retriever(self) -> Retriever:
-        return next((p.retriever for p in self.parts if p.available()), self.parts[0].retriever)
 
     def available(self) -> bool:
         ready = [p.available() for p in self.parts]
@@ -158,6 +155,42 @@ class StoresKnowledgeBase(KnowledgeBase):
     def search(self, query: str, k: int, filters: Filters | None = None, embedding: Any = None) -> list[RetrievedChunk]:
         hits = [h for p in self.parts for h in p.search(query, k, filters, embedding)]
         return sorted(hits, key=lambda h: -h.score)[:k]
+
+
+class StoresRetriever:
+    """What the answerer reads of a retriever, over several: names, aliases and documents of all; a query term's
+    weight (IDF) is its highest in any store; the query embedding is the first's (one embedder for every store)."""
+
+    def __init__(self, parts: list[Retriever]) -> None:
+        self.parts = parts
+
+    def __getattr__(self, name: str) -> Any:  # embed_query, embed_queries, settings...: the first store's
+        return getattr(self.parts[0], name)
+
+    @property
+    def entities(self) -> frozenset[str]:
+        return frozenset(e for p in self.parts for e in p.entities)
+
+    @property
+    def aliases(self) -> AliasTable:
+        table = AliasTable()
+        for p in self.parts:
+            table = table.merged(p.aliases)
+        return table
+
+    @property
+    def documents(self) -> dict[str, DocRecord]:
+        return {d: r for p in self.parts for d, r in p.documents.items()}
+
+    def query_terms(self, query: str) -> list[tuple[list[str], float]]:
+        best: dict[tuple[str, ...], float] = {}
+        for p in self.parts:
+            for group, idf in p.query_terms(query):
+                best[tuple(group)] = max(idf, best.get(tuple(group), 0.0))
+        return [(list(g), idf) for g, idf in best.items()]
+
+    def keyword_top(self, query: str) -> tuple[float, int]:
+        return max((p.keyword_top(query) for p in self.parts), default=(0.0, 0))
 
 
 def _hit(collection: str, h: RetrievedChunk, files: dict[str, tuple[str, str]]) -> dict[str, Any]:

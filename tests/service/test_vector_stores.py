@@ -197,3 +197,42 @@ def test_a_file_that_cannot_be_ingested_fails_with_last_error_and_chunks_preview
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     stores.delete(store["id"])
 
+
+
+def test_a_chat_over_two_stores_and_a_search_across_them(make_client: Any) -> None:
+    api = make_client(api_keys=[KEY])
+    stores = api.app.state.vector_stores
+    red, wu = stores.create("赤壁")["id"], stores.create("五丈原")["id"]
+    txt = stores.add_file(red, "赤壁.txt", TXT.encode("utf-8"))
+    doc = stores.add_file(wu, "五丈原.md", "\n\n".join(DOCX_LINES).encode("utf-8"))
+    stores.wait(timeout=120)
+    hits = stores.search([red, wu], "诸葛亮病逝于五丈原；黄盖苦肉计", 10)
+    assert {h["file_id"] for h in hits} == {txt["id"], doc["id"]}
+    assert {h["attributes"]["vector_store_id"] for h in hits} == {red, wu}
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    body = {"model": "kongming-rag", "messages": [{"role": "user", "content": "诸葛亮病逝于何处？"}],
+            "kongming": {"vector_store_ids": [red, wu]}}
+    r = api.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200, r.text
+    cited = r.json()["kongming"]["citations"]
+    assert "五丈原" in r.json()["choices"][0]["message"]["content"]
+    assert cited and cited[0]["source"] == "五丈原.md", cited
+    stores.delete(red)
+    stores.delete(wu)
+
+
+def test_stores_and_file_states_survive_a_restart(make_client: Any, kb_settings: Any, tmp_path: Any) -> None:
+    from service.vector_stores import VectorStoreService
+
+    first = VectorStoreService(kb_settings, tmp_path / "data")
+    store = first.create("留存", {"k": "v"})
+    done = first.add_file(store["id"], "赤壁.txt", TXT.encode("utf-8"))
+    first.wait(timeout=120)
+    first.close()
+    again = VectorStoreService(kb_settings, tmp_path / "data")
+    got = again.retrieve(store["id"])
+    assert (got["name"], got["metadata"], got["file_counts"]["completed"]) == ("留存", {"k": "v"}, 1)
+    assert again.retrieve_file(store["id"], done["id"])["kongming"]["filename"] == "赤壁.txt"
+    assert again.search(store["id"], "黄盖", 1)[0]["file_id"] == done["id"]
+    again.delete(store["id"])
+    again.close()
