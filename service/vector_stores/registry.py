@@ -4,6 +4,7 @@ error and documents, in one JSON file (`DATA_DIR/vector_stores/registry.json`, w
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 from ingest.fsio import write_text_atomic
 
+log = logging.getLogger(__name__)
 IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed", "cancelled"
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 
@@ -56,9 +58,16 @@ class Registry:
         self.stores: dict[str, StoreEntry] = {}
         self.files: dict[str, FileEntry] = {}
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
-            self.stores = {k: StoreEntry(**v) for k, v in data.get("stores", {}).items()}
-            self.files = {k: FileEntry(**v) for k, v in data.get("files", {}).items()}
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                self.stores = {k: StoreEntry(**v) for k, v in data.get("stores", {}).items()}
+                self.files = {k: FileEntry(**v) for k, v in data.get("files", {}).items()}
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                # the service starts (the collections are still stores, without their names); the file is kept
+                aside = path.with_name(f"{path.name}.unreadable-{now()}")
+                log.error("cannot read %s (%s): moved to %s, starting with no store names", path, exc, aside.name)
+                path.rename(aside)
+                self.stores, self.files = {}, {}
             for f in self.files.values():  # a restart interrupted these: their ingest never finished
                 if f.status == IN_PROGRESS:
                     f.status = FAILED

@@ -236,3 +236,18 @@ def test_stores_and_file_states_survive_a_restart(make_client: Any, kb_settings:
     assert again.search(store["id"], "黄盖", 1)[0]["file_id"] == done["id"]
     again.delete(store["id"])
     again.close()
+
+
+def test_an_unreadable_registry_is_set_aside_and_the_collections_stay_stores(kb_settings: Any, tmp_path: Any) -> None:
+    from service.vector_stores import VectorStoreService
+
+    first = VectorStoreService(kb_settings, tmp_path / "data")
+    made = first.create("名字")["id"]
+    first.close()
+    registry = tmp_path / "data" / "vector_stores" / "registry.json"
+    registry.write_text("{not json", encoding="utf-8")
+    again = VectorStoreService(kb_settings, tmp_path / "data")
+    assert again.retrieve(made)["name"] == made.removeprefix("vs_")  # still a store: its collection is there
+    assert [p.name for p in registry.parent.glob("registry.json.unreadable-*")]
+    again.delete(made)
+    again.close()
