@@ -5,6 +5,7 @@ The HTTP API and the Gradio page both call `ChatService.reply`; there is no seco
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -220,7 +221,8 @@ class ChatService:
         params = params or SamplingParams()
         if options is not None and options.vector_store_ids:  # this turn retrieves from those stores instead
             rest = options.model_copy(update={"vector_store_ids": None})
-            return await self._with_stores(options).reply(messages, model, params, rest, max_tokens)
+            turn = await asyncio.to_thread(self._with_stores, options)  # opening a store reads it: off the loop
+            return await turn.reply(messages, model, params, rest, max_tokens)
         reply = await self._prepare(messages, model, params, options or KongmingOptions(), max_tokens)
         reply.json_object = json_object_wanted(reply.engine, params)
         return reply
@@ -231,6 +233,10 @@ class ChatService:
             raise BadRequest("vector stores are not available here", param="kongming.vector_store_ids")
         turn = copy.copy(self)
         turn.kb = self.vector_stores.knowledge_base(options.vector_store_ids)
+        router = copy.copy(self.router)  # the same fitted model, reading the stores' names and words
+        router.signals = router_signals(self.settings, turn.kb)
+        router.example_matrix = self.router.example_matrix  # type: ignore[method-assign]  # embedded once, shared
+        turn._router = router
         return turn
 
     async def _prepare(

@@ -66,8 +66,8 @@ def test_a_store_of_a_txt_and_a_docx_is_searched_chatted_with_and_forgets_a_dele
         assert top.attributes["dense"] > 0 and top.attributes["fused"] == pytest.approx(top.score)
         assert {"keyword", "chunk_index", "vector_store_id"} <= set(top.attributes)
 
-    reply = client.chat.completions.create(
-        model="kongming-rag", messages=[{"role": "user", "content": "黄盖用了什么计诈降曹操？"}],
+    reply = client.chat.completions.create(  # routed: the router reads the store's names and words
+        model="kongming", messages=[{"role": "user", "content": "黄盖用了什么计诈降曹操？"}],
         extra_body={"kongming": {"vector_store_ids": [store.id]}},
     )  # fmt: skip
     answer = reply.choices[0].message.content or ""
