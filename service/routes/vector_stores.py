@@ -122,8 +122,7 @@ def attach_file(store_id: str, body: FileAttach, stores: VectorStores, settings:
     """Attach a file uploaded with purpose "assistants": ingested in the background (poll the file's status)."""
     stores.collection_of(store_id)  # an unknown store is a 404 before the file is looked at
     file_id, filename, data = _upload(FileStore(settings.data_dir), body.file_id)
-    attached = stores.add_file(store_id, filename, data, file_id=file_id)
-    return attached
+    return stores.add_file(store_id, filename, data, file_id=file_id, attributes=body.attributes)
 
 
 @router.get("/{store_id}/files")
@@ -141,6 +140,17 @@ def get_file(store_id: str, file_id: str, stores: VectorStores, response: Respon
     if found["status"] == "in_progress":
         response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
     return found
+
+
+class FileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attributes: dict[str, str | float | bool] | None
+
+
+@router.post("/{store_id}/files/{file_id}")
+def update_file(store_id: str, file_id: str, body: FileUpdate, stores: VectorStores) -> dict[str, Any]:
+    return stores.update_file(store_id, file_id, body.attributes)
 
 
 @router.delete("/{store_id}/files/{file_id}")

@@ -131,18 +131,23 @@ class VectorStoreService(StoreSearch):
         }  # fmt: skip
 
     # --- files --------------------------------------------------------------------------------------------------
-    def add_file(self, store_id: str, filename: str, data: bytes, file_id: str | None = None) -> dict[str, Any]:
+    def add_file(
+        self, store_id: str, filename: str, data: bytes, file_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Attach a document (.txt .md .html .pdf .docx .jsonl): returns its vector_store.file at once, status
         "in_progress"; ingest runs on a background thread, then the status is "completed", or "failed" with
         `last_error` {code: "unsupported_file" | "invalid_file" | "server_error", message}. `file_id` is the
-        Files API id when the bytes come from there (else a new "file-..." id). A bad name is a BadRequest."""
+        Files API id when the bytes come from there (else a new "file-..." id); `attributes` are OpenAI's (at most
+        16, kept and returned). A bad name is a BadRequest."""
         collection = self.collection_of(store_id)
         folder_id = file_id or "file-" + secrets.token_hex(12)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", folder_id):
             raise BadRequest(f"invalid file id {folder_id!r}", param="file_id")
         folder = self.root / "files" / collection / folder_id
         target = upload_target(folder, filename)  # plain names only: BadRequest otherwise
-        entry = FileEntry(folder_id, collection, filename, now(), len(data))
+        _check_metadata(attributes, "attributes")
+        entry = FileEntry(folder_id, collection, filename, now(), len(data), attributes=dict(attributes or {}))
         with self.registry.lock:
             if folder_id in self.registry.files:
                 raise BadRequest(f"file {folder_id} is already attached to vector store "
@@ -195,6 +200,14 @@ class VectorStoreService(StoreSearch):
             shutil.rmtree(self.root / "files" / collection / file_id, ignore_errors=True)
             self._progress.pop(file_id, None)
         return {"id": found["id"], "object": "vector_store.file.deleted", "deleted": True}
+
+    def update_file(self, store_id: str, file_id: str, attributes: dict[str, Any] | None) -> dict[str, Any]:
+        """Replace an attached file's attributes (OpenAI's POST /vector_stores/{id}/files/{file_id})."""
+        self.retrieve_file(store_id, file_id)
+        _check_metadata(attributes, "attributes")
+        if self.registry.update_file(file_id, attributes=dict(attributes or {})) is None:
+            raise BadRequest(f"{file_id} was not attached through this API: it has no attributes", param="file_id")
+        return self.retrieve_file(store_id, file_id)
 
     def progress(self, store_id: str, file_id: str) -> dict[str, Any]:
         """Where a file's ingest is, for a progress bar: {"stage": "queued" | "reading" | "embedding" | "indexing" |
@@ -308,16 +321,18 @@ def _document_object(collection: str, rec: DocRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _check_metadata(metadata: dict[str, str] | None) -> None:
-    """OpenAI's limits: at most 16 pairs, keys up to 64 characters, string values up to 512."""
+def _check_metadata(metadata: dict[str, Any] | None, param: str = "metadata") -> None:
+    """OpenAI's limits: at most 16 pairs, keys up to 64 characters, string values up to 512 (metadata: strings
+    only; attributes: numbers and booleans too)."""
     if metadata is None:
         return
     if len(metadata) > MAX_METADATA:
-        raise BadRequest(f"metadata has {len(metadata)} keys: at most {MAX_METADATA}", param="metadata")
+        raise BadRequest(f"{param} has {len(metadata)} keys: at most {MAX_METADATA}", param=param)
+    kinds = (str,) if param == "metadata" else (str, int, float, bool)
     for k, v in metadata.items():
-        if not isinstance(v, str) or len(k) > 64 or len(v) > 512:
-            raise BadRequest("metadata keys are strings of at most 64 characters, values strings of at most 512",
-                             param="metadata")
+        if not isinstance(v, kinds) or len(k) > 64 or (isinstance(v, str) and len(v) > 512):
+            raise BadRequest(f"{param} keys are strings of at most 64 characters, values strings of at most 512"
+                             + ("" if param == "metadata" else ", numbers or booleans"), param=param)
 
 
 __all__ = ["PREFIX", "VectorStoreService", "store_id"]

@@ -53,6 +53,8 @@ def test_a_store_of_a_txt_and_a_docx_is_searched_chatted_with_and_forgets_a_dele
     doc = _upload(client, store.id, "五丈原.docx", _docx_bytes())
     assert (txt.status, doc.status) == ("completed", "completed"), (txt.last_error, doc.last_error)
     assert txt.last_error is None and txt.vector_store_id == store.id
+    tagged = client.vector_stores.files.update(file_id=doc.id, vector_store_id=store.id, attributes={"卷": 1.0})
+    assert tagged.attributes == {"卷": 1.0}
     got = client.vector_stores.retrieve(store.id)
     assert got.file_counts.completed == 2 and got.file_counts.total == 2 and got.status == "completed"
     assert got.usage_bytes > 0
