@@ -3,9 +3,11 @@
 
 `kongming serve` runs in its own process (with its worker); waimai_10k.csv is converted to messages JSONL with the
 system prompt 你是一位外卖评论好评差评评论专家。 and split 70/30 with seed 100 by the job; `--steps` bounds the CPU
-budget (0: one whole epoch).
+budget (0: `--epochs` whole epochs, ~384 steps each). On a CUDA host the job trains there (device auto, bf16 where
+supported) with the same command.
 
     python bench/waimai_job.py --steps 80 --out bench/results/waimai_job_eval_cpu.json
+    python bench/waimai_job.py --steps 0 --epochs 2 --out bench/results/waimai_job_gpu.json   # the GPU run
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def job_options(steps: int, samples: int) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=80, help="optimizer steps (batch 8 packed rows of 128 tokens)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the 8,337 training rows (with --steps 0)")
     p.add_argument("--samples", type=int, default=600, help="held-out rows scored")
     p.add_argument("--work", type=Path, default=ROOT / "data" / "job_bench", help="data folder of the run")
     p.add_argument("--out", type=Path)
@@ -56,7 +59,7 @@ def main() -> int:
         upload = client.files.create(file=data.open("rb"), purpose="fine-tune")
         options = job_options(args.steps, args.samples)
         job = client.fine_tuning.jobs.create(model="gemma-3-270m", training_file=upload.id, suffix="waimai", seed=100,
-                                             hyperparameters={"n_epochs": 1, "batch_size": 8},
+                                             hyperparameters={"n_epochs": args.epochs, "batch_size": 8},
                                              extra_body={"kongming": options})  # fmt: skip
         while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
             time.sleep(15)
