@@ -73,12 +73,23 @@ def slot_candidates(kind: Kind, text: str, names: Collection[str]) -> list[tuple
     elif kind == "number":
         spans = [m.span() for m in _NUMBER.finditer(text)]
     elif kind == "when":
-        spans = [m.span() for m in _TIME.finditer(text)]
+        spans = _merged([m.span() for m in _TIME.finditer(text)])  # 黄龙元年 + 夏四月: one date
     elif kind == "where":
         spans = [m.span() for m in _PLACE.finditer(text)]
         spans = [_trim_place(text, a, b) for a, b in spans]
         spans += [s for s in _name_spans(text, names) if text[s[1] - 1] in PLACE_SUFFIX]
     return sorted(set(spans))
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans in order, each one that starts where the one before ends joined to it."""
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def _trim_place(text: str, a: int, b: int) -> tuple[int, int]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import zlib
 
+import pytest
+
 from ingest.retrieval import RetrievedChunk
 from service.answer.chat import _retrieval_query
 from service.answer.extractive import (
@@ -63,6 +65,50 @@ def test_the_answer_span_fills_the_questions_slot():
     assert where.kind == "where" and where.span == "桃园" and where.text.startswith("桃园。")
     what = extractive_answer("关公斩华雄回来时酒怎么样了？", PEOPLE, [(["华雄"], 3.0), (["斩华"], 3.0)], NAMES)
     assert "其酒尚温" in what.text and what.used == [2]
+
+
+def test_when_what_and_why_answers_hold_the_sentence_that_answers():
+    history = [
+        chunk("却说孙权在武昌，众官劝其称帝。黄龙元年夏四月，孙权即皇帝位于武昌。", 98),
+        chunk("赵云直入曹营，刺倒夏侯恩，夺得青釭剑，剑靶上有金嵌“青釭”二字。", 41),
+        chunk("孔明斩马谡，只因马谡违了节度，失了街亭，军法不可废。", 96),
+    ]
+    lex = Lexicon(names={"孙权", "赵云", "孔明", "马谡", "夏侯恩"}, aliases=[{"孔明", "诸葛亮"}])
+    when = extractive_answer("孙权是哪一年即皇帝位的？", history, [(["孙权"], 3.0), (["皇帝"], 2.0)], lex)
+    assert when.kind == "when" and when.span == "黄龙元年夏四月" and when.used == [1]
+    assert when.text.startswith("黄龙元年夏四月。")
+    what = extractive_answer("赵云夺得了什么宝剑？", history, [(["赵云"], 3.0), (["夺得"], 2.0)], lex)
+    assert what.kind == "what" and "青釭剑" in what.text and 2 in what.used
+    why = extractive_answer("诸葛亮为什么斩马谡？", history, [(["马谡"], 3.0), (["斩马"], 2.0)], lex)
+    assert why.kind == "why" and "失了街亭" in why.text and 3 in why.used
+
+
+def test_declines_when_the_question_names_no_one_the_knowledge_base_knows_or_the_passages_do_not():
+    terms = [(["武松"], 3.0), (["景阳"], 3.0), (["酒"], 1.0)]
+    outside = extractive_answer("武松在景阳冈喝了几碗酒？", PEOPLE, terms, NAMES)
+    assert outside.kind == "declined" and outside.text == NO_ANSWER and "names no one" in outside.reason
+    terms = [(["张飞"], 3.0), (["酒"], 1.0)]
+    absent = extractive_answer("张飞喝了几碗酒？", PEOPLE, terms, NAMES)  # 张飞 is known, no passage names him
+    assert absent.kind == "declined" and "no passage names" in absent.reason
+    assert not relevant(PEOPLE, terms, question="张飞喝了几碗酒？", lexicon=NAMES) and relevant(PEOPLE, terms)
+    # named by an alias the passages use: evidence
+    assert relevant(PEOPLE, terms, question="云长斩华雄时喝了酒吗？", lexicon=NAMES)
+    # without a lexicon (a knowledge base that mined no names) the entity checks do not apply
+    assert extractive_answer("张飞喝了几碗酒？", PEOPLE, terms).kind != "declined"
+
+
+def test_declines_a_number_or_date_question_no_sentence_can_fill():
+    terms = [(["关公"], 3.0), (["华雄"], 3.0)]
+    when = extractive_answer("关公是哪一年斩华雄的？", PEOPLE, terms, NAMES)
+    assert when.kind == "declined" and "when question" in when.reason
+    who = extractive_answer("关公斩的是谁？", PEOPLE, terms, NAMES)
+    assert who.kind == "who" and who.span == "华雄"
+
+
+def test_entities_are_found_in_a_traditional_script_question():
+    pytest.importorskip("opencc")
+    assert NAMES.entities_in("關羽斬的那員大將是誰？") == [{"关羽", "关公", "云长"}]
+    assert NAMES.entities_in("关羽之子关平") == [{"关羽", "关公", "云长"}]
 
 
 def test_question_kinds_and_the_words_around_the_slot():
