@@ -66,7 +66,8 @@ class VectorStoreService(StoreSearch):
 
     def list(self) -> List[dict[str, Any]]:
         """Every store, newest first (those made by the `ingest` CLI, without a creation time, last by name)."""
-        made = {c: n for n, c in enumerate(self.registry.stores)}  # creation order, within a second too
+        with self.registry.lock:  # (another thread may be creating one)
+            made = {c: n for n, c in enumerate(self.registry.stores)}  # creation order, within a second too
         names = sorted(set(self._collections()) | set(made), key=lambda c: (-made.get(c, -1), c))
         return [self._store_object(c) for c in names]
 
