@@ -253,3 +253,17 @@ def test_an_unreadable_registry_is_set_aside_and_the_collections_stay_stores(kb_
     assert [p.name for p in registry.parent.glob("registry.json.unreadable-*")]
     again.delete(made)
     again.close()
+
+
+def test_a_store_created_with_file_ids_ingests_them(client: OpenAI) -> None:
+    uploaded = client.files.create(file=("赤壁.md", TXT.encode("utf-8")), purpose="assistants")
+    assert uploaded.purpose == "assistants" and uploaded.filename == "赤壁.md"
+    store = client.vector_stores.create(name="带文件", file_ids=[uploaded.id])
+    assert store.file_counts.total == 1
+    done = client.vector_stores.files.poll(uploaded.id, vector_store_id=store.id, poll_interval_ms=100)
+    assert done.status == "completed" and done.id == uploaded.id
+    with pytest.raises(openai.BadRequestError):  # a file is attached to one store
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=uploaded.id)
+    with pytest.raises(openai.NotFoundError):  # every id is checked before a store is made
+        client.vector_stores.create(name="x", file_ids=["file-missing"])
+    client.vector_stores.delete(store.id)
