@@ -240,6 +240,9 @@ class VectorStoreService(StoreSearch):
         }  # fmt: skip
 
     def _chunking(self) -> dict[str, Any]:
+        """OpenAI's static strategy when chunks are measured in tokens; "other" for the default, in characters."""
+        if self.settings.chunk_unit != "tokens":
+            return {"type": "other"}
         return {"type": "static", "static": {"max_chunk_size_tokens": self.settings.chunk_size,
                                              "chunk_overlap_tokens": self.settings.chunk_overlap}}
 
