@@ -267,3 +267,25 @@ def test_a_store_created_with_file_ids_ingests_them(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):  # every id is checked before a store is made
         client.vector_stores.create(name="x", file_ids=["file-missing"])
     client.vector_stores.delete(store.id)
+
+
+def test_a_file_waiting_for_its_ingest_is_in_progress_and_can_be_deleted_before_it_runs(make_client: Any) -> None:
+    api = make_client(api_keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    stores = api.app.state.vector_stores
+    store = stores.create("排队")
+    collection = store["id"].removeprefix("vs_")
+    with stores._lock(collection):  # the store's writes wait: its ingest cannot start
+        waiting = stores.add_file(store["id"], "赤壁.txt", TXT.encode("utf-8"))
+        gone = stores.add_file(store["id"], "五丈原.md", "\n\n".join(DOCX_LINES).encode("utf-8"))
+        r = api.get(f"/v1/vector_stores/{store['id']}/files/{waiting['id']}", headers=auth)
+        assert r.json()["status"] == "in_progress" and r.headers["openai-poll-after-ms"] == "200"
+        assert r.json()["kongming"]["progress"]["stage"] == "queued"
+        got = api.get(f"/v1/vector_stores/{store['id']}", headers=auth).json()
+        assert got["status"] == "in_progress" and got["file_counts"]["in_progress"] == 2
+        assert stores.delete_file(store["id"], gone["id"])["deleted"]
+    stores.wait(timeout=120)
+    assert [f["id"] for f in stores.list_files(store["id"])] == [waiting["id"]]
+    assert stores.retrieve_file(store["id"], waiting["id"])["status"] == "completed"
+    assert all(h["file_id"] == waiting["id"] for h in stores.search(store["id"], "诸葛亮五丈原", 10))
+    stores.delete(store["id"])
