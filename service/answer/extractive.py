@@ -40,6 +40,13 @@ _HAN = re.compile(r"[\u4e00-\u9fff]")
 # Question kinds declined when no candidate sentence offers a filler of the kind (a numeral, a date): their answer
 # cannot be a paraphrase. A who / where question may be answered by a pronoun or a name the miner missed.
 FILLED_KINDS = ("number", "when")
+# Kinds whose slot takes a typed filler (what: a word ending in its head noun, 什么阵 -> 八卦阵); HEAD_CHARS of the
+# question after 什么 / 哪匹 are the head.
+TYPED_KINDS = ("who", "where", "number", "when", "what")
+HEAD_CHARS = 2
+# Kinds whose lead is the filler itself; a what-filler (a guess at a word's start, unsegmented) only ranks windows,
+# its lead is the clause that lines up with the question (clause_span).
+SPAN_KINDS = ("who", "where", "number", "when")
 
 
 @dataclass
@@ -129,8 +136,19 @@ def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
 
 
 def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> list[tuple[int, int]]:
-    """Spans of `text` that could fill the question's slot and are not already in the question."""
-    return [(a, b) for a, b in slot_candidates(shape.kind, text, names) if text[a:b] not in question]
+    """Spans of `text` that could fill the question's slot and are not already in the question (for what, the head
+    noun's word without the question's own characters before it: 天子宝雕弓 -> 宝雕弓)."""
+    head = "".join(c for c in _HAN.findall(shape.right)[:HEAD_CHARS] if c not in _FUNCTION_CHARS)
+    out = []
+    for a, b in slot_candidates(shape.kind, text, names, head if shape.kind == "what" else ""):
+        if shape.kind == "what":
+            while b - a > 1 and text[a] in question:
+                a += 1
+            if b - a < 2:
+                continue
+        if text[a:b] not in question:
+            out.append((a, b))
+    return out
 
 
 def window_parts(
@@ -140,7 +158,7 @@ def window_parts(
     offers a filler of the slot's kind."""
     shape = question_shape(question)
     near = context_terms(shape)
-    typed = shape.kind in ("who", "where", "number", "when")
+    typed = shape.kind in TYPED_KINDS
     char_weight = char_idf(question, [win.text for win in found])
     char_total = sum(char_weight.values()) or 1.0
     for win in found:
@@ -305,7 +323,7 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     best = ranked[0].score
     top = ranked[0]
     span = None
-    if shape.kind in ("who", "where", "number", "when"):
+    if shape.kind in SPAN_KINDS:
         span = filler_span(top.text, fillers(shape, top.text, question, lexicon.names), question, shape,
                            lexicon.same_entity(question))
     span = span or clause_span(top.text, question, shape)

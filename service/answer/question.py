@@ -37,6 +37,7 @@ PLACE_SUFFIX = "城关山坡江州郡县寨亭园谷原口桥河水岭峡渡津�
 _PLACE = re.compile(rf"[\u4e00-\u9fff]{{1,3}}[{PLACE_SUFFIX}]")
 # characters that end the words before a place name (于桃园, 人于桃园): a place match starts after the last of them
 _NOT_PLACE = set("于在至到往投入屯回赴奔守过取进出之的了人兵军曰与和及从自向离")
+_HAN_CHARS = re.compile(r"[\u4e00-\u9fff]")
 _PUNCT = re.compile(r"[，。！？；：、“”‘’「」『』（）()《》\s,.!?;:\"']")
 
 
@@ -64,11 +65,15 @@ def question_shape(question: str) -> Shape:
     return Shape("what", _PUNCT.split(q.rstrip("？?。！!"))[-1], "", "")
 
 
-def slot_candidates(kind: Kind, text: str, names: Collection[str]) -> list[tuple[int, int]]:
+def slot_candidates(kind: Kind, text: str, names: Collection[str], head: str = "") -> list[tuple[int, int]]:
     """Spans of `text` that could fill a slot of this kind: names for who, places for where, numerals for how many,
-    dates for when. Empty for the kinds whose answer is a clause (what, how, why, yes/no)."""
+    dates for when, for what a word ending in a character of the slot's `head` noun (什么阵 -> 八卦阵, 哪匹马 ->
+    的卢马). Empty for the kinds whose answer is a clause (how, why, yes/no) and for what without a head."""
     spans: list[tuple[int, int]] = []
-    if kind == "who":
+    if kind == "what" and head:
+        heads = "".join(sorted(set(_HAN_CHARS.findall(head))))
+        spans = [_trim_place(text, *m.span()) for m in re.finditer(rf"[\u4e00-\u9fff]{{1,3}}[{heads}]", text)]
+    elif kind == "who":
         spans = _name_spans(text, names)
     elif kind == "number":
         spans = [m.span() for m in _NUMBER.finditer(text)]

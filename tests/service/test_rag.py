@@ -17,6 +17,7 @@ from service.answer.extractive import (
     coverage,
     decline_message,
     extractive_answer,
+    fillers,
     relevant,
 )
 from service.answer.persona import persona_messages
@@ -81,6 +82,13 @@ def test_when_what_and_why_answers_hold_the_sentence_that_answers():
     assert what.kind == "what" and "青釭剑" in what.text and 2 in what.used
     why = extractive_answer("诸葛亮为什么斩马谡？", history, [(["马谡"], 3.0), (["斩马"], 2.0)], lex)
     assert why.kind == "why" and "失了街亭" in why.text and 3 in why.used
+
+
+def test_a_what_question_with_a_head_noun_has_typed_fillers():
+    shape = question_shape("诸葛亮和司马懿斗阵时摆的是什么阵？")
+    text = "孔明布成八卦阵，司马懿看了一回。"
+    assert any("八卦阵" in text[a:b] for a, b in fillers(shape, text, "诸葛亮和司马懿斗阵时摆的是什么阵？", set()))
+    assert fillers(question_shape("诸葛亮为什么斩马谡？"), text, "诸葛亮为什么斩马谡？", set()) == []
 
 
 def test_declines_when_the_question_names_no_one_the_knowledge_base_knows_or_the_passages_do_not():
