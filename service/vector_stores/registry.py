@@ -68,11 +68,6 @@ class Registry:
                 log.error("cannot read %s (%s): moved to %s, starting with no store names", path, exc, aside.name)
                 path.rename(aside)
                 self.stores, self.files = {}, {}
-            for f in self.files.values():  # a restart interrupted these: their ingest never finished
-                if f.status == IN_PROGRESS:
-                    f.status = FAILED
-                    f.last_error = {"code": "server_error", "message": "the service stopped while this file was "
-                                    "being ingested: attach it again"}
 
     def save(self) -> None:
         with self.lock:

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..errors import BadRequest, NotFound, without_paths
 from ..uploads import upload_target
 from .registry import COMPLETED, FAILED, IN_PROGRESS, FileEntry, Registry, StoreEntry, file_counts, now
 from .search import StoreSearch
+from .worker import IngestQueue
 
 log = logging.getLogger(__name__)
 PREFIX = "vs_"  # a store's id is PREFIX + its collection name: the service's default collection is "vs_default"
@@ -48,10 +49,12 @@ class VectorStoreService(StoreSearch):
         super().__init__(settings, embedder)
         self.root = data_dir / "vector_stores"
         self.registry = Registry(self.root / "registry.json")
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-store-ingest")
+        self._queue = IngestQueue()
         self._locks: dict[str, threading.RLock] = {}
         self._progress: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, Future[None]] = {}  # file id -> its ingest (tests and shutdown wait on them)
+        for f in [f for f in self.registry.files.values() if f.status == IN_PROGRESS]:  # a stop interrupted them
+            self._enqueue(f.collection, f.id, self.root / "files" / f.collection / f.id / f.filename)
 
     # --- stores -------------------------------------------------------------------------------------------------
     def create(self, name: str | None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
@@ -163,8 +166,7 @@ class VectorStoreService(StoreSearch):
             return self.retrieve_file(store_id, folder_id)
         folder.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        self._progress[folder_id] = {"stage": "queued", "done": 0, "total": 0}
-        self.jobs[folder_id] = self._pool.submit(self._ingest, collection, folder_id, target)
+        self._enqueue(collection, folder_id, target)
         return self._file_object(entry)
 
     def list_files(self, store_id: str) -> List[dict[str, Any]]:
@@ -251,11 +253,18 @@ class VectorStoreService(StoreSearch):
         with self.registry.lock:
             return self._locks.setdefault(collection, threading.RLock())
 
+    def _enqueue(self, collection: str, file_id: str, path: Path) -> None:
+        self._progress[file_id] = {"stage": "queued", "done": 0, "total": 0}
+        self.jobs[file_id] = self._queue.submit(self._ingest, collection, file_id, path)
+
     def _ingest(self, collection: str, file_id: str, path: Path) -> None:
         from ingest.pipeline import add_paths
 
         with self._lock(collection):
             if file_id not in self.registry.files:  # deleted while queued
+                return
+            if not path.is_file():  # (a file attached before a restart whose upload is gone)
+                self._failed(file_id, "server_error", "the uploaded file is gone: attach it again")
                 return
             self._progress[file_id] = {"stage": "reading", "done": 0, "total": 0}
             try:
@@ -301,7 +310,7 @@ class VectorStoreService(StoreSearch):
             job.result(timeout)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._queue.close()
         super().close()
 
 

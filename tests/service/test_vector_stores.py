@@ -289,3 +289,20 @@ def test_a_file_waiting_for_its_ingest_is_in_progress_and_can_be_deleted_before_
     assert stores.retrieve_file(store["id"], waiting["id"])["status"] == "completed"
     assert all(h["file_id"] == waiting["id"] for h in stores.search(store["id"], "诸葛亮五丈原", 10))
     stores.delete(store["id"])
+
+
+def test_an_ingest_a_stop_interrupted_resumes_at_the_next_start(kb_settings: Any, tmp_path: Any) -> None:
+    from service.vector_stores import VectorStoreService
+
+    first = VectorStoreService(kb_settings, tmp_path / "data")
+    store = first.create("续传")
+    with first._lock(store["id"].removeprefix("vs_")):  # its ingest never starts in this "process"
+        waiting = first.add_file(store["id"], "赤壁.txt", TXT.encode("utf-8"))
+        again = VectorStoreService(kb_settings, tmp_path / "data")  # the next start reads it in_progress
+        again.wait(timeout=120)
+        first.registry.files.clear()  # the first process is gone: its queued job must not run
+    first.close()
+    assert again.retrieve_file(store["id"], waiting["id"])["status"] == "completed"
+    assert again.search(store["id"], "黄盖", 1)[0]["file_id"] == waiting["id"]
+    again.delete(store["id"])
+    again.close()
