@@ -34,7 +34,7 @@ def build_blocks(chat: ChatService, ring: KeyRing | None = None, state: Any = No
     """The page (gr.Blocks) and its theme. `state`: the app's state (the KB tab's vector stores, the jobs worker)."""
     import gradio as gr
 
-    from .chat import build_chat_tab
+    from .chat import build_chat_tab, model_choices
     from .finetune import build_finetune_tab
     from .kb import build_kb_tab
 
@@ -51,6 +51,8 @@ def build_blocks(chat: ChatService, ring: KeyRing | None = None, state: Any = No
                 build_kb_tab(gr, chat, ring, key, state)
             with gr.Tab("微调 Fine-tune", id="ft-tab", elem_id="ft-tab"):
                 build_finetune_tab(gr, chat, ring, key, model, state)
+        # the models jobs fine-tuned since the service started are choices on every new page
+        blocks.load(lambda: gr.update(choices=model_choices(chat)), None, model, api_visibility="private")
     return blocks, theme
 
 

@@ -31,6 +31,18 @@ def job_choices(chat: ChatService) -> list[tuple[str, str]]:
     return [(f"{j.id} · {j.status}", j.id) for j in ft_ops.jobs(chat.settings)]
 
 
+def make_job_list(chat: ChatService, ring: KeyRing) -> Any:
+    def job_list(key: str, chosen: str | None) -> Any:
+        import gradio as gr
+
+        require_key(ring, key)
+        choices = job_choices(chat)
+        ids = [c[1] for c in choices]
+        return gr.update(choices=choices, value=chosen if chosen in ids else (ids[0] if ids else None))
+
+    return job_list
+
+
 def make_prepare(chat: ChatService, ring: KeyRing) -> Any:
     def prepare(key: str, source: str, upload: str | None, labels: str, system: str, text_col: str,
                 label_col: str) -> tuple[str, str, Any]:
@@ -168,7 +180,8 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
                           placeholder='{"train": {"max_seq_len": 512}}', lines=2, elem_id="ft-advanced")
     start = gr.Button("start fine-tuning", variant="primary", elem_id="ft-start")
     with gr.Row():
-        job = gr.Dropdown(job_choices(chat), label="job", elem_id="ft-job", scale=3)
+        job = gr.Dropdown([], label="job", elem_id="ft-job", scale=3)  # listed once a key is given
+        jobs_btn = gr.Button("list jobs", elem_id="ft-jobs", scale=1)
         cancel_btn = gr.Button("cancel job", variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
     plot = gr.LinePlot(x="step", y="loss", color="series", label="loss", elem_id="ft-loss", height=280)
@@ -188,6 +201,7 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
     views = [status, plot, events, evaluation]
     job.change(refresh, [key, job], views, api_visibility="private")
     gr.Timer(REFRESH_S).tick(refresh, [key, job], views, api_visibility="private", show_progress="hidden")
+    jobs_btn.click(make_job_list(chat, ring), [key, job], job, api_visibility="private")
     cancel, deploy = make_actions(chat, ring)
     cancel_btn.click(cancel, [key, job], status, api_visibility="private")
     deploy_btn.click(deploy, [key, job, persona], [chat_model, deployed], api_visibility="private")

@@ -80,7 +80,7 @@ class KbConsole:
         choices = [(f"{r['filename']} ({r['chunks']} chunks)", r["id"]) for r in rows]
         return table(rows, FILE_COLUMNS), gr.update(choices=choices, value=choices[0][1] if choices else None)
 
-    def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[str, Any, Any]]:
+    def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[str, Any, Any, Any]]:
         """Attach the files, then report each one's ingest (stage, chunks embedded of total) until all are done."""
         import gradio as gr
 
@@ -95,7 +95,8 @@ class KbConsole:
                      for i, p in progress.items()]  # fmt: skip
             done = all(p["stage"] in ("completed", "failed") for p in progress.values())
             docs, pick = self.files(key, store) if done else (gr.update(), gr.update())
-            yield ("**ingested**" if done else "**ingesting…**") + "\n" + "\n".join(lines), docs, pick
+            stores = self.store_choices(key, store) if done else gr.update()  # its file count changed
+            yield ("**ingested**" if done else "**ingesting…**") + "\n" + "\n".join(lines), docs, pick, stores
             if done:
                 return
             time.sleep(POLL_S)
@@ -162,7 +163,7 @@ def build_kb_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any
     store.input(kb.files, [key, store], [docs, doc], **private)
     create.click(kb.create, [key, new_name], [store, new_name], **private).then(
         kb.files, [key, store], [docs, doc], **private)
-    ingest.click(kb.upload, [key, store, files], [progress, docs, doc], **private)
+    ingest.click(kb.upload, [key, store, files], [progress, docs, doc, store], **private)
     show.click(kb.chunks, [key, store, doc], chunks, **private)
     delete.click(kb.delete, [key, store, doc], [progress, docs, doc], **private)
     test.click(kb.search, [key, store, query, k], hits, **private)

@@ -149,19 +149,24 @@ def test_fine_tune_a_tiny_model_watch_its_loss_deploy_and_chat_with_it(page: Any
     expect_text(page, "#ft-status", "succeeded", timeout=JOB_MS)
     expect_text(page, "#ft-eval", "loss", timeout=30_000)
     page.wait_for_timeout(2500)  # one more tick: the plot holds every step
-    plotted = page.evaluate("[...document.querySelectorAll('#ft-loss svg [aria-roledescription]')]"
-                            ".map(e => e.getAttribute('aria-roledescription'))")
+    lines = page.evaluate("document.querySelectorAll('#ft-loss svg .mark-line path').length")
+    assert lines == 2, f"one line for the training loss, one for the validation loss: {lines}"
     events = page.locator("#ft-events").inner_text()
     assert "training loss" in events and "validation loss" in events, events
     screenshot(page, tmp_path, "finetune_loss_plot")
 
+    page.click("#ft-jobs")
+    from playwright.sync_api import expect
+
+    # the list, asked for with the key, shows the job's new status
+    expect(page.locator("#ft-job input")).to_have_value(re.compile("succeeded"), timeout=WAIT_MS)
     status = page.locator("#ft-status").inner_text()
     model = re.search(r"ft:tiny:console:ftjob-[A-Za-z0-9]+", status)
     assert model, status
     page.click("#ft-deploy")
     expect_text(page, "#ft-deployed", model.group(0))
     page.get_by_role("tab", name=re.compile("对话")).click()
-    assert model.group(0) in page.locator("#model input").input_value(), plotted
+    assert model.group(0) in page.locator("#model input").input_value()
     send(page, "送餐太慢，菜都凉了", "auto")
     text = last_bot(page, "route:")
     assert f"微调模型 {model.group(0)}" in text, text

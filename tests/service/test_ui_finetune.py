@@ -1,0 +1,63 @@
+"""The Fine-tune tab's in-process calls: a labelled CSV becomes chat records with a system prompt (bad rows and a
+lopsided label spread reported), the form becomes the jobs API's request, the evaluation becomes a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.settings import get_service_settings
+from service.ui import ft_ops
+
+
+def test_a_labelled_csv_becomes_a_checked_file_of_chat_records(tmp_path):
+    rows = ["review,label", *(f"好吃{i},1" for i in range(12)), "送餐太慢,0", ",1", "还行,7"]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    settings = get_service_settings(data_dir=tmp_path / "svc")
+    opts = ft_ops.CsvOptions(labels="0=差评,1=好评", system="你是一位外卖评论好评差评评论专家。")
+    record, report = ft_ops.add_dataset(settings, tmp_path / "reviews.csv", "reviews.csv", opts)
+    assert record.filename == "reviews.jsonl" and record.details["records"] == 13
+    assert "13 valid openai records" in report and "你是一位外卖评论好评差评评论专家。" in report
+    assert "CSV line 15: empty review" in report and "CSV line 16: label '7'" in report, report
+    assert "92%" in report, "one label is 12 of 13 records: said"
+    first = ft_ops.preview(settings, record.id)[0]
+    assert first == {"#": 1, "system": "你是一位外卖评论好评差评评论专家。", "user": "好吃0", "assistant": "好评"}
+
+
+def test_a_file_with_nothing_to_train_on_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"nope": 1}\n', encoding="utf-8")
+    with pytest.raises(ft_ops.ConsoleError, match=r"bad\.jsonl: cannot tell the format"):
+        ft_ops.add_dataset(get_service_settings(data_dir=tmp_path), tmp_path / "bad.jsonl", "bad.jsonl",
+                           ft_ops.CsvOptions())  # fmt: skip
+
+
+def test_the_form_becomes_the_jobs_api_request():
+    form = {"model": "tiny", "training_file": "file-x", "task": "classify", "suffix": "", "system": "s",
+            "epochs": 0, "lr_multiplier": 2, "batch_size": 4, "max_steps": 0, "rank": 8, "alpha": 16,
+            "dropout": 0.1, "target_modules": ["q_proj"], "advanced": '{"train": {"max_seq_len": 64}}'}  # fmt: skip
+    body = ft_ops.job_request(form)
+    assert body["method"]["supervised"]["hyperparameters"] == {"n_epochs": "auto", "batch_size": 4,
+                                                               "learning_rate_multiplier": 2.0}
+    assert body["suffix"] is None and body["kongming"]["task"] == "classify"
+    assert body["kongming"]["lora"] == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj"]}
+    assert body["kongming"]["train"] == {"max_seq_len": 64} and body["kongming"]["data"] == {}
+    with pytest.raises(ft_ops.ConsoleError, match="not JSON"):
+        ft_ops.job_request({**form, "advanced": "{train"})
+
+
+def test_a_request_the_api_refuses_is_refused_with_its_message(tmp_path):
+    settings = get_service_settings(data_dir=tmp_path)
+    body = ft_ops.job_request({"model": "gpt-4o", "training_file": "file-x", "rank": 8, "alpha": 16,
+                               "dropout": 0, "target_modules": []})  # fmt: skip
+    with pytest.raises(ft_ops.ConsoleError, match="cannot be fine-tuned here"):
+        ft_ops.create(settings, None, body)
+
+
+def test_the_evaluation_report_as_rows():
+    report = {"val": {"tuned": {"loss": 1.5, "perplexity": 4.48}}, "generation": {"tuned": {"style": {"score": 0.4}}},
+              "classification": {"majority": {"accuracy": 0.5}}, "model": "tiny"}
+    assert ft_ops.eval_rows(report) == [
+        {"section": "val", "metric": "loss", "model": "tuned", "value": 1.5},
+        {"section": "val", "metric": "perplexity", "model": "tuned", "value": 4.48},
+        {"section": "generation", "metric": "style score", "model": "tuned", "value": 0.4},
+        {"section": "classification", "metric": "accuracy", "model": "majority", "value": 0.5},
+    ]
