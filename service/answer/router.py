@@ -25,7 +25,7 @@ _SECOND_PERSON = re.compile(r"你|您|汝|尔等|足下|阁下|\byou\b|\byour\b|
 _TITLES = re.compile(r"丞相|军师|先生|武侯|卧龙|主公|\bprime minister\b|\bstrategist\b|\bmaster\b|\bsir\b", re.I)
 _GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|在吗|早上好|晚上好|hi\b|hello|hey)|久仰|拜见|请教", re.I)
 _FACT_Q = re.compile(
-    r"谁|什么|哪|几|多少|何时|何地|何人|何处|为何|为什么|怎么|怎样|如何|是否|有没有|吗|经过|结果|第.{1,4}回"
+    r"谁|什么|哪|几|多少|多[高远大长重久深宽]|何时|何地|何人|何处|为何|为什么|怎么|怎样|如何|是否|有没有|吗|经过|结果|第.{1,4}回"
     r"|\bwho\b|\bwhat\b|\bwhen\b|\bwhere\b|\bwhich\b|\bwhy\b|\bhow\b|\bdid\b",
     re.I,
 )
@@ -106,7 +106,7 @@ def conversation_features(
     messages: Sequence[dict[str, str]], signals: Signals
 ) -> tuple[str, dict[str, float], dict[str, list[str]]]:
     """The last user message's features, plus those of the previous user turn (a follow-up like "那后来呢？"
-    inherits its subject)."""
+    inherits its subject, when the conversation has one)."""
     users = [m["content"] for m in messages if m.get("role") == "user"]
     last = users[-1] if users else ""
     f, names = text_features(last, signals)
@@ -116,7 +116,11 @@ def conversation_features(
     else:
         f.update(dict.fromkeys(_PREV_KEYS, 0.0))
     f["has_history"] = float(len(users) > 1)
-    f["short_followup"] = float(len(users) > 1 and f["length"] < math.log1p(8))
+    # A short message continues the conversation's subject only when it has one: the previous user turn named
+    # something of the knowledge base or asked a factual question. After "你好", "What is the capital of France?"
+    # is a new question, not a follow-up.
+    subject = f["prev_entities"] > 0 or f["prev_fact_question"] > 0
+    f["short_followup"] = float(len(users) > 1 and subject and f["length"] < math.log1p(8))
     return last, f, names
 
 
