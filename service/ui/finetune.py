@@ -18,6 +18,8 @@ UPLOAD = "上传文件 upload"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 REFRESH_S = 2.0
 EVENT_COLUMNS = ["time", "level", "message"]
+EVAL_COLUMNS = ["section", "metric", "model", "value"]
+PREVIEW_COLUMNS = ["#", "system", "user", "assistant"]
 UNBOUND = "（不绑定人物 no persona）"
 
 
@@ -62,7 +64,7 @@ def make_prepare(chat: ChatService, ring: KeyRing) -> Any:
         except ft_ops.ConsoleError as exc:
             _fail(exc)
         rows = ft_ops.preview(chat.settings, record.id)
-        return record.id, report, table(rows, ["#", "system", "user", "assistant"])
+        return record.id, report, table(rows, PREVIEW_COLUMNS)
 
     return prepare
 
@@ -106,7 +108,7 @@ def make_refresh(chat: ChatService, ring: KeyRing) -> Any:
         rows = [{"time": datetime.fromtimestamp(e.created_at, UTC).strftime("%H:%M:%S"), "level": e.level,
                  "message": e.message} for e in events[:30]]  # fmt: skip
         return (ft_ops.status_line(job), table(points, ["step", "loss", "series"]), table(rows, EVENT_COLUMNS),
-                table(evaluation, ["section", "metric", "model", "value"]))
+                table(evaluation, EVAL_COLUMNS))
 
     return refresh
 
@@ -160,7 +162,8 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
     system = gr.Textbox(label="system prompt (CSV records; a chat job's data.system)", elem_id="ft-system")
     prepare = gr.Button("check data set", elem_id="ft-prepare")
     report = gr.Markdown(elem_id="ft-report")
-    preview = gr.Dataframe(label="first records", interactive=False, elem_id="ft-preview", wrap=True)
+    preview = gr.Dataframe(table([], PREVIEW_COLUMNS), label="first records", interactive=False, elem_id="ft-preview",
+                           wrap=True)  # fmt: skip
     with gr.Row():
         base = gr.Dropdown([DEFAULT_MODEL, *s.finetune_bases], value=DEFAULT_MODEL, label="base model",
                            elem_id="ft-base")  # fmt: skip
@@ -185,8 +188,9 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
         cancel_btn = gr.Button("cancel job", variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
     plot = gr.LinePlot(x="step", y="loss", color="series", label="loss", elem_id="ft-loss", height=280)
-    evaluation = gr.Dataframe(label="evaluation", interactive=False, elem_id="ft-eval")
-    events = gr.Dataframe(label="events (newest first)", interactive=False, elem_id="ft-events", wrap=True)
+    evaluation = gr.Dataframe(table([], EVAL_COLUMNS), label="evaluation", interactive=False, elem_id="ft-eval")
+    events = gr.Dataframe(table([], EVENT_COLUMNS), label="events (newest first)", interactive=False,
+                          elem_id="ft-events", wrap=True)  # fmt: skip
     with gr.Row():
         persona = gr.Dropdown([UNBOUND, *(p.name for p in s.personas)], value=UNBOUND, label="persona (optional)",
                               elem_id="ft-persona")  # fmt: skip

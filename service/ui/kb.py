@@ -145,18 +145,18 @@ def build_kb_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any
                     type="filepath", elem_id="kb-upload")  # fmt: skip
     ingest = gr.Button("upload and ingest", variant="primary", elem_id="kb-ingest")
     progress = gr.Markdown(elem_id="kb-progress")
-    docs = gr.Dataframe(label="documents", interactive=False, elem_id="kb-docs")
+    docs = gr.Dataframe(table([], FILE_COLUMNS), label="documents", interactive=False, elem_id="kb-docs")
     with gr.Row():
         doc = gr.Dropdown([], label="document", elem_id="kb-doc", scale=3)
         show = gr.Button("preview chunks", elem_id="kb-show", scale=1)
         delete = gr.Button("delete document", variant="stop", elem_id="kb-delete", scale=1)
-    chunks = gr.Dataframe(label="chunks", interactive=False, wrap=True, elem_id="kb-chunks")
+    chunks = gr.Dataframe(table([], CHUNK_COLUMNS), label="chunks", interactive=False, wrap=True, elem_id="kb-chunks")
     gr.Markdown("**retrieval test** · 检索测试")
     with gr.Row():
         query = gr.Textbox(label="question", placeholder="草船借箭", elem_id="kb-query", scale=4)
         k = gr.Number(5, label="k", precision=0, minimum=1, maximum=50, elem_id="kb-k", scale=1)
         test = gr.Button("search", variant="primary", elem_id="kb-search", scale=1)
-    hits = gr.Dataframe(label="hits", interactive=False, wrap=True, elem_id="kb-hits")
+    hits = gr.Dataframe(table([], HIT_COLUMNS), label="hits", interactive=False, wrap=True, elem_id="kb-hits")
 
     private = {"api_visibility": "private"}
     refresh.click(kb.store_choices, [key, store], store, **private).then(kb.files, [key, store], [docs, doc], **private)
