@@ -161,6 +161,8 @@ def window_parts(
     typed = shape.kind in TYPED_KINDS
     char_weight = char_idf(question, [win.text for win in found])
     char_total = sum(char_weight.values()) or 1.0
+    every = "\n".join(win.text for win in found if win.end - win.start == 1)
+    names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     for win in found:
         win.parts = {
             "coverage": coverage(win.text, terms),
