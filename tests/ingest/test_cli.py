@@ -174,5 +174,5 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     (novel_file.parent / "more.md").write_text("# 附录\n\n赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
     assert run("ingest.cli", "add", str(novel_file.parent / "more.md"), "--no-progress", env=env).returncode == 0
     names = sorted(p.name for p in keyword.iterdir())
-    assert {"bm25-ngram.pkl", "tokens-ngram.pkl"} <= set(names)
+    assert "bm25-ngram.pkl" in names and any(n.startswith("tokens-ngram") for n in names)
     assert not [n for n in names if n.startswith(".") or ".tmp" in n], names
