@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from finetune.jobs.files import FileStore
 
 from ..errors import BadRequest, NotFound
+from ..vector_stores import batches
 from ..vector_stores.search import MAX_RESULTS
 from .deps import KbKey, Settings, VectorStores
 
@@ -156,6 +157,62 @@ def update_file(store_id: str, file_id: str, body: FileUpdate, stores: VectorSto
 @router.delete("/{store_id}/files/{file_id}")
 def delete_file(store_id: str, file_id: str, stores: VectorStores) -> dict[str, Any]:
     return stores.delete_file(store_id, file_id)
+
+
+class BatchFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str = Field(min_length=1, max_length=64)
+    attributes: dict[str, str | float | bool] | None = None
+    chunking_strategy: dict[str, Any] | None = None
+
+
+class BatchCreate(BaseModel):
+    """POST /v1/vector_stores/{id}/file_batches: `file_ids` (with the batch's `attributes`), or `files` each with
+    its own; uploaded with purpose "assistants"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_ids: list[str] | None = Field(default=None, max_length=500)
+    files: list[BatchFile] | None = Field(default=None, max_length=500)
+    attributes: dict[str, str | float | bool] | None = None
+    chunking_strategy: dict[str, Any] | None = None
+
+
+@router.post("/{store_id}/file_batches")
+def create_batch(store_id: str, body: BatchCreate, stores: VectorStores, settings: Settings) -> dict[str, Any]:
+    stores.collection_of(store_id)
+    wanted = [(i, body.attributes) for i in body.file_ids or []] + [(f.file_id, f.attributes) for f in body.files or []]
+    if not wanted:
+        raise BadRequest("give file_ids or files", param="file_ids")
+    files = FileStore(settings.data_dir)
+    uploads = [(*_upload(files, file_id), attributes) for file_id, attributes in wanted]  # all checked first
+    for file_id, filename, data, attributes in uploads:
+        stores.add_file(store_id, filename, data, file_id=file_id, attributes=attributes)
+    return batches.create_batch(stores, store_id, [u[0] for u in uploads])
+
+
+@router.get("/{store_id}/file_batches/{batch_id}")
+def get_batch(store_id: str, batch_id: str, stores: VectorStores, response: Response) -> dict[str, Any]:
+    found = batches.batch_object(stores, store_id, batch_id)
+    if found["status"] == "in_progress":
+        response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
+    return found
+
+
+@router.post("/{store_id}/file_batches/{batch_id}/cancel")
+def cancel_batch(store_id: str, batch_id: str, stores: VectorStores) -> dict[str, Any]:
+    return batches.cancel_batch(stores, store_id, batch_id)
+
+
+@router.get("/{store_id}/file_batches/{batch_id}/files")
+def list_batch_files(
+    store_id: str, batch_id: str, stores: VectorStores, limit: Limit = 20, order: Order = "desc",
+    after: str | None = None, before: str | None = None,
+    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    files = [f for f in batches.batch_files(stores, store_id, batch_id) if filter is None or f["status"] == filter]
+    return page(files, limit, order, after, before)
 
 
 @router.get("/{store_id}/files/{file_id}/chunks")

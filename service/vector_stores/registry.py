@@ -45,6 +45,17 @@ class FileEntry:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class BatchEntry:
+    """A file batch: files attached together, followed as one (OpenAI's vector_store.files_batch)."""
+
+    id: str
+    collection: str
+    created_at: int
+    file_ids: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+
 def now() -> int:
     return int(time.time())
 
@@ -57,22 +68,25 @@ class Registry:
         self.lock = threading.RLock()
         self.stores: dict[str, StoreEntry] = {}
         self.files: dict[str, FileEntry] = {}
+        self.batches: dict[str, BatchEntry] = {}
         if path.is_file():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 self.stores = {k: StoreEntry(**v) for k, v in data.get("stores", {}).items()}
                 self.files = {k: FileEntry(**v) for k, v in data.get("files", {}).items()}
+                self.batches = {k: BatchEntry(**v) for k, v in data.get("batches", {}).items()}
             except (OSError, ValueError, TypeError, AttributeError) as exc:
                 # the service starts (the collections are still stores, without their names); the file is kept
                 aside = path.with_name(f"{path.name}.unreadable-{now()}")
                 log.error("cannot read %s (%s): moved to %s, starting with no store names", path, exc, aside.name)
                 path.rename(aside)
-                self.stores, self.files = {}, {}
+                self.stores, self.files, self.batches = {}, {}, {}
 
     def save(self) -> None:
         with self.lock:
             data = {"stores": {k: asdict(v) for k, v in self.stores.items()},
-                    "files": {k: asdict(v) for k, v in self.files.items()}}
+                    "files": {k: asdict(v) for k, v in self.files.items()},
+                    "batches": {k: asdict(v) for k, v in self.batches.items()}}
             write_text_atomic(self.path, json.dumps(data, ensure_ascii=False, indent=1), perm=0o600)
 
     def files_of(self, collection: str) -> list[FileEntry]:

@@ -103,6 +103,8 @@ class VectorStoreService(StoreSearch):
                 self.registry.stores.pop(collection, None)
                 for f in self.registry.files_of(collection):
                     del self.registry.files[f.id]
+                for b in [b for b in self.registry.batches.values() if b.collection == collection]:
+                    del self.registry.batches[b.id]
                 self.registry.save()
             shutil.rmtree(self.root / "files" / collection, ignore_errors=True)
         return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
@@ -222,6 +224,10 @@ class VectorStoreService(StoreSearch):
             return {"stage": f["status"], "done": chunks, "total": chunks}
         return dict(self._progress.get(file_id) or {"stage": "queued", "done": 0, "total": 0})
 
+    def progress_stage(self, file_id: str) -> str | None:
+        """The stage of a file's running or queued ingest (None when none is)."""
+        return (self._progress.get(file_id) or {}).get("stage")
+
     def _file_objects(self, collection: str) -> List[dict[str, Any]]:
         """Attached files, newest first, then the collection's other documents (the `ingest` CLI's, /v1/kb's)."""
         entries = self.registry.files_of(collection)
@@ -261,7 +267,8 @@ class VectorStoreService(StoreSearch):
         from ingest.pipeline import add_paths
 
         with self._lock(collection):
-            if file_id not in self.registry.files:  # deleted while queued
+            entry = self.registry.files.get(file_id)
+            if entry is None or entry.status != IN_PROGRESS:  # deleted or cancelled while queued
                 return
             if not path.is_file():  # (a file attached before a restart whose upload is gone)
                 self._failed(file_id, "server_error", "the uploaded file is gone: attach it again")

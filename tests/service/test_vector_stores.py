@@ -306,3 +306,36 @@ def test_an_ingest_a_stop_interrupted_resumes_at_the_next_start(kb_settings: Any
     assert again.search(store["id"], "黄盖", 1)[0]["file_id"] == waiting["id"]
     again.delete(store["id"])
     again.close()
+
+
+def test_file_batches_upload_and_poll(client: OpenAI) -> None:
+    store = client.vector_stores.create(name="成批")
+    batch = client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=store.id, files=[("赤壁.txt", TXT.encode("utf-8")), ("五丈原.docx", _docx_bytes())],
+        poll_interval_ms=100,
+    )  # fmt: skip
+    assert batch.status == "completed" and batch.file_counts.completed == 2 and batch.id.startswith("vsfb_")
+    listed = client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id)
+    assert len(listed.data) == 2 and {f.status for f in listed.data} == {"completed"}
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.file_batches.retrieve("vsfb_nope", vector_store_id=store.id)
+    client.vector_stores.delete(store.id)
+
+
+def test_a_cancelled_batch_cancels_its_queued_files(make_client: Any) -> None:
+    api = make_client(api_keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    stores = api.app.state.vector_stores
+    store = stores.create("取消")["id"]
+    up = api.post("/v1/files", headers=auth, files={"file": ("赤壁.txt", TXT.encode("utf-8"))},
+                  data={"purpose": "assistants"})  # fmt: skip
+    assert up.status_code == 200, up.text
+    with stores._lock(store.removeprefix("vs_")):  # its ingest waits: the file stays queued
+        made = api.post(f"/v1/vector_stores/{store}/file_batches", headers=auth, json={"file_ids": [up.json()["id"]]})
+        assert made.status_code == 200 and made.json()["status"] == "in_progress", made.text
+        cancelled = api.post(f"/v1/vector_stores/{store}/file_batches/{made.json()['id']}/cancel", headers=auth)
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["file_counts"]["cancelled"] == 1
+    stores.wait(timeout=120)
+    assert stores.retrieve_file(store, up.json()["id"])["status"] == "cancelled"
+    assert stores.search(store, "黄盖", 5) == []
+    stores.delete(store)
