@@ -196,22 +196,28 @@ class Lexicon:
         return set().union(*self.entities_in(question))
 
     def entities_in(self, question: str) -> list[set[str]]:
-        """The entities the question names, each as the set of its names (the name, and its alias group): the
-        longest known names first, a name inside one already found (关羽 in 关羽之子) not counted again.
-        A traditional-script question is matched in simplified script (OpenCC, when installed)."""
+        """The entities the question names, each as the set of its names (the name, and its alias group, each also
+        in simplified script): the longest known names first, a name inside one already found (关羽 in 关羽之子) not
+        counted again. Question and names are compared in simplified script (OpenCC, when installed), so either
+        script finds the other's names."""
         question = simplified(question)
-        known = [n for n in self.names if len(n) >= 2 and n in question]
-        known += [n for group in self.aliases for n in group if len(n) >= 2 and n in question]
+        known = [n for n in self.names if len(n) >= 2 and _simple_name(n) in question]
+        known += [n for group in self.aliases for n in group if len(n) >= 2 and _simple_name(n) in question]
         out: list[set[str]] = []
         for name in sorted(set(known), key=len, reverse=True):
-            if any(name in m for group in out for m in group if m in question):
+            if any(_simple_name(name) in m for group in out for m in group if m in question):
                 continue
             group = {name}
             for aliases in self.aliases:
                 if name in aliases:
                     group |= set(aliases)
-            out.append(group)
+            out.append(group | {_simple_name(n) for n in group})
         return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _simple_name(name: str) -> str:
+    return simplified(name)
 
 
 def simplified(text: str) -> str:
@@ -240,7 +246,9 @@ def decline_reason(
     (刘关张 names no one by a known name, yet its passage holds its words); no passage names any entity the
     question names; or the best dense match (when retrieval scored them densely) is below `min_dense` (default:
     MIN_DENSE_NAMED after the entity checks, MIN_DENSE without them)."""
-    best = max((coverage(h.text, terms) for h in hits), default=0.0)
+    texts = [simplified(h.text) for h in hits]  # one script for both (a traditional corpus, a simplified query)
+    folded = [([simplified(t) for t in group], w) for group, w in terms]
+    best = max((coverage(t, folded) for t in texts), default=0.0)
     if best < MIN_COVERAGE:
         return "no passage holds the question's terms"
     named = lexicon is not None and bool(lexicon.names) and bool(_HAN.search(question))
@@ -248,7 +256,7 @@ def decline_reason(
         entities = lexicon.entities_in(question)
         if not entities and best < MIN_COVERAGE_UNNAMED:
             return "the question names no one the knowledge base knows"
-        text = simplified("".join(h.text for h in hits))
+        text = "".join(texts)
         if entities and not any(name in text for group in entities for name in group):
             return "no passage names whom the question asks about"
     floor = min_dense if min_dense is not None else MIN_DENSE_NAMED if named else MIN_DENSE

@@ -117,6 +117,12 @@ def test_entities_are_found_in_a_traditional_script_question():
     pytest.importorskip("opencc")
     assert NAMES.entities_in("關羽斬的那員大將是誰？") == [{"关羽", "关公", "云长"}]
     assert NAMES.entities_in("关羽之子关平") == [{"关羽", "关公", "云长"}]
+    # a traditional-script knowledge base: its names and passages are matched in simplified script too
+    traditional = Lexicon(names={"關羽", "華雄"}, aliases=[{"關羽", "關公", "雲長"}])
+    assert traditional.entities_in("关羽斩的是谁？") == [{"關羽", "關公", "雲長", "关羽", "关公", "云长"}]
+    hits = [chunk("關公出帳提刀，斬華雄於陣前，其酒尚溫。", 5)]
+    terms = [(["斩华"], 3.0), (["关公"], 3.0)]
+    assert relevant(hits, terms, question="关羽斩的是谁？", lexicon=traditional)
 
 
 def test_question_kinds_and_the_words_around_the_slot():
