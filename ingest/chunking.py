@@ -257,6 +257,7 @@ def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) ->
             out: list[BaseNode] = []
             for node in nodes:
                 doc_text = node.get_content()
+                source = node.as_related_node_info()  # hashes the whole document: once, not once per chunk
                 for chunk in chunk_document(doc_text, self.chunk_size, self.chunk_overlap, length):
                     meta = {**node.metadata, **chunk.metadata()}
                     tn = TextNode(
@@ -269,7 +270,7 @@ def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) ->
                         excluded_embed_metadata_keys=list(meta),
                         excluded_llm_metadata_keys=list(meta),
                     )
-                    tn.relationships[NodeRelationship.SOURCE] = node.as_related_node_info()
+                    tn.relationships[NodeRelationship.SOURCE] = source.model_copy()
                     out.append(tn)
             return out
 

@@ -95,6 +95,7 @@ class Retriever:
         self._lock = threading.Lock()
         self._checked = 0.0
         self._visible: set[str] = set()
+        self._vectors = -1  # chunks with a vector when last read: an embedding phase adds them to a visible set
         self._records: dict[str, DocRecord] = {}
         self.aliases = AliasTable()
         self.entities: frozenset[str] = frozenset()
@@ -113,12 +114,17 @@ class Retriever:
             records, ids, fp = visible_state(self.store)
             self._checked = t
             if fp == self._index.fingerprint and not force:
+                vectors = self.store.count()
+                if vectors != self._vectors:  # vectors written since (another process's embedding phase)
+                    self._vectors = vectors
+                    self.store.reopen()
                 return
             if not force:  # an embedded store's vector index, read once per process, misses other writers
                 self.store.reopen()
             refresh_keyword_index(self.settings, self.store, self._index)
             self._records = records
             self._visible = set(ids)
+            self._vectors = self.store.count()
             assert self._index.bm25 is not None
             self.aliases = alias_table(self.settings, records.values())
             names = [e for r in records.values() for e in r.entities] + [n for g in self.aliases.groups for n in g]

@@ -36,7 +36,7 @@ async def kb_list(chat: Chat) -> dict[str, Any]:
 def _doc(d: Any) -> dict[str, Any]:
     name = source_name(d.source)  # `source` keeps its key for older clients, but holds the file name only
     return {"id": d.doc_id, "name": name, "source": name, "title": d.title, "chunks": d.n_chunks,
-            "status": d.status, "chars": d.chars}
+            "status": d.status, "chars": d.chars, "embedded_chunks": d.embedded}  # the rest: keyword-searchable only
 
 
 @router.post("/documents", dependencies=[KbKey])

@@ -110,7 +110,7 @@ def test_identical_texts_are_embedded_once(settings, tmp_path, embedder):
     assert pipeline.open_store(settings).count() == 2
 
 
-def test_cli_no_embed_then_embed_and_list_shows_progress(tmp_path, novel_file):
+def test_cli_no_embed_then_embed_and_list_shows_progress(tmp_path, novel_file, embedder):
     import os
 
     env = {**os.environ, "KONGMING_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT),
@@ -128,7 +128,13 @@ def test_cli_no_embed_then_embed_and_list_shows_progress(tmp_path, novel_file):
     assert "searchable by keyword only until embedded" in cli("list").stdout
     r = cli("search", "草船借箭", "--mode", "keyword", "-k", "1", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["chapter"] == 3
+    from ingest.settings import get_settings
+
+    # a reader in another process (as `kongming serve` beside the CLI) follows the embedding phase
+    reader = Retriever(get_settings(data_dir=tmp_path / "data"), embedder=embedder, refresh_seconds=0)
+    assert reader.retrieve("草船借箭", k=1)[0].chapter == 3 and reader.retrieve("草船借箭", mode="dense") == []
     r = cli("embed", "--no-progress")
     assert r.returncode == 0 and f"embedded {doc['chunks']} chunks" in r.stdout, r.stderr
     (doc,) = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
     assert doc["embedded"] == doc["chunks"]
+    assert reader.retrieve("草船借箭", k=1, mode="dense")[0].chapter == 3
