@@ -3,6 +3,9 @@ LlamaIndex baseline (default SentenceSplitter, dense only, same embedder) over t
 
     python bench/ingest_bench.py ...           # builds the store first
     python bench/retrieval_quality.py --data-dir /tmp/kongming-bench --out bench/results/retrieval_sanguo.json
+
+Each row also gives hit@5 on the dev set's tuning and held-out halves (ingest.evaluation.split_questions, seed 12):
+choose settings on the tuning half, quote the held-out one.
 """
 
 from __future__ import annotations
@@ -68,6 +71,27 @@ def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
     }
 
 
+def half_hits(per_question: list[dict], questions, half_of) -> dict:  # type: ignore[no-untyped-def]
+    """hit@5 on the tuning and held-out halves, from an evaluation's per-question results."""
+    from ingest.evaluation import first_hit
+    from ingest.retrieval import RetrievedChunk
+
+    by_id = {q.id: q for q in questions if q.gradable}
+    out: dict[str, list[bool]] = {"tuning": [], "held-out": []}
+    for row in per_question:
+        q = by_id.get(row["id"])
+        if q is None:
+            continue
+        chunks = [
+            RetrievedChunk(r["chunk_id"], r["text"], {"chapter": r["chapter"]}, r["score"]) for r in row["results"]
+        ]
+        rank = first_hit(q, chunks)
+        out[half_of(q.id)].append(rank is not None and rank <= 5)
+    return {f"{h}_hit@5": round(sum(v) / len(v), 4) for h, v in out.items() if v} | {
+        f"{h}_n": len(v) for h, v in out.items()
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/kongming-bench"))
@@ -76,10 +100,11 @@ def main() -> int:
     p.add_argument("--aliases", type=Path, default=Path("eval/sanguo_aliases.txt"))
     p.add_argument("--corpus", type=Path, default=Path("../shared/data/corpus/sanguo_yanyi.txt"))
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--quick", action="store_true", help="only the default hybrid, dense and keyword rows")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
-    from ingest.evaluation import evaluate, load_questions
+    from ingest.evaluation import evaluate, load_questions, question_half
     from ingest.retrieval import Retriever
     from ingest.settings import get_settings
 
@@ -101,6 +126,8 @@ def main() -> int:
         ("hybrid", base, True, False, None, "ablation: aliases not in the dense query"),
         ("hybrid", base, True, None, 1.0, "ablation: plain RRF (keyword weight 1)"),
     ]
+    if args.quick:
+        configs = configs[:3]
     alias_ids = {
         json.loads(line)["id"]
         for line in args.questions.read_text(encoding="utf-8").splitlines()
@@ -111,7 +138,7 @@ def main() -> int:
         r = Retriever(settings, use_aliases=use_aliases, alias_dense=alias_dense, keyword_weight=weight)
         rep = evaluate(r, questions, 10, mode)  # type: ignore[arg-type]
         alias_rep = evaluate(r, alias_qs, 10, mode) if alias_qs else None  # type: ignore[arg-type]
-        row = {**rep.summary(), "aliases": label}
+        row = {**rep.summary(), "aliases": label, **half_hits(rep.per_question, questions, question_half)}
         if alias_rep:
             row["alias_questions_hit@5"] = round(alias_rep.hits[5], 4)
         rows.append(row)
