@@ -114,8 +114,11 @@ def two_phase(args: argparse.Namespace) -> dict:
     reader = Retriever(settings, refresh_seconds=0)
     env = {**os.environ, "KONGMING_DATA_DIR": str(args.data_dir), "KONGMING_COLLECTION": args.collection}
     t0 = time.perf_counter()
+    # SIGINT restored to its default in the child: a shell's background job inherits it ignored, and then Python
+    # installs no Ctrl-C handler
     proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "add", str(args.corpus), "--no-progress"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     said: dict[str, float] = {}
 
     def watch() -> None:
