@@ -16,7 +16,7 @@ from .headings import cn_to_int
 
 Script = Literal["simplified", "traditional"]
 CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
-_LATIN_WORD = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*")
+_LATIN_WORD = re.compile(r"[A-Za-zÜüǖǘǚǜ]+(?:['’-][A-Za-zÜüǖǘǚǜ]+)*")
 _HAN_ONLY = re.compile(r"[\u4e00-\u9fff]+")
 # English words that are also pinyin syllables and too common to start or join a name ("he", "an")
 _ENGLISH_SYLLABLES = {"a", "an", "he", "me", "she", "e", "o", "ou", "can", "man", "ran", "men", "ban", "pan", "fan"}
@@ -87,13 +87,19 @@ def in_script(text: str, script: Script) -> str:
 
 
 def pinyin_key(name: str) -> str | None:
-    """A Chinese name's toneless pinyin, syllables joined ("诸葛亮" -> "zhugeliang"); None for a name that is not
-    all Chinese characters or has fewer than two."""
+    """A Chinese name's toneless pinyin, syllables joined, ü written u as English spellings do ("诸葛亮" ->
+    "zhugeliang", "吕布" -> "lubu"); None for a name that is not all Chinese characters or has fewer than two."""
     if len(name) < 2 or not _HAN_ONLY.fullmatch(name):
         return None
     from pypinyin import lazy_pinyin
 
-    return "".join(lazy_pinyin(name))
+    return "".join(lazy_pinyin(name)).replace("v", "u")  # pypinyin writes ü as v; no other syllable has a v
+
+
+def _plain(word: str) -> str:
+    """A Latin word as a pinyin key compares it: lower case, no apostrophe or hyphen, ü (and v) as u."""
+    word = word.lower().replace("'", "").replace("’", "").replace("-", "")
+    return re.sub("[üǖǘǚǜv]", "u", word)
 
 
 class PinyinNames:
@@ -112,7 +118,7 @@ class PinyinNames:
 
     def find(self, text: str) -> list[str]:
         """The Chinese names that runs of 1-4 Latin words of the text spell, in order, without repeats."""
-        words = [w.lower().replace("'", "").replace("’", "").replace("-", "") for w in _LATIN_WORD.findall(text)]
+        words = [_plain(w) for w in _LATIN_WORD.findall(unicodedata.normalize("NFKC", text))]
         out: list[str] = []
         i = 0
         while i < len(words):
