@@ -5,8 +5,8 @@ gemma-3-270m with the persona's system prompt -> its evaluation (val loss, BLEU,
 the CPU budget; the LoRA is the 诸葛亮 adapter's (r 16, alpha 32, all projections), so the shipped adapters match in
 size. Export the run afterwards with `finetune export <run> --out models/zhen-huan-gemma270m`.
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/persona_job.py --pairs 360 --epochs 1 --samples 24 \
-        --out bench/results/persona_job_cpu.json    # the shipped run: 38 steps, ~32 min on a loaded 2-core CPU
+    # the shipped run (38 steps, ~32 min on a loaded 2-core CPU):
+    OMP_NUM_THREADS=1 nice -n 10 python bench/persona_job.py --out bench/results/persona_job_cpu.json
 """
 
 from __future__ import annotations
