@@ -13,6 +13,7 @@ from ingest.errors import IngestError
 
 from ..errors import ServiceError, error_body
 from ..keys import KeyRing
+from ..routes.kb import scrub_paths
 from .access import require_key, table
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class KbConsole:
         try:
             return fn(vs)
         except (ServiceError, IngestError) as exc:
-            raise gr.Error(error_body(exc)[1].error.message, title="knowledge base") from None
+            raise gr.Error(scrub_paths(error_body(exc)[1].error.message), title="knowledge base") from None
 
     def store_choices(self, key: str, chosen: str | None) -> Any:
         import gradio as gr

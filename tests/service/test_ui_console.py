@@ -101,6 +101,7 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     page.click("#kb-create")
     expect_text(page, "#kb-store", "")
     page.locator("#kb-upload input[type=file]").set_input_files(str(doc))
+    page.locator("#kb-upload").get_by_text("qixingtan.txt").first.wait_for(timeout=WAIT_MS)
     page.click("#kb-ingest")
     expect_text(page, "#kb-progress", re.compile("ingesting|ingested"))
     expect_text(page, "#kb-progress", "ingested")
