@@ -344,7 +344,9 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
         span = filler_span(top.text, fillers(shape, top.text, question, lexicon.names), question, shape,
                            lexicon.same_entity(question))
     span = span or clause_span(top.text, question, shape)
-    lead = "" if span.strip("。！？") == top.text.strip("。！？") else f"{span.rstrip('。！？，；：')}。"
+    # no lead for a question without Chinese characters: its words cannot be aligned with the slot of a sentence
+    same = span.strip("。！？") == top.text.strip("。！？") or not _HAN.search(question)
+    lead = "" if same else f"{span.rstrip('。！？，；：')}。"
     chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
     body = "".join(f"{c.text}[{c.passage}]" for c in chosen)
     return Extract(lead + body, sorted({c.passage for c in chosen}), best, span=span, kind=shape.kind)

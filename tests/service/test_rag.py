@@ -163,6 +163,8 @@ def test_a_question_in_latin_letters_has_a_cross_language_dense_floor():
     assert not relevant(scored(0.70), names, question=question, lexicon=NAMES)
     assert not relevant(scored(0.80), names, question="孔明向鲁肃借了多少只船？", lexicon=NAMES)  # same script: 0.85
     assert not relevant(scored(0.90), [(["France"], 5.0)], question="What is the capital of France?", lexicon=NAMES)
+    english = extractive_answer(question, scored(0.80), names, NAMES)  # the sentences, cited, without a lead
+    assert english.text.split("[", 1)[0] in HITS[0].text and "借船二十只" in english.text and 1 in english.used
 
 
 def test_prompts_number_and_quote_the_passages():
