@@ -23,7 +23,7 @@ class StoreEntry:
     """A vector store created through the API (collections made by `ingest` have none until they are named)."""
 
     collection: str
-    name: str
+    name: str | None  # None: created without a name (OpenAI's `name: null`)
     created_at: int
     metadata: dict[str, str] = field(default_factory=dict)
     last_active_at: int | None = None

@@ -193,13 +193,18 @@ class StoresRetriever:
         return max((p.keyword_top(query) for p in self.parts), default=(0.0, 0))
 
 
+def _int(value: Any) -> int | None:
+    """A whole number Chroma handed back as a float (46.0) as the int it is; None stays None."""
+    return None if value is None else int(value)
+
+
 def _hit(collection: str, h: RetrievedChunk, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
     m = h.metadata
     doc_id = str(m.get("doc_id", ""))
     file_id, filename = files.get(doc_id, (doc_id, source_name(m.get("source"))))
     attributes = {
-        "vector_store_id": "vs_" + collection, "document": m.get("doc_title"), "chapter": h.chapter,
-        "chapter_title": m.get("chapter_title"), "chunk_index": m.get("chunk_index"),
+        "vector_store_id": "vs_" + collection, "document": m.get("doc_title"), "chapter": _int(h.chapter),
+        "chapter_title": m.get("chapter_title"), "chunk_index": _int(m.get("chunk_index")),
         "dense": round(h.scores.get("dense", 0.0), 6), "keyword": round(h.scores.get("keyword", 0.0), 6),
         "fused": round(h.scores.get("fused", 0.0), 6),
     }  # fmt: skip

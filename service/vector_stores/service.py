@@ -63,7 +63,7 @@ class VectorStoreService(StoreSearch):
         collection = secrets.token_hex(12)
         open_store(self.settings, collection)  # creates its collections now: it is listed from here on
         with self.registry.lock:
-            self.registry.stores[collection] = StoreEntry(collection, name or "", now(), dict(metadata or {}))
+            self.registry.stores[collection] = StoreEntry(collection, name, now(), dict(metadata or {}))
             self.registry.save()
         return self.retrieve(store_id(collection))
 
@@ -130,11 +130,16 @@ class VectorStoreService(StoreSearch):
         counts = file_counts_of(files)
         return {
             "id": store_id(collection), "object": "vector_store", "name": entry.name if entry else collection,
-            "created_at": entry.created_at if entry else 0, "last_active_at": entry.last_active_at if entry else None,
+            "created_at": entry.created_at if entry else self._first_record_time(collection),
+            "last_active_at": entry.last_active_at if entry else None,
             "usage_bytes": sum(f["usage_bytes"] for f in files), "file_counts": counts,
             "status": "in_progress" if counts["in_progress"] else "completed",
             "metadata": dict(entry.metadata) if entry else {}, "expires_after": None, "expires_at": None,
         }  # fmt: skip
+
+    def _first_record_time(self, collection: str) -> int:
+        """For a collection the API did not create: when its oldest document was written (Unix seconds; 0 if none)."""
+        return int(min((r.updated_at for r in self.records(collection).values()), default=0))
 
     # --- files --------------------------------------------------------------------------------------------------
     def add_file(
@@ -185,10 +190,19 @@ class VectorStoreService(StoreSearch):
                        code="file_not_found")
 
     def delete_file(self, store_id: str, file_id: str) -> dict[str, Any]:
-        """Detach a file and remove its chunks from search (waits for its ingest when one runs):
+        """Detach a file and remove its chunks from search (a queued file at once; a running ingest of its store
+        is waited for):
         `{id, object: "vector_store.file.deleted", deleted: true}`."""
         collection = self.collection_of(store_id)
         found = self.retrieve_file(store_id, file_id)
+        with self.registry.lock:  # still queued: nothing is written yet, so it goes at once
+            queued = self.progress_stage(file_id) == "queued" and self.registry.files.pop(file_id, None) is not None
+            if queued:
+                self.registry.save()
+                self._progress.pop(file_id, None)
+        if queued:
+            shutil.rmtree(self.root / "files" / collection / file_id, ignore_errors=True)
+            return {"id": found["id"], "object": "vector_store.file.deleted", "deleted": True}
         with self._lock(collection):  # an ingest of this store holds it: its documents are known after it
             entry = self.registry.files.get(file_id)
             with self.registry.lock:
@@ -267,13 +281,14 @@ class VectorStoreService(StoreSearch):
         from ingest.pipeline import add_paths
 
         with self._lock(collection):
-            entry = self.registry.files.get(file_id)
-            if entry is None or entry.status != IN_PROGRESS:  # deleted or cancelled while queued
-                return
+            with self.registry.lock:  # from "reading" on, a delete waits for this ingest (delete_file)
+                entry = self.registry.files.get(file_id)
+                if entry is None or entry.status != IN_PROGRESS:  # deleted or cancelled while queued
+                    return
+                self._progress[file_id] = {"stage": "reading", "done": 0, "total": 0}
             if not path.is_file():  # (a file attached before a restart whose upload is gone)
                 self._failed(file_id, "server_error", "the uploaded file is gone: attach it again")
                 return
-            self._progress[file_id] = {"stage": "reading", "done": 0, "total": 0}
             try:
                 summary = add_paths([path], self.settings, collection, embedder=self.embedder, confine=path.parent,
                                     on_progress=self._reporter(file_id), on_searchable=self._searchable(file_id))
@@ -302,8 +317,9 @@ class VectorStoreService(StoreSearch):
         return report
 
     def _searchable(self, file_id: str) -> Callable[[Any], None]:
-        def keyword_ready(_summary: Any) -> None:  # chunked and keyword-indexed; embedding comes next
-            self._progress[file_id] = {"stage": "embedding", "done": 0, "total": 0}
+        def keyword_ready(summary: Any) -> None:  # chunked and keyword-indexed; embedding comes next
+            total = int(getattr(summary, "chunks_added", 0) or 0)  # report() gives the exact count from its 1st batch
+            self._progress[file_id] = {"stage": "embedding", "done": 0, "total": total}
 
         return keyword_ready
 

@@ -339,3 +339,55 @@ def test_a_cancelled_batch_cancels_its_queued_files(make_client: Any) -> None:
     assert stores.retrieve_file(store, up.json()["id"])["status"] == "cancelled"
     assert stores.search(store, "黄盖", 5) == []
     stores.delete(store)
+
+
+def test_a_queued_file_is_deleted_at_once_while_its_store_ingests_and_progress_counts_chunks(
+    kb_settings: Any, embedder: Any, tmp_path: Any
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.vector_stores import VectorStoreService
+
+    seen: list[dict[str, Any]] = []
+
+    class Watching:  # the real embedder; each batch notes the file's progress as a client would read it
+        def __getattr__(self, name: str) -> Any:
+            return getattr(embedder, name)
+
+        def embed_passages(self, texts: list[str]) -> Any:
+            seen.extend(stores.progress(store["id"], f["id"]) for f in stores.list_files(store["id"]))
+            return embedder.embed_passages(texts)
+
+    stores = VectorStoreService(kb_settings, tmp_path / "data", embedder=Watching())
+    store = stores.create(None)
+    assert store["name"] is None  # OpenAI's name: null
+    collection = store["id"].removeprefix("vs_")
+    running, release = threading.Event(), threading.Event()
+
+    def an_ingest_running() -> None:
+        with stores._lock(collection):
+            running.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=an_ingest_running)
+    holder.start()
+    try:
+        assert running.wait(10)
+        queued = stores.add_file(store["id"], "赤壁.txt", TXT.encode("utf-8"))
+        with ThreadPoolExecutor(1) as pool:  # before: blocked until the running ingest ended
+            assert pool.submit(stores.delete_file, store["id"], queued["id"]).result(timeout=30)["deleted"]
+        assert stores.list_files(store["id"]) == []
+    finally:
+        release.set()
+        holder.join()
+    kept = stores.add_file(store["id"], "赤壁.txt", (TXT * 3).encode("utf-8"))
+    stores.wait(timeout=120)
+    assert stores.retrieve_file(store["id"], kept["id"])["status"] == "completed"
+    during = [p for p in seen if p["stage"] == "embedding"]
+    assert during and all(p["total"] > 0 for p in during)  # before: {'stage': 'embedding', 'done': 0, 'total': 0}
+    assert stores.progress(store["id"], kept["id"])["stage"] == "completed"
+    hit = stores.search(store["id"], "黄盖", 1)[0]["attributes"]
+    assert type(hit["chunk_index"]) is int and ("chapter" not in hit or type(hit["chapter"]) is int)
+    stores.delete(store["id"])
+    stores.close()
