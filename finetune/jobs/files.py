@@ -43,7 +43,8 @@ def check_dataset(path: Path, name: str) -> dict[str, Any]:
     try:
         convs, problems, fmt = read_with_format(path)
     except (DataError, UnicodeDecodeError, ValueError) as exc:
-        raise FileRejected(f"{name}: {str(exc).replace(str(path), name)}") from None
+        why = str(exc).replace(str(path), name).replace("; name it with --from", "")  # (a CLI option: not here)
+        raise FileRejected(f"{name}: {why}") from None
     found = [{"line": p.line, "index": p.index, "message": p.message} for p in problems]
     if not convs:
         lines = f": {_problem_lines(found)}" if found else ""

@@ -11,6 +11,7 @@ from finetune.jobs.files import FileRejected, FileStore
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..fine_tuning import FileDeleted, FileObject, ListPage
+from ..uploads import MAX_NAME_BYTES
 from .deps import KbKey, Settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -39,12 +40,25 @@ def create_file(settings: Settings, file: Annotated[UploadFile, File()], purpose
     if len(data) > settings.max_file_bytes:
         raise PayloadTooLarge(f"file too large: the limit is {settings.max_file_bytes} bytes (max_file_bytes)",
                               param="file")  # fmt: skip
-    name = (file.filename or "upload.jsonl").replace("/", "_").replace("\\", "_")[:255]
+    name = shortened((file.filename or "upload.jsonl").replace("/", "_").replace("\\", "_"))
     try:
         record = _files(settings).create(data, name, purpose)
-    except FileRejected as exc:
-        raise BadRequest(exc.message, param=exc.param, code="invalid_file") from None
+    except FileRejected as exc:  # a bad purpose is a bad field (code null, as OpenAI's); a bad file, invalid_file
+        code = None if exc.param == "purpose" else "invalid_file"
+        raise BadRequest(exc.message, param=exc.param, code=code) from None
     return FileObject.of(record)
+
+
+def shortened(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """A file name cut to `limit` UTF-8 bytes, keeping its extension (what says how it is read)."""
+    if len(name.encode("utf-8", "surrogatepass")) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    suffix = dot + ext if dot and stem and len(ext) <= 16 else ""
+    body = name[: len(name) - len(suffix)]
+    while body and len((body + suffix).encode("utf-8", "surrogatepass")) > limit:
+        body = body[:-1]
+    return body + suffix
 
 
 @router.get("", dependencies=[KbKey])

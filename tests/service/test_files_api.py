@@ -57,6 +57,7 @@ def test_size_limit_purpose_and_key(client):
     assert r.status_code == 413 and "max_file_bytes" in r.json()["error"]["message"]
     r = upload(client, jsonl(GOOD), purpose="batch")  # "assistants" takes documents (vector stores)
     assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
+    assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["code"] != "invalid_file"
     assert client.post("/v1/files", files={"file": ("a.jsonl", jsonl(GOOD))}, data={"purpose": "fine-tune"}
                        ).status_code == 401  # fmt: skip
 
@@ -101,3 +102,13 @@ def test_files_have_their_own_body_limit_and_kb_uploads_keep_theirs(make_client)
     assert len(data) > 4096 and upload(client, data).status_code == 200
     big = {"files": ("a.txt", b"x" * 20_000, "text/plain")}
     assert client.post("/v1/kb/documents", files=big, headers=KEY).status_code == 413
+
+
+def test_a_long_name_keeps_its_extension_and_a_text_file_for_fine_tune_gets_no_cli_hint(client):
+    r = upload(client, "赤壁之战，黄盖诈降。".encode(), name="章" * 300 + ".txt", purpose="assistants")
+    assert r.status_code == 200, r.text  # before: cut to 255 characters, ".txt" lost: "unsupported file type"
+    name = r.json()["filename"]
+    assert name.endswith(".txt") and len(name.encode()) <= 255
+    r = upload(client, b"just some notes\n", name="notes.txt")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file"
+    assert "--from" not in r.json()["error"]["message"]  # a CLI option means nothing to an API client
