@@ -104,8 +104,10 @@ class KongmingOptions(BaseModel):
     chapters: tuple[int, int] | None = Field(default=None, description="inclusive chapter range for retrieval")
     doc_ids: list[str] | None = None
     k: int | None = Field(default=None, ge=1, le=50)
-    vector_store_ids: list[str] | None = Field(default=None, max_length=16, description="retrieve from these "
-                                               "vector stores (knowledge bases) instead of the default one")
+    vector_store_ids: list[str] | None = Field(
+        default=None, min_length=1, max_length=16,
+        description="retrieve from these vector stores (knowledge bases) instead of the default one",
+    )  # fmt: skip
     sources: Literal["append", "none"] | None = Field(
         default=None, description="append: the numbered sources follow the answer text (default: the server's)"
     )

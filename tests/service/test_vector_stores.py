@@ -391,3 +391,11 @@ def test_a_queued_file_is_deleted_at_once_while_its_store_ingests_and_progress_c
     assert type(hit["chunk_index"]) is int and ("chapter" not in hit or type(hit["chapter"]) is int)
     stores.delete(store["id"])
     stores.close()
+
+
+def test_an_empty_list_of_vector_store_ids_is_a_400_naming_it(make_client: Any) -> None:
+    api = make_client(api_keys=[KEY])
+    body = {"model": "kongming-rag", "messages": [{"role": "user", "content": "谁？"}],
+            "kongming": {"vector_store_ids": []}}  # fmt: skip
+    r = api.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "kongming.vector_store_ids"  # before: ignored
