@@ -46,7 +46,7 @@ def build_blocks(chat: ChatService, ring: KeyRing | None = None, state: Any = No
                          placeholder="needed once the service has keys (kongming keys add); the consoles always")
         with gr.Tabs():
             with gr.Tab("对话 Chat", id="chat-tab", elem_id="chat-tab"):
-                model = build_chat_tab(gr, chat, ring, key)
+                model = build_chat_tab(gr, chat, ring, key, state)
             with gr.Tab("知识库 Knowledge base", id="kb-tab", elem_id="kb-tab"):
                 build_kb_tab(gr, chat, ring, key, state)
             with gr.Tab("微调 Fine-tune", id="ft-tab", elem_id="ft-tab"):

@@ -71,7 +71,7 @@ def placeholder(reply: Reply) -> str:
 def make_respond(chat: ChatService, ring: KeyRing) -> Any:
     async def respond(
         message: str, history: History, conversation: list[Turn], route: str, persona: str | None, key: str = "",
-        model: str = ROUTED,
+        model: str = ROUTED, store: str | None = None,
     ) -> AsyncIterator[tuple[str, History, list[Turn]]]:
         """Streams one answer into the chat; `conversation` holds the plain turns sent to the service (the
         chat shows answers with their route and sources, which must not go back to the model)."""
@@ -88,7 +88,8 @@ def make_respond(chat: ChatService, ring: KeyRing) -> Any:
         text, finish = "", None
         try:
             forced = None if route == "auto" else cast(Route, route)
-            options = KongmingOptions(route=forced, persona=persona or None)
+            stores = [store] if store and store != default_store(chat) else None  # the default: the server's own
+            options = KongmingOptions(route=forced, persona=persona or None, vector_store_ids=stores)
             reply = await chat.reply(asked, model=model or ROUTED, options=options)
             if (waiting := placeholder(reply)) != "…":
                 history[-1] = {"role": "assistant", "content": waiting}
@@ -127,22 +128,49 @@ def model_choices(chat: ChatService) -> list[tuple[str, str]]:
     return [("kongming（按路由 route / persona）", ROUTED), *tuned]
 
 
-def build_chat_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any) -> Any:
+def default_store(chat: ChatService) -> str:
+    """The vector store the chat retrieves from unless another is chosen (the `ingest` CLI's collection)."""
+    return "vs_" + chat.kb.settings.collection
+
+
+def make_store_choices(chat: ChatService, ring: KeyRing, state: Any) -> Any:
+    def store_choices(key: str, chosen: str | None) -> Any:
+        """The knowledge bases (vector stores) the chat may answer from, for whoever may chat (key as for chat)."""
+        import gradio as gr
+
+        vs = getattr(state, "vector_stores", None)
+        if vs is None or key_refusal(chat, ring, key) is not None:
+            return gr.update()
+        try:
+            stores = vs.list()
+        except (ServiceError, IngestError, OSError) as exc:
+            log.warning("chat page: vector stores unreadable: %s", exc)
+            return gr.update()
+        choices = [(f"{s['name'] or s['id']} · {s['file_counts']['completed']} files", s["id"]) for s in stores]
+        ids = [s["id"] for s in stores]
+        return gr.update(choices=choices, value=chosen if chosen in ids else default_store(chat))
+
+    return store_choices
+
+
+def build_chat_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any = None) -> Any:
     """The tab's components and events; returns the model dropdown (the Fine-tune tab's deploy fills it)."""
     personas = [(f"{p.display_name} ({p.name})", p.name) for p in chat.settings.personas]
     respond = make_respond(chat, ring)
     with gr.Row():
-        route = gr.Radio(ROUTE_CHOICES, value="auto", label="route", elem_id="route")
-        persona = gr.Dropdown(personas, value=chat.settings.default_persona, label="persona", elem_id="persona")
-        model = gr.Dropdown(model_choices(chat), value=ROUTED, label="model", elem_id="model")
+        route = gr.Radio(ROUTE_CHOICES, value="auto", label="路由 route", elem_id="route")
+        persona = gr.Dropdown(personas, value=chat.settings.default_persona, label="人物 persona", elem_id="persona")
+        model = gr.Dropdown(model_choices(chat), value=ROUTED, label="模型 model", elem_id="model")
+        store = gr.Dropdown([default_store(chat)], value=default_store(chat), label="知识库 knowledge base",
+                            elem_id="chat-store", allow_custom_value=True)  # fmt: skip
     # No floating label over the messages: it covered the first line of scrolled text.
     chatbot = gr.Chatbot(show_label=False, elem_id="chat", height=520, buttons=["copy"], feedback_options=None,
                          autoscroll=False)
     conversation = gr.State([])
     with gr.Row():
         box = gr.Textbox(placeholder="输入消息，回车发送", show_label=False, scale=8, elem_id="message")
-        send = gr.Button("send", variant="primary", scale=1, elem_id="send")
-    inputs = [box, chatbot, conversation, route, persona, key, model]
+        send = gr.Button("发送 send", variant="primary", scale=1, elem_id="send")
+    inputs = [box, chatbot, conversation, route, persona, key, model, store]
     outputs = [box, chatbot, conversation]
     # The service queues work per engine itself; Gradio's default (one event at a time) would serialize users.
     for trigger in (box.submit, send.click):
@@ -151,4 +179,8 @@ def build_chat_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any) -> Any:
             None, None, None, js=SCROLL_TO_ANSWER_JS.replace("DELAY", "150"))
     # The chat's own clear (bin) button empties the shown chat; forget the plain turns with it.
     chatbot.clear(lambda: [], None, conversation, api_visibility="private")
+    # the knowledge bases the KB tab made: listed when a key is entered and when the list is opened
+    stores = make_store_choices(chat, ring, state)
+    key.change(stores, [key, store], store, api_visibility="private", show_progress="hidden")
+    store.focus(stores, [key, store], store, api_visibility="private", show_progress="hidden")
     return model

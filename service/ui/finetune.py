@@ -29,6 +29,16 @@ def _fail(exc: Exception) -> None:
     raise gr.Error(str(exc), title="fine-tune")
 
 
+def datasets_note(settings: Any) -> str | None:
+    """Why the data-set list holds only «upload», when it does: the setting that lists them and where files go."""
+    if ft_ops.dataset_paths(settings):
+        return None
+    missing = ", ".join(str(p) for p in settings.finetune_datasets.values())
+    return ("没有可选的数据集 no data set found: KONGMING_FINETUNE_DATASETS names them (JSON {name: file}, a file "
+            "relative to KONGMING_DATA_DIR) and " + (f"none is there ({missing})" if missing else "names none")
+            + "; put the files there and reload, or upload one here")
+
+
 def job_choices(chat: ChatService) -> list[tuple[str, str]]:
     return [(f"{j.id} · {j.status}", j.id) for j in ft_ops.jobs(chat.settings)]
 
@@ -107,7 +117,11 @@ def make_refresh(chat: ChatService, ring: KeyRing) -> Any:
 
         rows = [{"time": datetime.fromtimestamp(e.created_at, UTC).strftime("%H:%M:%S"), "level": e.level,
                  "message": e.message} for e in events[:30]]  # fmt: skip
-        return (ft_ops.status_line(job), table(points, ["step", "loss", "series"]), table(rows, EVENT_COLUMNS),
+        # No empty frame: the plot keeps the colour scale of the first frame it draws, and one without series
+        # leaves every later line without a stroke (axes only). None clears it until the first point.
+        loss = table(points, ["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"}) if points \
+            else None
+        return (ft_ops.status_line(job), loss, table(rows, EVENT_COLUMNS),
                 table(evaluation, EVAL_COLUMNS))
 
     return refresh
@@ -151,50 +165,53 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
     s = chat.settings
     file_id = gr.State("")
     with gr.Row():
-        source = gr.Dropdown([*ft_ops.dataset_paths(s), UPLOAD], value=UPLOAD, label="data set", elem_id="ft-source")
-        upload = gr.File(label="upload (.jsonl .json .csv)", file_types=[".jsonl", ".json", ".csv"],
+        source = gr.Dropdown([*ft_ops.dataset_paths(s), UPLOAD], value=UPLOAD, label="数据集 data set",
+                             elem_id="ft-source", info=datasets_note(s))  # fmt: skip
+        upload = gr.File(label="上传 upload (.jsonl .json .csv)", file_types=[".jsonl", ".json", ".csv"],
                          type="filepath", elem_id="ft-upload")  # fmt: skip
-    with gr.Accordion("labelled CSV → chat records", open=False):
+    with gr.Accordion("带标签的 CSV → 对话记录 labelled CSV → chat records", open=False):
         with gr.Row():
             labels = gr.Textbox("0=差评,1=好评", label="labels (value=name)", elem_id="ft-labels")
             text_col = gr.Textbox("review", label="text column")
             label_col = gr.Textbox("label", label="label column")
-    system = gr.Textbox(label="system prompt (CSV records; a chat job's data.system)", elem_id="ft-system")
-    prepare = gr.Button("check data set", elem_id="ft-prepare")
+    system = gr.Textbox(label="系统提示词 system prompt (CSV records; a chat job's data.system)", elem_id="ft-system")
+    prepare = gr.Button("检查数据集 check data set", elem_id="ft-prepare")
     report = gr.Markdown(elem_id="ft-report")
-    preview = gr.Dataframe(table([], PREVIEW_COLUMNS), label="first records", interactive=False, elem_id="ft-preview",
-                           wrap=True)  # fmt: skip
+    preview = gr.Dataframe(table([], PREVIEW_COLUMNS), label="前几条记录 first records", interactive=False,
+                           elem_id="ft-preview", wrap=True)  # fmt: skip
     with gr.Row():
-        base = gr.Dropdown([DEFAULT_MODEL, *s.finetune_bases], value=DEFAULT_MODEL, label="base model",
+        base = gr.Dropdown([DEFAULT_MODEL, *s.finetune_bases], value=DEFAULT_MODEL, label="基座模型 base model",
                            elem_id="ft-base")  # fmt: skip
-        task = gr.Radio(["chat", "classify"], value="chat", label="task", elem_id="ft-task")
-        suffix = gr.Textbox(label="suffix", placeholder="e.g. waimai", elem_id="ft-suffix")
+        task = gr.Radio(["chat", "classify"], value="chat", label="任务 task", elem_id="ft-task")
+        suffix = gr.Textbox(label="后缀 suffix", placeholder="e.g. waimai", elem_id="ft-suffix")
     with gr.Row():
-        epochs = gr.Number(3, label="epochs (0 = auto)", precision=0, minimum=0, elem_id="ft-epochs")
-        lr = gr.Number(1.0, label="learning-rate multiplier (× 2e-4)", minimum=0, elem_id="ft-lr")
-        batch = gr.Number(8, label="batch size", precision=0, minimum=0, elem_id="ft-batch")
-        max_steps = gr.Number(0, label="max steps (0 = whole epochs)", precision=0, minimum=0, elem_id="ft-steps")
+        epochs = gr.Number(3, label="轮数 epochs (0 = auto)", precision=0, minimum=0, elem_id="ft-epochs")
+        lr = gr.Number(1.0, label="学习率倍数 learning-rate multiplier (× 2e-4)", minimum=0, elem_id="ft-lr")
+        batch = gr.Number(8, label="批大小 batch size", precision=0, minimum=0, elem_id="ft-batch")
+        max_steps = gr.Number(0, label="最多步数 max steps (0 = whole epochs)", precision=0, minimum=0,
+                              elem_id="ft-steps")  # fmt: skip
     with gr.Row():
         rank = gr.Number(16, label="LoRA rank r", precision=0, minimum=1, elem_id="ft-rank")
         alpha = gr.Number(32, label="LoRA alpha", precision=0, minimum=1, elem_id="ft-alpha")
         dropout = gr.Number(0.05, label="LoRA dropout", minimum=0, maximum=0.9, elem_id="ft-dropout")
-        targets = gr.CheckboxGroup(TARGETS, value=TARGETS[:4], label="target modules", elem_id="ft-targets")
-    advanced = gr.Textbox(label="advanced (JSON: lora / train / data / eval sections of the kongming extension)",
+        targets = gr.CheckboxGroup(TARGETS, value=TARGETS[:4], label="目标模块 target modules", elem_id="ft-targets")
+    advanced = gr.Textbox(label="高级 advanced (JSON: lora / train / data / eval sections of the kongming extension)",
                           placeholder='{"train": {"max_seq_len": 512}}', lines=2, elem_id="ft-advanced")
-    start = gr.Button("start fine-tuning", variant="primary", elem_id="ft-start")
+    start = gr.Button("开始微调 start fine-tuning", variant="primary", elem_id="ft-start")
     with gr.Row():
-        job = gr.Dropdown([], label="job", elem_id="ft-job", scale=3)  # listed once a key is given
-        jobs_btn = gr.Button("list jobs", elem_id="ft-jobs", scale=1)
-        cancel_btn = gr.Button("cancel job", variant="stop", elem_id="ft-cancel", scale=1)
+        job = gr.Dropdown([], label="任务 job", elem_id="ft-job", scale=3)  # listed once a key is given
+        jobs_btn = gr.Button("刷新任务 list jobs", elem_id="ft-jobs", scale=1)
+        cancel_btn = gr.Button("取消任务 cancel job", variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
-    plot = gr.LinePlot(x="step", y="loss", color="series", label="loss", elem_id="ft-loss", height=280)
-    evaluation = gr.Dataframe(table([], EVAL_COLUMNS), label="evaluation", interactive=False, elem_id="ft-eval")
-    events = gr.Dataframe(table([], EVENT_COLUMNS), label="events (newest first)", interactive=False,
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="损失 loss", elem_id="ft-loss", height=280)
+    evaluation = gr.Dataframe(table([], EVAL_COLUMNS), label="评估 evaluation", interactive=False, elem_id="ft-eval",
+                              wrap=True)  # fmt: skip
+    events = gr.Dataframe(table([], EVENT_COLUMNS), label="事件 events (newest first)", interactive=False,
                           elem_id="ft-events", wrap=True)  # fmt: skip
     with gr.Row():
-        persona = gr.Dropdown([UNBOUND, *(p.name for p in s.personas)], value=UNBOUND, label="persona (optional)",
+        persona = gr.Dropdown([UNBOUND, *(p.name for p in s.personas)], value=UNBOUND, label="人物 persona (optional)",
                               elem_id="ft-persona")  # fmt: skip
-        deploy_btn = gr.Button("deploy to Chat", elem_id="ft-deploy")
+        deploy_btn = gr.Button("部署到对话 deploy to Chat", elem_id="ft-deploy")
     deployed = gr.Markdown(elem_id="ft-deployed")
 
     prepare.click(make_prepare(chat, ring), [key, source, upload, labels, system, text_col, label_col],

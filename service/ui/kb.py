@@ -24,6 +24,10 @@ FILE_COLUMNS = ["id", "filename", "status", "chunks", "error"]
 CHUNK_COLUMNS = ["index", "chapter", "chapter_title", "text"]
 HIT_COLUMNS = ["rank", "filename", "chapter", "chapter_title", "dense", "keyword", "fused", "text"]
 PREVIEW_CHARS = 300
+# the text columns take the room; short columns wide enough for their header in one word ("index", not "ind/ex")
+FILE_WIDTHS = ["22%", "30%", "12%", "10%", "26%"]
+CHUNK_WIDTHS = ["8%", "9%", "18%", "65%"]
+HIT_WIDTHS = ["6%", "13%", "9%", "14%", "8%", "9%", "7%", "34%"]
 
 
 class KbConsole:
@@ -81,8 +85,9 @@ class KbConsole:
         choices = [(f"{r['filename']} ({r['chunks']} chunks)", r["id"]) for r in rows]
         return table(rows, FILE_COLUMNS), gr.update(choices=choices, value=choices[0][1] if choices else None)
 
-    def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[str, Any, Any, Any]]:
-        """Attach the files, then report each one's ingest (stage, chunks embedded of total) until all are done."""
+    def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[Any, ...]]:
+        """Attach the files, then report each one's ingest (stage, chunks embedded of total) until all are done:
+        (progress, documents table, document dropdown, store dropdown, the upload box emptied)."""
         import gradio as gr
 
         require_key(self.ring, key)
@@ -95,21 +100,36 @@ class KbConsole:
             lines = [f"- {names[i]}: {p['stage']}" + (f" {p['done']}/{p['total']} chunks" if p["total"] else "")
                      for i, p in progress.items()]  # fmt: skip
             done = all(p["stage"] in ("completed", "failed") for p in progress.values())
-            docs, pick = self.files(key, store) if done else (gr.update(), gr.update())
+            docs, pick = self.files(key, store)  # the files in progress are listed while they ingest
             stores = self.store_choices(key, store) if done else gr.update()  # its file count changed
-            yield ("**ingested**" if done else "**ingesting…**") + "\n" + "\n".join(lines), docs, pick, stores
+            said = ("**ingested**" if done else "**ingesting…**") + "\n" + "\n".join(lines)
+            yield said, docs, pick, stores, None  # the box emptied: uploading again would add duplicates
             if done:
                 return
             time.sleep(POLL_S)
 
-    def delete(self, key: str, store: str | None, file_id: str | None) -> tuple[str, Any, Any]:
+    def delete(self, key: str, store: str | None, file_id: str | None) -> tuple[Any, ...]:
+        """(progress naming the deleted file, documents table, document dropdown, store dropdown)."""
         import gradio as gr
 
         require_key(self.ring, key)
         if not store or not file_id:
             raise gr.Error("choose a document to delete", title="knowledge base")
+        found = self._call(lambda vs: vs.retrieve_file(store, file_id))
+        name = found["kongming"].get("filename") or found["kongming"].get("title") or file_id
         self._call(lambda vs: vs.delete_file(store, file_id))
-        return f"deleted {file_id}", *self.files(key, store)
+        return f"deleted {name}", *self.files(key, store), self.store_choices(key, store)
+
+    def on_key(self, key: str, store: str | None) -> tuple[Any, Any, Any]:
+        """The stores and documents as soon as a valid key is entered; nothing (and no error) for another key."""
+        import gradio as gr
+
+        from .access import console_refusal
+
+        if console_refusal(self.ring, key) is not None or getattr(self.state, "vector_stores", None) is None:
+            return gr.update(), gr.update(), gr.update()
+        choices = self.store_choices(key, store)
+        return choices, *self.files(key, choices.get("value"))
 
     def chunks(self, key: str, store: str | None, file_id: str | None) -> Any:
         require_key(self.ring, key)
@@ -138,34 +158,39 @@ def _cut(text: str) -> str:
 def build_kb_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any) -> None:
     kb = KbConsole(chat, ring, state)
     with gr.Row():
-        store = gr.Dropdown([], label="knowledge base (vector store)", elem_id="kb-store", scale=3)
-        refresh = gr.Button("load / refresh", elem_id="kb-refresh", scale=1)
-        new_name = gr.Textbox(label="new knowledge base", placeholder="name", elem_id="kb-new-name", scale=2)
-        create = gr.Button("create", elem_id="kb-create", scale=1)
-    files = gr.File(label="upload documents (.txt .md .html .pdf .docx .jsonl)", file_count="multiple",
+        store = gr.Dropdown([], label="知识库 knowledge base (vector store)", elem_id="kb-store", scale=3)
+        refresh = gr.Button("加载/刷新 load / refresh", elem_id="kb-refresh", scale=1)
+        new_name = gr.Textbox(label="新建知识库 new knowledge base", placeholder="名称 name", elem_id="kb-new-name",
+                              scale=2)  # fmt: skip
+        create = gr.Button("新建 create", elem_id="kb-create", scale=1)
+    files = gr.File(label="上传文档 upload documents (.txt .md .html .pdf .docx .jsonl)", file_count="multiple",
                     type="filepath", elem_id="kb-upload")  # fmt: skip
-    ingest = gr.Button("upload and ingest", variant="primary", elem_id="kb-ingest")
+    ingest = gr.Button("上传并入库 upload and ingest", variant="primary", elem_id="kb-ingest")
     progress = gr.Markdown(elem_id="kb-progress")
-    docs = gr.Dataframe(table([], FILE_COLUMNS), label="documents", interactive=False, elem_id="kb-docs")
+    docs = gr.Dataframe(table([], FILE_COLUMNS), label="文档 documents", interactive=False, elem_id="kb-docs",
+                        wrap=True, column_widths=FILE_WIDTHS)
     with gr.Row():
-        doc = gr.Dropdown([], label="document", elem_id="kb-doc", scale=3)
-        show = gr.Button("preview chunks", elem_id="kb-show", scale=1)
-        delete = gr.Button("delete document", variant="stop", elem_id="kb-delete", scale=1)
-    chunks = gr.Dataframe(table([], CHUNK_COLUMNS), label="chunks", interactive=False, wrap=True, elem_id="kb-chunks")
-    gr.Markdown("**retrieval test** · 检索测试")
+        doc = gr.Dropdown([], label="文档 document", elem_id="kb-doc", scale=3)
+        show = gr.Button("预览分块 preview chunks", elem_id="kb-show", scale=1)
+        delete = gr.Button("删除文档 delete document", variant="stop", elem_id="kb-delete", scale=1)
+    chunks = gr.Dataframe(table([], CHUNK_COLUMNS), label="分块 chunks", interactive=False, wrap=True,
+                          elem_id="kb-chunks", column_widths=CHUNK_WIDTHS)  # fmt: skip
+    gr.Markdown("**检索测试 retrieval test**")
     with gr.Row():
-        query = gr.Textbox(label="question", placeholder="草船借箭", elem_id="kb-query", scale=4)
+        query = gr.Textbox(label="问题 question", placeholder="草船借箭", elem_id="kb-query", scale=4)
         k = gr.Number(5, label="k", precision=0, minimum=1, maximum=50, elem_id="kb-k", scale=1)
-        test = gr.Button("search", variant="primary", elem_id="kb-search", scale=1)
-    hits = gr.Dataframe(table([], HIT_COLUMNS), label="hits", interactive=False, wrap=True, elem_id="kb-hits")
+        test = gr.Button("检索 search", variant="primary", elem_id="kb-search", scale=1)
+    hits = gr.Dataframe(table([], HIT_COLUMNS), label="命中 hits", interactive=False, wrap=True, elem_id="kb-hits",
+                      column_widths=HIT_WIDTHS)
 
     private = {"api_visibility": "private"}
     refresh.click(kb.store_choices, [key, store], store, **private).then(kb.files, [key, store], [docs, doc], **private)
     store.input(kb.files, [key, store], [docs, doc], **private)
     create.click(kb.create, [key, new_name], [store, new_name], **private).then(
         kb.files, [key, store], [docs, doc], **private)
-    ingest.click(kb.upload, [key, store, files], [progress, docs, doc, store], **private)
+    ingest.click(kb.upload, [key, store, files], [progress, docs, doc, store, files], **private)
     show.click(kb.chunks, [key, store, doc], chunks, **private)
-    delete.click(kb.delete, [key, store, doc], [progress, docs, doc], **private)
+    delete.click(kb.delete, [key, store, doc], [progress, docs, doc, store], **private)
+    key.change(kb.on_key, [key, store], [store, docs, doc], show_progress="hidden", **private)
     test.click(kb.search, [key, store, query, k], hits, **private)
     query.submit(kb.search, [key, store, query, k], hits, **private)

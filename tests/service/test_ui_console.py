@@ -93,9 +93,8 @@ def expect_text(page: Any, selector: str, text: str | re.Pattern[str], timeout: 
 def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_path: Path) -> None:
     doc = tmp_path / "qixingtan.txt"
     doc.write_text("第四十九回 七星坛诸葛祭风\n\n" + DOC * 3, encoding="utf-8")
-    page.fill("#api-key input", KEY)
     page.get_by_role("tab", name=re.compile("知识库")).click()
-    page.click("#kb-refresh")
+    page.fill("#api-key input", KEY)  # the key alone lists the stores and the default store's documents
     expect_text(page, "#kb-docs", "xiao_sanguo.txt")  # the store the chat answers from, made by `ingest`
     page.fill("#kb-new-name textarea", "console test")
     page.click("#kb-create")
@@ -107,6 +106,10 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     expect_text(page, "#kb-progress", "ingested")
     assert "completed" in page.locator("#kb-progress").inner_text(), errors(page)
     expect_text(page, "#kb-docs", "qixingtan.txt")
+    assert not page.locator("#kb-upload").get_by_text("qixingtan.txt").count(), "the upload box is emptied"
+    from playwright.sync_api import expect
+
+    expect(page.locator("#kb-store input")).to_have_value(re.compile("1 files"), timeout=WAIT_MS)  # the new count
     page.click("#kb-show")
     expect_text(page, "#kb-chunks", "七星坛")
     page.fill("#kb-query textarea", "孔明在哪里借东风")
@@ -116,7 +119,8 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     assert "49" in hits and "七星坛诸葛祭风" in hits, hits  # chapter and its title beside the scores
     screenshot(page, tmp_path, "kb_retrieval_test")
     page.click("#kb-delete")
-    expect_text(page, "#kb-progress", "deleted")
+    expect_text(page, "#kb-progress", "deleted qixingtan.txt")
+    expect(page.locator("#kb-store input")).to_have_value(re.compile("0 files"), timeout=WAIT_MS)
     assert "qixingtan.txt" not in page.locator("#kb-docs").inner_text()
 
 
@@ -150,8 +154,11 @@ def test_fine_tune_a_tiny_model_watch_its_loss_deploy_and_chat_with_it(page: Any
     expect_text(page, "#ft-status", "succeeded", timeout=JOB_MS)
     expect_text(page, "#ft-eval", "loss", timeout=30_000)
     page.wait_for_timeout(2500)  # one more tick: the plot holds every step
-    lines = page.evaluate("document.querySelectorAll('#ft-loss svg .mark-line path').length")
-    assert lines == 2, f"one line for the training loss, one for the validation loss: {lines}"
+    # drawn lines: a stroke colour and a path through points (an undrawn mark has no stroke, or d="M0,0")
+    lines = page.evaluate("Array.from(document.querySelectorAll('#ft-loss svg .mark-line path'))"
+                          ".map(p => [p.getAttribute('stroke'), p.getAttribute('d') || ''])")  # fmt: skip
+    drawn = [d for stroke, d in lines if stroke and stroke != "none" and "L" in d]
+    assert len(drawn) == 2, f"one line for the training loss, one for the validation loss: {lines}"
     events = page.locator("#ft-events").inner_text()
     assert "training loss" in events and "validation loss" in events, events
     screenshot(page, tmp_path, "finetune_loss_plot")
