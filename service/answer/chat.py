@@ -284,7 +284,9 @@ class ChatService:
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings)
         hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
         history = msgs[:-1]
-        evidence = relevant(hits, terms)  # the decline evidence of the extractive answer, for every passage route
+        lexicon = lexicon_of(self.kb.retriever) if kb_ready else None
+        # the extractive answer's decline evidence (terms, names, dense floor), for every passage route
+        evidence = relevant(hits, terms, question=query, lexicon=lexicon)
         if decision.route == "both" and not (evidence and persona.grounded == "extractive"):
             grounded = hits if evidence else []  # grounded "generate": the persona's own model reads the passages
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings,
@@ -296,7 +298,7 @@ class ChatService:
             return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 
         def extractive(note: str) -> Reply:
-            extract = extractive_answer(query, hits, terms, lexicon_of(self.kb.retriever))
+            extract = extractive_answer(query, hits, terms, lexicon)
             cited = [c for c in citations(hits) if c.index in extract.used]
             ready = Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from
