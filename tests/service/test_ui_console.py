@@ -118,6 +118,12 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     hits = page.locator("#kb-hits").inner_text()
     assert "49" in hits and "七星坛诸葛祭风" in hits, hits  # chapter and its title beside the scores
     screenshot(page, tmp_path, "kb_retrieval_test")
+    # the Chat tab answers from the knowledge base chosen there (vector_store_ids), the new one here
+    page.get_by_role("tab", name=re.compile("对话")).click()
+    choose(page, "#chat-store", re.compile("console test"))
+    send(page, "孔明在哪里借东风", "rag")
+    assert "七星坛" in last_bot(page, "route:"), errors(page)
+    page.get_by_role("tab", name=re.compile("知识库")).click()
     page.click("#kb-delete")
     expect_text(page, "#kb-progress", "deleted qixingtan.txt")
     expect(page.locator("#kb-store input")).to_have_value(re.compile("0 files"), timeout=WAIT_MS)

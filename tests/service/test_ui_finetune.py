@@ -61,3 +61,15 @@ def test_the_evaluation_report_as_rows():
         {"section": "generation", "metric": "style score", "model": "tuned", "value": 0.4},
         {"section": "classification", "metric": "accuracy", "model": "majority", "value": 0.5},
     ]
+
+
+def test_an_empty_data_set_list_says_which_setting_fills_it(tmp_path):
+    from service.ui.finetune import datasets_note
+
+    settings = get_service_settings(data_dir=tmp_path, finetune_datasets={"甄嬛": "persona/huanhuan.json"})
+    note = datasets_note(settings)
+    assert note and "KONGMING_FINETUNE_DATASETS" in note and "persona/huanhuan.json" in note, note
+    assert str(tmp_path) not in note, "no server path on the page"
+    (tmp_path / "persona").mkdir()
+    (tmp_path / "persona" / "huanhuan.json").write_text("[]", encoding="utf-8")
+    assert datasets_note(settings) is None, "a listed data set needs no note"
