@@ -248,7 +248,10 @@ class Retriever:
                     break
                 keyword.append((ids[r], float(scores[r])))
         fused: dict[str, dict[str, float]] = {}
-        for name, ranked, weight in (("dense", dense, 1.0), ("keyword", keyword, self.keyword_weight)):
+        # while an embedding phase runs the dense side ranks only the chunks embedded so far: it counts in
+        # proportion (with a few vectors its top ranks are noise: hybrid hit@5 0.805 vs keyword 0.829, BENCHMARKS)
+        coverage = min(1.0, self._vectors / len(self._visible)) if self._visible and self._vectors >= 0 else 1.0
+        for name, ranked, weight in (("dense", dense, coverage), ("keyword", keyword, self.keyword_weight)):
             for rank, (cid, score) in enumerate(ranked, start=1):
                 entry = fused.setdefault(cid, {"fused": 0.0})
                 entry[name] = score
