@@ -22,18 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import EmbeddingMismatchError, StoreError, as_store_error, disk_fix, guarded, server_fix
-from .records import (
-    COMPLETE,
-    DELETING,
-    DOCS,
-    PENDING,
-    PREFIX,
-    REBUILD,
-    STAGED,
-    DocRecord,
-    StoredChunk,
-    validate_name,
-)
+from .records import COMPLETE, DELETING, DOCS, PENDING, PREFIX, REBUILD, STAGED, DocRecord, StoredChunk, validate_name
 from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
