@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 __all__ = ["COMPLETE", "DELETING", "PENDING", "DocRecord", "KnowledgeStore", "StoredChunk", "validate_name"]
 
 META_MODEL, META_DIM = "kongming_embed_model", "kongming_embed_dim"
+# Chroma's cache of embedded systems is not thread-safe: a reopen (clearing it) beside another thread opening a
+# client gave that one a system not yet started ("'RustBindingsAPI' object has no attribute 'bindings'")
+_CLIENTS = threading.Lock()
 _PREFIX, _DOCS, _REBUILD, _STAGED = PREFIX, DOCS, REBUILD, STAGED
 
 
@@ -61,12 +65,13 @@ def make_client(settings: IngestSettings, fresh: bool = False) -> Any:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the store folder {path}: {exc.strerror}; {disk_fix()}") from exc
-    if fresh:  # later clients of this folder (and this one) read it anew; clients open now keep theirs
-        from chromadb.api.shared_system_client import SharedSystemClient
-
-        SharedSystemClient.clear_system_cache()
     try:
-        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+        with _CLIENTS:
+            if fresh:  # later clients of this folder (and this one) read it anew; clients open now keep theirs
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
+            return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
         err = as_store_error(exc, where_of(settings), "opening the store")
         if err is None:

@@ -12,7 +12,7 @@ from ingest.embedding import Embedder
 from ingest.kb import open_store
 from ingest.retrieval import Filters, RetrievedChunk, Retriever
 from ingest.settings import IngestSettings
-from ingest.store import DocRecord, KnowledgeStore
+from ingest.store import DocRecord, KnowledgeStore, make_client, where_of
 
 from ..answer.retrieval import KnowledgeBase, source_name
 from ..errors import BadRequest
@@ -51,10 +51,16 @@ class StoreSearch:
 
     def retriever(self, collection: str) -> Retriever:
         """The collection's hybrid retriever; it re-reads the visible documents on every search (refresh 0 s), so
-        a file is searchable as soon as its status is completed and gone as soon as it is deleted."""
+        a file is searchable as soon as its status is completed and gone as soon as it is deleted. Its store is
+        not reopened: vectors another process writes into it are found by the dense side after a restart."""
         with self._open_lock:
             if collection not in self._retrievers:
-                self._retrievers[collection] = Retriever(self.settings, collection, self.embedder, refresh_seconds=0)
+                retriever = Retriever(self.settings, collection, self.embedder, refresh_seconds=0)
+                # never reopened: this process writes these stores, and its reads share one Chroma system with
+                # its writes; a reopen while a file ingests re-read the whole index (searches of 20-50 s) and
+                # broke the ingest ("no attribute 'bindings'", "hnsw segment reader: Nothing found on disk")
+                retriever.store = KnowledgeStore(make_client(self.settings), collection, where_of(self.settings))
+                self._retrievers[collection] = retriever
             return self._retrievers[collection]
 
     def forget(self, collection: str) -> None:

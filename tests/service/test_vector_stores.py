@@ -348,8 +348,11 @@ def test_a_queued_file_is_deleted_at_once_while_its_store_ingests_and_progress_c
     from concurrent.futures import ThreadPoolExecutor
 
     from service.vector_stores import VectorStoreService
+    from service.vector_stores.service import INGEST_BATCH
 
     seen: list[dict[str, Any]] = []
+    batches: list[int] = []
+    midway: list[list[dict[str, Any]]] = []
 
     class Watching:  # the real embedder; each batch notes the file's progress as a client would read it
         def __getattr__(self, name: str) -> Any:
@@ -357,6 +360,10 @@ def test_a_queued_file_is_deleted_at_once_while_its_store_ingests_and_progress_c
 
         def embed_passages(self, texts: list[str]) -> Any:
             seen.extend(stores.progress(store["id"], f["id"]) for f in stores.list_files(store["id"]))
+            batches.append(len(texts))
+            if not midway and seen and seen[-1]["stage"] == "embedding":  # a search from another thread, now
+                with ThreadPoolExecutor(1) as other:
+                    midway.append(other.submit(stores.search, store["id"], "黄盖", 3).result(timeout=60))
             return embedder.embed_passages(texts)
 
     stores = VectorStoreService(kb_settings, tmp_path / "data", embedder=Watching())
@@ -381,11 +388,14 @@ def test_a_queued_file_is_deleted_at_once_while_its_store_ingests_and_progress_c
     finally:
         release.set()
         holder.join()
-    kept = stores.add_file(store["id"], "赤壁.txt", (TXT * 3).encode("utf-8"))
+    text = TXT + "\n\n" + "\n".join(DOCX_LINES) + "\n\n" + TXT.replace("黄盖", "甘宁")  # chunks BM25 can tell apart
+    kept = stores.add_file(store["id"], "赤壁.txt", text.encode("utf-8"))
     stores.wait(timeout=120)
     assert stores.retrieve_file(store["id"], kept["id"])["status"] == "completed"
     during = [p for p in seen if p["stage"] == "embedding"]
     assert during and all(p["total"] > 0 for p in during)  # before: {'stage': 'embedding', 'done': 0, 'total': 0}
+    assert max(batches) <= INGEST_BATCH  # a search waits for the embedder one small batch at most (was 32)
+    assert midway and midway[0] and "黄盖" in midway[0][0]["content"][0]["text"]  # keyword-searchable mid-ingest
     assert stores.progress(store["id"], kept["id"])["stage"] == "completed"
     hit = stores.search(store["id"], "黄盖", 1)[0]["attributes"]
     assert type(hit["chunk_index"]) is int and ("chapter" not in hit or type(hit["chapter"]) is int)
