@@ -119,10 +119,13 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
     files_limit = settings.max_file_bytes + 1_000_000  # + the multipart framing; the route checks the file itself
+    with_ui = settings.ui if ui is None else ui
+    # the page's uploads (documents into a knowledge base, fine-tuning data) take the Files API's limit
+    page_uploads = {"/ui/gradio_api/upload": files_limit} if with_ui else {}  # service.ui.PATH + Gradio's route
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes,
-                       metrics=metrics, prefix_limits={"/v1/files": files_limit})
+                       metrics=metrics, prefix_limits={"/v1/files": files_limit, **page_uploads})
     app.add_middleware(AccessLog, metrics=metrics)
-    if settings.ui if ui is None else ui:
+    if with_ui:
         from .ui import mount_ui
 
         app = mount_ui(app, chat)

@@ -176,6 +176,23 @@ def test_uploads_have_their_own_body_limit(make_client):
     assert_openai_error(r, 413)
 
 
+def test_the_pages_uploads_take_the_files_limit_not_the_chats(kb_settings, tmp_path):
+    """A document uploaded through the page (the whole novel is 1.8 MB) is not refused by the chat's body limit;
+    the Files API's limit still holds there."""
+    from fastapi.testclient import TestClient
+
+    from service.app import build_chat_service, create_app
+    from service.settings import get_service_settings
+
+    settings = get_service_settings(data_dir=tmp_path / "svc", max_request_bytes=4096, max_file_bytes=16_384)
+    with TestClient(create_app(settings, chat=build_chat_service(settings, kb_settings), ui=True)) as client:
+        small = {"files": ("novel.txt", "三国".encode() * 2000, "text/plain")}  # 12 kB: over the chat limit
+        r = client.post("/ui/gradio_api/upload", files=small)
+        assert r.status_code == 200, r.text
+        big = {"files": ("novel.txt", b"x" * 1_100_000, "text/plain")}  # over max_file_bytes + the framing
+        assert_openai_error(client.post("/ui/gradio_api/upload", files=big), 413)
+
+
 def test_unknown_model_persona_and_document(make_client):
     client = make_client()
     err = assert_openai_error(client.post("/v1/chat/completions", json={"model": "kongming-persona-cao-cao",
