@@ -49,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     srv.stop()
 
 
+@pytest.mark.timeout(INGEST_S + 600)
 def test_the_whole_novel_uploaded_retrieved_and_cited_through_the_page(
     browser: Any, server: ServerThread, tmp_path: Path
 ) -> None:
@@ -74,6 +75,7 @@ def test_the_whole_novel_uploaded_retrieved_and_cited_through_the_page(
         said = page.locator("#kb-progress").inner_text()
         if not states or said != states[-1]:
             states.append(said)
+            print(f"{time.monotonic() - started:6.0f} s  {said!r}"[:200], flush=True)
             if re.search(r"embedding [1-9]\d*/\d+", said) and len(states) < 4:
                 screenshot(page, tmp_path, "whole_novel_upload_progress")
         assert not page.locator(".toast-body").count(), errors(page)
