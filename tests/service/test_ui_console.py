@@ -98,7 +98,10 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     expect_text(page, "#kb-docs", "xiao_sanguo.txt")  # the store the chat answers from, made by `ingest`
     page.fill("#kb-new-name textarea", "console test")
     page.click("#kb-create")
-    expect_text(page, "#kb-store", "")
+    from playwright.sync_api import expect
+
+    # the upload goes to the store chosen when it is clicked: wait for the new one to be chosen
+    expect(page.locator("#kb-store input")).to_have_value(re.compile("console test"), timeout=WAIT_MS)
     page.locator("#kb-upload input[type=file]").set_input_files(str(doc))
     page.locator("#kb-upload").get_by_text("qixingtan.txt").first.wait_for(timeout=WAIT_MS)
     page.click("#kb-ingest")
