@@ -15,7 +15,7 @@ from service.errors import UpstreamError
 from tests.conftest import NOVEL
 from tests.service.conftest import ServerThread
 from tests.service.fakes import FailingEngine, QueuedEngine
-from tests.service.uipage import WAIT_MS, chromium, last_bot, screenshot, send
+from tests.service.uipage import WAIT_MS, chromium, last_bot, offline_page, screenshot, send
 
 pytestmark = [
     pytest.mark.integration,
@@ -66,16 +66,7 @@ def server(kb_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture
 def page(browser: Any, server: tuple[ServerThread, QueuedEngine]) -> Iterator[Any]:
     """A fresh page on /ui; fails the test if the page asked anything of a host other than the service."""
-    srv, _ = server
-    context = browser.new_context()
-    page = context.new_page()
-    outside: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith((srv.url, "data:", "blob:")) else outside.append(r.url))
-    page.goto(srv.url + "/ui/")
-    page.wait_for_selector("#message textarea", timeout=WAIT_MS)
-    yield page
-    context.close()
-    assert not outside, f"the chat page reached outside the service (must work offline): {outside}"
+    yield from offline_page(browser, server[0].url, "#message textarea")
 
 
 # Pixels between the bottom of the answer's last paragraph and the top of the route line, in the last answer.

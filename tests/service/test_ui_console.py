@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import shared_file
 from tests.service.conftest import ServerThread
 from tests.service.test_fine_tuning_api import FAST, review_file
-from tests.service.uipage import WAIT_MS, chromium, last_bot, screenshot, send
+from tests.service.uipage import WAIT_MS, chromium, last_bot, offline_page, screenshot, send
 
 pytestmark = [
     pytest.mark.integration,
@@ -55,15 +55,7 @@ def server(kb_settings: Any, tiny_chat_model: Path, tmp_path_factory: pytest.Tem
 
 @pytest.fixture
 def page(browser: Any, server: ServerThread) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    outside: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:")) else outside.append(r.url))
-    page.goto(server.url + "/ui/")
-    page.wait_for_selector("#api-key input", timeout=WAIT_MS)
-    yield page
-    context.close()
-    assert not outside, f"the page reached outside the service (must work offline): {outside}"
+    yield from offline_page(browser, server.url, "#api-key input", viewport={"width": 1280, "height": 1000})
 
 
 def choose(page: Any, dropdown: str, option: str | re.Pattern[str]) -> None:

@@ -52,6 +52,20 @@ def chromium() -> Iterator[Any]:
         chromium.close()
 
 
+def offline_page(browser: Any, url: str, ready: str, **context: Any) -> Iterator[Any]:
+    """A fresh page on `url`/ui/, once `ready` (a selector) shows, for a `page` fixture; after the test, fails it
+    if the page asked anything of a host other than the service (the page must work offline)."""
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
+    page.goto(url + "/ui/")
+    page.wait_for_selector(ready, timeout=WAIT_MS)
+    yield page
+    ctx.close()
+    assert not outside, f"the page reached outside the service (must work offline): {outside}"
+
+
 def screenshot(page: Any, folder: Path, name: str) -> Path:
     """A full-page PNG under `folder` (a pytest tmp dir), copied to $KONGMING_SCREENSHOTS when that is set."""
     path = folder / f"{name}.png"
