@@ -46,7 +46,10 @@ def embed_phase(
     ids = unembedded_ids(store)
     if ids:
         log.info("embedding %d chunks", len(ids))
-    return embed_staged(store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress)
+    return embed_staged(
+        store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress,
+        with_overlap=settings.embed_overlap,
+    )
 
 
 def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:

@@ -43,6 +43,7 @@ class Chunk:
     section: str | None
     content_hash: str
     chapter_unit: str | None = None
+    overlap: int = 0  # leading characters that repeat the end of the previous chunk (of the same section)
 
     def metadata(self) -> dict[str, Any]:
         """Flat metadata for the vector store (None values left out: Chroma cannot filter on them)."""
@@ -60,6 +61,8 @@ class Chunk:
             meta["chapter_title"] = self.chapter_title
         if self.section:
             meta["section"] = self.section
+        if self.overlap:
+            meta["overlap"] = self.overlap
         return meta
 
 
@@ -219,6 +222,7 @@ def chunk_document(text: str, size: int = 480, overlap: int = 60, length: Length
         raise ValueError(f"chunk overlap ({overlap}) must be smaller than chunk size ({size})")
     chunks: list[Chunk] = []
     for section in split_sections(text):
+        prev_end = -1
         for s, e in chunk_section(section, size, overlap, length):
             raw = section.text[s:e]
             lead = len(raw) - len(raw.lstrip())
@@ -226,6 +230,8 @@ def chunk_document(text: str, size: int = 480, overlap: int = 60, length: Length
             if not body:
                 continue
             start = section.start + s + lead
+            repeated = min(max(prev_end - start, 0), len(body))
+            prev_end = start + len(body)
             chunks.append(
                 Chunk(
                     text=body,
@@ -237,9 +243,18 @@ def chunk_document(text: str, size: int = 480, overlap: int = 60, length: Length
                     section=section.heading,
                     content_hash=content_hash(body),
                     chapter_unit=section.chapter_unit,
+                    overlap=repeated,
                 )
             )
     return chunks
+
+
+def embedding_text(text: str, metadata: dict[str, Any], with_overlap: bool = True) -> str:
+    """What is embedded for a chunk: its text, or without the leading overlap that repeats the previous chunk
+    (`metadata["overlap"]` characters; that text is embedded with the previous chunk already)."""
+    cut = 0 if with_overlap else int(metadata.get("overlap", 0) or 0)
+    rest = text[cut:].lstrip()
+    return rest if cut and rest else text
 
 
 def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) -> Any:

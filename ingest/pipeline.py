@@ -384,7 +384,8 @@ def rebuild(
         node = TextNode(id_=c.chunk_id, text=c.text, metadata=c.metadata)
         node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(c.metadata.get("doc_id", "")))
         nodes.append(node)
-    emb = EmbeddingWriter(target, embedder, settings.embed_batch_size, len(nodes), progress)
+    emb = EmbeddingWriter(target, embedder, settings.embed_batch_size, len(nodes), progress,
+                          with_overlap=settings.embed_overlap)
     try:
         emb.run(nodes)
     finally:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from .chunking import embedding_text
 from .embedding import Embedder
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class EmbeddingWriter:
 
     def __init__(
         self, store: NodeSink, embedder: Embedder, batch: int, total: int, progress: bool, flush_every: int = 256,
-        report: Callable[[int, int], None] | None = None,
+        report: Callable[[int, int], None] | None = None, with_overlap: bool = True,
     ):
         # a crash loses at most `flush_every` chunks of embedding work
         self.store, self.embedder, self.batch, self.flush_every = store, embedder, batch, flush_every
@@ -76,17 +77,19 @@ class EmbeddingWriter:
         self.seconds = 0.0
         self.written = 0
         self.total, self.embedded, self.report = total, 0, report  # report(done, total) after each batch
+        self.with_overlap = with_overlap  # False: a chunk's leading overlap is not embedded (its neighbour has it)
 
     def run(self, nodes: Sequence[Any]) -> None:
         try:
             for lo in range(0, len(nodes), self.batch):
                 part = nodes[lo : lo + self.batch]
                 t0 = time.perf_counter()
-                vectors = self.embedder.embed_passages([n.text for n in part])
+                texts = [embedding_text(n.text, n.metadata, self.with_overlap) for n in part]
+                vectors = self.embedder.embed_passages(texts)
                 self.seconds += time.perf_counter() - t0
+                self.chars += sum(map(len, texts))
                 for n, v in zip(part, vectors, strict=True):
                     n.embedding = v.tolist()
-                    self.chars += len(n.text)
                 self.buffer.extend(part)
                 if len(self.buffer) >= self.flush_every:
                     self.flush()
@@ -142,9 +145,11 @@ def embed_staged(
     flush_every: int,
     progress: bool,
     report: Callable[[int, int], None] | None = None,
+    with_overlap: bool = True,
 ) -> tuple[int, int, float]:
     """Embed the staged chunks of `ids` (a `KnowledgeStore`'s), in that order, and write them; a text that occurs
-    more than once is embedded once. Returns (chunks written, characters embedded, seconds embedding)."""
+    more than once is embedded once; without `with_overlap`, a chunk's leading overlap is left out of what is
+    embedded. Returns (chunks written, characters embedded, seconds embedding)."""
     if not ids:
         return 0, 0, 0.0
     done = store.existing_ids(ids)  # written by a run that died before unstaging them
@@ -162,7 +167,8 @@ def embed_staged(
             first[n.text] = n
     unique = list(first.values())
     writer = EmbeddingWriter(
-        _Unstaging(store, same_text), embedder(), batch, len(unique), progress, flush_every, report=report
+        _Unstaging(store, same_text), embedder(), batch, len(unique), progress, flush_every, report=report,
+        with_overlap=with_overlap,
     )
     try:
         writer.run(unique)

@@ -3,7 +3,7 @@ from itertools import pairwise
 
 import pytest
 
-from ingest.chunking import chunk_document, cn_to_int, parse_heading, split_sections, split_sentences
+from ingest.chunking import chunk_document, cn_to_int, embedding_text, parse_heading, split_sections, split_sentences
 from ingest.cleaning import clean_text
 from ingest.headings import heading_of
 from tests.ingest.fieldcases import field_case
@@ -66,6 +66,23 @@ def test_overlap_repeats_the_last_sentences(novel_text):
     assert overlapping >= 1
     for a, b in pairwise(chunks):
         assert a.end - b.start <= 30
+
+
+def test_each_chunk_records_the_overlap_it_repeats(novel_text):
+    text = clean_text(novel_text)
+    chunks = chunk_document(text, size=80, overlap=30)
+    repeated = [(a, b) for a, b in pairwise(chunks) if b.overlap]
+    assert len(repeated) >= 3
+    for a, b in pairwise(chunks):
+        if b.overlap:  # the overlap is exactly the text the previous chunk ends with
+            assert a.chapter == b.chapter and b.start < a.end
+            assert b.text[: b.overlap] == text[b.start : a.end] == a.text[len(a.text) - b.overlap :]
+            assert b.metadata()["overlap"] == b.overlap
+            assert embedding_text(b.text, b.metadata(), with_overlap=False) == b.text[b.overlap :].lstrip()
+        else:
+            assert "overlap" not in b.metadata()
+        assert embedding_text(b.text, b.metadata()) == b.text
+    assert all(c.overlap == 0 for c in chunk_document(text, size=80, overlap=0))
 
 
 def test_overlong_sentence_is_cut_at_commas_first():

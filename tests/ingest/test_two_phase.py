@@ -138,3 +138,28 @@ def test_cli_no_embed_then_embed_and_list_shows_progress(tmp_path, novel_file, e
     (doc,) = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
     assert doc["embedded"] == doc["chunks"]
     assert reader.retrieve("草船借箭", k=1, mode="dense")[0].chapter == 3
+
+
+def test_without_overlap_the_embedded_text_leaves_out_what_the_previous_chunk_holds(tmp_path, novel_file, embedder):
+    from ingest.chunking import embedding_text
+    from ingest.settings import get_settings
+
+    def ingest(name: str, with_overlap: bool):
+        s = get_settings(data_dir=tmp_path / name, collection="t", chunk_size=80, chunk_overlap=30,
+                         embed_overlap=with_overlap, mine_entities=False)
+        return s, pipeline.add_paths([novel_file], s, embedder=embedder)
+
+    _, a = ingest("whole", True)
+    cut, b = ingest("cut", False)
+    got = pipeline.open_store(cut).chunks.get(include=["documents", "metadatas", "embeddings"])
+    overlaps = sum(int(m.get("overlap", 0)) for m in got["metadatas"])
+    assert a.chunks_added == b.chunks_added and overlaps > 0
+    assert b.embedded_chars < a.embedded_chars  # the repeated text is embedded once, with its first chunk
+    some = [(d, m, e) for d, m, e in zip(got["documents"], got["metadatas"], got["embeddings"], strict=True)
+            if m.get("overlap")][:3]
+    for text, meta, vec in some:
+        expected = embedder.embed_passages([embedding_text(text, meta, with_overlap=False)])[0]
+        np.testing.assert_allclose(np.asarray(vec), expected, atol=1e-5)
+        assert text[: meta["overlap"]] in " ".join(got["documents"])  # the chunk itself keeps the overlap
+    hit = Retriever(cut, embedder=embedder, refresh_seconds=0).retrieve("桃园结义", k=3)
+    assert hit and all(h.text for h in hit)
