@@ -81,6 +81,9 @@ def create_app(
     # knowledge bases as OpenAI vector stores, over the chat's collections (the default one is "vs_<collection>")
     vector_stores = VectorStoreService(chat.kb.settings, settings.data_dir)
     chat.vector_stores = vector_stores
+    # the chat's default knowledge base reads through the vector stores' retriever of its collection: it sees the
+    # chunks and vectors the background ingest writes as they come (a retriever of its own reopened the store)
+    chat.kb.open_with(lambda: vector_stores.retriever(chat.kb.settings.collection))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ class KnowledgeBase:
     def __init__(self, settings: IngestSettings, retriever: Retriever | None = None) -> None:
         self.settings = settings
         self._retriever = retriever
+        self._opener: Callable[[], Retriever] | None = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb")
         self.error: str | None = None
@@ -34,8 +36,13 @@ class KnowledgeBase:
     def retriever(self) -> Retriever:
         with self._lock:
             if self._retriever is None:
-                self._retriever = Retriever(self.settings)
+                self._retriever = self._opener() if self._opener else Retriever(self.settings)
             return self._retriever
+
+    def open_with(self, opener: Callable[[], Retriever]) -> None:
+        """Take the retriever from `opener` when first needed (the app's, shared with the vector stores: one that
+        sees this process's background writes and never reopens the store under them)."""
+        self._opener = opener
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """`fn(*args)` on the knowledge base's worker thread. Its errors pass through as they are: errors.py says

@@ -1,8 +1,10 @@
 """The knowledge base over HTTP: list, upload (ingest) and remove documents; all of them need an API key. Documents
-are named by id, title and file name: the server's folders never appear in a response."""
+are named by id, title and file name: the server's folders never appear in a response. An upload answers once its
+documents are keyword-searchable; their embedding goes on in the background (the vector stores' ingest thread)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +14,7 @@ from fastapi import APIRouter, File, UploadFile
 from ..answer.retrieval import source_name
 from ..errors import BadRequest
 from ..uploads import save_upload, upload_target
-from .deps import Chat, KbKey, Settings
+from .deps import Chat, KbKey, Settings, VectorStores
 
 _ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"(),:;]+/)+(?=[^\s/'\"(),:;]+)")
 
@@ -36,17 +38,19 @@ async def kb_list(chat: Chat) -> dict[str, Any]:
 def _doc(d: Any) -> dict[str, Any]:
     name = source_name(d.source)  # `source` keeps its key for older clients, but holds the file name only
     return {"id": d.doc_id, "name": name, "source": name, "title": d.title, "chunks": d.n_chunks,
-            "status": d.status, "chars": d.chars, "embedded_chunks": d.embedded}  # the rest: keyword-searchable only
+            "status": d.status, "chars": d.chars,
+            "embedded_chunks": d.embedded}  # of `chunks`; the rest answer keyword searches and are being embedded
 
 
 @router.post("/documents", dependencies=[KbKey])
-async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
-    from ingest.pipeline import add_paths
-
+async def kb_upload(
+    chat: Chat, settings: Settings, stores: VectorStores, files: Annotated[list[UploadFile], File()]
+) -> dict[str, Any]:
     for f in files:  # every name is checked before any file is written
         upload_target(settings.upload_dir(), f.filename)
     paths = [await save_upload(settings.upload_dir(), f) for f in files]
-    summary = await chat.kb.run(add_paths, paths, chat.kb.settings)
+    # answered after the keyword phase (seconds, also for a novel); the embedding continues in the background
+    summary = await asyncio.wrap_future(stores.add_documents(chat.kb.settings.collection, paths))
     failed = [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed]
     if failed and len(failed) == len(paths):  # nothing of the upload could be ingested: a client error, not a 200
         reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failed)
@@ -56,13 +60,16 @@ async def kb_upload(chat: Chat, settings: Settings, files: Annotated[list[Upload
         "changed": summary.updated_docs,
         "unchanged": summary.unchanged,
         "chunks_added": summary.chunks_added,
+        # the knowledge base's chunks still without a vector (these documents' and any earlier): they answer
+        # keyword and hybrid searches now; GET /v1/kb/documents shows each document's embedded_chunks of chunks
+        "chunks_to_embed": summary.chunks_unembedded,
+        "searchable_seconds": round(summary.searchable_seconds, 3),
         "failed": failed,  # the files refused beside those ingested: the rest of a batch goes on
     }
 
 
 @router.delete("/documents/{doc_id}", dependencies=[KbKey])
-async def kb_remove(doc_id: str, chat: Chat) -> dict[str, Any]:
-    from ingest.pipeline import remove_documents
-
-    summary = await chat.kb.run(remove_documents, [doc_id], chat.kb.settings)  # unknown id: 404 (errors.py)
+async def kb_remove(doc_id: str, chat: Chat, stores: VectorStores) -> dict[str, Any]:
+    # in turn with the background ingest's writes (unknown id: 404, errors.py)
+    summary = await asyncio.to_thread(stores.remove_documents, chat.kb.settings.collection, [doc_id])
     return {"id": doc_id, "deleted": True, "chunks_removed": summary.chunks_removed}

@@ -50,9 +50,11 @@ class StoreSearch:
         return self.store(collection).records()
 
     def retriever(self, collection: str) -> Retriever:
-        """The collection's hybrid retriever; it re-reads the visible documents on every search (refresh 0 s), so
-        a file is searchable as soon as its status is completed and gone as soon as it is deleted. Its store is
-        not reopened: vectors another process writes into it are found by the dense side after a restart."""
+        """The collection's hybrid retriever (the chat's default knowledge base reads through it too); it re-reads
+        the visible documents on every search (refresh 0 s), so a file is searchable as soon as it is keyword-indexed
+        (before its embedding ends) and gone as soon as it is deleted, and the vectors the background embedding
+        writes count from the next search on. Its store is not reopened: vectors another process writes into an
+        embedded store are found by the dense side after a restart (a Chroma server has no such lag)."""
         with self._open_lock:
             if collection not in self._retrievers:
                 retriever = Retriever(self.settings, collection, self.embedder, refresh_seconds=0)

@@ -7,33 +7,26 @@ import logging
 import re
 import secrets
 import shutil
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from ingest.embedding import Embedder
-from ingest.errors import IngestError, StoreError
-from ingest.kb import drop_collection, open_store
+from ingest.errors import IngestError
+from ingest.kb import count_embedded, drop_collection, open_store
 from ingest.loaders import SUPPORTED
 from ingest.settings import IngestSettings
 from ingest.store import DocRecord, list_collections, make_client, validate_name
 
 from ..answer.retrieval import source_name
-from ..errors import BadRequest, NotFound, without_paths
+from ..errors import BadRequest, NotFound
 from ..uploads import upload_target
+from .ingesting import EMBEDDING, BackgroundIngest, _inside
 from .registry import COMPLETED, FAILED, IN_PROGRESS, FileEntry, Registry, StoreEntry, file_counts, now
 from .search import StoreSearch
-from .worker import IngestQueue
 
 log = logging.getLogger(__name__)
 PREFIX = "vs_"  # a store's id is PREFIX + its collection name: the service's default collection is "vs_default"
 MAX_METADATA = 16
-# Passages embedded per call during an ingest: the embedder runs one call at a time, so a search's query waits for
-# the batch in hand; 32 passages held searches 20-44 s on a busy 2-core machine, 4 keep the wait to one small batch
-INGEST_BATCH = 4
 List = list  # the class has a method named `list`
 
 
@@ -41,24 +34,23 @@ def store_id(collection: str) -> str:
     return PREFIX + collection
 
 
-class VectorStoreService(StoreSearch):
+class VectorStoreService(StoreSearch, BackgroundIngest):
     """Vector stores over the knowledge base's collections; built once per app (`app.state.vector_stores`).
 
-    Thread-safe: files are ingested one at a time on a background thread; a store's writes (ingest, delete)
-    hold that store's lock; reads run in the caller's thread. Every collection of the store (those made by the
+    Thread-safe: files are ingested one at a time on a background thread (BackgroundIngest: keyword phase first,
+    then the embedding, which gives way to the next file); a store's writes (ingest, delete) hold that store's
+    lock; reads run in the caller's thread. Every collection of the store (those made by the
     `ingest` CLI too) is a vector store, `vs_<collection>`; a document not attached through this API is listed as
     a file whose id is its document id. Errors are service errors (404 unknown store or file, 400 bad input)."""
 
     def __init__(self, settings: IngestSettings, data_dir: Path, embedder: Embedder | None = None) -> None:
-        super().__init__(settings, embedder)
+        StoreSearch.__init__(self, settings, embedder)
+        BackgroundIngest.__init__(self)
         self.root = data_dir / "vector_stores"
         self.registry = Registry(self.root / "registry.json")
-        self._queue = IngestQueue()
-        self._locks: dict[str, threading.RLock] = {}
-        self._progress: dict[str, dict[str, Any]] = {}
-        self.jobs: dict[str, Future[None]] = {}  # file id -> its ingest (tests and shutdown wait on them)
         for f in [f for f in self.registry.files.values() if f.status == IN_PROGRESS]:  # a stop interrupted them
             self._enqueue(f.collection, f.id, self.root / "files" / f.collection / f.id / f.filename)
+        self.resume()  # and what any collection still lacks of its vectors, after them
 
     # --- stores -------------------------------------------------------------------------------------------------
     def create(self, name: str | None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
@@ -151,7 +143,9 @@ class VectorStoreService(StoreSearch):
         attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Attach a document (.txt .md .html .pdf .docx .jsonl): returns its vector_store.file at once, status
-        "in_progress"; ingest runs on a background thread, then the status is "completed", or "failed" with
+        "in_progress"; ingest runs on a background thread: the file answers searches and chats once it is chunked
+        and keyword-indexed (`kongming.searchable`, seconds), and its status is "completed" once its chunks are
+        embedded too (minutes for a novel), or "failed" with
         `last_error` {code: "unsupported_file" | "invalid_file" | "server_error", message}. `file_id` is the
         Files API id when the bytes come from there (else a new "file-..." id); `attributes` are OpenAI's (at most
         16, kept and returned). A bad name is a BadRequest."""
@@ -235,33 +229,34 @@ class VectorStoreService(StoreSearch):
     def progress(self, store_id: str, file_id: str) -> dict[str, Any]:
         """Where a file's ingest is, for a progress bar: {"stage": "queued" | "reading" | "embedding" | "indexing" |
         "completed" | "failed", "done": chunks embedded, "total": chunks to embed (0 until embedding starts)}.
-        From "embedding" on, the file's chunks already answer keyword searches (ingest's two phases)."""
+        From "embedding" on, the file's chunks already answer keyword and hybrid searches (ingest's two phases); "done"
+        and "total" then count the chunks of the store's embedding pass (this file's, and any another left)."""
         f = self.retrieve_file(store_id, file_id)
         if f["status"] != IN_PROGRESS:
             chunks = f["kongming"]["chunks"]
             return {"stage": f["status"], "done": chunks, "total": chunks}
-        return dict(self._progress.get(file_id) or {"stage": "queued", "done": 0, "total": 0})
-
-    def progress_stage(self, file_id: str) -> str | None:
-        """The stage of a file's running or queued ingest (None when none is)."""
-        return (self._progress.get(file_id) or {}).get("stage")
+        return dict(self._progress.get(file_id) or f["kongming"].get("progress") or {"stage": "queued", "done": 0,
+                                                                                     "total": 0})
 
     def _file_objects(self, collection: str) -> List[dict[str, Any]]:
         """Attached files, newest first, then the collection's other documents (the `ingest` CLI's, /v1/kb's)."""
         entries = self.registry.files_of(collection)
         owned = {d for f in entries for d in f.doc_ids}
         out = [self._file_object(f) for f in reversed(entries)]
-        for rec in self.records(collection).values():
+        store = self.store(collection)
+        for rec in count_embedded(store, store.records()).values():
             if rec.doc_id not in owned and not _inside(rec, self.root / "files" / collection):
                 out.append(_document_object(collection, rec))
         return out
 
     def _file_object(self, f: FileEntry) -> dict[str, Any]:
+        searchable = f.status == COMPLETED or self.progress_stage(f.id) in EMBEDDING
         return {
             "id": f.id, "object": "vector_store.file", "created_at": f.created_at, "usage_bytes": f.usage_bytes,
             "vector_store_id": store_id(f.collection), "status": f.status, "last_error": f.last_error,
             "attributes": f.attributes or None, "chunking_strategy": self._chunking(),
             "kongming": {"filename": f.filename, "chunks": f.chunks, "documents": list(f.doc_ids),
+                         "searchable": searchable,
                          "progress": self._progress.get(f.id) if f.status == IN_PROGRESS else None},
         }  # fmt: skip
 
@@ -272,94 +267,27 @@ class VectorStoreService(StoreSearch):
         return {"type": "static", "static": {"max_chunk_size_tokens": self.settings.chunk_size,
                                              "chunk_overlap_tokens": self.settings.chunk_overlap}}
 
-    # --- ingest (the background thread) -------------------------------------------------------------------------
-    def _lock(self, collection: str) -> threading.RLock:
-        with self.registry.lock:
-            return self._locks.setdefault(collection, threading.RLock())
-
-    def _enqueue(self, collection: str, file_id: str, path: Path) -> None:
-        self._progress[file_id] = {"stage": "queued", "done": 0, "total": 0}
-        self.jobs[file_id] = self._queue.submit(self._ingest, collection, file_id, path)
-
-    def _ingest(self, collection: str, file_id: str, path: Path) -> None:
-        from ingest.pipeline import add_paths
-
-        with self._lock(collection):
-            with self.registry.lock:  # from "reading" on, a delete waits for this ingest (delete_file)
-                entry = self.registry.files.get(file_id)
-                if entry is None or entry.status != IN_PROGRESS:  # deleted or cancelled while queued
-                    return
-                self._progress[file_id] = {"stage": "reading", "done": 0, "total": 0}
-            if not path.is_file():  # (a file attached before a restart whose upload is gone)
-                self._failed(file_id, "server_error", "the uploaded file is gone: attach it again")
-                return
-            try:
-                settings = self.settings.model_copy(update={"embed_batch_size": INGEST_BATCH})
-                summary = add_paths([path], settings, collection, embedder=self.embedder, confine=path.parent,
-                                    on_progress=self._reporter(file_id), on_searchable=self._searchable(file_id))
-            except IngestError as exc:
-                self._failed(file_id, "server_error" if isinstance(exc, StoreError) else "invalid_file", str(exc))
-                return
-            except Exception as exc:  # never lost silently: the file says it failed, the log has the trace
-                log.exception("ingest of vector store file %s failed", file_id)
-                self._failed(file_id, "server_error", f"internal error while ingesting ({type(exc).__name__})")
-                return
-            if summary.failed:
-                reason = summary.failed[0].reason
-                code = "unsupported_file" if reason.startswith("unsupported file type") else "invalid_file"
-                self._failed(file_id, code, f"{path.name}: {reason}")
-                return
-            mine = [r for r in open_store(self.settings, collection).records().values() if _inside(r, path.parent)]
-            self.registry.update_file(file_id, status=COMPLETED, doc_ids=sorted(r.doc_id for r in mine),
-                                      chunks=sum(r.n_chunks for r in mine))
-            self._progress.pop(file_id, None)
-
-    def _reporter(self, file_id: str) -> Callable[[int, int], None]:
-        def report(done: int, total: int) -> None:  # after each batch: a search waiting for the embedder gets it
-            time.sleep(0.005)  # (its lock is not fair: without a pause this thread takes it back at once)
-            self._progress[file_id] = {"stage": "embedding" if done < total else "indexing", "done": done,
-                                       "total": total}
-
-        return report
-
-    def _searchable(self, file_id: str) -> Callable[[Any], None]:
-        def keyword_ready(summary: Any) -> None:  # chunked and keyword-indexed; embedding comes next
-            total = int(getattr(summary, "chunks_added", 0) or 0)  # report() gives the exact count from its 1st batch
-            self._progress[file_id] = {"stage": "embedding", "done": 0, "total": total}
-
-        return keyword_ready
-
-    def _failed(self, file_id: str, code: str, message: str) -> None:
-        self.registry.update_file(file_id, status=FAILED, last_error={"code": code, "message": without_paths(message)})
-        self._progress.pop(file_id, None)
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for every queued ingest (tests; shutdown)."""
-        for job in list(self.jobs.values()):
-            job.result(timeout)
-
     def close(self) -> None:
-        self._queue.close()
-        super().close()
+        BackgroundIngest.close(self)
+        StoreSearch.close(self)
 
 
 def file_counts_of(files: List[dict[str, Any]]) -> dict[str, int]:
     return file_counts([FileEntry("", "", "", 0, 0, status=f["status"]) for f in files])
 
 
-def _inside(rec: DocRecord, folder: Path) -> bool:
-    return Path(rec.source).is_relative_to(folder.resolve())
-
-
 def _document_object(collection: str, rec: DocRecord) -> dict[str, Any]:
-    """A document that was not attached through this API (the `ingest` CLI, /v1/kb), as a vector_store.file."""
-    status = COMPLETED if rec.n_chunks else IN_PROGRESS
+    """A document that was not attached through this API (the `ingest` CLI, /v1/kb), as a vector_store.file: in
+    progress until every chunk has its vector (it answers searches before, from its keyword phase on)."""
+    status = COMPLETED if rec.n_chunks and rec.embedded >= rec.n_chunks else IN_PROGRESS
     return {
         "id": rec.doc_id, "object": "vector_store.file", "created_at": int(rec.updated_at), "usage_bytes": rec.chars,
         "vector_store_id": store_id(collection), "status": status, "last_error": None, "attributes": None,
         "chunking_strategy": None,
         "kongming": {"filename": source_name(rec.source), "title": rec.title, "chunks": rec.n_chunks,
-                     "documents": [rec.doc_id]},
+                     "documents": [rec.doc_id], "searchable": bool(rec.n_chunks),
+                     "progress": None if status == COMPLETED else
+                     {"stage": "embedding", "done": rec.embedded, "total": rec.n_chunks}},
     }  # fmt: skip
 
 

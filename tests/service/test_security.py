@@ -267,8 +267,14 @@ def test_injected_document_is_quoted_as_data_and_changes_no_system_prompt(make_c
     r = client.post("/v1/kb/documents", headers=auth,
                     files={"files": ("menghuo.txt", INJECTION.encode(), "text/plain")})
     assert r.status_code == 200 and r.json()["added"] == 1, r.text
-    doc = next(d for d in client.get("/v1/kb/documents", headers=auth).json()["data"]
-               if d["source"].endswith("menghuo.txt"))
+    deadline = time.monotonic() + 60  # embedded (the upload answers once it is keyword-searchable): the English
+    while True:  # line reaches the prompt through the dense side only
+        doc = next(d for d in client.get("/v1/kb/documents", headers=auth).json()["data"]
+                   if d["source"].endswith("menghuo.txt"))
+        if doc["embedded_chunks"] == doc["chunks"]:
+            break
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.2)
     try:
         # retrieval restricted to the document: this test is about the prompt, not about ranking
         question = [{"role": "user", "content": "孔明七擒孟获，孟获服了吗？"}]

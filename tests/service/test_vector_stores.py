@@ -348,7 +348,7 @@ def test_a_queued_file_is_deleted_at_once_while_its_store_ingests_and_progress_c
     from concurrent.futures import ThreadPoolExecutor
 
     from service.vector_stores import VectorStoreService
-    from service.vector_stores.service import INGEST_BATCH
+    from service.vector_stores.ingesting import INGEST_BATCH
 
     seen: list[dict[str, Any]] = []
     batches: list[int] = []
