@@ -14,6 +14,7 @@ from ingest.errors import IngestError
 from ..errors import ServiceError, error_body
 from ..keys import KeyRing
 from ..routes.kb import scrub_paths
+from ..vector_stores.ingesting import EMBEDDING
 from .access import require_key, table
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ class KbConsole:
 
     def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[Any, ...]]:
         """Attach the files, then report each one's ingest (stage, chunks embedded of total) until all are done:
-        (progress, documents table, document dropdown, store dropdown, the upload box emptied)."""
+        (progress, documents table, document dropdown, store dropdown, the upload box emptied). A file in the
+        "embedding" stage is searchable already (the retrieval test and the chat find it): the progress says so."""
         import gradio as gr
 
         require_key(self.ring, key)
@@ -98,11 +100,13 @@ class KbConsole:
         while True:
             progress = {i: self._call(lambda vs, i=i: vs.progress(store, i)) for i in names}
             lines = [f"- {names[i]}: {p['stage']}" + (f" {p['done']}/{p['total']} chunks" if p["total"] else "")
-                     for i, p in progress.items()]  # fmt: skip
+                     + (" (searchable)" if p["stage"] in EMBEDDING else "") for i, p in progress.items()]  # fmt: skip
             done = all(p["stage"] in ("completed", "failed") for p in progress.values())
+            searchable = all(p["stage"] in (*EMBEDDING, "completed", "failed") for p in progress.values())
             docs, pick = self.files(key, store)  # the files in progress are listed while they ingest
             stores = self.store_choices(key, store) if done else gr.update()  # its file count changed
-            said = ("**ingested**" if done else "**ingesting…**") + "\n" + "\n".join(lines)
+            state = "ingested" if done else "ingesting… searchable now, embedding" if searchable else "ingesting…"
+            said = f"**{state}**\n" + "\n".join(lines)
             yield said, docs, pick, stores, None  # the box emptied: uploading again would add duplicates
             if done:
                 return

@@ -177,3 +177,24 @@ def test_a_new_app_on_the_same_data_finishes_an_interrupted_embedding(
         assert done["embedded_chunks"] == done["chunks"] == up.json()["chunks_added"]
         assert search(client, "黄盖献苦肉计")[0]["attributes"]["dense"] > 0
     assert any("without a vector" in r.getMessage() and "bg" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_the_pages_upload_says_searchable_and_its_retrieval_test_finds_the_file_while_it_embeds(
+    embedder: Any, tmp_path: Path
+) -> None:
+    from service.ui.kb import KbConsole
+
+    gate = Gated(embedder)
+    doc = tmp_path / "chibi.txt"
+    doc.write_text(TEXT, encoding="utf-8")
+    with app_on(tmp_path, gate) as client:
+        state = client.app.state
+        console = KbConsole(state.chat, state.keys, state)  # the Knowledge base tab's actions
+        steps = console.upload(KEY, "vs_bg", [str(doc)])
+        said = next(said for said, *_ in steps if "searchable now" in said)
+        assert "chibi.txt: embedding 0/" in said and "(searchable)" in said, said
+        hits = console.search(KEY, "vs_bg", "黄盖献苦肉计", 3)  # the tab's retrieval test, mid-embedding
+        assert hits["filename"].tolist()[0] == "chibi.txt" and "苦肉计" in hits["text"].tolist()[0], hits
+        gate.open.set()
+        *_, (said, *_) = steps
+        assert said.startswith("**ingested**") and "chibi.txt: completed" in said, said
