@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import pickle
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from .fsio import atomic_open
+from .bm25 import BM25, Segment, merge
+from .fsio import atomic_open, write_text_atomic
 from .normalize import fold, number_tokens
 from .store import StoredChunk
 
@@ -47,8 +50,8 @@ def add_words(words: Iterable[str]) -> None:
 
 
 Tokenizer = Literal["ngram", "jieba"]
-_INDEX_FORMAT = "bm25s-2"  # what the pickled index holds (2: folded tokens); another value (or none) means rebuild
-_TOKENS_FORMAT = "fold1"  # in the token cache's name: a cache of another tokenisation is never read
+_INDEX_FORMAT = "segments-1"  # in the manifest: another value (or none) means rebuild
+MERGE_FACTOR = 10  # segments of one size tier merged into one (Lucene's TieredMergePolicy default, 10 a tier)
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+|[A-Za-z0-9]+")
 
 
@@ -83,53 +86,6 @@ def jieba_tokens(text: str) -> list[str]:
     return [t for t in jieba.lcut_for_search(text) if _WORD.search(t) and t not in STOPWORDS]
 
 
-class BM25:
-    """Okapi BM25 (Lucene's variant: idf = ln(1 + (N - df + 0.5) / (df + 0.5))), indexed and scored by bm25s,
-    with synonym groups on top. Scores are on the classic scale (the Lucene term weight times k1 + 1), which
-    the router's fitted weights expect."""
-
-    def __init__(self, ids: Sequence[str], tokens: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75):
-        import bm25s
-
-        from .quiet import quiet_logger
-
-        quiet_logger("bm25s")
-        self.ids = list(ids)
-        self._scale = k1 + 1
-        self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
-        if self.ids:
-            self._index.index([list(t) for t in tokens], show_progress=False)
-            self.vocab: dict[str, int] = self._index.vocab_dict  # shared, not copied: pickled once
-            self._df = np.diff(np.asarray(self._index.scores["indptr"]))
-        else:
-            self.vocab, self._df = {}, np.zeros(0, dtype=np.int64)
-
-    def _column(self, cols: list[int]) -> np.ndarray:
-        return np.asarray(self._index.get_scores_from_ids(cols), dtype=np.float32)
-
-    def scores(self, query_tokens: Sequence[str], synonyms: Sequence[Sequence[str]] = ()) -> np.ndarray:
-        """BM25 of each chunk. Each synonym group (the names of one entity) counts once, as its best-scoring
-        member, so an entity with many names does not outweigh the other words of the query."""
-        out = np.zeros(len(self.ids), dtype=np.float32)
-        cols = [self.vocab[t] for t in dict.fromkeys(query_tokens) if t in self.vocab]
-        if cols:
-            out += self._column(cols)
-        for group in synonyms:
-            gcols = [self.vocab[t] for t in dict.fromkeys(group) if t in self.vocab]
-            if gcols:
-                out += np.max([self._column([c]) for c in gcols], axis=0)
-        return out * np.float32(self._scale)
-
-    def idf(self, tokens: Iterable[str]) -> dict[str, float]:
-        """Inverse document frequency of each known token (0 for tokens the corpus does not have)."""
-        n = max(len(self.ids), 1)
-        out = {}
-        for t in tokens:
-            j = self.vocab.get(t)
-            out[t] = float(np.log(1.0 + (n - self._df[j] + 0.5) / (self._df[j] + 0.5))) if j is not None else 0.0
-        return out
-
-
 def fingerprint(committed_ids: Iterable[str]) -> str:
     h = hashlib.sha256()
     for i in sorted(committed_ids):
@@ -139,9 +95,12 @@ def fingerprint(committed_ids: Iterable[str]) -> str:
 
 
 class KeywordIndex:
-    """The BM25 index of one collection, cached under DIR and rebuilt when the visible chunk set changes.
+    """The BM25 index of one collection, kept under DIR as immutable segment files (the term counts of the chunks
+    one refresh added) and a small manifest naming the live segments and their deleted rows (Lucene's layout).
 
-    Tokens are cached per chunk id, so an ingest re-tokenises only the chunks it added.
+    A refresh tokenises and writes only the chunks it adds, marks the removed ones dead in the manifest, and merges
+    segments when ten of one size pile up; a reader loads only the segments it does not hold yet. Writers hold
+    the folder's lock; a segment no manifest names (a writer killed before its manifest) is ignored, then deleted.
     """
 
     def __init__(self, directory: Path, method: Tokenizer = "ngram") -> None:
@@ -149,67 +108,156 @@ class KeywordIndex:
         self.method: Tokenizer = method
         self.fingerprint: str | None = None
         self.bm25: BM25 | None = None
-        self._tokens: dict[str, tuple[list[str], str, int]] | None = None
-        self.doc_ids = np.array([], dtype=object)
-        self.chapters = np.array([], dtype=np.int32)
+        self._version: str | None = None  # of the manifest the segments in memory match (None: none)
 
-    def _tokens_path(self) -> Path:
-        return self.dir / f"tokens-{self.method}-{_TOKENS_FORMAT}.pkl"
+    @property
+    def doc_ids(self) -> np.ndarray:
+        return self.bm25.doc_ids if self.bm25 is not None else np.array([], dtype=object)
 
-    def _index_path(self) -> Path:
-        return self.dir / f"bm25-{self.method}.pkl"
+    @property
+    def chapters(self) -> np.ndarray:
+        return self.bm25.chapters if self.bm25 is not None else np.array([], dtype=np.int32)
 
-    def load_tokens(self) -> dict[str, tuple[list[str], str, int]]:
-        if self._tokens is None:
-            try:
-                with open(self._tokens_path(), "rb") as f:
-                    self._tokens = pickle.load(f)
-            except (OSError, pickle.UnpicklingError, EOFError):
-                self._tokens = {}
-        return self._tokens
+    def _manifest_path(self) -> Path:
+        return self.dir / f"manifest-{self.method}.json"
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        try:
+            m = json.loads(self._manifest_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        ok = isinstance(m, dict) and m.get("format") == _INDEX_FORMAT and m.get("method") == self.method
+        return m if ok else None  # an index another version wrote is rebuilt
 
     def try_load(self, fp: str) -> bool:
         """Use the index on disk if it was built for exactly this set of chunks."""
         if self.fingerprint == fp and self.bm25 is not None:
             return True
+        m = self._read_manifest()
+        if m is None or m.get("fingerprint") != fp:
+            return False
         try:
-            with open(self._index_path(), "rb") as f:
-                fmt, saved_fp, bm25, doc_ids, chapters = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
+            with _folder_lock(self.dir, exclusive=False):  # a writer merging now deletes segments after it
+                self._sync()
+        except OSError:
             return False
-        if fmt != _INDEX_FORMAT or saved_fp != fp:  # an index another version wrote is rebuilt
+        return self.fingerprint == fp
+
+    def _sync(self) -> bool:
+        """Make the segments in memory those the manifest names (loading only the ones not held yet); False when
+        there is no usable manifest. Called under the folder's lock."""
+        m = self._read_manifest()
+        if m is None:
             return False
-        self.fingerprint, self.bm25, self.doc_ids, self.chapters = saved_fp, bm25, doc_ids, chapters
+        if m["version"] == self._version and self.bm25 is not None:
+            return True
+        held = {s.name: s for s in self.bm25.segments if s.saved} if self.bm25 is not None else {}
+        segments = []
+        try:
+            for entry in m["segments"]:
+                seg = held.get(entry["name"]) or _load_segment(self.dir / entry["name"])
+                dead = np.zeros(len(seg.ids), dtype=bool)
+                dead[entry["dead"]] = True
+                if not np.array_equal(dead, seg.dead):
+                    seg.dead = np.zeros_like(dead)
+                    seg.kill(np.flatnonzero(dead))
+                segments.append(seg)
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("keyword index under %s is damaged (%s): rebuilding it", self.dir, exc)
+            return False
+        self.bm25 = (self.bm25 or BM25()).with_segments(segments)
+        self.fingerprint, self._version = m["fingerprint"], m["version"]
         return True
 
     def build(self, fp: str, ids: Sequence[str], fetch: Callable[[list[str]], Iterable[StoredChunk]]) -> None:
-        """(Re)build for the given visible chunk ids; `fetch` supplies chunks not tokenised yet."""
-        cache = self.load_tokens()
-        missing = [i for i in ids if i not in cache]
-        for c in fetch(missing) if missing else ():
-            chapter = c.metadata.get("chapter")
-            cache[c.chunk_id] = (
-                tokenize(c.text, self.method),
-                str(c.metadata.get("doc_id", "")),
-                -1 if chapter is None else int(chapter),
-            )
-        live = set(ids)
-        for stale in [k for k in cache if k not in live]:
-            del cache[stale]
-        self.bm25 = BM25(ids, [cache[i][0] for i in ids])
-        self.doc_ids = np.array([cache[i][1] for i in ids], dtype=object)
-        self.chapters = np.array([cache[i][2] for i in ids], dtype=np.int32)
-        self.fingerprint = fp
+        """Bring the index to the given visible chunk ids: `fetch` supplies the chunks it does not have yet.
+        Saves only the new segment (and any merge) and the manifest."""
         try:
-            _save(
-                self.dir,
-                {
-                    self._tokens_path(): cache,
-                    self._index_path(): (_INDEX_FORMAT, fp, self.bm25, self.doc_ids, self.chapters),
-                },
-            )
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with _folder_lock(self.dir, exclusive=True):
+                _remove_stale_temps(self.dir)
+                if not self._sync() and self.bm25 is not None:  # nothing usable on disk: save all we hold
+                    for seg in self.bm25.segments:
+                        seg.saved = False
+                self._apply(fp, ids, fetch)
+                self._save()
         except OSError as exc:  # a read-only data dir still serves queries from memory
             log.warning("could not save the keyword index under %s: %s", self.dir, exc)
+            self._version = None  # what is in memory is not what the manifest says
+            self._apply(fp, ids, fetch)
+
+    def _apply(self, fp: str, ids: Sequence[str], fetch: Callable[[list[str]], Iterable[StoredChunk]]) -> None:
+        """Delete the rows of chunks no longer visible, add a segment of the new ones, merge; in memory."""
+        bm25 = self.bm25 or BM25()
+        where = bm25.where()
+        want = set(ids)
+        gone = [where[i] for i in where if i not in want]
+        new = [i for i in ids if i not in where]
+        segments = list(bm25.segments)
+        for k in {k for k, _ in gone}:
+            segments[k].kill(r for j, r in gone if j == k)
+        if new:
+            chunks = [c for c in fetch(new) if c.chunk_id not in where]
+            chapters = [c.metadata.get("chapter") for c in chunks]
+            segments.append(
+                Segment.from_tokens(
+                    self._segment_name(),
+                    [c.chunk_id for c in chunks],
+                    [tokenize(c.text, self.method) for c in chunks],
+                    [str(c.metadata.get("doc_id", "")) for c in chunks],
+                    [-1 if ch is None else int(ch) for ch in chapters],
+                )
+            )
+        if gone or new or self.bm25 is None:
+            bm25 = bm25.with_segments(self._merged(segments))
+        self.bm25, self.fingerprint = bm25, fp
+
+    def _segment_name(self) -> str:
+        return f"seg-{self.method}-{secrets.token_hex(6)}.pkl"
+
+    def _merged(self, segments: list[Segment]) -> list[Segment]:
+        """Drop emptied segments, rewrite those mostly dead, and merge any MERGE_FACTOR segments of one size tier
+        (live rows within a power of ten) into one, as Lucene's tiered merge policy does."""
+        out = [s if 2 * s.live > len(s.ids) else merge(self._segment_name(), [s]) for s in segments if s.live]
+        while True:
+            tiers: dict[int, list[Segment]] = {}
+            for s in out:
+                tiers.setdefault(len(str(s.live)), []).append(s)
+            full = next((g for g in tiers.values() if len(g) >= MERGE_FACTOR), None)
+            if full is None:
+                return out
+            merged = merge(self._segment_name(), full)
+            at = out.index(full[0])
+            out = [s for s in out if s not in full]
+            out.insert(at, merged)
+
+    def _save(self) -> None:
+        """Write the segments not on disk yet, then the manifest that names them (a reader sees the old manifest
+        or the new one), then delete what no manifest names any more. Called under the folder's lock."""
+        assert self.bm25 is not None
+        for seg in self.bm25.segments:
+            if not seg.saved:
+                with atomic_open(self.dir / seg.name, "wb") as f:  # a full disk leaves no half-written copy
+                    pickle.dump(seg.state(), f, protocol=pickle.HIGHEST_PROTOCOL)
+                seg.saved = True
+        version = secrets.token_hex(8)
+        manifest = {
+            "format": _INDEX_FORMAT,
+            "method": self.method,
+            "fingerprint": self.fingerprint,
+            "version": version,
+            "segments": [
+                {"name": s.name, "rows": len(s.ids), "dead": np.flatnonzero(s.dead).tolist()}
+                for s in self.bm25.segments
+            ],
+        }
+        write_text_atomic(self._manifest_path(), json.dumps(manifest))
+        self._version = version
+        keep = {s.name for s in self.bm25.segments}
+        old = [*self.dir.glob(f"bm25-{self.method}.pkl"), *self.dir.glob(f"tokens-{self.method}*.pkl")]
+        for path in [*self.dir.glob(f"seg-{self.method}-*.pkl"), *old]:
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
     def mask(
         self, doc_ids: Sequence[str] | None, chapter_min: int | None, chapter_max: int | None
@@ -227,12 +275,21 @@ class KeywordIndex:
         return m
 
 
+def _load_segment(path: Path) -> Segment:
+    with open(path, "rb") as f:
+        state = pickle.load(f)
+    seg = Segment(path.name, **state)
+    seg.saved = True
+    return seg
+
+
 @contextmanager
-def _writer_lock(folder: Path) -> Iterator[None]:
-    """Hold the folder's writer lock (an flock on the folder itself, released when a process dies)."""
+def _folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the folder's lock (an flock on the folder itself, released when a process dies): writers exclusive,
+    readers of segment files shared (a writer deletes the segments a merge replaced)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)
@@ -241,15 +298,5 @@ def _writer_lock(folder: Path) -> Iterator[None]:
 def _remove_stale_temps(folder: Path) -> None:
     """Temporary copies left by a process killed mid-save. Writers hold the folder's lock while a temporary
     copy exists, so under the lock every one is stale (`.NAME.*.part`; `NAME.tmpPID` of older versions)."""
-    for tmp in [*folder.glob(".*.pkl.*.part"), *folder.glob("*.pkl.tmp*")]:
+    for tmp in [*folder.glob(".*.part"), *folder.glob("*.pkl.tmp*")]:
         tmp.unlink(missing_ok=True)
-
-
-def _save(folder: Path, files: dict[Path, object]) -> None:
-    """Pickle each object to its file, atomically (a reader sees the old file or the new one, whole)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with _writer_lock(folder):
-        _remove_stale_temps(folder)
-        for path, obj in files.items():
-            with atomic_open(path, "wb") as f:  # a full disk leaves no half-written copy
-                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)

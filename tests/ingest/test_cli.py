@@ -152,7 +152,7 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     keyword = tmp_path / "data" / "keyword" / "default"
     keyword.mkdir(parents=True, exist_ok=True)
     (keyword / f"tokens-ngram.pkl.tmp{gone.pid}").write_bytes(b"half a pickle")  # as a kill mid-save left (old)
-    (keyword / ".bm25-ngram.pkl.k1ll3d.part").write_bytes(b"half a pickle")  # as a kill mid-save leaves now
+    (keyword / ".seg-ngram-0a1b2c.pkl.k1ll3d.part").write_bytes(b"half a pickle")  # as a kill mid-save leaves now
     r = run("ingest.cli", "add", str(big), "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
     embedded = int(r.stdout.split("after ")[1].split(" s, ")[1].split(" embedded")[0])
@@ -174,5 +174,5 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     (novel_file.parent / "more.md").write_text("# 附录\n\n赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
     assert run("ingest.cli", "add", str(novel_file.parent / "more.md"), "--no-progress", env=env).returncode == 0
     names = sorted(p.name for p in keyword.iterdir())
-    assert "bm25-ngram.pkl" in names and any(n.startswith("tokens-ngram") for n in names)
+    assert "manifest-ngram.json" in names and any(n.startswith("seg-ngram-") for n in names)
     assert not [n for n in names if n.startswith(".") or ".tmp" in n], names

@@ -170,6 +170,7 @@ def test_a_search_restricted_to_an_unknown_document_names_it(kb, embedder, mode)
 
 
 def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
+    import json
     import pickle
 
     from ingest.keyword import BM25, KeywordIndex
@@ -180,15 +181,20 @@ def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
     def fetch(ids):
         return [StoredChunk(i, chunks[i], {"doc_id": "d"}) for i in ids]
 
-    index = KeywordIndex(tmp_path)
-    index.build("fp1", ["a", "b"], fetch)
-    (tmp_path / "bm25-ngram.pkl").write_bytes(pickle.dumps(("fp1", object(), [], [])))  # the old 4-tuple
+    # what versions before the segmented index left: a whole pickled index and a token cache
+    (tmp_path / "bm25-ngram.pkl").write_bytes(pickle.dumps(("bm25s-2", "fp1", object(), [], [])))
+    (tmp_path / "tokens-ngram-fold1.pkl").write_bytes(pickle.dumps({}))
     assert not KeywordIndex(tmp_path).try_load("fp1")
-    index.build("fp1", ["a", "b"], fetch)
+    KeywordIndex(tmp_path).build("fp1", ["a", "b"], fetch)
+    manifest = tmp_path / "manifest-ngram.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": "segments-0"}))
+    assert not KeywordIndex(tmp_path).try_load("fp1")  # a manifest of another format is not read
+    KeywordIndex(tmp_path).build("fp1", ["a", "b"], fetch)
     again = KeywordIndex(tmp_path)
     assert again.try_load("fp1") and isinstance(again.bm25, BM25)
-    assert again.bm25.ids == ["a", "b"] and again.bm25.scores(["华容"]).argmax() == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25-ngram.pkl", "tokens-ngram-fold1.pkl"]
+    assert sorted(again.bm25.ids) == ["a", "b"] and again.bm25.ids[again.bm25.scores(["华容"]).argmax()] == "b"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0] == "manifest-ngram.json" and len(names) == 2 and names[1].startswith("seg-ngram-")
 
 
 def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedder):
