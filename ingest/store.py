@@ -284,12 +284,16 @@ class KnowledgeStore:
                         yield StoredChunk(i, d or "", _public_meta(m))
 
     @guarded("reading embeddings")
-    def vectors_by_text(self, ids: Sequence[str]) -> dict[str, list[float]]:
-        """The stored vector of each text among these chunks (a text embeds the same wherever it occurs)."""
+    def vectors_by_text(self, ids: Sequence[str] = (), hashes: Sequence[str] = ()) -> dict[str, list[float]]:
+        """The stored vector of each text among the chunks `ids` and those whose `content_hash` is in `hashes`
+        (a text embeds the same wherever it occurs)."""
         out: dict[str, list[float]] = {}
-        for part in _batches(list(ids), self._batch):
-            r = self.chunks.get(ids=part, include=["documents", "embeddings"])
-            out.update((t, [float(x) for x in v]) for t, v in zip(r["documents"], r["embeddings"], strict=True) if t)
+        for by, values in (("ids", list(ids)), ("hashes", sorted(set(hashes)))):
+            for part in _batches(values, self._batch):
+                sel: dict[str, Any] = {"ids": part} if by == "ids" else {"where": {"content_hash": {"$in": part}}}
+                r = self.chunks.get(**sel, include=["documents", "embeddings"])
+                pairs = zip(r["documents"], r["embeddings"], strict=True)
+                out.update((t, [float(x) for x in v]) for t, v in pairs if t)
         return out
 
     @guarded("counting chunks")

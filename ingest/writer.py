@@ -148,8 +148,9 @@ def embed_staged(
     with_overlap: bool = True,
 ) -> tuple[int, int, float]:
     """Embed the staged chunks of `ids` (a `KnowledgeStore`'s), in that order, and write them; a text that occurs
-    more than once is embedded once; without `with_overlap`, a chunk's leading overlap is left out of what is
-    embedded. Returns (chunks written, characters embedded, seconds embedding)."""
+    more than once, or that the collection holds embedded already, is embedded once; without `with_overlap`, a
+    chunk's leading overlap is left out of what is embedded. Returns (chunks written, characters embedded, seconds
+    embedding)."""
     if not ids:
         return 0, 0, 0.0
     done = store.existing_ids(ids)  # written by a run that died before unstaging them
@@ -165,10 +166,17 @@ def embed_staged(
             same_text.setdefault(first[n.text].node_id, []).append(n)
         else:
             first[n.text] = n
-    unique = list(first.values())
+    sink = _Unstaging(store, same_text)
+    # a text the collection has embedded already (another document, an earlier version) takes that vector
+    known = store.vectors_by_text(hashes=[str(n.metadata["content_hash"]) for n in first.values()
+                                          if n.metadata.get("content_hash")])
+    for n in (reused := [n for n in first.values() if n.text in known]):
+        n.embedding = known[n.text]
+    if reused:
+        sink.add_nodes(reused)
+    unique = [n for n in first.values() if n.text not in known]
     writer = EmbeddingWriter(
-        _Unstaging(store, same_text), embedder(), batch, len(unique), progress, flush_every, report=report,
-        with_overlap=with_overlap,
+        sink, embedder(), batch, len(unique), progress, flush_every, report=report, with_overlap=with_overlap
     )
     try:
         writer.run(unique)

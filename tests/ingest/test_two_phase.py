@@ -163,3 +163,28 @@ def test_without_overlap_the_embedded_text_leaves_out_what_the_previous_chunk_ho
         assert text[: meta["overlap"]] in " ".join(got["documents"])  # the chunk itself keeps the overlap
     hit = Retriever(cut, embedder=embedder, refresh_seconds=0).retrieve("桃园结义", k=3)
     assert hit and all(h.text for h in hit)
+
+
+def test_a_text_the_collection_has_embedded_already_is_not_embedded_again(settings, novel_file, embedder):
+    first = pipeline.add_paths([novel_file], settings, embedder=embedder)
+    text = novel_file.read_text(encoding="utf-8")
+    # another document: the same chapters (same chunks) and a new one
+    other = novel_file.with_name("excerpt.txt")
+    added = "\n正文 第四回 新的一回\n曹操引兵八十三万，号称百万，顺江而下，与孙权会猎于江夏。\n"
+    other.write_text(text + added, encoding="utf-8")
+    again = pipeline.add_paths([other], settings, embedder=embedder)
+    store = pipeline.open_store(settings)
+    rec = store.records()
+    new = next(r for r in rec.values() if r.source.endswith("excerpt.txt"))
+    assert again.chunks_embedded == new.n_chunks >= 2 and again.chunks_unembedded == 0
+    assert 0 < again.embedded_chars < len("曹操引兵八十三万，号称百万，顺江而下，与孙权会猎于江夏。") + 40
+    assert first.embedded_chars > again.embedded_chars
+    # the shared chunks carry the vector the first document's have
+    got = store.chunks.get(ids=new.committed, include=["documents", "embeddings"])
+    firsts = {r.doc_id for r in rec.values() if r.source.endswith("xiao_sanguo.txt")}
+    mine = store.chunks.get(ids=[i for d in firsts for i in rec[d].committed], include=["documents", "embeddings"])
+    by_text = dict(zip(mine["documents"], mine["embeddings"], strict=True))
+    shared = [(t, e) for t, e in zip(got["documents"], got["embeddings"], strict=True) if t in by_text]
+    assert len(shared) == new.n_chunks - 1
+    for t, e in shared:
+        np.testing.assert_allclose(e, by_text[t])
