@@ -132,6 +132,8 @@ class BackgroundIngest:
 
         settings = self.settings.model_copy(update={"embed_batch_size": INGEST_BATCH})
         with self._lock(collection):
+            if collection not in self._served():  # its store was deleted meanwhile: opening it would make it again
+                return
             files = [f.id for f in self.registry.files_of(collection)
                      if f.status == IN_PROGRESS and self.progress_stage(f.id) in EMBEDDING]  # fmt: skip
 
@@ -162,8 +164,12 @@ class BackgroundIngest:
         without a vector in any collection this service serves."""
         self._queue.submit(self._resume)
 
+    def _served(self) -> list[str]:
+        """The collections this service serves: every one of its store (the default one, even before it exists)."""
+        return sorted({*list_collections(make_client(self.settings)), self.settings.collection})
+
     def _resume(self) -> None:
-        for collection in sorted({*list_collections(make_client(self.settings)), self.settings.collection}):
+        for collection in self._served():
             left = len(unembedded_ids(open_store(self.settings, collection)))
             if left:
                 log.info("collection %s has %d chunks without a vector (an interrupted ingest, or `ingest add "

@@ -15,7 +15,7 @@ from ingest.errors import IngestError
 from ingest.kb import count_embedded, drop_collection, open_store
 from ingest.loaders import SUPPORTED
 from ingest.settings import IngestSettings
-from ingest.store import DocRecord, list_collections, make_client, validate_name
+from ingest.store import DocRecord, validate_name
 
 from ..answer.retrieval import source_name
 from ..errors import BadRequest, NotFound
@@ -67,7 +67,7 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         """Every store, newest first (those made by the `ingest` CLI, without a creation time, last by name)."""
         with self.registry.lock:  # (another thread may be creating one)
             made = {c: n for n, c in enumerate(self.registry.stores)}  # creation order, within a second too
-        names = sorted(set(self._collections()) | set(made), key=lambda c: (-made.get(c, -1), c))
+        names = sorted(set(self._served()) | set(made), key=lambda c: (-made.get(c, -1), c))
         return [self._store_object(c) for c in names]
 
     def retrieve(self, store_id: str) -> dict[str, Any]:
@@ -112,13 +112,10 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
             valid = store_id.startswith(PREFIX) and validate_name(name) == name
         except IngestError:
             valid = False
-        if not valid or (name not in self.registry.stores and name not in self._collections()):
+        if not valid or (name not in self.registry.stores and name not in self._served()):
             raise NotFound(f"No vector store found with id '{store_id}'", param="vector_store_id",
                            code="vector_store_not_found")
         return name
-
-    def _collections(self) -> List[str]:
-        return sorted({*list_collections(make_client(self.settings)), self.settings.collection})
 
     def _store_object(self, collection: str) -> dict[str, Any]:
         entry = self.registry.stores.get(collection)

@@ -198,3 +198,26 @@ def test_the_pages_upload_says_searchable_and_its_retrieval_test_finds_the_file_
         gate.open.set()
         *_, (said, *_) = steps
         assert said.startswith("**ingested**") and "chibi.txt: completed" in said, said
+
+
+def test_a_store_deleted_while_its_file_embeds_stays_deleted(kb_settings: Any, embedder: Any, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.vector_stores import VectorStoreService
+
+    gate = Gated(embedder)
+    stores = VectorStoreService(kb_settings, tmp_path / "data", embedder=gate)
+    try:
+        made = stores.create("删除")["id"]
+        f = stores.add_file(made, "chibi.txt", TEXT.encode("utf-8"))
+        assert gate.waiting.wait(60)
+        assert stores.retrieve_file(made, f["id"])["kongming"]["searchable"]
+        assert stores.search(made, "黄盖献苦肉计", 1)[0]["file_id"] == f["id"]  # named by its file while it embeds
+        with ThreadPoolExecutor(1) as pool:
+            deleting = pool.submit(stores.delete, made)  # waits for the pass's batch in hand, which then gives way
+            gate.open.set()
+            assert deleting.result(timeout=60)["deleted"]
+        stores.wait(timeout=120)  # the pass that was owed finds its store gone: it must not open (make) it again
+        assert made not in [s["id"] for s in stores.list()]
+    finally:
+        stores.close()
