@@ -11,6 +11,7 @@ from-scratch bm25s index (method "lucene") over the live chunks; tests/ingest/te
 from __future__ import annotations
 
 import copy
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -52,10 +53,8 @@ class Segment:
         chapters: Sequence[int] | None = None,
     ) -> Segment:
         vocab: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        counts: list[int] = []
-        lens: list[int] = []
+        # typed arrays, not lists: 12 bytes a (chunk, term) pair instead of ~80 (tens of millions at 50x)
+        rows, cols, counts, lens = array("i"), array("i"), array("f"), array("i")
         for row, toks in enumerate(tokens):
             lens.append(len(toks))
             for t, c in Counter(toks).items():
@@ -65,14 +64,14 @@ class Segment:
         n = len(ids)
         return cls._from_coo(
             list(vocab),
-            np.asarray(rows, dtype=np.int32),
-            np.asarray(cols, dtype=np.int64),
-            np.asarray(counts, dtype=np.float32),
+            np.frombuffer(rows, dtype=np.int32).copy(),
+            np.frombuffer(cols, dtype=np.int32).astype(np.int64),
+            np.frombuffer(counts, dtype=np.float32).copy(),
             name=name,
             ids=list(ids),
             doc_ids=list(doc_ids) if doc_ids is not None else [""] * n,
             chapters=np.asarray(chapters if chapters is not None else [-1] * n, dtype=np.int32),
-            lens=np.asarray(lens, dtype=np.int32),
+            lens=np.frombuffer(lens, dtype=np.int32).copy(),
         )
 
     @classmethod
