@@ -195,7 +195,12 @@ class BM25:
 
     def where(self) -> dict[str, tuple[int, int]]:
         """Segment and row of each live chunk id."""
-        return {i: (k, r) for k, s in enumerate(self.segments) for r, i in enumerate(s.ids) if not s.dead[r]}
+        return {
+            i: (k, r)
+            for k, s in enumerate(self.segments)
+            for r, (i, dead) in enumerate(zip(s.ids, s.dead.tolist(), strict=True))
+            if not dead
+        }
 
     def _column(self, gid: int) -> np.ndarray:
         """The Lucene term weight of one term for every row (dead rows included)."""
