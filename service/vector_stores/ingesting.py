@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # Passages embedded per call during an ingest: the embedder runs one call at a time, so a search's query waits for
 # the batch in hand; 32 passages held searches 20-44 s on a busy 2-core machine, 4 keep the wait to one small batch
 INGEST_BATCH = 4
+# Vectors written per store write in the background: each write makes them count in searches and in the documents'
+# embedded counts (ingest's 256 left a novel's progress at 0 for minutes, and a 50-chunk file at 0 to its end)
+INGEST_FLUSH = 32
 EMBEDDING = ("embedding", "indexing")  # a file's stages once it is keyword-searchable
 
 
@@ -130,7 +133,7 @@ class BackgroundIngest:
     def _embed_pass(self, collection: str, give_way: Callable[[], None]) -> None:
         from ingest.pipeline import embed_pending
 
-        settings = self.settings.model_copy(update={"embed_batch_size": INGEST_BATCH})
+        settings = self.settings.model_copy(update={"embed_batch_size": INGEST_BATCH, "embed_flush": INGEST_FLUSH})
         with self._lock(collection):
             if collection not in self._served():  # its store was deleted meanwhile: opening it would make it again
                 return
