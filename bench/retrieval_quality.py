@@ -5,7 +5,11 @@ LlamaIndex baseline (default SentenceSplitter, dense only, same embedder) over t
     python bench/retrieval_quality.py --data-dir /tmp/kongming-bench --out bench/results/retrieval_sanguo.json
 
 Each row also gives hit@5 on the dev set's tuning and held-out halves (ingest.evaluation.split_questions, seed 12):
-choose settings on the tuning half, quote the held-out one.
+choose settings on the tuning half, quote the held-out one. With --paraphrases, each row also gives hit@5 on that
+file's gradable questions (eval/sanguo_dev2.jsonl: questions worded unlike the passage). `--variant` adds rows with
+retrieval settings changed (repeatable; modes by --variant-modes):
+
+    python bench/retrieval_quality.py --quick --skip-baseline --variant "neighbours:keyword_neighbour_weight=0.2"
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ def main() -> int:
     p.add_argument("--corpus", type=Path, default=Path("../shared/data/corpus/sanguo_yanyi.txt"))
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--quick", action="store_true", help="only the default hybrid, dense and keyword rows")
+    p.add_argument("--paraphrases", type=Path, default=Path("eval/sanguo_dev2.jsonl"))
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+                   help="a row with these settings changed (e.g. 'rrf 20:rrf_k=20'); repeatable")
+    p.add_argument("--variant-modes", default="hybrid", help="modes each --variant is run in (comma-separated)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -128,6 +136,12 @@ def main() -> int:
     ]
     if args.quick:
         configs = configs[:3]
+    for spec in args.variant:
+        label, _, sets = spec.partition(":")
+        overrides = dict(kv.split("=", 1) for kv in sets.split(",") if kv)
+        varied = get_settings(data_dir=args.data_dir, collection=args.collection, **overrides)
+        configs += [(m, varied, True, None, None, f"variant {label}: {sets}") for m in args.variant_modes.split(",")]
+    paraphrases = [q for q in load_questions(args.paraphrases) if q.gradable] if args.paraphrases.is_file() else []
     alias_ids = {
         json.loads(line)["id"]
         for line in args.questions.read_text(encoding="utf-8").splitlines()
@@ -141,6 +155,8 @@ def main() -> int:
         row = {**rep.summary(), "aliases": label, **half_hits(rep.per_question, questions, question_half)}
         if alias_rep:
             row["alias_questions_hit@5"] = round(alias_rep.hits[5], 4)
+        if paraphrases:
+            row["paraphrase_hit@5"] = round(evaluate(r, paraphrases, 10, mode).hits[5], 4)  # type: ignore[arg-type]
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
     if not args.skip_baseline and args.corpus.is_file():

@@ -92,6 +92,7 @@ class EvalReport:
     top5_chars_max: int
     latency_ms_p50: float
     per_question: list[dict[str, Any]]
+    latency_ms_p95: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -104,6 +105,7 @@ class EvalReport:
             "top5_chars_mean": round(self.top5_chars_mean, 1),
             "top5_chars_max": self.top5_chars_max,
             "latency_ms_p50": round(self.latency_ms_p50, 1),
+            "latency_ms_p95": round(self.latency_ms_p95, 1),
         }
 
 
@@ -143,7 +145,16 @@ def evaluate(retriever: Retriever, questions: Sequence[Question], k: int = 10, m
         top5_chars_max=max(top5_chars) if top5_chars else 0,
         latency_ms_p50=statistics.median(latencies) if latencies else 0.0,
         per_question=rows,
+        latency_ms_p95=_nearest_rank(latencies, 0.95),
     )
+
+
+def _nearest_rank(xs: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); 0 for no values."""
+    if not xs:
+        return 0.0
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:

@@ -47,6 +47,23 @@ class IngestSettings(BaseSettings):
         default="ngram", description="BM25 tokens: character uni+bigrams, or jieba words"
     )
     keyword_weight: float = Field(default=2.0, ge=0, description="weight of the keyword ranking in the fusion")
+    rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k: weight / (k + rank)")
+    keyword_neighbour_weight: float = Field(
+        default=0.0, ge=0, description="add this share of a chunk's better neighbour's BM25 to its own"
+    )
+    keyword_chapter_weight: float = Field(
+        default=0.0, ge=0, description="add this share of the mean of its chapter's 3 best BM25 to a chunk's"
+    )
+    keyword_title_weight: float = Field(
+        default=0.0, ge=0, description="add this share of the query words' IDF in a chunk's chapter title to its BM25"
+    )
+    feedback_terms: int = Field(
+        default=0, ge=0, description="pseudo-relevance feedback: add this many terms of the first pass's best chunks"
+    )
+    feedback_docs: int = Field(default=5, ge=1, description="how many first-pass chunks the feedback terms come from")
+    feedback_weight: float = Field(
+        default=0.2, ge=0, description="the feedback terms' weight, as a share of the query's own terms"
+    )
     alias_dense: bool = Field(default=True, description="also add a name's aliases to the dense query")
     aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
     mine_aliases: bool = True

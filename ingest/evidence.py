@@ -1,0 +1,133 @@
+"""Keyword evidence beyond a chunk's own words: its neighbours' and its chapter's BM25, and pseudo-relevance
+feedback (RM3-style expansion terms from the first pass's best chunks). Each is off at weight 0; BENCHMARKS.md
+("Retrieval on the dev set's held-out half") has what each measured on the dev set's tuning and held-out halves."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+
+import numpy as np
+
+from .keyword import STOPWORDS
+
+
+def neighbour_rows(order: Sequence[Sequence[str]], ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For each index row (`ids`), the row of the chunk before it and after it in its document (-1: none or not
+    indexed); `order` holds each document's chunk ids in reading order."""
+    row = {c: r for r, c in enumerate(ids)}
+    prev = np.full(len(ids), -1, dtype=np.int64)
+    nxt = np.full(len(ids), -1, dtype=np.int64)
+    for chunk_ids in order:
+        rows = [row.get(c, -1) for c in chunk_ids]
+        for a, b in pairwise(rows):
+            if a >= 0 and b >= 0:
+                nxt[a], prev[b] = b, a
+    return prev, nxt
+
+
+def chapter_groups(doc_ids: np.ndarray, chapters: np.ndarray) -> np.ndarray:
+    """One number per (document, chapter) pair of the index rows; -1 for rows outside any chapter."""
+    if not len(chapters):
+        return np.zeros(0, dtype=np.int64)
+    keys = np.array([f"{d}\0{c}" for d, c in zip(doc_ids, chapters, strict=True)])
+    _, group = np.unique(keys, return_inverse=True)
+    return np.where(chapters >= 0, group, -1).astype(np.int64)
+
+
+def with_neighbours(scores: np.ndarray, prev: np.ndarray, nxt: np.ndarray, weight: float) -> np.ndarray:
+    """Each chunk's score plus `weight` times its better neighbour's: a question's words often fall on both sides of
+    a chunk boundary (the event in one chunk, the detail asked for in the next)."""
+    if not weight or not len(scores):
+        return scores
+    before = np.where(prev >= 0, scores[np.maximum(prev, 0)], 0.0)
+    after = np.where(nxt >= 0, scores[np.maximum(nxt, 0)], 0.0)
+    return scores + weight * np.maximum(before, after)
+
+
+def with_chapter(scores: np.ndarray, groups: np.ndarray, weight: float, top: int = 3) -> np.ndarray:
+    """Each chunk's score plus `weight` times the mean of the `top` best scores of its chapter (`groups`: a chapter
+    number per row, one value per document and chapter; -1 rows, outside any chapter, get nothing)."""
+    if not weight or not len(scores):
+        return scores
+    order = np.lexsort((-scores, groups))  # by chapter, best first within it
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    bonus = np.zeros(len(scores), dtype=np.float64)
+    for s, e in zip(starts, ends, strict=True):
+        if g[s] >= 0:
+            bonus[order[s:e]] = scores[order[s : min(e, s + top)]].mean()
+    return scores + weight * bonus
+
+
+def expansion_terms(
+    feedback: Sequence[Sequence[str]],
+    query_terms: set[str],
+    idf: Callable[[set[str]], dict[str, float]],
+    n_terms: int,
+) -> list[tuple[str, float]]:
+    """The `n_terms` best expansion terms of the feedback chunks' tokens, with weights summing to 1.
+
+    A term's weight is its relevance-model mass (its share of each feedback chunk's tokens, summed over the chunks:
+    RM3 with uniform chunk weights) times its IDF: with character n-grams the plain relevance model is topped by the
+    novel's common names and words, which every chunk shares. Only multi-character tokens count (single characters
+    are too ambiguous to add), never the query's own terms, stopwords or numbers."""
+    mass: dict[str, float] = {}
+    for tokens in feedback:
+        for t, n in Counter(tokens).items():
+            if len(t) > 1 and t not in query_terms and t not in STOPWORDS and not t.isdigit():
+                mass[t] = mass.get(t, 0.0) + n / len(tokens)
+    weights = idf(set(mass))
+    scored = sorted(((mass[t] * weights.get(t, 0.0), t) for t in mass), key=lambda x: (-x[0], x[1]))
+    best = [(t, s) for s, t in scored[:n_terms] if s > 0]
+    total = sum(s for _, s in best)
+    return [(t, s / total) for t, s in best] if total else []
+
+
+def with_terms(
+    scores: np.ndarray, terms: Sequence[tuple[str, float]], term_scores: Callable[[str], np.ndarray], weight: float
+) -> np.ndarray:
+    """`scores` plus `weight` times the terms' weighted BM25 (weights summing to 1: `weight` query terms' worth)."""
+    out = scores.astype(np.float64, copy=True)
+    for t, w in terms:
+        out += weight * w * term_scores(t)
+    return out
+
+
+class ChapterTitles:
+    """The chapter titles of a collection (第四十六回 用奇谋孔明借箭 …), searchable by the query's words: a title names
+    the chapter's events in words its text may not use (借箭 for a chapter whose text never says it)."""
+
+    def __init__(self, titles: dict[int, str], tokenize: Callable[[str], list[str]], groups: int) -> None:
+        self.groups = groups  # chapter groups are 0 .. groups - 1; `titles` has those that have a title
+        postings: dict[str, list[int]] = {}
+        for group, title in titles.items():
+            for t in set(tokenize(title)):
+                if len(t) > 1:  # single characters of a title match too much
+                    postings.setdefault(t, []).append(group)
+        self._postings = {t: np.asarray(g, dtype=np.int64) for t, g in postings.items()}
+
+    def scores(self, tokens: Sequence[str], synonyms: Sequence[Sequence[str]], idf: dict[str, float]) -> np.ndarray:
+        """Per chapter group: the IDF of the query's words in its title (a synonym group counts once, as its best)."""
+        out = np.zeros(self.groups, dtype=np.float64)
+        for t in dict.fromkeys(tokens):
+            if t in self._postings:
+                out[self._postings[t]] += idf.get(t, 0.0)
+        for group in synonyms:
+            best = np.zeros(self.groups, dtype=np.float64)
+            for t in dict.fromkeys(group):
+                if t in self._postings:
+                    np.maximum.at(best, self._postings[t], idf.get(t, 0.0))
+            out += best
+        return out
+
+
+def with_titles(scores: np.ndarray, groups: np.ndarray, title_scores: np.ndarray, weight: float) -> np.ndarray:
+    """Each chunk's score plus `weight` times its chapter title's score (`groups`: the chapter group of each row)."""
+    if not weight or not len(scores) or not len(title_scores):
+        return scores
+    known = (groups >= 0) & (groups < len(title_scores))
+    bonus = np.where(known, title_scores[np.clip(groups, 0, len(title_scores) - 1)], 0.0)
+    return scores + weight * bonus
