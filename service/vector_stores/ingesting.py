@@ -33,6 +33,14 @@ INGEST_FLUSH = 32
 EMBEDDING = ("embedding", "indexing")  # a file's stages once it is keyword-searchable
 
 
+def load_libraries() -> None:
+    """Import LlamaIndex's core whole, before any of its submodules, in every thread that reaches it (the writer
+    thread, and a request's first search). Imported lazily from two threads at once, one importing
+    `llama_index.core` while the other imported `llama_index.core.vector_stores.types` first, the two took the
+    package's module locks in opposite orders: `_DeadlockError` killed the first embedding after a start."""
+    import llama_index.core  # noqa: F401  (the whole package under its own lock: a second thread waits, holding none)
+
+
 class BackgroundIngest:
     """Ingest jobs and embedding passes per collection, on one thread (IngestQueue); a collection's writes hold
     its WriteLock, and an embedding pass lets a waiting writer in at its next batch. `_progress` says where each
@@ -61,6 +69,7 @@ class BackgroundIngest:
 
     def _add_documents(self, collection: str, paths: list[Path], confine: Path | None) -> Any:
         from ingest.pipeline import add_paths
+        load_libraries()
 
         with self._lock(collection):
             summary = add_paths(paths, self.settings, collection, embedder=self.embedder, confine=confine, embed=False)
@@ -71,6 +80,7 @@ class BackgroundIngest:
     def remove_documents(self, collection: str, targets: Sequence[str]) -> Any:
         """ingest's remove_documents, in turn with the collection's other writes (an embedding pass gives way)."""
         from ingest.pipeline import remove_documents
+        load_libraries()
 
         with self._lock(collection):
             return remove_documents(list(targets), self.settings, collection)
@@ -83,6 +93,7 @@ class BackgroundIngest:
     def _ingest(self, collection: str, file_id: str, path: Path) -> None:
         """The keyword phase of an attached file; its status stays in_progress until its embedding is done."""
         from ingest.pipeline import add_paths
+        load_libraries()
 
         with self._lock(collection):
             with self.registry.lock:  # from "reading" on, a delete waits for this ingest (delete_file)
@@ -132,6 +143,7 @@ class BackgroundIngest:
 
     def _embed_pass(self, collection: str, give_way: Callable[[], None]) -> None:
         from ingest.pipeline import embed_pending
+        load_libraries()
 
         settings = self.settings.model_copy(update={"embed_batch_size": INGEST_BATCH, "embed_flush": INGEST_FLUSH})
         with self._lock(collection):
@@ -172,6 +184,7 @@ class BackgroundIngest:
         return sorted({*list_collections(make_client(self.settings)), self.settings.collection})
 
     def _resume(self) -> None:
+        load_libraries()
         for collection in self._served():
             left = len(unembedded_ids(open_store(self.settings, collection)))
             if left:

@@ -16,6 +16,7 @@ from ingest.store import DocRecord, KnowledgeStore, make_client, where_of
 
 from ..answer.retrieval import KnowledgeBase, source_name
 from ..errors import BadRequest
+from .ingesting import load_libraries
 from .registry import Registry
 
 MAX_RESULTS = 50  # OpenAI's max_num_results
@@ -55,6 +56,7 @@ class StoreSearch:
         (before its embedding ends) and gone as soon as it is deleted, and the vectors the background embedding
         writes count from the next search on. Its store is not reopened: vectors another process writes into an
         embedded store are found by the dense side after a restart (a Chroma server has no such lag)."""
+        load_libraries()
         with self._open_lock:
             if collection not in self._retrievers:
                 retriever = Retriever(self.settings, collection, self.embedder, refresh_seconds=0)
