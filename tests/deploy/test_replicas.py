@@ -218,6 +218,14 @@ def test_two_replicas_ingest_on_one_and_answer_on_the_other(
     assert not errors, errors
     assert answers, "no query ran during the ingest"
     assert sum(u["added"] for u in uploads) == N_DOCS and sum(u["unchanged"] for u in uploads) == 1
+    # an upload answers once its document is keyword-searchable; the writer embeds them in the background
+    deadline = time.monotonic() + 120
+    while True:
+        listed = client.get(f"{writer.url}/v1/kb/documents", headers={"Authorization": f"Bearer {KEY}"}).json()
+        if all(d["embedded_chunks"] == d["chunks"] for d in listed["data"]):
+            break
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
 
     # the store: every document once, complete, its chunks exactly the visible ones, none lost, none twice
     store = open_store(get_settings(data_dir=tmp_path / "inspect", chroma_url=chroma_url, collection=COLLECTION))
