@@ -13,15 +13,20 @@ from __future__ import annotations
 import copy
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+_POSTINGS = ("terms", "indptr", "indices", "tf")
+
 
 class Segment:
     """The term counts of some chunks (column-compressed: for each term the rows that have it and how often) with
-    each row's chunk id, document id, chapter and length in tokens. Only `dead` (deleted rows) ever changes."""
+    each row's chunk id, document id, chapter and length in tokens. Only `dead` (deleted rows) ever changes.
+
+    The term counts may stay on disk until first needed (`load` reads them): a writer that only appends a segment
+    and marks dead rows never reads the others'."""
 
     def __init__(
         self,
@@ -30,18 +35,50 @@ class Segment:
         doc_ids: list[str],
         chapters: np.ndarray,
         lens: np.ndarray,
-        terms: list[str],
-        indptr: np.ndarray,
-        indices: np.ndarray,
-        tf: np.ndarray,
+        terms: list[str] | None = None,
+        indptr: np.ndarray | None = None,
+        indices: np.ndarray | None = None,
+        tf: np.ndarray | None = None,
+        load: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        self.name, self.ids, self.doc_ids, self.terms = name, ids, doc_ids, terms
-        self.chapters, self.lens, self.indptr, self.indices, self.tf = chapters, lens, indptr, indices, tf
+        self.name, self.ids, self.doc_ids, self.chapters, self.lens = name, ids, doc_ids, chapters, lens
+        self._postings: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
+        if terms is not None and indptr is not None and indices is not None and tf is not None:
+            self._postings = (terms, indptr, indices, tf)
+        self._load = load
         self.dead = np.zeros(len(ids), dtype=bool)
-        self.saved = False  # its file is on disk (then it is never rewritten: a name means one content)
+        self.saved = False  # its files are on disk (then never rewritten: a name means one content)
         self._gids: np.ndarray | None = None  # the collection vocabulary's id of each term (set by BM25)
         self._order: np.ndarray | None = None
         self._live_df: np.ndarray | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._postings is not None
+
+    def postings(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """terms, indptr, indices (rows), tf: read from disk on first use."""
+        if self._postings is None:
+            assert self._load is not None, f"segment {self.name} has no term counts and nowhere to read them"
+            state = self._load()
+            self._postings = (state["terms"], state["indptr"], state["indices"], state["tf"])
+        return self._postings
+
+    @property
+    def terms(self) -> list[str]:
+        return self.postings()[0]
+
+    @property
+    def indptr(self) -> np.ndarray:
+        return self.postings()[1]
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.postings()[2]
+
+    @property
+    def tf(self) -> np.ndarray:
+        return self.postings()[3]
 
     @classmethod
     def from_tokens(
@@ -109,10 +146,12 @@ class Segment:
         j = self._order[pos]
         return self.indices[self.indptr[j] : self.indptr[j + 1]], self.tf[self.indptr[j] : self.indptr[j + 1]]
 
-    def state(self) -> dict[str, object]:
-        """What its file holds (the dead rows are the manifest's)."""
-        keys = ("ids", "doc_ids", "chapters", "lens", "terms", "indptr", "indices", "tf")
-        return {k: getattr(self, k) for k in keys}
+    def rows_state(self) -> dict[str, object]:
+        """What its rows file holds (the dead rows are the manifest's)."""
+        return {k: getattr(self, k) for k in ("ids", "doc_ids", "chapters", "lens")}
+
+    def postings_state(self) -> dict[str, object]:
+        return dict(zip(_POSTINGS, self.postings(), strict=True))
 
 
 def merge(name: str, segments: Sequence[Segment]) -> Segment:
@@ -192,15 +231,6 @@ class BM25:
         avgdl = float(lens[self._live_rows].sum()) / n if n else 1.0
         # the length part of each row's BM25 denominator, as bm25s computes it (float32)
         self._norm = (self.k1 * ((1 - self.b) + self.b * lens / max(avgdl, 1e-9))).astype(np.float32)
-
-    def where(self) -> dict[str, tuple[int, int]]:
-        """Segment and row of each live chunk id."""
-        return {
-            i: (k, r)
-            for k, s in enumerate(self.segments)
-            for r, (i, dead) in enumerate(zip(s.ids, s.dead.tolist(), strict=True))
-            if not dead
-        }
 
     def _column(self, gid: int) -> np.ndarray:
         """The Lucene term weight of one term for every row (dead rows included)."""

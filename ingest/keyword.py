@@ -50,7 +50,7 @@ def add_words(words: Iterable[str]) -> None:
 
 
 Tokenizer = Literal["ngram", "jieba"]
-_INDEX_FORMAT = "segments-1"  # in the manifest: another value (or none) means rebuild
+_INDEX_FORMAT = "segments-2"  # in the manifest: another value (or none) means rebuild
 MERGE_FACTOR = 10  # segments of one size tier merged into one (Lucene's TieredMergePolicy default, 10 a tier)
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+|[A-Za-z0-9]+")
 
@@ -95,20 +95,37 @@ def fingerprint(committed_ids: Iterable[str]) -> str:
 
 
 class KeywordIndex:
-    """The BM25 index of one collection, kept under DIR as immutable segment files (the term counts of the chunks
-    one refresh added) and a small manifest naming the live segments and their deleted rows (Lucene's layout).
+    """The BM25 index of one collection, kept under DIR as immutable segments (the term counts of the chunks one
+    refresh added) and a small manifest naming the live segments and their deleted rows (Lucene's layout).
 
     A refresh tokenises and writes only the chunks it adds, marks the removed ones dead in the manifest, and merges
-    segments when ten of one size pile up; a reader loads only the segments it does not hold yet. Writers hold
-    the folder's lock; a segment no manifest names (a writer killed before its manifest) is ignored, then deleted.
+    segments when ten of one size pile up; it reads the other segments' chunk ids, not their term counts. A reader
+    loads only the segments it does not hold yet. Writers hold the folder's lock; a segment no manifest names (a
+    writer killed before its manifest) is ignored, then deleted. A segment is two files: its rows (chunk ids, their
+    documents, chapters and lengths) and its term counts.
     """
 
     def __init__(self, directory: Path, method: Tokenizer = "ngram") -> None:
         self.dir = directory
         self.method: Tokenizer = method
         self.fingerprint: str | None = None
-        self.bm25: BM25 | None = None
+        self._segments: list[Segment] | None = None
+        self._view: BM25 | None = None  # BM25 over `_segments`, built when first asked for
+        self._viewed: list[Segment] | None = None  # the segments `_view` serves
         self._version: str | None = None  # of the manifest the segments in memory match (None: none)
+        self._damaged = False  # a segment file could not be read: the next build starts over
+
+    @property
+    def bm25(self) -> BM25 | None:
+        """The scorer over the live chunks (None before a load or build); reads term counts it lacks."""
+        if self._segments is not None and self._viewed is not self._segments:
+            segments = self._segments
+            if not all(s.loaded for s in segments) and self.dir.is_dir():
+                with _folder_lock(self.dir, exclusive=False):  # a merging writer deletes files after its manifest
+                    self._load_postings(segments)
+            self._view = (self._view or BM25()).with_segments(segments)
+            self._viewed = segments
+        return self._view
 
     @property
     def doc_ids(self) -> np.ndarray:
@@ -131,31 +148,32 @@ class KeywordIndex:
 
     def try_load(self, fp: str) -> bool:
         """Use the index on disk if it was built for exactly this set of chunks."""
-        if self.fingerprint == fp and self.bm25 is not None:
+        if self.fingerprint == fp and self._segments is not None:
             return True
         m = self._read_manifest()
         if m is None or m.get("fingerprint") != fp:
             return False
         try:
             with _folder_lock(self.dir, exclusive=False):  # a writer merging now deletes segments after it
-                self._sync()
+                if not self._sync() or not self._load_postings(self._segments or []):
+                    return False
         except OSError:
             return False
-        return self.fingerprint == fp
+        return self.fingerprint == fp and self.bm25 is not None
 
     def _sync(self) -> bool:
-        """Make the segments in memory those the manifest names (loading only the ones not held yet); False when
-        there is no usable manifest. Called under the folder's lock."""
+        """Make the segments in memory those the manifest names (reading the rows of the ones not held yet, not
+        their term counts); False when there is no usable manifest. Called under the folder's lock."""
         m = self._read_manifest()
         if m is None:
             return False
-        if m["version"] == self._version and self.bm25 is not None:
+        if m["version"] == self._version and self._segments is not None:
             return True
-        held = {s.name: s for s in self.bm25.segments if s.saved} if self.bm25 is not None else {}
+        held = {s.name: s for s in self._segments or () if s.saved}
         segments = []
         try:
             for entry in m["segments"]:
-                seg = held.get(entry["name"]) or _load_segment(self.dir / entry["name"])
+                seg = held.get(entry["name"]) or _open_segment(self.dir, entry["name"])
                 dead = np.zeros(len(seg.ids), dtype=bool)
                 dead[entry["dead"]] = True
                 if not np.array_equal(dead, seg.dead):
@@ -165,21 +183,38 @@ class KeywordIndex:
         except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("keyword index under %s is damaged (%s): rebuilding it", self.dir, exc)
             return False
-        self.bm25 = (self.bm25 or BM25()).with_segments(segments)
+        self._segments = segments
         self.fingerprint, self._version = m["fingerprint"], m["version"]
+        return True
+
+    def _load_postings(self, segments: list[Segment]) -> bool:
+        """Read the term counts of the segments that lack them; False (and none held) when one is damaged."""
+        try:
+            for seg in segments:
+                seg.postings()
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError) as exc:
+            log.warning("keyword index under %s is damaged (%s): rebuilding it", self.dir, exc)
+            self._segments, self._version, self._damaged = None, None, True
+            return False
         return True
 
     def build(self, fp: str, ids: Sequence[str], fetch: Callable[[list[str]], Iterable[StoredChunk]]) -> None:
         """Bring the index to the given visible chunk ids: `fetch` supplies the chunks it does not have yet.
         Saves only the new segment (and any merge) and the manifest."""
+        serving = self._view is not None  # a reader's index: its scorer follows now, under the lock
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             with _folder_lock(self.dir, exclusive=True):
                 _remove_stale_temps(self.dir)
-                if not self._sync() and self.bm25 is not None:  # nothing usable on disk: save all we hold
-                    for seg in self.bm25.segments:
-                        seg.saved = False
+                if self._damaged or (not self._sync() and not all(s.loaded for s in self._segments or ())):
+                    self._segments, self._version = None, None  # nothing usable on disk nor in memory: start over
+                self._damaged = False
+                for seg in self._segments or ():
+                    seg.saved = seg.saved and self._version is not None
                 self._apply(fp, ids, fetch)
+                if serving and not self._load_postings(self._segments or []):  # a damaged segment: start over
+                    self._damaged = False
+                    self._apply(fp, ids, fetch)
                 self._save()
         except OSError as exc:  # a read-only data dir still serves queries from memory
             log.warning("could not save the keyword index under %s: %s", self.dir, exc)
@@ -188,12 +223,16 @@ class KeywordIndex:
 
     def _apply(self, fp: str, ids: Sequence[str], fetch: Callable[[list[str]], Iterable[StoredChunk]]) -> None:
         """Delete the rows of chunks no longer visible, add a segment of the new ones, merge; in memory."""
-        bm25 = self.bm25 or BM25()
-        where = bm25.where()
+        segments = list(self._segments or ())
+        where = {
+            i: (k, r)
+            for k, s in enumerate(segments)
+            for r, (i, dead) in enumerate(zip(s.ids, s.dead.tolist(), strict=True))
+            if not dead
+        }
         want = set(ids)
         gone = [where[i] for i in where if i not in want]
         new = [i for i in ids if i not in where]
-        segments = list(bm25.segments)
         for k in {k for k, _ in gone}:
             segments[k].kill(r for j, r in gone if j == k)
         if new:
@@ -203,17 +242,17 @@ class KeywordIndex:
                 Segment.from_tokens(
                     self._segment_name(),
                     [c.chunk_id for c in chunks],
-                    [tokenize(c.text, self.method) for c in chunks],
+                    (tokenize(c.text, self.method) for c in chunks),  # one chunk's tokens held at a time
                     [str(c.metadata.get("doc_id", "")) for c in chunks],
                     [-1 if ch is None else int(ch) for ch in chapters],
                 )
             )
-        if gone or new or self.bm25 is None:
-            bm25 = bm25.with_segments(self._merged(segments))
-        self.bm25, self.fingerprint = bm25, fp
+        if gone or new or self._segments is None:
+            self._segments = self._merged(segments)
+        self.fingerprint = fp
 
     def _segment_name(self) -> str:
-        return f"seg-{self.method}-{secrets.token_hex(6)}.pkl"
+        return f"seg-{self.method}-{secrets.token_hex(6)}"
 
     def _merged(self, segments: list[Segment]) -> list[Segment]:
         """Drop emptied segments, rewrite those mostly dead, and merge any MERGE_FACTOR segments of one size tier
@@ -232,13 +271,14 @@ class KeywordIndex:
             out.insert(at, merged)
 
     def _save(self) -> None:
-        """Write the segments not on disk yet, then the manifest that names them (a reader sees the old manifest
-        or the new one), then delete what no manifest names any more. Called under the folder's lock."""
-        assert self.bm25 is not None
-        for seg in self.bm25.segments:
+        """Write the segments not on disk yet (term counts, then rows), then the manifest that names them (a reader
+        sees the old manifest or the new one), then delete what no manifest names any more. Under the lock."""
+        segments = self._segments or []
+        for seg in segments:
             if not seg.saved:
-                with atomic_open(self.dir / seg.name, "wb") as f:  # a full disk leaves no half-written copy
-                    pickle.dump(seg.state(), f, protocol=pickle.HIGHEST_PROTOCOL)
+                for suffix, state in ((".terms.pkl", seg.postings_state()), (".rows.pkl", seg.rows_state())):
+                    with atomic_open(self.dir / (seg.name + suffix), "wb") as f:  # a full disk leaves no half copy
+                        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
                 seg.saved = True
         version = secrets.token_hex(8)
         manifest = {
@@ -247,16 +287,15 @@ class KeywordIndex:
             "fingerprint": self.fingerprint,
             "version": version,
             "segments": [
-                {"name": s.name, "rows": len(s.ids), "dead": np.flatnonzero(s.dead).tolist()}
-                for s in self.bm25.segments
+                {"name": s.name, "rows": len(s.ids), "dead": np.flatnonzero(s.dead).tolist()} for s in segments
             ],
         }
         write_text_atomic(self._manifest_path(), json.dumps(manifest))
         self._version = version
-        keep = {s.name for s in self.bm25.segments}
+        keep = {s.name for s in segments}
         old = [*self.dir.glob(f"bm25-{self.method}.pkl"), *self.dir.glob(f"tokens-{self.method}*.pkl")]
         for path in [*self.dir.glob(f"seg-{self.method}-*.pkl"), *old]:
-            if path.name not in keep:
+            if path.name.split(".")[0] not in keep:
                 path.unlink(missing_ok=True)
 
     def mask(
@@ -275,10 +314,15 @@ class KeywordIndex:
         return m
 
 
-def _load_segment(path: Path) -> Segment:
-    with open(path, "rb") as f:
-        state = pickle.load(f)
-    seg = Segment(path.name, **state)
+def _open_segment(folder: Path, name: str) -> Segment:
+    """A saved segment: its rows read now, its term counts when first needed."""
+
+    def load() -> dict[str, Any]:
+        with open(folder / f"{name}.terms.pkl", "rb") as f:
+            return pickle.load(f)
+
+    with open(folder / f"{name}.rows.pkl", "rb") as f:
+        seg = Segment(name, **pickle.load(f), load=load)
     seg.saved = True
     return seg
 

@@ -121,12 +121,12 @@ def test_a_refresh_writes_only_the_new_segment_and_the_manifest(tmp_path):
     index = KeywordIndex(tmp_path)
     index.build(fingerprint(ids), ids, fetch)
     before = _files(tmp_path)
-    assert sorted(n.split("-")[0] for n in before) == ["manifest", "seg"]
+    assert sorted(n.split("-")[0] for n in before) == ["manifest", "seg", "seg"]  # rows and term counts
     ids += sorted(texts)[100:103]
     index.build(fingerprint(ids), ids, fetch)
     after = _files(tmp_path)
-    (new,) = set(after) - set(before)
-    assert new.startswith("seg-ngram-")
+    assert sorted(n.split(".", 1)[1] for n in set(after) - set(before)) == ["rows.pkl", "terms.pkl"]
+    assert all(n.startswith("seg-ngram-") for n in set(after) - set(before))
     assert {n: v for n, v in after.items() if n in before and not n.startswith("manifest")} == {
         n: v for n, v in before.items() if not n.startswith("manifest")
     }
@@ -151,24 +151,32 @@ def test_a_segment_written_without_its_manifest_is_ignored(tmp_path):
     shutil.copytree(tmp_path, other)
     new = old + sorted(texts)[80:90]
     KeywordIndex(other).build(fingerprint(new), new, fetch)
-    (stray,) = set(_files(other)) - set(_files(tmp_path))
-    shutil.copy(other / stray, tmp_path / stray)  # the segment reached the disk, its manifest did not
+    strays = set(_files(other)) - set(_files(tmp_path))
+    assert len(strays) == 2
+    for stray in strays:
+        shutil.copy(other / stray, tmp_path / stray)  # the segment reached the disk, its manifest did not
     reader = KeywordIndex(tmp_path)
     assert not reader.try_load(fingerprint(new))
     assert reader.try_load(fingerprint(old))
     assert_same_as_fresh(reader, texts, old)
     reader.build(fingerprint(new), new, fetch)
     assert_same_as_fresh(reader, texts, new)
-    assert stray not in _files(tmp_path)
-    assert sorted(n.split("-")[0] for n in _files(tmp_path)) == ["manifest", "seg", "seg"]
+    assert not strays & set(_files(tmp_path))
+    assert sorted(n.split("-")[0] for n in _files(tmp_path)) == ["manifest"] + ["seg"] * 4
+
+
+def one_segment(folder: Path, n: int):
+    """An index of the first n chunks, saved under folder: its texts, fetch, ids and its term counts' file."""
+    texts = corpus()
+    fetch = fetcher(texts)
+    ids = sorted(texts)[:n]
+    KeywordIndex(folder).build(fingerprint(ids), ids, fetch)
+    (terms,) = folder.glob("seg-*.terms.pkl")
+    return texts, fetch, ids, terms
 
 
 def test_a_manifest_naming_a_missing_or_damaged_segment_is_rebuilt(tmp_path):
-    texts = corpus()
-    fetch = fetcher(texts)
-    ids = sorted(texts)[:50]
-    KeywordIndex(tmp_path).build(fingerprint(ids), ids, fetch)
-    (seg,) = tmp_path.glob("seg-*.pkl")
+    texts, fetch, ids, seg = one_segment(tmp_path, 50)
     seg.write_bytes(b"half a pickle")
     reader = KeywordIndex(tmp_path)
     assert not reader.try_load(fingerprint(ids))
@@ -176,6 +184,19 @@ def test_a_manifest_naming_a_missing_or_damaged_segment_is_rebuilt(tmp_path):
     assert_same_as_fresh(reader, texts, ids)
     seg.unlink(missing_ok=True)
     assert KeywordIndex(tmp_path).try_load(fingerprint(ids))
+
+
+def test_a_writer_adding_a_segment_reads_no_other_segment_s_term_counts(tmp_path):
+    texts, fetch, ids, terms = one_segment(tmp_path, 100)
+    good = terms.read_bytes()
+    terms.write_bytes(b"not read by an append")
+    more = ids[3:] + sorted(texts)[100:104]
+    KeywordIndex(tmp_path).build(fingerprint(more), more, fetch)  # another process: appends, marks dead rows
+    assert not KeywordIndex(tmp_path).try_load(fingerprint(more))  # a reader does read them: damaged, refused
+    terms.write_bytes(good)
+    reader = KeywordIndex(tmp_path)
+    assert reader.try_load(fingerprint(more))
+    assert_same_as_fresh(reader, texts, more)
 
 
 def test_a_folder_it_cannot_write_still_serves_from_memory(tmp_path):
@@ -203,7 +224,7 @@ def test_adding_and_removing_documents_through_the_pipeline_updates_the_index_in
     (docs / "c.txt").write_text("张飞大闹长坂桥，喝退曹兵百万。" * 8, encoding="utf-8")
     pipeline.add_paths([docs / "c.txt"], settings, embed=False)
     added = _files(folder)
-    assert len(added) == len(first) + 1
+    assert len(added) == len(first) + 2  # the new segment's rows and term counts
     assert all(added[n] == v for n, v in first.items() if n.startswith("seg-"))  # old segments untouched
     pipeline.remove_documents([str(docs / "b.txt")], settings)
     removed = _files(folder)
