@@ -69,8 +69,8 @@ class BackgroundIngest:
 
     def _add_documents(self, collection: str, paths: list[Path], confine: Path | None) -> Any:
         from ingest.pipeline import add_paths
-        load_libraries()
 
+        load_libraries()
         with self._lock(collection):
             summary = add_paths(paths, self.settings, collection, embedder=self.embedder, confine=confine, embed=False)
         if summary.chunks_unembedded:
@@ -80,8 +80,8 @@ class BackgroundIngest:
     def remove_documents(self, collection: str, targets: Sequence[str]) -> Any:
         """ingest's remove_documents, in turn with the collection's other writes (an embedding pass gives way)."""
         from ingest.pipeline import remove_documents
-        load_libraries()
 
+        load_libraries()
         with self._lock(collection):
             return remove_documents(list(targets), self.settings, collection)
 
@@ -93,8 +93,8 @@ class BackgroundIngest:
     def _ingest(self, collection: str, file_id: str, path: Path) -> None:
         """The keyword phase of an attached file; its status stays in_progress until its embedding is done."""
         from ingest.pipeline import add_paths
-        load_libraries()
 
+        load_libraries()
         with self._lock(collection):
             with self.registry.lock:  # from "reading" on, a delete waits for this ingest (delete_file)
                 entry = self.registry.files.get(file_id)
@@ -143,8 +143,8 @@ class BackgroundIngest:
 
     def _embed_pass(self, collection: str, give_way: Callable[[], None]) -> None:
         from ingest.pipeline import embed_pending
-        load_libraries()
 
+        load_libraries()
         settings = self.settings.model_copy(update={"embed_batch_size": INGEST_BATCH, "embed_flush": INGEST_FLUSH})
         with self._lock(collection):
             if collection not in self._served():  # its store was deleted meanwhile: opening it would make it again
@@ -180,7 +180,7 @@ class BackgroundIngest:
         self._queue.submit(self._resume)
 
     def _served(self) -> list[str]:
-        """The collections this service serves: every one of its store (the default one, even before it exists)."""
+        """The collections this service serves: each of its stores (the default one, even before it exists)."""
         return sorted({*list_collections(make_client(self.settings)), self.settings.collection})
 
     def _resume(self) -> None:

@@ -127,7 +127,7 @@ class IngestQueue:
                     self._backlog[key] = (fn, wait_for)
                     return
         except BaseException:  # the pass records what failed; the thread goes on
-            log.exception("embedding %s failed", key)
+            log.exception("embedding %s failed (what is left is embedded at the next start)", key)
         self._done()
 
     def _done(self) -> None:
