@@ -40,8 +40,9 @@ class IngestSettings(BaseSettings):
     chunk_overlap: int = Field(default=60, ge=0, description="overlap between neighbouring chunks")
     chunk_unit: Literal["chars", "tokens"] = "chars"
     embed_overlap: bool = Field(
-        default=True,
-        description="embed each chunk whole; false: leave out its leading overlap, which its neighbour's vector holds",
+        default=False,
+        description="also embed a chunk's leading overlap (its neighbour's vector holds it already; false measured "
+        "the same hit@5 with 10% fewer characters embedded)",
     )
     keyword_tokenizer: Literal["ngram", "jieba"] = Field(
         default="ngram", description="BM25 tokens: character uni+bigrams, or jieba words"
