@@ -48,7 +48,7 @@ def embed_phase(
         log.info("embedding %d chunks", len(ids))
     return embed_staged(
         store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress,
-        with_overlap=settings.embed_overlap,
+        with_overlap=settings.embed_overlap, piece_chars=settings.embed_piece_chars,
     )
 
 

@@ -257,6 +257,30 @@ def embedding_text(text: str, metadata: dict[str, Any], with_overlap: bool = Tru
     return rest if cut and rest else text
 
 
+def pieces(text: str, size: int) -> list[str]:
+    """`text` cut into consecutive pieces of at most `size` characters, at sentence ends where one falls inside
+    (a longer sentence is cut at `size`); the whole text when `size` is 0 or the text fits."""
+    if size <= 0 or len(text) <= size:
+        return [text]
+    out: list[str] = []
+    cur = ""
+    for s, e in split_sentences(text):
+        sentence = text[s:e]
+        while len(sentence) > size:
+            if cur:
+                out.append(cur)
+                cur = ""
+            out.append(sentence[:size])
+            sentence = sentence[size:]
+        if cur and len(cur) + len(sentence) > size:
+            out.append(cur)
+            cur = ""
+        cur += sentence
+    if cur.strip():
+        out.append(cur)
+    return [p for p in out if p.strip()] or [text]
+
+
 def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) -> Any:
     """A LlamaIndex NodeParser over `chunk_document`, for use in IngestionPipeline and friends."""
     from llama_index.core.node_parser import NodeParser

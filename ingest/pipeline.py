@@ -385,7 +385,7 @@ def rebuild(
         node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(c.metadata.get("doc_id", "")))
         nodes.append(node)
     emb = EmbeddingWriter(target, embedder, settings.embed_batch_size, len(nodes), progress,
-                          with_overlap=settings.embed_overlap)
+                          with_overlap=settings.embed_overlap, piece_chars=settings.embed_piece_chars)
     try:
         emb.run(nodes)
     finally:

@@ -39,6 +39,9 @@ class IngestSettings(BaseSettings):
     )
     chunk_overlap: int = Field(default=60, ge=0, description="overlap between neighbouring chunks")
     chunk_unit: Literal["chars", "tokens"] = "chars"
+    embed_piece_chars: int = Field(
+        default=0, ge=0, description="> 0: a chunk's vector is the mean of its pieces' of at most this many characters"
+    )
     embed_overlap: bool = Field(
         default=False,
         description="also embed a chunk's leading overlap (its neighbour's vector holds it already; false measured "
@@ -49,6 +52,9 @@ class IngestSettings(BaseSettings):
     )
     keyword_weight: float = Field(default=2.0, ge=0, description="weight of the keyword ranking in the fusion")
     rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k: weight / (k + rank)")
+    fusion_pool: int = Field(
+        default=40, ge=1, description="each side's best this many chunks enter the fusion (at least twice k)"
+    )
     keyword_neighbour_weight: float = Field(
         default=0.0, ge=0, description="add this share of a chunk's better neighbour's BM25 to its own"
     )

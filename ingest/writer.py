@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .chunking import embedding_text
+from .chunking import embedding_text, pieces
 from .embedding import Embedder
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class EmbeddingWriter:
 
     def __init__(
         self, store: NodeSink, embedder: Embedder, batch: int, total: int, progress: bool, flush_every: int = 256,
-        report: Callable[[int, int], None] | None = None, with_overlap: bool = True,
+        report: Callable[[int, int], None] | None = None, with_overlap: bool = True, piece_chars: int = 0,
     ):
         # a crash loses at most `flush_every` chunks of embedding work
         self.store, self.embedder, self.batch, self.flush_every = store, embedder, batch, flush_every
@@ -78,6 +78,7 @@ class EmbeddingWriter:
         self.written = 0
         self.total, self.embedded, self.report = total, 0, report  # report(done, total) after each batch
         self.with_overlap = with_overlap  # False: a chunk's leading overlap is not embedded (its neighbour has it)
+        self.piece_chars = piece_chars  # > 0: embed pieces of at most this many characters, and pool them
 
     def run(self, nodes: Sequence[Any]) -> None:
         try:
@@ -85,7 +86,7 @@ class EmbeddingWriter:
                 part = nodes[lo : lo + self.batch]
                 t0 = time.perf_counter()
                 texts = [embedding_text(n.text, n.metadata, self.with_overlap) for n in part]
-                vectors = self.embedder.embed_passages(texts)
+                vectors = self._embed(texts)
                 self.seconds += time.perf_counter() - t0
                 self.chars += sum(map(len, texts))
                 for n, v in zip(part, vectors, strict=True):
@@ -107,6 +108,21 @@ class EmbeddingWriter:
                 log.warning("could not keep the last embedded chunks: %s", exc)
             raise
         self.flush()
+
+    def _embed(self, texts: list[str]) -> Any:
+        """One unit-length vector per text: the embedder's, or the normalised mean of its pieces' vectors."""
+        if self.piece_chars <= 0:
+            return self.embedder.embed_passages(texts)
+        import numpy as np
+
+        cut = [pieces(t, self.piece_chars) for t in texts]
+        flat = self.embedder.embed_passages([p for ps in cut for p in ps])
+        out, at = [], 0
+        for ps in cut:
+            v = np.asarray(flat[at : at + len(ps)], dtype=np.float32).mean(axis=0)
+            out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+            at += len(ps)
+        return np.stack(out)
 
     def flush(self) -> None:
         if self.buffer:
@@ -146,6 +162,7 @@ def embed_staged(
     progress: bool,
     report: Callable[[int, int], None] | None = None,
     with_overlap: bool = True,
+    piece_chars: int = 0,
 ) -> tuple[int, int, float]:
     """Embed the staged chunks of `ids` (a `KnowledgeStore`'s), in that order, and write them; a text that occurs
     more than once, or that the collection holds embedded already, is embedded once; without `with_overlap`, a
@@ -176,7 +193,8 @@ def embed_staged(
         sink.add_nodes(reused)
     unique = [n for n in first.values() if n.text not in known]
     writer = EmbeddingWriter(
-        sink, embedder(), batch, len(unique), progress, flush_every, report=report, with_overlap=with_overlap
+        sink, embedder(), batch, len(unique), progress, flush_every, report=report, with_overlap=with_overlap,
+        piece_chars=piece_chars,
     )
     try:
         writer.run(unique)

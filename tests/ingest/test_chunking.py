@@ -3,7 +3,15 @@ from itertools import pairwise
 
 import pytest
 
-from ingest.chunking import chunk_document, cn_to_int, embedding_text, parse_heading, split_sections, split_sentences
+from ingest.chunking import (
+    chunk_document,
+    cn_to_int,
+    embedding_text,
+    parse_heading,
+    pieces,
+    split_sections,
+    split_sentences,
+)
 from ingest.cleaning import clean_text
 from ingest.headings import heading_of
 from tests.ingest.fieldcases import field_case
@@ -349,3 +357,16 @@ def test_chapter_numbers_come_from_the_top_unit_that_repeats(headings, chapters,
     numbered = [c.metadata() for c in chunks if c.chapter is not None]
     assert numbered and all(m["chapter_unit"] == unit for m in numbered)
     assert all("chapter_unit" not in c.metadata() for c in chunks if c.chapter is None)
+
+
+def test_pieces_cut_at_sentence_ends_and_cover_the_text(novel_text):
+    text = clean_text(novel_text)[:600]
+    got = pieces(text, 60)
+    assert len(got) >= 10
+    assert all(len(p) <= 60 for p in got)
+    # a piece ends where a sentence ends, unless one sentence alone was longer than the piece
+    assert sum(p.rstrip().endswith(ENDS) for p in got) >= len(got) - 2
+    assert pieces(text, 0) == [text] == pieces(text, len(text))
+    assert "".join("".join(got).split()) == "".join(text.split())  # the whole text but its line breaks
+    long = "甲" * 130 + "。"
+    assert pieces(long, 60) == ["甲" * 60, "甲" * 60, "甲" * 10 + "。"]

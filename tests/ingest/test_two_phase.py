@@ -188,3 +188,29 @@ def test_a_text_the_collection_has_embedded_already_is_not_embedded_again(settin
     assert len(shared) == new.n_chunks - 1
     for t, e in shared:
         np.testing.assert_allclose(e, by_text[t])
+
+
+def test_a_chunk_embedded_in_pieces_gets_the_normalised_mean_of_their_vectors(embedder):
+    from ingest.chunking import pieces
+    from ingest.writer import EmbeddingWriter
+
+    class Sink:
+        def __init__(self):
+            self.nodes = []
+
+        def add_nodes(self, nodes):
+            self.nodes.extend(nodes)
+
+    from llama_index.core.schema import TextNode
+
+    text = "却说周瑜忌孔明之才，欲以十日造十万支箭为难之。孔明曰：只须三日，便可交付。" \
+        "孔明向鲁肃借船二十只，每船用军士三十人。"
+    sink = Sink()
+    writer = EmbeddingWriter(sink, embedder, batch=8, total=1, progress=False, piece_chars=30)
+    writer.run([TextNode(id_="a", text=text)])
+    parts = pieces(text, 30)
+    assert len(parts) == 3 and writer.chars == len(text)
+    mean = embedder.embed_passages(parts).mean(axis=0)
+    np.testing.assert_allclose(sink.nodes[0].embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    whole = embedder.embed_passages([text])[0]
+    assert float(np.dot(sink.nodes[0].embedding, whole)) > 0.8  # the same passage, read in pieces
