@@ -10,7 +10,8 @@ and the query path are what is measured; the real embedder's cost is linear in c
         --out bench/results/scaling.json --plot docs/scaling.png
 
 Each size runs in fresh child processes: one ingests (peak RSS of ingest), one serves (start time, query
-latency, peak RSS of a reader, keyword index rebuild and the cost of adding one document).
+latency, peak RSS of a reader, keyword index rebuild, the cost of adding and removing one document and of ten
+small documents added one at a time, and the largest merge of keyword segments there can be).
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ def child_serve(data_dir: Path, questions: Path, extra: Path) -> dict:
     import tempfile
 
     from ingest import pipeline
+    from ingest.bm25 import merge
     from ingest.evaluation import load_questions
     from ingest.kb import visible_state
     from ingest.keyword import KeywordIndex
@@ -181,10 +183,30 @@ def child_serve(data_dir: Path, questions: Path, extra: Path) -> dict:
     _, ids, fp = visible_state(r.store)
     with tempfile.TemporaryDirectory() as tmp, Clock() as build:
         KeywordIndex(Path(tmp), settings.keyword_tokenizer).build(fp, ids, r.store.get_chunks)
+    refresh = _time_refreshes()
     with Clock() as one:
         pipeline.add_paths([extra], settings, embedder=HashingEmbedder(), embed=False)
+    added = dict(refresh)
     with Clock() as follow:
-        r.retrieve(qs[0], 5)  # the reader follows: reloads the index the writer saved
+        r._refresh(now=True)  # the reader follows: loads the segment the writer saved
+        r.retrieve(qs[0], 5)
+    refresh.update(wall=0.0, cpu=0.0)
+    with Clock() as gone:
+        pipeline.remove_documents([str(extra)], settings)
+    removed = dict(refresh)
+    with Clock() as follow_gone:
+        r._refresh(now=True)
+        r.retrieve(qs[0], 5)
+    adds = []  # one small document at a time: the tenth add merges ten small segments
+    for f in sorted(extra.parent.glob("more_*.txt")):
+        refresh.update(wall=0.0, cpu=0.0)
+        pipeline.add_paths([f], settings, embedder=HashingEmbedder(), embed=False)
+        adds.append(refresh["wall"])
+    r._refresh(now=True)
+    assert r._index.bm25 is not None
+    segments = [s.live for s in r._index.bm25.segments]
+    with Clock() as worst:  # the largest merge there can be: every row into one segment (in memory)
+        merge("bench", r._index.bm25.segments)
     return {
         "serve_start_seconds": start.wall,
         "serve_start_cpu_seconds": start.cpu,
@@ -197,9 +219,40 @@ def child_serve(data_dir: Path, questions: Path, extra: Path) -> dict:
         "keyword_build_cpu_seconds": build.cpu,
         "one_doc_searchable_seconds": one.wall,
         "one_doc_searchable_cpu_seconds": one.cpu,
+        "keyword_refresh_add_seconds": added["wall"],
+        "keyword_refresh_add_cpu_seconds": added["cpu"],
         "reader_follow_seconds": follow.wall,
         "reader_follow_cpu_seconds": follow.cpu,
+        "remove_one_doc_seconds": gone.wall,
+        "remove_one_doc_cpu_seconds": gone.cpu,
+        "keyword_refresh_remove_seconds": removed["wall"],
+        "keyword_refresh_remove_cpu_seconds": removed["cpu"],
+        "reader_follow_remove_seconds": follow_gone.wall,
+        "reader_follow_remove_cpu_seconds": follow_gone.cpu,
+        "keyword_refresh_seq_adds_seconds": adds,
+        "keyword_segments_live_rows": segments,
+        "keyword_merge_all_seconds": worst.wall,
+        "keyword_merge_all_cpu_seconds": worst.cpu,
     }
+
+
+def _time_refreshes() -> dict[str, float]:
+    """Wall and CPU seconds the pipeline spends in `refresh_keyword_index` (visible chunk set, then the keyword
+    index brought to it), summed from now on: wraps the pipeline's reference to it (bench only)."""
+    from ingest import pipeline
+
+    spent = {"wall": 0.0, "cpu": 0.0}
+    inner = pipeline.refresh_keyword_index
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with Clock() as c:
+            out = inner(*args, **kwargs)
+        spent["wall"] += c.wall
+        spent["cpu"] += c.cpu
+        return out
+
+    pipeline.refresh_keyword_index = timed  # type: ignore[assignment]
+    return spent
 
 
 def _du_mib(path: Path) -> float:
@@ -218,7 +271,10 @@ def run_size(size: int, work: Path, questions: Path) -> dict:
     files = make_corpus(size, folder)
     extra = work / "extra" / "one_chapter.txt"
     extra.parent.mkdir(parents=True, exist_ok=True)
-    extra.write_text(variant((CORPUS / NOVELS[0]).read_text(encoding="utf-8")[:6000], 99), encoding="utf-8")
+    novel = (CORPUS / NOVELS[0]).read_text(encoding="utf-8")
+    extra.write_text(variant(novel[:6000], 99), encoding="utf-8")
+    for k in range(1, 11):  # ten more small documents, added one at a time
+        (extra.parent / f"more_{k:02d}.txt").write_text(variant(novel[6000 * k : 6000 * k + 3000], 99 + k), "utf-8")
     chars = sum(len(f.read_text(encoding="utf-8")) for f in files)
     row: dict = {"size": f"{size}x", "files": len(files), "chars": chars}
     row |= _child("--child", "ingest", str(folder), str(data_dir))
@@ -243,12 +299,14 @@ def plot(rows: list[dict], path: Path) -> None:
         axes[0].plot(x, [r[key] for r in rows], marker="o", label=label)
     axes[0].axhline(100, color="grey", ls="--", lw=0.8)
     axes[0].set(title="query CPU time (ms)", xlabel="chunks")
-    for key, label in (("keyword_build_cpu_seconds", "keyword index rebuild"),
+    for key, label in (("keyword_build_cpu_seconds", "keyword index full build"),
                        ("one_doc_searchable_cpu_seconds", "add one document: searchable"),
+                       ("keyword_refresh_add_cpu_seconds", "keyword refresh: add one document"),
+                       ("keyword_refresh_remove_cpu_seconds", "keyword refresh: remove one document"),
                        ("serve_start_cpu_seconds", "reader start")):  # fmt: skip
-        axes[1].plot(x, [r[key] for r in rows], marker="o", label=label)
+        axes[1].plot(x, [r.get(key, np.nan) for r in rows], marker="o", label=label)
     axes[1].axhline(1, color="grey", ls="--", lw=0.8)
-    axes[1].set(title="CPU seconds", xlabel="chunks")
+    axes[1].set(title="CPU seconds", xlabel="chunks", yscale="log")
     for key, label in (("ingest_peak_rss_mib", "ingest peak RSS"), ("serve_peak_rss_mib", "reader peak RSS"),
                        ("store_mib", "Chroma on disk"), ("keyword_mib", "keyword index on disk")):  # fmt: skip
         axes[2].plot(x, [r[key] for r in rows], marker="o", label=label)
