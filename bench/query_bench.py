@@ -117,7 +117,7 @@ def compare_bm25(baseline: Path, corpus: Path, questions: Path, rounds: int) -> 
         "queries": len(qs) * rounds,
     }
     scores = {}
-    for name, cls in (("handwritten", other.BM25), ("bm25s", keyword.BM25)):
+    for name, cls in (("handwritten", other.BM25), ("current", keyword.BM25)):
         builds = []
         for _ in range(rounds):
             t = time.perf_counter()
@@ -153,7 +153,7 @@ def compare_bm25(baseline: Path, corpus: Path, questions: Path, rounds: int) -> 
             "mrr@10": round(sum(1 / r for r in ranks if r and r <= 10) / n, 4),
         }
         print(name, out[name], flush=True)
-    diffs = [float(np.abs(a - b).max()) for a, b in zip(scores["handwritten"], scores["bm25s"], strict=True)]
+    diffs = [float(np.abs(a - b).max()) for a, b in zip(scores["handwritten"], scores["current"], strict=True)]
     out["max_abs_score_difference"] = max(diffs)
     return out
 
