@@ -5,7 +5,7 @@ bm25s, which the index used before, stores per-(chunk, term) scores that depend 
 average length, and cannot add or delete documents (xhluca/bm25s#5, #19, #98): every change rebuilt it whole.
 Here a segment is immutable once built (its chunks' term counts, as a column-compressed matrix); deleting a chunk
 marks its row dead; `merge` rewrites a few segments (and drops their dead rows) into one. The scores equal a
-from-scratch bm25s index (method "lucene") over the live chunks; tests/ingest/test_bm25.py checks it.
+from-scratch bm25s index (method "lucene") over the live chunks; tests/ingest/test_keyword.py checks it.
 """
 
 from __future__ import annotations
