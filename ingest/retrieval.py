@@ -227,7 +227,7 @@ class Retriever:
         self._refresh()
         filters = filters or Filters()
         self._check_documents(filters.doc_ids)
-        pool = max(4 * k, 40)
+        pool = max(2 * k, self.settings.fusion_pool)
         dense: list[tuple[str, float]] = []
         texts: dict[str, tuple[str, dict[str, Any]]] = {}
         if mode in ("hybrid", "dense"):

@@ -53,16 +53,16 @@ class IngestSettings(BaseSettings):
     keyword_weight: float = Field(default=2.0, ge=0, description="weight of the keyword ranking in the fusion")
     rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k: weight / (k + rank)")
     fusion_pool: int = Field(
-        default=40, ge=1, description="each side's best this many chunks enter the fusion (at least twice k)"
+        default=20, ge=1, description="each side's best this many chunks enter the fusion (at least twice k)"
     )
     keyword_neighbour_weight: float = Field(
-        default=0.0, ge=0, description="add this share of a chunk's better neighbour's BM25 to its own"
+        default=0.5, ge=0, description="add this share of a chunk's better neighbour's BM25 to its own"
     )
     keyword_chapter_weight: float = Field(
         default=0.0, ge=0, description="add this share of the mean of its chapter's 3 best BM25 to a chunk's"
     )
     keyword_title_weight: float = Field(
-        default=0.0, ge=0, description="add this share of the query words' IDF in a chunk's chapter title to its BM25"
+        default=1.0, ge=0, description="add this share of the query words' IDF in a chunk's chapter title to its BM25"
     )
     feedback_terms: int = Field(
         default=0, ge=0, description="pseudo-relevance feedback: add this many terms of the first pass's best chunks"

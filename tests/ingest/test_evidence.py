@@ -94,6 +94,8 @@ def kb(tmp_path_factory, embedder):
     novel = root / "novel.txt"
     novel.write_text("".join(f"第{n}回 {TITLES[n]}\n{t}\n" for n, t in CHAPTERS.items()), encoding="utf-8")
     settings = get_settings(data_dir=root / "data", collection="ev", chunk_size=60, chunk_overlap=0)
+    # every kind of evidence off: each test turns on the one it checks
+    settings = settings.model_copy(update={"keyword_neighbour_weight": 0.0, "keyword_title_weight": 0.0})
     pipeline.add_paths([novel], settings, embedder=embedder)
     return settings
 
