@@ -132,7 +132,10 @@ def test_interrupted_embedding_stays_consistent_searchable_and_the_next_run_fini
     retriever = Retriever(settings, embedder=embedder)
     assert retriever.retrieve("草船借箭", k=1, mode="keyword")[0].chapter == 3  # the rest is found by keyword
     hybrid = retriever.retrieve("草船借箭", k=3)
-    assert hybrid[0].chapter == 3 and "keyword" in hybrid[0].scores
+    # the unembedded answer comes back in hybrid search, by keyword alone (its embedded neighbour in chapter 2 may
+    # rank above it: it has both sides and, by default, a share of the answer's BM25)
+    answer = next(h for h in hybrid if h.chapter == 3)
+    assert "keyword" in answer.scores and "dense" not in answer.scores
     embedded = {c.chunk_id for c in store.get_chunks() if c.chunk_id not in store.staged_ids()}
     assert {h.chunk_id for h in retriever.retrieve("草船借箭", k=20, mode="dense")} <= embedded
 
