@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from itertools import pairwise
 
 import numpy as np
@@ -132,3 +133,25 @@ def with_titles(scores: np.ndarray, groups: np.ndarray, title_scores: np.ndarray
     known = (groups >= 0) & (groups < len(title_scores))
     bonus = np.where(known, title_scores[np.clip(groups, 0, len(title_scores) - 1)], 0.0)
     return scores + weight * bonus
+
+
+def fuse(
+    dense: list[tuple[str, float]], keyword: list[tuple[str, float]], dense_weight: float, keyword_weight: float,
+    k: float, no_vector: AbstractSet[str] = frozenset(),
+) -> list[tuple[str, dict[str, float]]]:
+    """Weighted reciprocal rank fusion of the dense and keyword rankings ((chunk id, score), best first): each chunk
+    gets weight / (k + rank) from each side that ranks it; best first, with each side's score and rank.
+
+    A chunk in `no_vector` (its document's embedding phase has not reached it) cannot be ranked by the dense side:
+    its keyword rank stands in for its dense rank, so a document still being embedded competes on its words with
+    the embedded ones instead of losing to any chunk that both sides rank."""
+    fused: dict[str, dict[str, float]] = {}
+    for name, ranked, weight in (("dense", dense, dense_weight), ("keyword", keyword, keyword_weight)):
+        for rank, (cid, score) in enumerate(ranked, start=1):
+            entry = fused.setdefault(cid, {"fused": 0.0})
+            entry[name] = score
+            entry[f"{name}_rank"] = rank
+            entry["fused"] += weight / (k + rank)
+            if name == "keyword" and cid in no_vector:
+                entry["fused"] += dense_weight / (k + rank)
+    return sorted(fused.items(), key=lambda kv: -kv[1]["fused"])

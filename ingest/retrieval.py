@@ -97,6 +97,7 @@ class Retriever:
         self._checked = 0.0
         self._visible: set[str] = set()
         self._vectors = -1  # chunks with a vector when last read: an embedding phase adds them to a visible set
+        self._no_vector: set[str] = set()  # visible chunks without a vector yet (staged)
         self._records: dict[str, DocRecord] = {}
         self.aliases = AliasTable()
         self.entities: frozenset[str] = frozenset()
@@ -122,6 +123,7 @@ class Retriever:
                 if vectors != self._vectors:  # vectors written since (another process's embedding phase)
                     self._vectors = vectors
                     self.store.reopen()
+                    self._no_vector = self.store.staged_ids() & self._visible
                 return
             if not force:  # an embedded store's vector index, read once per process, misses other writers
                 self.store.reopen()
@@ -129,6 +131,7 @@ class Retriever:
             self._records = records
             self._visible = set(ids)
             self._vectors = self.store.count()
+            self._no_vector = self.store.staged_ids() & self._visible
             assert self._index.bm25 is not None
             order = [r.committed for r in records.values()]
             self._prev, self._next = evidence.neighbour_rows(order, self._index.bm25.ids)
@@ -249,7 +252,7 @@ class Retriever:
         # while an embedding phase runs the dense side ranks only the chunks embedded so far: it counts in
         # proportion (with a few vectors its top ranks are noise: hybrid hit@5 0.805 vs keyword 0.829, BENCHMARKS)
         coverage = min(1.0, self._vectors / len(self._visible)) if self._visible and self._vectors >= 0 else 1.0
-        order = self._fuse(dense, keyword, coverage)
+        order = self._fuse(dense, keyword, coverage, mode)
         s = self.settings
         if bm25 is not None and s.feedback_terms and order:
             # pseudo-relevance feedback: the words the first pass's best chunks share join the BM25 query
@@ -262,7 +265,7 @@ class Retriever:
                 weight = s.feedback_weight * (len(set(tokens)) + len(synonyms))
                 scores = evidence.with_terms(raw, terms, lambda t: bm25.scores([t]), weight)
                 keyword = self._keyword_ranked(self._with_context(scores, titles), mask, pool)
-                order = self._fuse(dense, keyword, coverage)
+                order = self._fuse(dense, keyword, coverage, mode)
         return self._top_distinct(order, k, texts, mode)
 
     def _with_context(self, scores: np.ndarray, titles: np.ndarray) -> np.ndarray:
@@ -315,18 +318,10 @@ class Retriever:
         return out
 
     def _fuse(
-        self, dense: list[tuple[str, float]], keyword: list[tuple[str, float]], coverage: float
+        self, dense: list[tuple[str, float]], keyword: list[tuple[str, float]], coverage: float, mode: Mode
     ) -> list[tuple[str, dict[str, float]]]:
-        """Weighted reciprocal rank fusion of the two rankings, best first, with each side's score and rank."""
-        fused: dict[str, dict[str, float]] = {}
-        k = self.settings.rrf_k
-        for name, ranked, weight in (("dense", dense, coverage), ("keyword", keyword, self.keyword_weight)):
-            for rank, (cid, score) in enumerate(ranked, start=1):
-                entry = fused.setdefault(cid, {"fused": 0.0})
-                entry[name] = score
-                entry[f"{name}_rank"] = rank
-                entry["fused"] += weight / (k + rank)
-        return sorted(fused.items(), key=lambda kv: -kv[1]["fused"])
+        no_vector = self._no_vector if mode == "hybrid" else frozenset()
+        return evidence.fuse(dense, keyword, coverage, self.keyword_weight, self.settings.rrf_k, no_vector)
 
     def _fill_texts(self, ids: list[str], texts: dict[str, tuple[str, dict[str, Any]]]) -> None:
         """Read the chunks of `ids` that `texts` lacks from the store into it."""

@@ -214,3 +214,27 @@ def test_a_chunk_embedded_in_pieces_gets_the_normalised_mean_of_their_vectors(em
     np.testing.assert_allclose(sink.nodes[0].embedding, mean / np.linalg.norm(mean), atol=1e-5)
     whole = embedder.embed_passages([text])[0]
     assert float(np.dot(sink.nodes[0].embedding, whole)) > 0.8  # the same passage, read in pieces
+
+
+def test_a_document_not_yet_embedded_is_found_beside_embedded_ones_by_hybrid_search(settings, novel_file, embedder):
+    pipeline.add_paths([novel_file], settings, embedder=embedder)  # the knowledge base, embedded
+    new = novel_file.with_name("yuanshu.txt")
+    new.write_text(
+        "正文 第十七回 袁公路大起七军\n却说袁术在淮南，地广粮多，又有孙策所质玉玺，遂思僭称帝号。"
+        "大会群下议曰：“昔汉高祖不过泗上一亭长，而有天下。吾家四世三公，百姓所归。”\n", encoding="utf-8")
+    added = pipeline.add_paths([new], settings, embedder=embedder, embed=False)
+    assert added.chunks_unembedded == added.chunks_added >= 1
+    retriever = Retriever(settings, embedder=embedder, refresh_seconds=0)
+    question = "袁术为何要僭称帝号，玄德知道吗？"  # its words are the new document's; 玄德 is the old one's
+    keyword = retriever.retrieve(question, k=3, mode="keyword")
+    assert keyword[0].metadata["doc_id"] == added_id(settings, "yuanshu.txt")
+    hybrid = retriever.retrieve(question, k=3)
+    assert hybrid[0].chunk_id == keyword[0].chunk_id  # the embedded document's chunks do not push it out
+    assert "dense" not in hybrid[0].scores  # no vector yet: its keyword rank stood in for a dense one
+    pipeline.embed_pending(settings, embedder=embedder)
+    top = retriever.retrieve(question, k=3)[0]
+    assert top.chunk_id == keyword[0].chunk_id and "dense" in top.scores
+
+
+def added_id(settings, name: str) -> str:
+    return next(r.doc_id for r in pipeline.list_documents(settings) if r.source.endswith(name))
