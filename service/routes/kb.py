@@ -52,6 +52,10 @@ async def kb_upload(
     # answered after the keyword phase (seconds, also for a novel); the embedding continues in the background
     summary = await asyncio.wrap_future(stores.add_documents(chat.kb.settings.collection, paths))
     failed = [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed]
+    refused = {Path(p.path).resolve() for p in summary.failed}
+    for path in paths:  # a refused file is not kept on the server
+        if Path(path).resolve() in refused:
+            Path(path).unlink(missing_ok=True)
     if failed and len(failed) == len(paths):  # nothing of the upload could be ingested: a client error, not a 200
         reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failed)
         raise BadRequest(f"no file of the upload could be ingested ({reasons})", param="files", code="unreadable_file")

@@ -209,6 +209,8 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
             if entry is not None and not entry.doc_ids:
                 records = open_store(self.settings, collection).records()
                 targets = [r.doc_id for r in records.values() if _inside(r, self.root / "files" / collection / file_id)]
+            present = set(open_store(self.settings, collection).records(targets)) if targets else set()
+            targets = [t for t in targets if t in present]  # its documents may be gone already (DELETE /v1/kb)
             if targets:
                 remove_documents(targets, self.settings, collection)
             shutil.rmtree(self.root / "files" / collection / file_id, ignore_errors=True)
@@ -237,14 +239,28 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
 
     def _file_objects(self, collection: str) -> List[dict[str, Any]]:
         """Attached files, newest first, then the collection's other documents (the `ingest` CLI's, /v1/kb's)."""
-        entries = self.registry.files_of(collection)
+        store = self.store(collection)
+        records = count_embedded(store, store.records())
+        entries = self._without_removed(self.registry.files_of(collection), records)
         owned = {d for f in entries for d in f.doc_ids}
         out = [self._file_object(f) for f in reversed(entries)]
-        store = self.store(collection)
-        for rec in count_embedded(store, store.records()).values():
+        for rec in records.values():
             if rec.doc_id not in owned and not _inside(rec, self.root / "files" / collection):
                 out.append(_document_object(collection, rec))
         return out
+
+    def _without_removed(self, entries: List[FileEntry], records: dict[str, DocRecord]) -> List[FileEntry]:
+        """The attached files but those whose documents were all removed another way (DELETE /v1/kb/documents, the
+        `ingest remove` CLI): detached from the registry as they are found."""
+        gone = [f for f in entries if f.status == COMPLETED and f.doc_ids and not any(d in records for d in f.doc_ids)]
+        if gone:
+            with self.registry.lock:
+                for f in gone:
+                    self.registry.files.pop(f.id, None)
+                self.registry.save()
+            for f in gone:
+                shutil.rmtree(self.root / "files" / f.collection / f.id, ignore_errors=True)
+        return [f for f in entries if f not in gone]
 
     def _file_object(self, f: FileEntry) -> dict[str, Any]:
         searchable = f.status == COMPLETED or self.progress_stage(f.id) in EMBEDDING

@@ -123,6 +123,7 @@ def test_cli_no_embed_then_embed_and_list_shows_progress(tmp_path, novel_file, e
     r = cli("add", str(novel_file), "--no-embed", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "searchable by keyword after" in r.stderr and "not yet (`ingest embed`)" in r.stdout
+    assert "; not embedded (`ingest embed`" in r.stderr and "; embedding" not in r.stderr
     (doc,) = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
     assert doc["embedded"] == 0 < doc["chunks"] and doc["status"] == "complete"
     assert "searchable by keyword only until embedded" in cli("list").stdout

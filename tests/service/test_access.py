@@ -165,6 +165,8 @@ def test_upload_failures_name_the_file_not_the_server_folder(make_client, tmp_pa
     assert r.status_code == 200 and r.json()["added"] == 1, r.text
     assert sorted(f["file"] for f in r.json()["failed"]) == ["bad.txt", "x.exe"]
     assert str(tmp_path) not in r.text, r.text
+    kept = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert "ok.txt" in kept and not kept & {"bad.txt", "x.exe"}  # a refused upload is not kept on the server
     scrubbed = scrub_paths("refused: a link to /srv/kb/up/a.txt, outside /srv/kb/up")
     assert scrubbed == "refused: a link to a.txt, outside up"
     assert scrub_paths("unsupported file type .exe: use one of ['.md', '.txt']") == (

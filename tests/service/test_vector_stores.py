@@ -409,3 +409,24 @@ def test_an_empty_list_of_vector_store_ids_is_a_400_naming_it(make_client: Any) 
             "kongming": {"vector_store_ids": []}}  # fmt: skip
     r = api.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "kongming.vector_store_ids"  # before: ignored
+
+
+def test_a_file_deleted_through_the_kb_api_leaves_the_store(make_client: Any, kb_settings: Any) -> None:
+    from service.vector_stores.service import store_id
+
+    api = make_client(api_keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    stores = api.app.state.vector_stores
+    own = store_id(kb_settings.collection)  # the service's knowledge base, the one /v1/kb writes
+    f = stores.add_file(own, "赤壁.txt", TXT.encode("utf-8"))
+    stores.wait(timeout=120)
+    (doc,) = stores.retrieve_file(own, f["id"])["kongming"]["documents"]
+    before = api.get(f"/v1/vector_stores/{own}", headers=auth).json()["file_counts"]
+    assert api.delete(f"/v1/kb/documents/{doc}", headers=auth).json()["deleted"] is True
+    listed = api.get(f"/v1/vector_stores/{own}/files", headers=auth).json()["data"]
+    assert f["id"] not in [x["id"] for x in listed] and doc not in [x["id"] for x in listed]
+    after = api.get(f"/v1/vector_stores/{own}", headers=auth).json()["file_counts"]
+    assert after["total"] == before["total"] - 1 and after["completed"] == before["completed"] - 1
+    r = api.delete(f"/v1/vector_stores/{own}/files/{f['id']}", headers=auth)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "file_not_found", r.text
+    assert "ingest list" not in r.text
