@@ -48,8 +48,13 @@ def embed_phase(
         log.info("embedding %d chunks", len(ids))
     return embed_staged(
         store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress,
-        with_overlap=settings.embed_overlap, piece_chars=settings.embed_piece_chars,
+        with_overlap=settings.embed_overlap, piece_chars=settings.embed_piece_chars, page=embed_page(settings),
     )
+
+
+def embed_page(settings: IngestSettings) -> int:
+    """Staged chunks read and embedded at a time: about a keyword-phase group's characters' worth."""
+    return max(settings.embed_flush, settings.ingest_group_chars // max(settings.chunk_size, 1))
 
 
 def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:

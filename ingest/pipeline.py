@@ -8,18 +8,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .aliases import mine_aliases
 from .backfill import EmbedderOnce, embed_phase
-from .chunking import content_hash, make_splitter
+from .chunking import content_hash
 from .embedding import Embedder, get_embedder
-from .errors import IngestError, UnknownDocumentError, UnreadableFileError
+from .errors import UnknownDocumentError, UnreadableFileError
+from .groups import length_fn, plan, write_groups
 from .kb import (
     by_text,
-    commit_version,
     count_embedded,
-    is_current,
     open_store,
     recover,
     refresh_keyword_index,
@@ -28,7 +25,7 @@ from .kb import (
 )
 from .loaders import LoadedDocument, LoadProblem, iter_files, load_file
 from .settings import IngestSettings
-from .store import COMPLETE, DocRecord, KnowledgeStore, check_writable
+from .store import COMPLETE, DocRecord, check_writable
 from .writer import EmbeddingWriter
 
 log = logging.getLogger(__name__)
@@ -66,57 +63,6 @@ class IngestSummary:
         )
 
 
-def _doc_hash(doc: LoadedDocument, settings: IngestSettings) -> str:
-    # The chunking settings are part of the version: changing them re-chunks (and re-embeds) the document.
-    sig = f"{settings.chunk_size}/{settings.chunk_overlap}/{settings.chunk_unit}/{doc.title}\n"
-    return content_hash(sig + doc.text)
-
-
-def _length_fn(settings: IngestSettings, embedder: Callable[[], Embedder]) -> Callable[[str], int]:
-    if settings.chunk_unit == "chars":
-        return len
-    counter = getattr(embedder(), "token_count", None)
-    if counter is None:
-        raise IngestError("chunk_unit=tokens needs an embedder that can count tokens")
-    return counter
-
-
-def _nodes(doc: LoadedDocument, settings: IngestSettings, length: Callable[[str], int]) -> list[Any]:
-    """LlamaIndex nodes of a document, through the chapter-aware NodeParser (ids are content-addressed)."""
-    from llama_index.core import Document
-
-    splitter = make_splitter(settings.chunk_size, settings.chunk_overlap, length)
-    source = Document(
-        id_=doc.doc_id, text=doc.text, metadata={"doc_id": doc.doc_id, "source": doc.source, "doc_title": doc.title}
-    )
-    # identical chunks within one document (a repeated chapter) collapse to one id: keep the first
-    unique: dict[str, Any] = {}
-    for n in splitter.get_nodes_from_documents([source]):
-        unique.setdefault(n.node_id, n)
-    return list(unique.values())
-
-
-def _plan(
-    docs: list[LoadedDocument],
-    settings: IngestSettings,
-    records: dict[str, DocRecord],
-    length: Callable[[str], int],
-    summary: IngestSummary,
-) -> list[tuple[LoadedDocument, str, list[Any]]]:
-    """The documents whose version is not committed yet, with their version hash and chunks."""
-    work = []
-    for doc in docs:
-        summary.documents += 1
-        h = _doc_hash(doc, settings)
-        rec = records.get(doc.doc_id)
-        if rec is not None and is_current(rec, h):
-            summary.unchanged += 1
-            summary.chunks_skipped += rec.n_chunks
-            continue
-        work.append((doc, h, _nodes(doc, settings, length)))
-    return work
-
-
 def add_paths(
     paths: Iterable[Path | str],
     settings: IngestSettings,
@@ -133,11 +79,12 @@ def add_paths(
     embedding batch).
 
     Keyword phase (seconds): load, clean, chunk, keep the chunks' text staged in the store, commit each document
-    version and bring the keyword index up to date: the documents answer keyword (and hybrid) searches from
-    here on; `on_searchable(summary)` is called then. Embedding phase (minutes; skipped with `embed=False`):
-    every staged chunk of the collection gets its vector (also those an interrupted run left), and hybrid
-    retrieval uses each chunk's vector once it is written. A crash or Ctrl-C in either phase leaves the store
-    consistent; the next `add_paths` or `embed_pending` finishes the work.
+    version and bring the keyword index up to date after each group of about `ingest_group_chars` characters
+    (`groups.py`: a large batch's memory is one group's): the documents answer keyword (and hybrid) searches
+    from there on; `on_searchable(summary)` is called when all are. Embedding phase (minutes; skipped with
+    `embed=False`): every staged chunk of the collection gets its vector (also those an interrupted run left),
+    page by page, and hybrid retrieval uses each chunk's vector once it is written. A crash or Ctrl-C in either
+    phase leaves the store consistent; the next `add_paths` or `embed_pending` finishes the work.
 
     Unchanged documents cost no embedding; changed ones keep the embeddings of chunks whose text did not
     change; an interrupted earlier run is finished. With `prune`, documents that were ingested from under
@@ -154,21 +101,21 @@ def add_paths(
     docs, sources_seen = _load(roots, settings, confine, summary)
     records = store.records()
     summary.chunks_removed += recover(store, records)
-    work = _plan(docs, settings, records, _length_fn(settings, embedders.get), summary)
+    work = plan(docs, settings, records, summary)
     gone = _gone(roots, docs, records, sources_seen, prune)
     renamed = _same_text(docs, records, sources_seen, {r.doc_id for r in gone}, summary)
+    del docs  # from here `work` alone holds the loaded texts, and lets each group's go once it is written
     # a renamed file's text is embedded already: its vectors serve the new document's chunks
     reuse = store.vectors_by_text([i for r in renamed for i in r.committed]) if renamed else {}
     for rec in gone + renamed:
         summary.chunks_removed += remove_record(store, rec)
         summary.removed_docs += 1
-    _write_versions(store, work, records, settings, summary, reuse)
+    texts = write_groups(store, work, records, settings, summary, reuse, length_fn(settings, embedders.get))
     refresh_keyword_index(settings, store)
     summary.searchable_seconds = time.perf_counter() - t0
     if on_searchable is not None:
         on_searchable(summary)
     if embed:
-        texts = {d.doc_id: d.text for d, _, _ in work}
         counts = embed_phase(store, settings, embedders.get, progress, texts, on_progress)
         summary.chunks_embedded, summary.embedded_chars, summary.embed_seconds = counts
     summary.chunks_unembedded = len(unembedded_ids(store))
@@ -268,59 +215,6 @@ def _same_text(
 def _same_text_note(doc: LoadedDocument, other_source: str, other_id: str, outcome: str) -> LoadProblem:
     where = f"{doc.source} ({doc.doc_id})" if ":" in doc.doc_id else doc.source  # a .jsonl record: name it
     return LoadProblem(where, f"same text as {other_source} (document {other_id}), which {outcome}")
-
-
-def _write_versions(
-    store: KnowledgeStore,
-    work: list[tuple[LoadedDocument, str, list[Any]]],
-    records: dict[str, DocRecord],
-    settings: IngestSettings,
-    summary: IngestSummary,
-    reuse: dict[str, list[float]],
-) -> None:
-    """Commit the new version of each document in `work`: chunks the store lacks are staged (text only, embedded
-    later), or written with their vector when `reuse` has one for their text."""
-
-    def write(fresh: list[Any]) -> None:
-        known = [n for n in fresh if n.text in reuse]
-        for n in known:
-            n.embedding = reuse[n.text]
-        if known:
-            store.add_nodes(known)
-        if len(known) < len(fresh):
-            store.stage_nodes([n for n in fresh if n.text not in reuse])
-
-    for doc, h, nodes in work:
-        old = records.get(doc.doc_id)
-        existing = store.existing_ids([n.node_id for n in nodes])
-        counts = commit_version(store, _new_record(doc, h, old, settings), nodes, existing, write)
-        summary.chunks_added += counts.added
-        summary.chunks_skipped += counts.kept
-        summary.chunks_removed += counts.removed
-        if old is None or not old.committed:
-            summary.added_docs += 1
-        else:
-            summary.updated_docs += 1
-
-
-def _new_record(doc: LoadedDocument, doc_hash: str, old: DocRecord | None, settings: IngestSettings) -> DocRecord:
-    """The record of a new version of `doc`: still serving the old version's chunks until committed."""
-    aliases = mine_aliases(doc.text) if settings.mine_aliases else []
-    return DocRecord(
-        doc_id=doc.doc_id,
-        source=doc.source,
-        title=doc.title,
-        doc_hash=doc_hash,
-        fmt=doc.fmt,
-        encoding=doc.encoding,
-        chars=len(doc.text),
-        text_hash=content_hash(doc.text),
-        committed=old.committed if old else [],
-        aliases=aliases,
-        # names are mined in the embedding phase (jieba's tagger is slow); the old version's serve till then
-        entities=old.entities if old else [],
-        entities_mined=not settings.mine_entities,
-    )
 
 
 def remove_documents(targets: Iterable[str], settings: IngestSettings, collection: str | None = None) -> IngestSummary:

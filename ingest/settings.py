@@ -31,6 +31,12 @@ class IngestSettings(BaseSettings):
     )
     embed_batch_size: int = 32
     embed_flush: int = Field(default=256, ge=1, description="chunks written per store write during ingest")
+    ingest_group_chars: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="ingest commits and keyword-indexes a batch's documents in groups of about this many characters "
+        "(a larger document alone), and embeds in pages of as many characters' chunks: memory is bounded by a group",
+    )
     max_file_mb: float = Field(
         default=64, gt=0, description="larger files are refused before they are read (MiB; ~3 h of embedding)"
     )

@@ -109,6 +109,15 @@ class EmbeddingWriter:
             raise
         self.flush()
 
+    def advance(self, n: int) -> None:
+        """Count `n` chunks written without embedding (a vector the collection had, a text seen already)."""
+        if n:
+            if self.bar:
+                self.bar.update(n)
+            self.embedded += n
+            if self.report:
+                self.report(self.embedded, self.total)
+
     def _embed(self, texts: list[str]) -> Any:
         """One unit-length vector per text: the embedder's, or the normalised mean of its pieces' vectors."""
         if self.piece_chars <= 0:
@@ -163,19 +172,39 @@ def embed_staged(
     report: Callable[[int, int], None] | None = None,
     with_overlap: bool = True,
     piece_chars: int = 0,
+    page: int = 4096,
 ) -> tuple[int, int, float]:
-    """Embed the staged chunks of `ids` (a `KnowledgeStore`'s), in that order, and write them; a text that occurs
-    more than once, or that the collection holds embedded already, is embedded once; without `with_overlap`, a
-    chunk's leading overlap is left out of what is embedded. Returns (chunks written, characters embedded, seconds
-    embedding)."""
-    if not ids:
-        return 0, 0, 0.0
-    done = store.existing_ids(ids)  # written by a run that died before unstaging them
-    if done:
-        store.unstage(done)
-    nodes = store.staged_nodes([i for i in ids if i not in done])
-    if not nodes:
-        return 0, 0, 0.0
+    """Embed the staged chunks of `ids` (a `KnowledgeStore`'s), in that order, and write them, reading `page` of
+    them at a time (memory: one page's nodes and vectors, not the collection's); a text that occurs more than once,
+    or that the collection holds embedded already, is embedded once; without `with_overlap`, a chunk's leading
+    overlap is left out of what is embedded. Returns (chunks written, characters embedded, seconds embedding)."""
+    writer: EmbeddingWriter | None = None
+    written = 0
+    try:
+        for lo in range(0, len(ids), page):
+            part = ids[lo : lo + page]
+            done = store.existing_ids(part)  # written by a run that died before unstaging them
+            if done:
+                store.unstage(done)
+            nodes = store.staged_nodes([i for i in part if i not in done])
+            if not nodes:
+                continue
+            if writer is None:  # the embedder is loaded only when there is something to embed
+                writer = EmbeddingWriter(_Unstaging(store, {}), embedder(), batch, len(ids), progress, flush_every,
+                                         report=report, with_overlap=with_overlap, piece_chars=piece_chars)  # fmt: skip
+                writer.advance(lo)  # the pages before had nothing staged left
+            _embed_page(store, writer, nodes, skipped=len(part) - len(nodes))
+            written += len(nodes)
+    finally:
+        if writer is not None:
+            writer.close()
+    return (written, writer.chars, writer.seconds) if writer else (0, 0, 0.0)
+
+
+def _embed_page(store: Any, writer: EmbeddingWriter, nodes: list[Any], skipped: int) -> None:
+    """Write one page of staged nodes with their vectors: a text seen twice in the page is embedded once, one the
+    collection has (another document, an earlier version or page) takes that vector; progress counts them all, and
+    the page's `skipped` chunks (written already)."""
     first: dict[str, Any] = {}
     same_text: dict[str, list[Any]] = {}
     for n in nodes:
@@ -183,21 +212,12 @@ def embed_staged(
             same_text.setdefault(first[n.text].node_id, []).append(n)
         else:
             first[n.text] = n
-    sink = _Unstaging(store, same_text)
-    # a text the collection has embedded already (another document, an earlier version) takes that vector
+    writer.store = sink = _Unstaging(store, same_text)
     known = store.vectors_by_text(hashes=[str(n.metadata["content_hash"]) for n in first.values()
                                           if n.metadata.get("content_hash")])
     for n in (reused := [n for n in first.values() if n.text in known]):
         n.embedding = known[n.text]
     if reused:
         sink.add_nodes(reused)
-    unique = [n for n in first.values() if n.text not in known]
-    writer = EmbeddingWriter(
-        sink, embedder(), batch, len(unique), progress, flush_every, report=report, with_overlap=with_overlap,
-        piece_chars=piece_chars,
-    )
-    try:
-        writer.run(unique)
-    finally:
-        writer.close()
-    return len(nodes), writer.chars, writer.seconds
+    writer.advance(skipped + len(nodes) - len(first) + len(reused))
+    writer.run([n for n in first.values() if n.text not in known])
