@@ -102,7 +102,7 @@ class Segment:
         return cls._from_coo(
             list(vocab),
             np.frombuffer(rows, dtype=np.int32).copy(),
-            np.frombuffer(cols, dtype=np.int32).astype(np.int64),
+            np.frombuffer(cols, dtype=np.int32).copy(),
             np.frombuffer(counts, dtype=np.float32).copy(),
             name=name,
             ids=list(ids),
@@ -113,8 +113,9 @@ class Segment:
 
     @classmethod
     def _from_coo(cls, terms: list[str], rows: np.ndarray, cols: np.ndarray, tf: np.ndarray, **rows_of: Any) -> Segment:
-        """From (row, term, count) triples; `rows_of` holds the name and the per-row lists of __init__."""
-        order = np.lexsort((rows, cols))  # by term, rows ascending within a term
+        """From (row, term, count) triples in row order within each term (both callers produce them so: a build row
+        by row, a merge segment by segment); `rows_of` holds the name and the per-row lists of __init__."""
+        order = np.argsort(cols, kind="stable")  # by term, rows ascending within a term (a lexsort's order)
         indptr = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum(np.bincount(cols, minlength=len(terms)), out=indptr[1:])
         return cls(terms=terms, indptr=indptr, indices=rows[order], tf=tf[order], **rows_of)
@@ -155,29 +156,42 @@ class Segment:
 
 
 def merge(name: str, segments: Sequence[Segment]) -> Segment:
-    """One segment holding the live rows of `segments`, in order; terms no live row has are dropped."""
+    """One segment holding the live rows of `segments`, in order; terms no live row has are dropped.
+
+    Memory: about 30 bytes a (row, term) pair of the result at its peak (int32 rows and term ids, float32 counts, one
+    int64 sort order), the merges inside a large ingest being what its memory grows with."""
     vocab: dict[str, int] = {}
     rows, cols, tfs = [], [], []
     offset = 0
     for seg in segments:
         alive = ~seg.dead
-        new_row = np.cumsum(alive) - 1 + offset
-        to_col = np.fromiter((vocab.setdefault(t, len(vocab)) for t in seg.terms), np.int64, len(seg.terms))
-        keep = alive[seg.indices]
-        rows.append(new_row[seg.indices[keep]].astype(np.int32))
-        cols.append(np.repeat(to_col, np.diff(seg.indptr))[keep])
-        tfs.append(seg.tf[keep])
+        new_row = (np.cumsum(alive) - 1 + offset).astype(np.int32)
+        to_col = np.fromiter((vocab.setdefault(t, len(vocab)) for t in seg.terms), np.int32, len(seg.terms))
+        col = np.repeat(to_col, np.diff(seg.indptr))
+        if alive.all():
+            rows.append(new_row[seg.indices])
+            tfs.append(seg.tf)
+        else:
+            keep = alive[seg.indices]
+            rows.append(new_row[seg.indices[keep]])
+            col = col[keep]
+            tfs.append(seg.tf[keep])
+        cols.append(col)
         offset += int(alive.sum())
-    col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    # one array each, the parts let go at once (a merge's memory is a few arrays of the result's size)
+    col = np.concatenate(cols) if cols else np.zeros(0, np.int32)
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    tf = np.concatenate(tfs) if tfs else np.zeros(0, np.float32)
+    del cols, rows, tfs
     used = np.bincount(col, minlength=len(vocab)) > 0
-    compact = np.cumsum(used) - 1
+    col = (np.cumsum(used) - 1).astype(np.int32)[col]
     terms = [t for t, u in zip(vocab, used, strict=True) if u]
     pick = [~s.dead for s in segments]
     return Segment._from_coo(
         terms,
-        np.concatenate(rows) if rows else np.zeros(0, np.int32),
-        compact[col],
-        np.concatenate(tfs) if tfs else np.zeros(0, np.float32),
+        row,
+        col,
+        tf,
         name=name,
         ids=[i for s, p in zip(segments, pick, strict=True) for i, ok in zip(s.ids, p, strict=True) if ok],
         doc_ids=[d for s, p in zip(segments, pick, strict=True) for d, ok in zip(s.doc_ids, p, strict=True) if ok],

@@ -13,7 +13,7 @@ from .aliases import mine_aliases
 from .chunking import content_hash, make_splitter
 from .embedding import Embedder
 from .errors import IngestError
-from .kb import commit_version, is_current, keyword_index_for, refresh_keyword_index
+from .kb import commit_version, is_current, refresh_keyword_index
 from .loaders import LoadedDocument
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
@@ -71,7 +71,6 @@ def write_groups(
     so each group's texts are freed once written), and refresh the keyword index after each group: the first
     documents of a large batch answer keyword searches while the rest are still being read. Returns the last
     group's texts by document id (the embedding phase mines names from them without reading the chunks back)."""
-    index = keyword_index_for(settings, store)
     texts: dict[str, str] = {}
     total, done = len(work), 0
     while work:
@@ -83,7 +82,8 @@ def write_groups(
         texts = {d.doc_id: d.text for d, _ in group}
         for doc, h in group:
             _write_version(store, doc, h, _nodes(doc, settings, length), records, settings, summary, reuse)
-        refresh_keyword_index(settings, store, index)
+        # a fresh index each time: a writer reads only the other segments' rows, not the term counts it made
+        refresh_keyword_index(settings, store)
         done += len(group)
         log.info("searchable by keyword: %d of %d documents (%d characters in this group)", done, total, chars)
     return texts
