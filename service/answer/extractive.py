@@ -14,7 +14,7 @@ import numpy as np
 from ingest.chunking import split_sentences
 from ingest.retrieval import RetrievedChunk
 
-from .question import Shape, question_shape, slot_candidates
+from .question import Shape, kin_of, question_shape, slot_candidates
 from .span import clause_span, filler_span
 
 Terms = Sequence[tuple[list[str], float]]
@@ -42,8 +42,10 @@ _FUNCTION_CHARS = set("的了是在什么谁哪里几多少怎样么吗呢把被
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
-# Question kinds declined when no candidate sentence offers a filler of the kind (a numeral, a date): their answer
-# cannot be a paraphrase. A who / where question may be answered by a pronoun or a name the miner missed.
+# Question kinds declined when no candidate sentence offers a filler of the kind (a numeral, a date; of the unit the
+# question asks for: UNITS) in a sentence that names whom the question asks about: their answer cannot be a
+# paraphrase. A who / where question may be answered by a pronoun or a name the miner missed (but a kin's name,
+# "X的妻子叫什么", must stand beside the kin: question.kin_of).
 FILLED_KINDS = ("number", "when")
 # Kinds whose slot takes a typed filler (what: a word ending in its head noun, 什么阵 -> 八卦阵); HEAD_CHARS of the
 # question after 什么 / 哪匹 are the head.
@@ -140,12 +142,24 @@ def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
     return out
 
 
+# Question words that ask for a measure, and the units a filler must end in (a year for 哪一年, a weight for 多重).
+UNITS = {"年": "年", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸", "多深": "尺丈", "多宽": "尺丈里",
+         "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
+
+
+def _fits_unit(wh: str, span: str) -> bool:
+    units = next((u for w, u in UNITS.items() if w in wh), None)
+    return units is None or any(u in span for u in units)
+
+
 def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> list[tuple[int, int]]:
     """Spans of `text` that could fill the question's slot and are not already in the question (for what, the head
     noun's word without the question's own characters before it: 天子宝雕弓 -> 宝雕弓)."""
     head = "".join(c for c in _HAN.findall(shape.right)[:HEAD_CHARS] if c not in _FUNCTION_CHARS)
     out = []
     for a, b in slot_candidates(shape.kind, text, names, head if shape.kind == "what" else ""):
+        if not _fits_unit(shape.wh, text[a:b]):
+            continue  # 哪一年 asks for a year (当夜 cannot fill it), 多重 for a weight (三十合 cannot)
         if shape.kind == "what":
             while b - a > 1 and text[a] in question:
                 a += 1
@@ -157,10 +171,11 @@ def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> l
 
 
 def window_parts(
-    question: str, found: list[Window], terms: Terms, names: Collection[str]
+    question: str, found: list[Window], terms: Terms, names: Collection[str], lexicon: Lexicon | None = None
 ) -> None:
-    """Set each window's evidence (`parts`): the question's terms, characters and slot words it holds, and whether it
-    offers a filler of the slot's kind."""
+    """Set each window's evidence (`parts`): the question's terms, characters and slot words it holds, whether it
+    offers a filler of the slot's kind, and whether it names whom the question asks about (by the `lexicon`; 1.0
+    when no candidate names them)."""
     shape = question_shape(question)
     near = context_terms(shape)
     typed = shape.kind in TYPED_KINDS
@@ -168,13 +183,34 @@ def window_parts(
     char_total = sum(char_weight.values()) or 1.0
     every = "\n".join(win.text for win in found if win.end - win.start == 1)
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
+    # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
+    kin = kin_of(shape)
+    present = {n for group in (lexicon.entities_in(question) if lexicon else []) for n in group if n in every}
     for win in found:
         win.parts = {
             "coverage": coverage(win.text, terms),
             "chars": sum(v for c, v in char_weight.items() if c in win.text) / char_total,
             "context": sum(t in win.text for t in near) / len(near) if near else 0.0,
             "slot": 1.0 if typed and fillers(shape, win.text, question, names) else 0.0,
+            "entity": 1.0 if not present or any(n in win.text for n in present) else 0.0,
         }
+        if kin:
+            named = win.parts["entity"] and _kin_named(win.text, kin, shape, question, names, present)
+            win.parts["kin"] = 1.0 if named else 0.0
+
+
+KIN_REACH = 3  # characters between a kin character and the name it gives (妻张氏, 母何氏, 长子司马师)
+
+
+def _kin_named(
+    text: str, kin: str, shape: Shape, question: str, names: Collection[str], whose: Collection[str]
+) -> bool:
+    """Whether `text` names someone's kin (a `kin` character right after one of `whose` names or 其: 玄德之母, 懿妻,
+    其父) and gives a name (a who-filler) within KIN_REACH characters of it."""
+    ends = {m.end() for n in whose for m in re.finditer(re.escape(n), text)}
+    ends |= {m.end() for m in re.finditer("其", text)}
+    spots = [i for i, c in enumerate(text) if c in kin and any(i - KIN_REACH <= e <= i for e in ends)]
+    return any(a - KIN_REACH <= i < b + KIN_REACH for a, b in fillers(shape, text, question, names) for i in spots)
 
 
 def rank_windows(found: list[Window], w: Weights) -> list[Window]:
@@ -256,13 +292,16 @@ def decline_reason(
     best = max((coverage(t, folded) for t in texts), default=0.0)
     if best < MIN_COVERAGE:
         return "no passage holds the question's terms"
-    named = lexicon is not None and bool(lexicon.names) and bool(_HAN.search(question))
-    if lexicon is not None and named:
+    named = False  # the entity checks ran and found whom the question asks about in the passages
+    if lexicon is not None and lexicon.names and _HAN.search(question):
         entities = lexicon.entities_in(question)
         if not entities and best < MIN_COVERAGE_UNNAMED:
             return "the question names no one the knowledge base knows"
         text = "".join(texts)
-        if entities and not any(name in text for group in entities for name in group):
+        # an entity known by one name only (no alias group) may be named otherwise in the text (关羽 as 关公, 云长):
+        # its absence is no evidence
+        named = any(name in text for group in entities for name in group)
+        if not named and any(len({_simple_name(n) for n in group}) > 1 for group in entities):
             return "no passage names whom the question asks about"
     latin = not _HAN.search(question) and bool(re.search(r"[A-Za-z]", question))
     floor = MIN_DENSE_NAMED if named else MIN_DENSE_LATIN if latin else MIN_DENSE
@@ -323,7 +362,7 @@ def extractive_answer(
     if reason:
         return Extract(decline_message(question), [], 0.0, kind="declined", reason=reason)
     found = windows(hits)
-    window_parts(question, found, terms, lexicon.names)
+    window_parts(question, found, terms, lexicon.names, lexicon)
     return compose(question, found, lexicon, weights, max_chars)
 
 
@@ -333,8 +372,14 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     if not found:
         return decline
     shape = question_shape(question)
-    if shape.kind in FILLED_KINDS and not any(win.parts.get("slot") for win in found):
-        decline.reason = f"no passage offers a filler for a {shape.kind} question"
+    kin = kin_of(shape)
+    if kin and not any(win.parts.get("kin") for win in found):
+        decline.reason = "no sentence names the kin the question asks about beside whom it asks about"
+        return decline
+    # the filler must stand beside whom the question asks about (in one sentence): 曹操 + a year for 曹操 的生年
+    if shape.kind in FILLED_KINDS and not any(win.parts.get("slot") and win.parts.get("entity", 1.0) for win in found
+                                              if win.end - win.start == 1):
+        decline.reason = f"no passage offers a filler for a {shape.kind} question beside whom it asks about"
         return decline
     ranked = rank_windows(found, weights)
     best = ranked[0].score

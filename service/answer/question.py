@@ -15,9 +15,9 @@ _WH: list[tuple[Kind, str]] = [
     ("why", r"为什么|为何|为啥|何故|什么原因|何原因|什么缘故|因何|原因是什么|是何原因"),
     ("when", r"什么时候|何时|哪一年|哪年|几时|哪一天|哪天|什么时间|何年"),
     ("where", r"什么地方|哪里|哪儿|(?<!如)何处|何地|在哪|哪座城|哪个城|哪一城|哪座|哪个地方|哪一处|哪处|哪条|哪一座"),
-    ("number", r"多少|几[个人次年天日匹员名位座枚路万千百十种条只头支把口次岁里斤]|几"),
+    ("number", r"多少|几[个人次年天日匹员名位座枚路万千百十种条只头支把口次岁里斤]|几|多[重长高远宽深厚久](?![要视])"),
     ("who", r"哪[一两几]?[员位个名][\u4e00-\u9fff]{0,3}?[将人臣士帅官医妃伎王僧女后帝主侯相]|什么人|何人|谁|哪一?位"
-            r"|叫什么名字|叫什么|名叫什么|姓甚名谁"),
+            r"|叫什么名字|叫什么|名叫什么|姓甚名谁|姓什么|姓甚"),
     ("how", r"怎么|怎样|如何|用什么办法|用什么计|何计|什么计|何法|什么办法"),
     ("what", r"什么|啥|何物|哪一?[个种件把匹条部篇首封样]|哪些|哪|何"),
     ("yesno", r"吗|有没有|是不是|是否|能否|可否"),
@@ -50,6 +50,26 @@ class Shape:
     left: str
     right: str
     wh: str
+
+
+# Kinship words (the novel's own character for each): "X的妻子叫什么" asks for a name that stands beside 妻 in a
+# sentence about X.
+KIN = {"父亲": "父", "母亲": "母", "妻子": "妻", "夫人": "夫人妻", "丈夫": "夫", "儿子": "子", "长子": "长子",
+       "次子": "次子", "女儿": "女", "哥哥": "兄", "兄长": "兄", "弟弟": "弟", "妹妹": "妹", "姐姐": "姊姐",
+       "叔父": "叔", "伯父": "伯", "祖父": "祖", "岳父": "岳丈", "老师": "师", "师父": "师", "妻": "妻", "母": "母",
+       "父": "父"}
+
+
+def kin_of(shape: Shape) -> str:
+    """The novel's characters for the kin a who-question asks the name of ("X的母亲叫什么名字" -> 母), "" when it
+    asks about no kin."""
+    if shape.kind != "who":
+        return ""
+    left = re.sub(r"[是叫名姓]+$", "", shape.left)
+    for word in sorted(KIN, key=len, reverse=True):
+        if left.endswith("的" + word) or (len(word) > 1 and left.endswith(word)):
+            return KIN[word]
+    return ""
 
 
 def question_shape(question: str) -> Shape:

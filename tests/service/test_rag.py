@@ -11,6 +11,8 @@ import pytest
 from ingest.retrieval import RetrievedChunk
 from service.answer.chat import _retrieval_query
 from service.answer.extractive import (
+    MIN_DENSE,
+    MIN_DENSE_NAMED,
     NO_ANSWER,
     NO_ANSWER_EN,
     Lexicon,
@@ -95,14 +97,70 @@ def test_declines_when_the_question_names_no_one_the_knowledge_base_knows_or_the
     terms = [(["武松"], 3.0), (["景阳"], 3.0), (["酒"], 1.0)]
     outside = extractive_answer("武松在景阳冈喝了几碗酒？", PEOPLE, terms, NAMES)
     assert outside.kind == "declined" and outside.text == NO_ANSWER and "names no one" in outside.reason
-    terms = [(["张飞"], 3.0), (["酒"], 1.0)]
-    absent = extractive_answer("张飞喝了几碗酒？", PEOPLE, terms, NAMES)  # 张飞 is known, no passage names him
+    terms = [(["张飞", "翼德"], 3.0), (["酒"], 1.0)]
+    names = Lexicon(NAMES.names, [*NAMES.aliases, {"张飞", "翼德"}])
+    absent = extractive_answer("张飞喝了几碗酒？", PEOPLE, terms, names)  # 张飞 is known, no passage names him
     assert absent.kind == "declined" and "no passage names" in absent.reason
-    assert not relevant(PEOPLE, terms, question="张飞喝了几碗酒？", lexicon=NAMES) and relevant(PEOPLE, terms)
+    assert not relevant(PEOPLE, terms, question="张飞喝了几碗酒？", lexicon=names) and relevant(PEOPLE, terms)
     # named by an alias the passages use: evidence
-    assert relevant(PEOPLE, terms, question="云长斩华雄时喝了酒吗？", lexicon=NAMES)
+    assert relevant(PEOPLE, terms, question="云长斩华雄时喝了酒吗？", lexicon=names)
     # without a lexicon (a knowledge base that mined no names) the entity checks do not apply
     assert extractive_answer("张飞喝了几碗酒？", PEOPLE, terms).kind != "declined"
+
+
+def test_a_name_without_aliases_missing_from_the_passages_is_no_decline():
+    # the knowledge base knows 关羽 by that one name (its aliases were not mined): the passages call him 关公
+    one_name = Lexicon(names={"关羽", "华雄", "关公"})
+    hits = [chunk("帐下一将大呼出曰：“小将愿往斩华雄头！”关公出帐提刀，斩华雄于阵前，其酒尚温。", 5)]
+    e = extractive_answer("关羽斩的那员大将是谁？", hits, [(["关羽"], 3.0), (["华雄"], 3.0)], one_name)
+    assert e.kind == "who" and "华雄" in e.text
+
+
+def scored(hits: list[RetrievedChunk], dense: float) -> list[RetrievedChunk]:
+    return [RetrievedChunk(h.chunk_id, h.text, h.metadata, 0.5, {"dense": dense}) for h in hits]
+
+
+def test_a_question_naming_no_one_known_keeps_the_plain_dense_floor():
+    # 猪八戒 is no one the knowledge base knows; its other words are in a passage (coverage >= 0.5): the entity
+    # checks found no one, so the lower floor they earn does not apply
+    terms = [(["名字"], 3.0), (["兄弟"], 3.0)]
+    lower = (MIN_DENSE_NAMED + MIN_DENSE) / 2
+    assert not relevant(scored(PEOPLE, lower), terms, question="猪八戒的兄弟叫什么名字？", lexicon=NAMES)
+    assert relevant(scored(PEOPLE, lower), [*terms, (["玄德"], 3.0)], question="玄德的兄弟叫什么名字？",
+                    lexicon=NAMES)
+
+
+CAO = Lexicon(names={"曹操", "曹嵩", "司马懿", "司马师", "张氏", "刘备", "云长"},
+              aliases=[{"曹操", "孟德"}, {"司马懿", "仲达", "懿"}, {"刘备", "玄德"}])
+
+
+def test_a_number_or_date_filler_must_stand_in_a_sentence_naming_whom_the_question_asks_about():
+    hits = [chunk("中平元年，张角起兵。却说曹操于金光处掘出一铜雀。当夜曹操宿于客店。", 60)]
+    terms = [(["曹操"], 3.0), (["出生"], 2.0)]
+    born = extractive_answer("曹操是哪一年出生的？", hits, terms, CAO)  # a year, but not beside 曹操; 当夜 is no year
+    assert born.kind == "declined" and "beside whom" in born.reason
+    hits = [chunk("中平元年，曹操起兵。却说曹操于金光处掘出一铜雀。", 60)]
+    assert extractive_answer("曹操是哪一年起兵的？", hits, terms, CAO).span == "中平元年"
+
+
+def test_a_how_heavy_question_asks_for_a_weight():
+    assert question_shape("刘备的双股剑一共有多重？").kind == "number"
+    hits = [chunk("玄德便命良匠打造双股剑。云长造青龙偃月刀，重八十二斤。刘玄德掣双股剑，战到三十合。", 1)]
+    terms = [(["双股"], 3.0), (["刘备", "玄德"], 2.0)]
+    heavy = extractive_answer("刘备的双股剑一共有多重？", hits, terms, CAO)  # 三十合 is no weight; 八十二斤 is 云长's
+    assert heavy.kind == "declined"
+    assert extractive_answer("云长的刀一共有多重？", hits, [(["云长"], 3.0)], CAO).span == "八十二斤"
+
+
+def test_a_kin_name_question_needs_the_kin_named_beside_whom_it_asks_about():
+    hits = [chunk("却说司马懿在宛城闲住。懿长子司马师，字子元。徐母曰：“司马懿何如人也？”", 106)]
+    terms = [(["司马懿", "仲达"], 3.0), (["妻子"], 2.0)]
+    wife = extractive_answer("司马懿的妻子叫什么名字？", hits, terms, CAO)  # 徐母 is someone else's mother
+    assert wife.kind == "declined" and "kin" in wife.reason
+    son = extractive_answer("司马懿的长子叫什么名字？", hits, terms, CAO)
+    assert son.kind == "who" and son.span == "司马师"
+    hits = [chunk("却说司马懿在宛城闲住，懿妻张氏亦至。", 106)]
+    assert extractive_answer("司马懿的妻子叫什么名字？", hits, terms, CAO).span == "张氏"
 
 
 def test_declines_a_number_or_date_question_no_sentence_can_fill():
