@@ -110,8 +110,11 @@ def add_paths(
     for rec in gone + renamed:
         summary.chunks_removed += remove_record(store, rec)
         summary.removed_docs += 1
-    texts = write_groups(store, work, records, settings, summary, reuse, length_fn(settings, embedders.get))
-    refresh_keyword_index(settings, store)
+    if work:  # each group's refresh brings the keyword index to what is visible, removals included
+        texts = write_groups(store, work, records, settings, summary, reuse, length_fn(settings, embedders.get))
+    else:  # (a second refresh would find the index current, and load it whole as a reader does: seconds at 10x)
+        texts = {}
+        refresh_keyword_index(settings, store)
     summary.searchable_seconds = time.perf_counter() - t0
     if on_searchable is not None:
         on_searchable(summary)
