@@ -3,19 +3,20 @@ a decline when the passages are no evidence for it (decline_reason) or cannot fi
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ingest.chunking import split_sentences
 from ingest.retrieval import RetrievedChunk
 
-from .question import Shape, kin_of, question_shape, slot_candidates
-from .span import clause_span, filler_span
+from .lexicon import Lexicon as Lexicon
+from .lexicon import lexicon_of as lexicon_of
+from .lexicon import simple_name, simplified
+from .question import PLACE_SUFFIX, Shape, kin_of, question_shape, slot_candidates
+from .span import aligned_filler, clause_span
 
 Terms = Sequence[tuple[list[str], float]]
 
@@ -69,6 +70,8 @@ class Weights:
     second: float = 0.3  # another window is added when its score is at least this share of the first's
     windows: int = 3  # at most this many windows
     budget: int = 150  # and at most this many characters in all (the answer, its lead and its markers)
+    lead_pool: int = 3  # the lead's filler is looked for in this many of the best windows (lead_filler)
+    lead_rank: float = 2.0  # characters of distance a filler may give up per place further down the ranking
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -158,6 +161,8 @@ def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> l
     head = "".join(c for c in _HAN.findall(shape.right)[:HEAD_CHARS] if c not in _FUNCTION_CHARS)
     out = []
     for a, b in slot_candidates(shape.kind, text, names, head if shape.kind == "what" else ""):
+        if shape.kind == "who" and text[b - 1] in PLACE_SUFFIX:
+            continue  # a mined "name" that is a place (成都, 冀州) answers no who
         if not _fits_unit(shape.wh, text[a:b]):
             continue  # 哪一年 asks for a year (当夜 cannot fill it), 多重 for a weight (三十合 cannot)
         if shape.kind == "what":
@@ -224,59 +229,6 @@ def rank_windows(found: list[Window], w: Weights) -> list[Window]:
     return sorted(found, key=lambda x: (-x.score, -len(x.text)))  # on a tie, the window with more support
 
 
-@dataclass
-class Lexicon:
-    """What the knowledge base knows of names: the people and places mined at ingest, and the alias groups
-    (孔明 = 诸葛亮)."""
-
-    names: Collection[str] = frozenset()
-    aliases: Sequence[Collection[str]] = ()
-
-    def same_entity(self, question: str) -> set[str]:
-        """Every name of each entity the question names (so that a who-answer is not the question's own subject)."""
-        return set().union(*self.entities_in(question))
-
-    def entities_in(self, question: str) -> list[set[str]]:
-        """The entities the question names, each as the set of its names (the name, and its alias group, each also
-        in simplified script): the longest known names first, a name inside one already found (关羽 in 关羽之子) not
-        counted again. Question and names are compared in simplified script (OpenCC, when installed), so either
-        script finds the other's names."""
-        question = simplified(question)
-        known = [n for n in self.names if len(n) >= 2 and _simple_name(n) in question]
-        known += [n for group in self.aliases for n in group if len(n) >= 2 and _simple_name(n) in question]
-        out: list[set[str]] = []
-        for name in sorted(set(known), key=len, reverse=True):
-            if any(_simple_name(name) in m for group in out for m in group if m in question):
-                continue
-            group = {name}
-            for aliases in self.aliases:
-                if name in aliases:
-                    group |= set(aliases)
-            out.append(group | {_simple_name(n) for n in group})
-        return out
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _simple_name(name: str) -> str:
-    return simplified(name)
-
-
-def simplified(text: str) -> str:
-    """`text` in simplified script (OpenCC t2s); unchanged when OpenCC is not installed."""
-    try:
-        converter = _t2s()
-    except ImportError:
-        return text
-    return str(converter.convert(text))
-
-
-@functools.cache
-def _t2s() -> Any:
-    import opencc  # type: ignore[import-untyped, unused-ignore]
-
-    return opencc.OpenCC("t2s")
-
-
 def decline_reason(
     question: str, hits: Sequence[RetrievedChunk], terms: Terms, lexicon: Lexicon | None = None,
     min_dense: float | None = None,
@@ -301,7 +253,7 @@ def decline_reason(
         # an entity known by one name only (no alias group) may be named otherwise in the text (关羽 as 关公, 云长):
         # its absence is no evidence
         named = any(name in text for group in entities for name in group)
-        if not named and any(len({_simple_name(n) for n in group}) > 1 for group in entities):
+        if not named and any(len({simple_name(n) for n in group}) > 1 for group in entities):
             return "no passage names whom the question asks about"
     latin = not _HAN.search(question) and bool(re.search(r"[A-Za-z]", question))
     floor = MIN_DENSE_NAMED if named else MIN_DENSE_LATIN if latin else MIN_DENSE
@@ -319,11 +271,6 @@ def relevant(
     """Whether the passages are evidence to answer from (decline_reason is empty); the entity checks need the
     `question` and the knowledge base's `lexicon`."""
     return not decline_reason(question, hits, terms, lexicon, min_dense)
-
-
-def lexicon_of(retriever: Any) -> Lexicon:
-    """The names a retriever knows (ingest.retrieval.Retriever: mined entities and the alias table)."""
-    return Lexicon(retriever.entities, retriever.aliases.groups)
 
 
 def decline_message(question: str) -> str:
@@ -366,6 +313,27 @@ def extractive_answer(
     return compose(question, found, lexicon, weights, max_chars)
 
 
+def lead_filler(
+    ranked: list[Window], question: str, shape: Shape, lexicon: Lexicon, weights: Weights
+) -> tuple[Window, str | None]:
+    """The window the short answer comes from and its filler: among the best `weights.lead_pool` windows, the
+    filler that lines up best with the question's words around the slot (aligned_filler's distance), less
+    `weights.lead_rank` per place in the ranking; the best window and None when none offers a filler."""
+    same = lexicon.same_entity(question)
+    choice: tuple[float, Window, str] | None = None
+    for place, win in enumerate(ranked[: max(1, weights.lead_pool)]):
+        found = aligned_filler(win.text, fillers(shape, win.text, question, lexicon.names), question, shape, same)
+        if found is None:
+            continue
+        score = min(found[0], LEAD_FAR) + weights.lead_rank * place
+        if choice is None or score < choice[0]:
+            choice = (score, win, found[1])
+    return (choice[1], choice[2]) if choice else (ranked[0], None)
+
+
+LEAD_FAR = 12  # a filler further than this from the question's words is as far as any
+
+
 def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weights, max_chars: int) -> Extract:
     """The answer from candidate windows whose evidence is set (window_parts): see extractive_answer."""
     decline = Extract(decline_message(question), [], 0.0, kind="declined", reason="no sentence to answer from")
@@ -383,11 +351,11 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
         return decline
     ranked = rank_windows(found, weights)
     best = ranked[0].score
-    top = ranked[0]
-    span = None
+    top, span = ranked[0], None
     if shape.kind in SPAN_KINDS:
-        span = filler_span(top.text, fillers(shape, top.text, question, lexicon.names), question, shape,
-                           lexicon.same_entity(question))
+        top, span = lead_filler(ranked, question, shape, lexicon, weights)
+        if top is not ranked[0]:  # the window the lead comes from is cited first
+            ranked = [top, *(w for w in ranked if w is not top)]
     span = span or clause_span(top.text, question, shape)
     # no lead for a question without Chinese characters: its words cannot be aligned with the slot of a sentence
     same = span.strip("。！？") == top.text.strip("。！？") or not _HAN.search(question)

@@ -28,7 +28,19 @@ def filler_span(
     """The filler of `text` nearest the question's words there: the one right after the words before the slot or
     right before the words after it wins; None when there is no filler (or each names the question's own entity,
     `same_entity`: its other names)."""
+    best = aligned_filler(text, fillers, question, shape, same_entity)
+    return best[1] if best else None
+
+
+def aligned_filler(
+    text: str, fillers: list[tuple[int, int]], question: str, shape: Shape, same_entity: Collection[str] = ()
+) -> tuple[float, str] | None:
+    """filler_span's choice with its distance score (characters to the question's words, less 3 for each side of
+    the slot it lines up with): lower is better."""
     qchars = _question_chars(question)
+    # the unit or classifier a number question counts in: the character after 多少, or the one 几 is joined to
+    unit = "" if shape.kind != "number" else shape.wh[-1] if shape.wh.startswith("几") and len(shape.wh) > 1 else (
+        shape.right[:1] if shape.wh == "多少" else "")
     anchors = [i for i, c in enumerate(text) if c in qchars]
     best: tuple[float, str] | None = None
     for a, b in fillers:
@@ -40,9 +52,11 @@ def filler_span(
             score -= 3
         if shape.right and text[b : b + 4].startswith(shape.right[:1]):
             score -= 3
+        if unit and unit in span:  # 多少里 -> 七百余里, not 四十余屯
+            score -= 3
         if best is None or score < best[0]:
             best = (score, span)
-    return best[1] if best else None
+    return best
 
 
 def clause_span(text: str, question: str, shape: Shape) -> str:

@@ -262,3 +262,26 @@ def test_shipped_personas_speak_with_the_system_prompt_they_were_trained_with():
     for persona, name in [(ZHUGE_LIANG, "zhuge_liang_gemma270m.yaml"), (ZHEN_HUAN, "huanhuan_tiny.yaml")]:
         trained = yaml.safe_load((configs / name).read_text(encoding="utf-8"))["data"]["system"]
         assert persona.system_prompt == trained
+
+
+def test_a_number_lead_counts_in_the_unit_the_question_asks_for():
+    hits = [chunk("先主自督诸军，树栅连营，纵横七百余里，分四十余屯，皆傍山林下寨。", 84)]
+    e = extractive_answer("蜀军连营绵延了多少里？", hits, [(["连营"], 3.0)], NAMES)
+    assert e.kind == "number" and e.span == "七百余里" and e.text.startswith("七百余里。")
+
+
+def test_a_place_the_miner_took_for_a_name_answers_no_who_question():
+    shape = question_shape("谁在成都诬陷姜维？")
+    text = "姜维入成都见后主，宦官黄皓诬陷之。"
+    spans = {text[a:b] for a, b in fillers(shape, text, "谁诬陷姜维？", {"成都", "黄皓", "姜维"})}
+    assert "黄皓" in spans and "成都" not in spans
+
+
+def test_the_lead_comes_from_the_best_window_whose_filler_lines_up_with_the_question():
+    hits = [
+        chunk("孔明与鲁肃商议破曹，借船于江上，约定三日交付，众将皆在帐下听令。", 46),
+        chunk("鲁肃私拨轻快船二十只与孔明。", 46),
+    ]
+    terms = [(["鲁肃"], 3.0), (["孔明"], 3.0), (["破曹"], 3.0)]
+    e = extractive_answer("鲁肃为破曹拨给孔明多少只船？", hits, terms, NAMES)  # the first window ranks first
+    assert e.span == "二十只" and e.text.startswith("二十只。") and 2 in e.used
