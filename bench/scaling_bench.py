@@ -9,9 +9,16 @@ and the query path are what is measured; the real embedder's cost is linear in c
     nice -n 10 python bench/scaling_bench.py --sizes 1 5 10 --work /tmp/kongming-scale \\
         --out bench/results/scaling.json --plot docs/scaling.png
 
-Each size runs in fresh child processes: one ingests (peak RSS of ingest), one serves (start time, query
+Each size runs in fresh child processes: one ingests (peak RSS of ingest), one reads (start time, query
 latency, peak RSS of a reader, keyword index rebuild, the cost of adding and removing one document and of ten
-small documents added one at a time, and the largest merge of keyword segments there can be).
+small documents added one at a time, and the largest merge of keyword segments there can be). The reader is a
+`Retriever` (what the service holds per knowledge base), not the service: bench/serve_bench.py measures the
+`kongming serve` process itself over the stores this script leaves (start to its first correct answer, its RSS).
+
+Replot from result files, with serve_bench's service RSS beside the reader's (rows matched by size):
+
+    python bench/scaling_bench.py --from bench/results/scaling-groups.json --service bench/results/serve_1x.json \\
+        bench/results/serve_10x.json bench/results/serve_50x.json --plot docs/scaling.png
 """
 
 from __future__ import annotations
@@ -49,9 +56,13 @@ _GIVEN = "安柏澄丹恩帆光海衡鸿杰靖凯岚朗霖茂宁鹏谦睿韶霆�
 
 class HashingEmbedder:
     """Stand-in embedder for size tests: character bigrams hashed (crc32) into 384 signed buckets, L2-normalised.
-    Stable across processes; no model; not a retrieval-quality figure."""
+    Stable across processes; no model; not a retrieval-quality figure. Its name is the one the service derives
+    from KONGMING_EMBED_MODEL=bench-hashing-bigram-384 (serve_bench.py serves its stores under that setting)."""
 
-    name, dim = "bench/hashing-bigram-384", 384
+    name, dim = "st/bench-hashing-bigram-384", 384
+
+    def token_count(self, text: str) -> int:  # the extractive answerer counts usage with the embedder: a token a char
+        return len(text)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -237,9 +248,9 @@ def child_serve(data_dir: Path, questions: Path, extra: Path) -> dict:
 
 
 def _time_refreshes() -> dict[str, float]:
-    """Wall and CPU seconds the pipeline spends in `refresh_keyword_index` (visible chunk set, then the keyword
-    index brought to it), summed from now on: wraps the pipeline's reference to it (bench only)."""
-    from ingest import pipeline
+    """Wall and CPU seconds ingest spends in `refresh_keyword_index` (visible chunk set, then the keyword index
+    brought to it), summed from now on: wraps the pipeline's and the groups' references to it (bench only)."""
+    from ingest import groups, pipeline
 
     spent = {"wall": 0.0, "cpu": 0.0}
     inner = pipeline.refresh_keyword_index
@@ -251,7 +262,7 @@ def _time_refreshes() -> dict[str, float]:
         spent["cpu"] += c.cpu
         return out
 
-    pipeline.refresh_keyword_index = timed  # type: ignore[assignment]
+    pipeline.refresh_keyword_index = groups.refresh_keyword_index = timed  # type: ignore[assignment]
     return spent
 
 
@@ -308,8 +319,9 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[1].axhline(1, color="grey", ls="--", lw=0.8)
     axes[1].set(title="CPU seconds", xlabel="chunks", yscale="log")
     for key, label in (("ingest_peak_rss_mib", "ingest peak RSS"), ("serve_peak_rss_mib", "reader peak RSS"),
+                       ("service_peak_rss_mib", "kongming serve peak RSS"),
                        ("store_mib", "Chroma on disk"), ("keyword_mib", "keyword index on disk")):  # fmt: skip
-        axes[2].plot(x, [r[key] for r in rows], marker="o", label=label)
+        axes[2].plot(x, [r.get(key, np.nan) for r in rows], marker="o", label=label)
     axes[2].set(title="MiB", xlabel="chunks")
     for ax in axes:
         ax.legend(fontsize=8)
@@ -332,7 +344,18 @@ def main() -> int:
     p.add_argument("--questions", type=Path, default=Path("eval/sanguo_dev.jsonl"))
     p.add_argument("--out", type=Path)
     p.add_argument("--plot", type=Path)
+    p.add_argument("--from", dest="results", type=Path, nargs="+", help="plot these results' rows (no run)")
+    p.add_argument("--service", type=Path, nargs="*", default=[], help="serve_bench.py results to plot beside them")
     args = p.parse_args()
+    if args.results:
+        rows = [r for f in args.results for r in json.loads(f.read_text())["rows"]]
+        service = {(r := json.loads(f.read_text())["row"])["label"].split()[0]: r for f in args.service}
+        for r in rows:
+            if r["size"] in service:
+                r["service_peak_rss_mib"] = service[r["size"]]["peak_rss_mib"]
+        if args.plot:
+            plot(rows, args.plot)
+        return 0
     rows = [run_size(n, args.work, args.questions) for n in args.sizes]
     if args.plot:
         plot(rows, args.plot)
