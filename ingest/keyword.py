@@ -52,6 +52,10 @@ def add_words(words: Iterable[str]) -> None:
 Tokenizer = Literal["ngram", "jieba"]
 _INDEX_FORMAT = "segments-2"  # in the manifest: another value (or none) means rebuild
 MERGE_FACTOR = 10  # segments of one size tier merged into one (Lucene's TieredMergePolicy default, 10 a tier)
+# No merge makes a segment of more live rows (Lucene's maxMergedSegmentMB): a merge holds ~28 bytes a (chunk, term)
+# pair, ~0.6 GiB at this size, so a writer's memory stays bounded however large the index grows (ten ingest groups
+# of 2 M characters, ~42,000 chunks, still merge into one)
+MAX_MERGED_ROWS = 50_000
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+|[A-Za-z0-9]+")
 
 
@@ -99,15 +103,17 @@ class KeywordIndex:
     refresh added) and a small manifest naming the live segments and their deleted rows (Lucene's layout).
 
     A refresh tokenises and writes only the chunks it adds, marks the removed ones dead in the manifest, and merges
-    segments when ten of one size pile up; it reads the other segments' chunk ids, not their term counts. A reader
-    loads only the segments it does not hold yet. Writers hold the folder's lock; a segment no manifest names (a
-    writer killed before its manifest) is ignored, then deleted. A segment is two files: its rows (chunk ids, their
-    documents, chapters and lengths) and its term counts.
+    segments when ten of one size pile up (never into one of more than `max_merged_rows` live rows); it reads the
+    other segments' chunk ids, not their term counts. A reader loads only the segments it does not hold yet.
+    Writers hold the folder's lock; a segment no manifest names (a writer killed before its manifest) is ignored,
+    then deleted. A segment is two files: its rows (chunk ids, their documents, chapters and lengths) and its term
+    counts.
     """
 
-    def __init__(self, directory: Path, method: Tokenizer = "ngram") -> None:
+    def __init__(self, directory: Path, method: Tokenizer = "ngram", max_merged_rows: int = MAX_MERGED_ROWS) -> None:
         self.dir = directory
         self.method: Tokenizer = method
+        self.max_merged_rows = max_merged_rows
         self.fingerprint: str | None = None
         self._segments: list[Segment] | None = None
         self._view: BM25 | None = None  # BM25 over `_segments`, built when first asked for
@@ -256,19 +262,31 @@ class KeywordIndex:
 
     def _merged(self, segments: list[Segment]) -> list[Segment]:
         """Drop emptied segments, rewrite those mostly dead, and merge any MERGE_FACTOR segments of one size tier
-        (live rows within a power of ten) into one, as Lucene's tiered merge policy does."""
+        (live rows within a power of ten) into one, as Lucene's tiered merge policy does: the smallest of them that
+        fit `max_merged_rows` together (a tier none of whose pairs fit is left as it is)."""
         out = [s if 2 * s.live > len(s.ids) else merge(self._segment_name(), [s]) for s in segments if s.live]
+        closed: set[int] = set()
         while True:
             tiers: dict[int, list[Segment]] = {}
             for s in out:
                 tiers.setdefault(len(str(s.live)), []).append(s)
-            full = next((g for g in tiers.values() if len(g) >= MERGE_FACTOR), None)
-            if full is None:
+            tier, full = next(((t, g) for t, g in tiers.items() if len(g) >= MERGE_FACTOR and t not in closed),
+                              (0, []))  # fmt: skip
+            if not full:
                 return out
-            merged = merge(self._segment_name(), full)
-            at = out.index(full[0])
-            out = [s for s in out if s not in full]
-            out.insert(at, merged)
+            chosen, rows = set(), 0
+            for s in sorted(full, key=lambda s: s.live):
+                if rows + s.live > self.max_merged_rows:
+                    break
+                chosen.add(id(s))
+                rows += s.live
+            group = [s for s in full if id(s) in chosen]
+            if len(group) < 2:
+                closed.add(tier)
+                continue
+            at = out.index(group[0])
+            out = [s for s in out if id(s) not in chosen]
+            out.insert(at, merge(self._segment_name(), group))
 
     def _save(self) -> None:
         """Write the segments not on disk yet (term counts, then rows), then the manifest that names them (a reader

@@ -243,3 +243,23 @@ def test_adding_and_removing_documents_through_the_pipeline_updates_the_index_in
     top = index.bm25.ids[int(np.argmax(index.bm25.scores(tokenize("长坂桥"))))]
     assert "长坂桥" in texts[top]
     assert max(index.bm25.scores(tokenize("隆中"))) == 0  # the removed document is not found
+
+
+def test_merges_never_make_a_segment_past_the_cap_and_scores_stay_exact(tmp_path):
+    """As Lucene's maxMergedSegmentMB: ten small segments merge only as far as max_merged_rows allows, so a writer's
+    memory in a merge is bounded however many documents pile up."""
+    texts = corpus()
+    fetch = fetcher(texts)
+    names = sorted(texts)
+    index = KeywordIndex(tmp_path, max_merged_rows=12)
+    ids: list[str] = []
+    for step in range(25):  # 25 documents of 4 chunks, one at a time
+        ids = ids + names[4 * step : 4 * step + 4]
+        index.build(fingerprint(ids), ids, fetch)
+    assert index.bm25 is not None
+    sizes = [s.live for s in index.bm25.segments]
+    assert max(sizes) <= 12 < max(sizes) * 2 and len(sizes) < 25  # merged, never past the cap
+    assert_same_as_fresh(index, texts, ids)
+    reader = KeywordIndex(tmp_path)  # another process: loads what the writer saved
+    assert reader.try_load(fingerprint(ids))
+    assert_same_as_fresh(reader, texts, ids)
