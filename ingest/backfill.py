@@ -26,7 +26,10 @@ class EmbedderOnce:
         if self.loaded is None:
             self.loaded = get_embedder(self.settings.embed_model)
         self.store.check_embedder(self.loaded.name, self.loaded.dim)
-        self.store.set_embedding_info(self.loaded.name, self.loaded.dim)  # so a crash cannot mix models
+        # recorded before any write, so that a crash cannot mix models or piece lengths
+        self.store.set_embedding_info(
+            self.loaded.name, self.loaded.dim, self.store.piece_chars(self.settings.embed_piece_chars)
+        )
         return self.loaded
 
 
@@ -48,7 +51,8 @@ def embed_phase(
         log.info("embedding %d chunks", len(ids))
     return embed_staged(
         store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress,
-        with_overlap=settings.embed_overlap, piece_chars=settings.embed_piece_chars, page=embed_page(settings),
+        with_overlap=settings.embed_overlap, piece_chars=store.piece_chars(settings.embed_piece_chars),
+        page=embed_page(settings),
     )
 
 

@@ -287,7 +287,7 @@ def rebuild(
         emb.run(nodes)
     finally:
         emb.close()
-    target.set_embedding_info(embedder.name, embedder.dim)
+    target.set_embedding_info(embedder.name, embedder.dim, settings.embed_piece_chars)
     store.swap_in(target)
     store.unstage(ids)  # every chunk has its vector now
     summary.documents = len(records)

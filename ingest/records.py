@@ -10,7 +10,7 @@ from typing import Any
 from .errors import IngestError
 
 COMPLETE, PENDING, DELETING = "complete", "pending", "deleting"
-PREFIX, DOCS, REBUILD, STAGED = "kb_", "__docs", "__rebuild", "__staged"
+PREFIX, DOCS, REBUILD, STAGED, PIECES = "kb_", "__docs", "__rebuild", "__staged", "__pieces"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}[A-Za-z0-9]$|^[A-Za-z0-9]$")
 
 _BODY_FIELDS = ("committed", "pending", "aliases", "entities")  # lists: kept in the record's body, as JSON
@@ -70,7 +70,7 @@ class StoredChunk:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name) or name.endswith((DOCS, REBUILD, STAGED)):
+    if not _NAME.match(name) or name.endswith((DOCS, REBUILD, STAGED, PIECES)):
         raise IngestError(
             f"collection name {name!r} is not allowed: use 1-62 ASCII letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit (e.g. 'sanguo')"

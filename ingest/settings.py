@@ -46,7 +46,11 @@ class IngestSettings(BaseSettings):
     chunk_overlap: int = Field(default=60, ge=0, description="overlap between neighbouring chunks")
     chunk_unit: Literal["chars", "tokens"] = "chars"
     embed_piece_chars: int = Field(
-        default=0, ge=0, description="> 0: a chunk's vector is the mean of its pieces' of at most this many characters"
+        default=160,
+        ge=0,
+        description="> 0: chunks are embedded as sentence-bounded pieces of at most this many characters and a dense "
+        "search ranks a chunk by its best piece (pieces.py; 0: one vector per chunk). A knowledge base keeps the "
+        "value of its first embedding; `ingest rebuild` applies a new one",
     )
     embed_overlap: bool = Field(
         default=False,

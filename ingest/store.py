@@ -1,11 +1,12 @@
 """The only module that talks to Chroma: chunk and document-record collections, batching, visibility.
 
-Each knowledge base NAME is three Chroma collections:
+Each knowledge base NAME is four Chroma collections:
 - `kb_NAME` holds chunks (text, embedding, flat metadata) written through LlamaIndex's ChromaVectorStore;
 - `kb_NAME__docs` holds one record per document: its source, content hash, status and the ids of its
   committed (visible) and pending chunks;
 - `kb_NAME__staged` holds chunks whose vector is not computed yet (text and the same metadata): the keyword
-  index reads them, so a document is searchable by keyword before it is embedded.
+  index reads them, so a document is searchable by keyword before it is embedded;
+- `kb_NAME__pieces` holds the vectors of the chunks' pieces when the knowledge base embeds pieces (pieces.py).
 A document version becomes visible in one write (its record), so a crash mid-ingest never shows a
 half-written document; chunks that belong to no record are orphans and are deleted by the next run.
 """
@@ -14,97 +15,42 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
-from .errors import EmbeddingMismatchError, StoreError, as_store_error, disk_fix, guarded, server_fix
-from .records import COMPLETE, DELETING, DOCS, PENDING, PREFIX, REBUILD, STAGED, DocRecord, StoredChunk, validate_name
-from .settings import IngestSettings
+from .client import check_writable, make_client, where_of
+from .errors import EmbeddingMismatchError, StoreError, as_store_error, guarded
+from .pieces import PieceVectors, chunks_by_piece
+from .records import (
+    COMPLETE,
+    DELETING,
+    DOCS,
+    PENDING,
+    PIECES,
+    PREFIX,
+    REBUILD,
+    STAGED,
+    DocRecord,
+    StoredChunk,
+    validate_name,
+)
 
 log = logging.getLogger(__name__)
-__all__ = ["COMPLETE", "DELETING", "PENDING", "DocRecord", "KnowledgeStore", "StoredChunk", "validate_name"]
+__all__ = [
+    "COMPLETE", "DELETING", "PENDING", "DocRecord", "KnowledgeStore", "StoredChunk", "check_writable", "make_client",
+    "validate_name", "where_of",
+]
 
-META_MODEL, META_DIM = "kongming_embed_model", "kongming_embed_dim"
-# Chroma's cache of embedded systems is not thread-safe: a reopen (clearing it) beside another thread opening a
-# client gave that one a system not yet started ("'RustBindingsAPI' object has no attribute 'bindings'")
-_CLIENTS = threading.Lock()
+# the embedder a collection was built with, and the piece length its chunks were embedded in (0: whole chunks)
+META_MODEL, META_DIM, META_PIECES = "kongming_embed_model", "kongming_embed_dim", "kongming_embed_piece_chars"
 _PREFIX, _DOCS, _REBUILD, _STAGED = PREFIX, DOCS, REBUILD, STAGED
-
-
-def make_client(settings: IngestSettings, fresh: bool = False) -> Any:
-    """Embedded PersistentClient by default; HttpClient when `chroma_url` is set.
-
-    Embedded clients of one folder share one in-process system, whose vector index is read from disk once: it
-    does not see what another process (the `ingest` CLI beside `kongming serve`) wrote since. `fresh` opens
-    the folder anew, for a reader that saw the documents change.
-    """
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma_url:
-        url = urlparse(settings.chroma_url)
-        try:
-            return chromadb.HttpClient(
-                host=url.hostname or "127.0.0.1",
-                port=url.port or (443 if url.scheme == "https" else 8000),
-                ssl=url.scheme == "https",
-                settings=chroma_settings,
-            )
-        except Exception as exc:  # chromadb raises ValueError/ConnectionError variants
-            raise StoreError(
-                f"cannot reach the Chroma server at {settings.chroma_url}: {exc} {server_fix(settings.chroma_url)}"
-            ) from exc
-    path = settings.store_path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}; {disk_fix()}") from exc
-    try:
-        with _CLIENTS:
-            if fresh:  # later clients of this folder (and this one) read it anew; clients open now keep theirs
-                from chromadb.api.shared_system_client import SharedSystemClient
-
-                SharedSystemClient.clear_system_cache()
-            return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
-    except Exception as exc:
-        err = as_store_error(exc, where_of(settings), "opening the store")
-        if err is None:
-            raise
-        raise err from exc
-
-
-def check_writable(settings: IngestSettings) -> None:
-    """Fail early, naming the folder, when the data folder cannot be written (read-only, full, no rights)."""
-    folders = [settings.data_dir] if settings.chroma_url else [settings.data_dir, settings.store_path]
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".write-check.", dir=folder)
-            try:
-                os.write(fd, b"\0" * 4096)  # an empty file fits on a full disk; a block does not
-            finally:
-                os.close(fd)
-                os.unlink(tmp)
-        except OSError as exc:
-            raise StoreError(f"the data folder {folder} cannot be written ({exc.strerror}): {disk_fix()}") from exc
-
-
-def where_of(settings: IngestSettings) -> str:
-    """How error messages name the store: the server's address or the embedded folder."""
-    url = settings.chroma_url
-    return f"the Chroma server at {url}" if url else f"the store at {settings.store_path}"
 
 
 def list_collections(client: Any) -> list[str]:
     names = [getattr(c, "name", c) for c in client.list_collections()]
     return sorted(
-        n[len(_PREFIX) :] for n in names if n.startswith(_PREFIX) and not n.endswith((_DOCS, _REBUILD, _STAGED))
+        n[len(_PREFIX) :] for n in names if n.startswith(_PREFIX) and not n.endswith((_DOCS, _REBUILD, _STAGED, PIECES))
     )
 
 
@@ -134,6 +80,7 @@ class KnowledgeStore:
         )
         self.docs = self.client.get_or_create_collection(_PREFIX + self.name + _DOCS, embedding_function=None)
         self.staged = self.client.get_or_create_collection(_PREFIX + self.name + _STAGED, embedding_function=None)
+        self.pieces = PieceVectors(self.client, _PREFIX + self.name + PIECES, self.where)
         self._vector_store: Any = None
 
     @guarded("reopening the store")
@@ -162,10 +109,19 @@ class KnowledgeStore:
                 f"`ingest rebuild --collection {self.name}` to re-embed it with the new model"
             )
 
+    def piece_chars(self, default: int) -> int:
+        """The piece length this collection embeds in (0: whole chunks): the one recorded at its first embedding,
+        else `default` for a collection with no vectors yet, else 0 (one embedded before pieces existed)."""
+        meta = self.chunks.metadata or {}
+        if META_PIECES in meta:
+            return int(meta[META_PIECES])
+        return default if self.count() == 0 else 0
+
     @guarded("recording the embedding model")
-    def set_embedding_info(self, name: str, dim: int) -> None:
-        if self.embedding_info() != (name, dim):
-            self.chunks.modify(metadata={META_MODEL: name, META_DIM: dim})
+    def set_embedding_info(self, name: str, dim: int, piece_chars: int = 0) -> None:
+        meta = self.chunks.metadata or {}
+        if (meta.get(META_MODEL), meta.get(META_DIM), meta.get(META_PIECES)) != (name, dim, piece_chars):
+            self.chunks.modify(metadata={META_MODEL: name, META_DIM: dim, META_PIECES: piece_chars})
 
     # --- document records ------------------------------------------------------------------
     @guarded("reading document records")
@@ -218,6 +174,10 @@ class KnowledgeStore:
         for part in _batches(list(nodes), self._batch):
             self.vector_store.add(part)
 
+    def add_pieces(self, by_hash: Mapping[str, Sequence[Sequence[float]]]) -> None:
+        """Keep the piece vectors of chunk texts (by content hash); written before the chunks themselves."""
+        self.pieces.add(by_hash)
+
     @guarded("updating chunk metadata")
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         for lo in range(0, len(ids), self._batch):
@@ -225,10 +185,15 @@ class KnowledgeStore:
 
     @guarded("deleting chunks")
     def delete_chunks(self, ids: Iterable[str]) -> None:
-        """Delete chunks, embedded or staged."""
+        """Delete chunks, embedded or staged, and the pieces of texts no chunk holds any more."""
         for part in _batches(list(ids), self._batch):
+            metas = self.chunks.get(ids=part, include=["metadatas"])["metadatas"] if self.pieces.count() else []
             self.chunks.delete(ids=part)
             self.staged.delete(ids=part)
+            hashes = sorted({str(m["content_hash"]) for m in metas if m and m.get("content_hash")})
+            if hashes:
+                kept = self.chunks.get(where={"content_hash": {"$in": hashes}}, include=["metadatas"])["metadatas"]
+                self.pieces.delete(set(hashes) - {str(m.get("content_hash")) for m in kept if m})
 
     # --- staged chunks: text and metadata, no vector yet -----------------------------------
     @guarded("staging chunks")
@@ -308,6 +273,8 @@ class KnowledgeStore:
         n = min(n, self.count())
         if n <= 0:
             return []
+        if filters is None and self.piece_chars(0) > 0 and self.pieces.count():
+            return chunks_by_piece(self, embedding, n)  # max-sim over the chunks' pieces
         q = VectorStoreQuery(query_embedding=list(map(float, embedding)), similarity_top_k=n, filters=filters)
         try:
             res = self.vector_store.query(q)
@@ -341,33 +308,43 @@ class KnowledgeStore:
         if tmp in names and _PREFIX + self.name not in names:
             log.warning("finishing an interrupted rebuild of %s", self.name)
             self.client.get_collection(tmp).modify(name=_PREFIX + self.name)
+            names = {getattr(c, "name", c) for c in self.client.list_collections()}
+        pieces = _PREFIX + self.name + PIECES
+        if pieces + _REBUILD in names and tmp not in names:  # the chunks were swapped in, not yet their pieces
+            if pieces in names:
+                self.client.delete_collection(pieces)
+            self.client.get_collection(pieces + _REBUILD).modify(name=pieces)
 
     @guarded("starting a rebuild")
     def rebuild_target(self) -> RebuildTarget:
-        """A fresh chunk collection to re-embed into; `swap_in` makes it the live one."""
-        tmp = _PREFIX + self.name + _REBUILD
-        try:
-            self.client.delete_collection(tmp)
-        except Exception:
-            pass
+        """Fresh chunk and piece collections to re-embed into; `swap_in` makes them the live ones."""
+        tmp, pieces = _PREFIX + self.name + _REBUILD, _PREFIX + self.name + PIECES + _REBUILD
+        for name in (tmp, pieces):
+            try:
+                self.client.delete_collection(name)
+            except Exception:
+                pass
         coll = self.client.create_collection(tmp, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
-        return RebuildTarget(coll, self.where, self._batch)
+        return RebuildTarget(coll, PieceVectors(self.client, pieces, self.where), self.where, self._batch)
 
     @guarded("finishing a rebuild")
     def swap_in(self, new: RebuildTarget) -> None:
         self.client.delete_collection(_PREFIX + self.name)
         new.collection.modify(name=_PREFIX + self.name)
         self.chunks = self.client.get_collection(_PREFIX + self.name)
+        self.client.delete_collection(self.pieces.name)
+        new.pieces.collection.modify(name=self.pieces.name)
+        self.pieces = PieceVectors(self.client, self.pieces.name, self.where)
         self._vector_store = None
 
 
 class RebuildTarget:
-    """The chunk collection `rebuild` fills beside the live one, until `KnowledgeStore.swap_in`."""
+    """The chunk and piece collections `rebuild` fills beside the live ones, until `KnowledgeStore.swap_in`."""
 
-    def __init__(self, collection: Any, where: str, batch: int) -> None:
+    def __init__(self, collection: Any, pieces: PieceVectors, where: str, batch: int) -> None:
         from llama_index.vector_stores.chroma import ChromaVectorStore
 
-        self.collection, self.where, self._batch = collection, where, batch
+        self.collection, self.pieces, self.where, self._batch = collection, pieces, where, batch
         self._writer = ChromaVectorStore(chroma_collection=collection)
 
     @guarded("writing re-embedded chunks")
@@ -375,9 +352,12 @@ class RebuildTarget:
         for part in _batches(list(nodes), self._batch):
             self._writer.add(part)
 
+    def add_pieces(self, by_hash: Mapping[str, Sequence[Sequence[float]]]) -> None:
+        self.pieces.add(by_hash)
+
     @guarded("recording the embedding model")
-    def set_embedding_info(self, name: str, dim: int) -> None:
-        self.collection.modify(metadata={META_MODEL: name, META_DIM: dim})
+    def set_embedding_info(self, name: str, dim: int, piece_chars: int = 0) -> None:
+        self.collection.modify(metadata={META_MODEL: name, META_DIM: dim, META_PIECES: piece_chars})
 
 
 def _unpack(r: Any) -> tuple[Any, ...]:

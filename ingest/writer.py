@@ -10,14 +10,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .chunking import embedding_text, pieces
+from .chunking import content_hash, embedding_text, pieces
 from .embedding import Embedder
+from .pieces import mean_vectors
 
 log = logging.getLogger(__name__)
 
 
 class NodeSink(Protocol):
     def add_nodes(self, nodes: Sequence[Any]) -> None: ...
+
+    def add_pieces(self, by_hash: dict[str, list[list[float]]]) -> None: ...
 
 
 class ProgressLines:
@@ -78,7 +81,8 @@ class EmbeddingWriter:
         self.written = 0
         self.total, self.embedded, self.report = total, 0, report  # report(done, total) after each batch
         self.with_overlap = with_overlap  # False: a chunk's leading overlap is not embedded (its neighbour has it)
-        self.piece_chars = piece_chars  # > 0: embed pieces of at most this many characters, and pool them
+        self.piece_chars = piece_chars  # > 0: embed pieces of at most this many characters (pieces.py)
+        self.pieces: dict[str, list[list[float]]] = {}  # content hash -> piece vectors, written before the chunks
 
     def run(self, nodes: Sequence[Any]) -> None:
         try:
@@ -86,7 +90,7 @@ class EmbeddingWriter:
                 part = nodes[lo : lo + self.batch]
                 t0 = time.perf_counter()
                 texts = [embedding_text(n.text, n.metadata, self.with_overlap) for n in part]
-                vectors = self._embed(texts)
+                vectors = self._embed(texts, part)
                 self.seconds += time.perf_counter() - t0
                 self.chars += sum(map(len, texts))
                 for n, v in zip(part, vectors, strict=True):
@@ -118,22 +122,24 @@ class EmbeddingWriter:
             if self.report:
                 self.report(self.embedded, self.total)
 
-    def _embed(self, texts: list[str]) -> Any:
-        """One unit-length vector per text: the embedder's, or the normalised mean of its pieces' vectors."""
+    def _embed(self, texts: list[str], nodes: Sequence[Any]) -> Any:
+        """One unit-length vector per text: the embedder's, or (embedding pieces) the normalised mean of its
+        pieces' vectors, whose own vectors are kept by the chunk text's content hash for the next flush."""
         if self.piece_chars <= 0:
             return self.embedder.embed_passages(texts)
-        import numpy as np
-
         cut = [pieces(t, self.piece_chars) for t in texts]
         flat = self.embedder.embed_passages([p for ps in cut for p in ps])
-        out, at = [], 0
-        for ps in cut:
-            v = np.asarray(flat[at : at + len(ps)], dtype=np.float32).mean(axis=0)
-            out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        at = 0
+        for n, ps in zip(nodes, cut, strict=True):
+            h = n.metadata.setdefault("content_hash", content_hash(n.text))  # the search finds a text's chunks by it
+            self.pieces[str(h)] = [[float(x) for x in v] for v in flat[at : at + len(ps)]]
             at += len(ps)
-        return np.stack(out)
+        return mean_vectors([len(ps) for ps in cut], flat)
 
     def flush(self) -> None:
+        if self.pieces:  # first: a chunk written is a chunk whose pieces are searchable
+            self.store.add_pieces(self.pieces)
+            self.pieces = {}
         if self.buffer:
             self.store.add_nodes(self.buffer)
             self.written += len(self.buffer)
@@ -160,6 +166,9 @@ class _Unstaging:
                 out.append(twin)
         self.store.add_nodes(out)
         self.store.unstage([n.node_id for n in out])
+
+    def add_pieces(self, by_hash: dict[str, list[list[float]]]) -> None:
+        self.store.add_pieces(by_hash)  # a text's twins share its pieces: they are kept by its hash
 
 
 def embed_staged(

@@ -202,6 +202,9 @@ def test_a_chunk_embedded_in_pieces_gets_the_normalised_mean_of_their_vectors(em
         def add_nodes(self, nodes):
             self.nodes.extend(nodes)
 
+        def add_pieces(self, by_hash):
+            self.pieces = by_hash
+
     from llama_index.core.schema import TextNode
 
     text = "却说周瑜忌孔明之才，欲以十日造十万支箭为难之。孔明曰：只须三日，便可交付。" \
@@ -213,6 +216,8 @@ def test_a_chunk_embedded_in_pieces_gets_the_normalised_mean_of_their_vectors(em
     assert len(parts) == 3 and writer.chars == len(text)
     mean = embedder.embed_passages(parts).mean(axis=0)
     np.testing.assert_allclose(sink.nodes[0].embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    (kept,) = sink.pieces.values()  # each piece's own vector, for the search (max-sim)
+    np.testing.assert_allclose(kept, embedder.embed_passages(parts), atol=1e-5)
     whole = embedder.embed_passages([text])[0]
     assert float(np.dot(sink.nodes[0].embedding, whole)) > 0.8  # the same passage, read in pieces
 

@@ -1,0 +1,98 @@
+"""Child vectors: a chunk is embedded as pieces, found by its best piece, and answered with whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ingest import pipeline
+from ingest.chunking import embedding_text, pieces
+from ingest.kb import open_store
+from ingest.retrieval import Filters, Retriever
+
+# one chunk of four sentences about unrelated things: its mean vector is near none of them
+LONG = (
+    "第一回 杂记\n"
+    "孔明向鲁肃借船二十只，每船用军士三十人，船上皆用青布为幔，束草千余个。"
+    "张飞在长坂桥上睁圆环眼，厉声大喝，曹军闻之尽皆股栗，夏侯杰惊得肝胆碎裂。"
+    "华佗为关公刮骨疗毒，公饮酒食肉，谈笑弈棋，全无痛苦之色。"
+    "董卓在郿坞积谷为二十年储，选民间少年美女八百人实其中，金玉彩帛珍珠堆积不知其数。\n"
+)
+
+
+def _settings(settings, **kw):
+    return settings.model_copy(update={"chunk_size": 400, "chunk_overlap": 0, "embed_piece_chars": 40, **kw})
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / "docs" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _expected_pieces(store) -> int:
+    """Pieces a store should hold: those of each distinct chunk text."""
+    texts = {c.metadata["content_hash"]: embedding_text(c.text, c.metadata, False) for c in store.get_chunks()}
+    return sum(len(pieces(t, 40)) for t in texts.values())
+
+
+def test_a_chunk_is_ranked_by_its_best_piece_and_answered_whole(settings, tmp_path, embedder):
+    s = _settings(settings)
+    pipeline.add_paths([_write(tmp_path, "long.txt", LONG)], s, embedder=embedder)
+    store = open_store(s)
+    (chunk,) = list(store.get_chunks())
+    parts = pieces(embedding_text(chunk.text, chunk.metadata, False), 40)
+    assert len(parts) >= 4 and store.pieces.count() == len(parts)
+    assert store.piece_chars(0) == 40  # recorded at the first embedding
+
+    q = embedder.embed_queries(["华佗给关公刮骨的时候关公在做什么"])[0]
+    (hit,) = store.query(q, 5)
+    assert hit.chunk_id == chunk.chunk_id and hit.text == chunk.text  # the whole chunk, not the piece
+    piece_vecs = embedder.embed_passages(parts)
+    best = float(np.max(piece_vecs @ q))
+    assert abs(hit.score - best) < 1e-3  # its best piece's similarity ...
+    mean = piece_vecs.mean(axis=0)
+    assert best > float(mean @ q) / float(np.linalg.norm(mean))  # ... above the pooled vector's
+    # a filtered search reads the chunk's own (pooled) vector
+    (filtered,) = store.query(q, 5, Filters(doc_ids=[str(chunk.metadata["doc_id"])]).chroma())
+    assert filtered.chunk_id == chunk.chunk_id and filtered.score < hit.score
+
+    retriever = Retriever(s, embedder=embedder, refresh_seconds=0)
+    (top,) = retriever.retrieve("华佗给关公刮骨的时候关公在做什么", k=1, mode="dense")
+    assert "饮酒食肉" in top.text
+
+
+def test_a_text_in_two_documents_keeps_one_set_of_pieces_until_both_are_gone(settings, tmp_path, embedder):
+    s = _settings(settings)
+    a = _write(tmp_path, "a.txt", LONG)
+    b = _write(tmp_path, "b.txt", LONG + "第二回 又记\n赵云怀抱阿斗，杀透重围，血满征袍。\n")
+    pipeline.add_paths([a, b], s, embedder=embedder)
+    store = open_store(s)
+    held = _expected_pieces(store)
+    assert store.count() == 3 and store.pieces.count() == held  # the shared text's pieces once
+    pipeline.remove_documents([str(a)], s)
+    assert store.count() == 2 and store.pieces.count() == held  # b still holds the shared text
+    q = embedder.embed_queries(["赵云怀抱阿斗杀出重围"])[0]
+    assert "阿斗" in store.query(q, 1)[0].text
+    pipeline.remove_documents([str(b)], s)
+    assert store.pieces.count() == 0 and store.count() == 0
+
+
+def test_a_store_keeps_the_piece_length_it_was_embedded_with_until_rebuilt(settings, tmp_path, embedder):
+    whole = _settings(settings, embed_piece_chars=0)
+    pipeline.add_paths([_write(tmp_path, "long.txt", LONG)], whole, embedder=embedder)
+    later = _settings(settings)  # the setting changed: the knowledge base keeps whole-chunk vectors
+    pipeline.add_paths([_write(tmp_path, "more.txt", "第二回 又记\n赵云怀抱阿斗，杀透重围，血满征袍。\n")], later,
+                       embedder=embedder)
+    store = open_store(later)
+    assert store.piece_chars(40) == 0 and store.pieces.count() == 0 and store.count() == 2
+    q = embedder.embed_queries(["赵云怀抱阿斗杀出重围"])[0]
+    assert "阿斗" in store.query(q, 1)[0].text
+
+    pipeline.rebuild(later)  # re-embeds in pieces of the configured length
+    store = open_store(later)
+    assert store.piece_chars(0) == 40 and store.pieces.count() == _expected_pieces(store) > 2
+    top = store.query(embedder.embed_queries(["华佗给关公刮骨的时候关公在做什么"])[0], 1)[0]
+    assert "饮酒食肉" in top.text
+    names = {getattr(c, "name", c) for c in store.client.list_collections()}
+    assert not any(n.endswith("__rebuild") for n in names)
