@@ -19,6 +19,7 @@ from typing import Any
 
 from .aliases import AliasTable, load_alias_file
 from .keyword import KeywordIndex, add_words, fingerprint
+from .records import DOCS, PIECES, REBUILD, STAGED
 from .settings import IngestSettings
 from .store import COMPLETE, DELETING, PENDING, DocRecord, KnowledgeStore, make_client, where_of
 
@@ -187,9 +188,10 @@ def drop_collection(settings: IngestSettings, store: KnowledgeStore) -> None:
     and its keyword index. Readers that still hold it fail on their next query."""
     import shutil
 
-    base = store.chunks.name  # kb_NAME; the others are kb_NAME__docs and friends
+    base = store.chunks.name  # kb_NAME; the others are kb_NAME__docs and friends (not kb_NAME__x, another base)
+    own = {base, *(base + s for s in (DOCS, STAGED, PIECES, REBUILD, PIECES + REBUILD))}
     for coll in store.client.list_collections():
         name = getattr(coll, "name", coll)
-        if name == base or name.startswith(base + "__"):
+        if name in own:
             store.client.delete_collection(name)
     shutil.rmtree(settings.keyword_dir / store.name, ignore_errors=True)

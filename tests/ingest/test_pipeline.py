@@ -176,6 +176,22 @@ def test_collections_are_separate(settings, novel_file, tmp_path, embedder):
     assert [r.title for r in pipeline.list_documents(settings, "notes")] == ["x"]
 
 
+def test_dropping_a_knowledge_base_leaves_one_whose_name_extends_it(settings, tmp_path, embedder):
+    """`nc` and `nc__y` are two knowledge bases: deleting the first must not take the second's collections."""
+    from ingest.kb import drop_collection, open_store
+    from ingest.store import list_collections, make_client
+
+    note = tmp_path / "x.txt"
+    note.write_text("赤壁之战，孙刘联军以火攻大破曹军。\n", encoding="utf-8")
+    pipeline.add_paths([note], settings, collection="nc", embedder=embedder)
+    pipeline.add_paths([note], settings, collection="nc__y", embedder=embedder)
+    drop_collection(settings, open_store(settings, "nc"))
+    assert list_collections(make_client(settings)) == ["nc__y"]
+    kept = open_store(settings, "nc__y")
+    assert kept.count() == 1 and kept.pieces.count() == 1
+    assert [r.title for r in pipeline.list_documents(settings, "nc__y")] == ["x"]
+
+
 def test_other_embedding_model_is_refused_until_rebuild(settings, novel_file, embedder):
     pipeline.add_paths([novel_file], settings, embedder=embedder)
     settings.embed_model = "st:" + minilm_path()
