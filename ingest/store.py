@@ -263,7 +263,19 @@ class KnowledgeStore:
 
     @guarded("counting chunks")
     def count(self) -> int:
-        return int(self.chunks.count())
+        """Embedded chunks. A reader counts before each search: when `ingest rebuild` (another process, or another
+        store object) swapped new collections in under this name, the old ones are gone, and it opens the new."""
+        try:
+            return int(self.chunks.count())
+        except Exception as exc:
+            if "does not exist" not in str(exc).lower():
+                raise
+            log.info("the collections of %s were replaced (a rebuild): opening them anew", self.name)
+            if self._reconnect is not None:
+                self.reopen()
+            else:
+                self._open_collections()
+            return int(self.chunks.count())
 
     @guarded("searching")
     def query(self, embedding: Any, n: int, filters: Any = None) -> list[StoredChunk]:

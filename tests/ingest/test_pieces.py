@@ -96,3 +96,17 @@ def test_a_store_keeps_the_piece_length_it_was_embedded_with_until_rebuilt(setti
     assert "饮酒食肉" in top.text
     names = {getattr(c, "name", c) for c in store.client.list_collections()}
     assert not any(n.endswith("__rebuild") for n in names)
+
+
+def test_a_reader_follows_a_rebuild_made_beside_it(settings, tmp_path, embedder):
+    """`ingest rebuild` swaps new collections in; a retriever opened before (the service) searches them, not a
+    collection that no longer exists."""
+    s = _settings(settings, embed_piece_chars=0)
+    pipeline.add_paths([_write(tmp_path, "long.txt", LONG)], s, embedder=embedder)
+    retriever = Retriever(s, embedder=embedder, refresh_seconds=0)
+    question = "华佗给关公刮骨的时候关公在做什么"
+    assert "饮酒食肉" in retriever.retrieve(question, k=1, mode="dense")[0].text
+    pipeline.rebuild(_settings(settings), embedder=embedder)  # into pieces of 40
+    (top,) = retriever.retrieve(question, k=1, mode="dense")
+    assert "饮酒食肉" in top.text and retriever.store.piece_chars(0) == 40
+    assert retriever.store.pieces.count() == _expected_pieces(retriever.store)
