@@ -42,6 +42,13 @@ def test_help_is_fast_and_imports_nothing_heavy():
         assert r.returncode == 0 and "usage" in r.stdout
 
 
+@pytest.mark.parametrize("value", ["-5", "abc"])
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(env, value):
+    r = run("ingest.cli", "list", env={**env, "KONGMING_EMBED_PIECE_CHARS": value})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: KONGMING_EMBED_PIECE_CHARS='{value}': ")
+
+
 def test_add_list_search_remove_with_exit_codes(tmp_path, env, novel_file):
     bad = novel_file.parent / "bad.txt"
     bad.write_bytes(b"\x00\xff" * 100)
