@@ -63,9 +63,10 @@ class PieceVectors:
         return int(self.collection.count())
 
     @guarded("searching piece vectors")
-    def best(self, embedding: Sequence[float], n: int) -> list[tuple[str, float]]:
-        """Up to `n` chunk texts as (content hash, cosine similarity of its best piece), best first."""
-        total = self.count()
+    def best(self, embedding: Sequence[float], n: int, total: int | None = None) -> list[tuple[str, float]]:
+        """Up to `n` chunk texts as (content hash, cosine similarity of its best piece), best first; `total`: the
+        pieces held, when the caller counted them already."""
+        total = self.count() if total is None else total
         k = min(n * _OVERFETCH, total)
         out: dict[str, float] = {}
         while k > 0:
@@ -83,12 +84,12 @@ class PieceVectors:
         return list(out.items())[:n]
 
 
-def chunks_by_piece(store: Any, embedding: Sequence[float], n: int) -> list[Any]:
+def chunks_by_piece(store: Any, embedding: Sequence[float], n: int, total: int | None = None) -> list[Any]:
     """The chunks of a `KnowledgeStore` whose best piece is nearest the query, best first, as `StoredChunk`s
     scored by that piece's cosine similarity (every chunk of a text that occurs more than once)."""
     from .store import StoredChunk, _public_meta
 
-    hits = store.pieces.best(embedding, n)
+    hits = store.pieces.best(embedding, n, total)
     if not hits:
         return []
     of_hash: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}

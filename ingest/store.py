@@ -285,8 +285,9 @@ class KnowledgeStore:
         n = min(n, self.count())
         if n <= 0:
             return []
-        if filters is None and self.piece_chars(0) > 0 and self.pieces.count():
-            return chunks_by_piece(self, embedding, n)  # max-sim over the chunks' pieces
+        pieces = self.pieces.count() if int((self.chunks.metadata or {}).get(META_PIECES, 0)) > 0 else 0
+        if filters is None and pieces:
+            return chunks_by_piece(self, embedding, n, pieces)  # max-sim over the chunks' pieces
         q = VectorStoreQuery(query_embedding=list(map(float, embedding)), similarity_top_k=n, filters=filters)
         try:
             res = self.vector_store.query(q)
