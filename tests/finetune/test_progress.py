@@ -55,8 +55,11 @@ def test_ctrl_c_leaves_the_loss_curve(tiny_model: Path, chat_file: Path, tmp_pat
     log = tmp_path / "train.log"
     (tmp_path / "tiny.yaml").write_text("task: chat\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A shell that started the tests in the background ignores SIGINT, and a child inherits that (Python then
+    # installs no KeyboardInterrupt handler): give the child the default, as a terminal's Ctrl-C would find it.
     proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", "train", "tiny.yaml", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(read_metrics(out)) < 3 and proc.poll() is None:
