@@ -2,7 +2,7 @@
 """Validate the retrieval dev question set eval/sanguo_dev.jsonl against the novel.
 
 Usage:
-    python eval/check_dev_set.py [CORPUS_PATH] [--dev-set PATH]
+    python eval/check_dev_set.py [CORPUS_PATH] [--dev-set PATH] [--supplement]
 
 CORPUS_PATH defaults to ../shared/data/corpus/sanguo_yanyi.txt relative to the repository root.
 Checks:
@@ -14,6 +14,8 @@ Checks:
   * every answerable question has at least one keyword that occurs in its gold chapter's text
     (Chinese numerals are normalised to digits on both sides);
   * no question contains a 12-character substring copied verbatim from the novel.
+--supplement checks a smaller set that adds to the first one (eval/sanguo_dev2.jsonl, eval/sanguo_dev3.jsonl): ids
+like d3-001 or d2-a01, and no limits on counts or chapters covered; every other check is the same.
 Prints each problem and exits 1 if there are any, 0 otherwise.
 """
 
@@ -84,7 +86,11 @@ def split_chapters(text: str) -> dict[int, str]:
     return chapters
 
 
-def check_schema(lineno: int, row: object, problems: list[str]) -> bool:
+_ID = re.compile(r"q\d{3,}")
+_SUPPLEMENT_ID = re.compile(r"d\d+-[a-z]?\d{2,}")
+
+
+def check_schema(lineno: int, row: object, problems: list[str], id_pattern: re.Pattern[str] = _ID) -> bool:
     where = f"line {lineno}"
     if not isinstance(row, dict):
         problems.append(f"{where}: not a JSON object")
@@ -107,8 +113,8 @@ def check_schema(lineno: int, row: object, problems: list[str]) -> bool:
     if not ok:
         return False
     where = f"{row['id']} (line {lineno})"
-    if not re.fullmatch(r"q\d{3,}", row["id"]):
-        problems.append(f"{where}: id should look like q001")
+    if not id_pattern.fullmatch(row["id"]):
+        problems.append(f"{where}: id should look like {'q001' if id_pattern is _ID else 'd3-001'}")
     if not row["question"].strip():
         problems.append(f"{where}: empty question")
     kws = row["answer_keywords"]
@@ -134,7 +140,7 @@ def check_schema(lineno: int, row: object, problems: list[str]) -> bool:
     return ok
 
 
-def read_rows(dev_path: Path, problems: list[str]) -> list[dict]:
+def read_rows(dev_path: Path, problems: list[str], id_pattern: re.Pattern[str] = _ID) -> list[dict]:
     """The dev set's records that pass the schema check (lines split on "\n" only: a U+2028 inside a JSON
     string is not a line end)."""
     rows: list[dict] = []
@@ -150,7 +156,7 @@ def read_rows(dev_path: Path, problems: list[str]) -> list[dict]:
         except json.JSONDecodeError as e:
             problems.append(f"line {lineno}: invalid JSON ({e})")
             continue
-        if check_schema(lineno, row, problems):
+        if check_schema(lineno, row, problems, id_pattern):
             rows.append(row)
     return rows
 
@@ -169,15 +175,20 @@ def check_unique(rows: list[dict], problems: list[str]) -> None:
         seen_q.add(r["question"])
 
 
-def check_coverage(answerable: list[dict], unanswerable: list[dict], problems: list[str]) -> set[int]:
-    """Counts of answerable and unanswerable questions, and the chapters the answerable ones cover."""
+def check_coverage(
+    answerable: list[dict], unanswerable: list[dict], problems: list[str], limits: bool = True
+) -> set[int]:
+    """Counts of answerable and unanswerable questions, and the chapters the answerable ones cover (the limits
+    apply to the main set only)."""
+    covered = {r["chapter"] for r in answerable}
+    if not limits:
+        return covered
     if len(answerable) < MIN_ANSWERABLE:
         problems.append(f"only {len(answerable)} answerable questions (need >= {MIN_ANSWERABLE})")
     if not UNANSWERABLE_RANGE[0] <= len(unanswerable) <= UNANSWERABLE_RANGE[1]:
         problems.append(
             f"{len(unanswerable)} unanswerable questions (want {UNANSWERABLE_RANGE[0]}-{UNANSWERABLE_RANGE[1]})"
         )
-    covered = {r["chapter"] for r in answerable}
     if len(covered) < MIN_CHAPTERS_COVERED:
         problems.append(f"answerable questions cover {len(covered)} chapters (need >= {MIN_CHAPTERS_COVERED})")
     return covered
@@ -211,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus", nargs="?", default=str(DEFAULT_CORPUS), help="path to sanguo_yanyi.txt")
     ap.add_argument("--dev-set", default=str(DEFAULT_DEV_SET), help="path to the JSONL dev set")
+    ap.add_argument(
+        "--supplement",
+        action="store_true",
+        help="the file adds to the main set: ids like d3-001, no limits on counts or chapters covered",
+    )
     args = ap.parse_args(argv)
 
     problems: list[str] = []
@@ -224,11 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     chapters = split_chapters(text)
     if sorted(chapters) != list(range(1, N_CHAPTERS + 1)):
         problems.append(f"corpus: expected chapters 1..{N_CHAPTERS}, found {len(chapters)}")
-    rows = read_rows(dev_path, problems)
+    rows = read_rows(dev_path, problems, _SUPPLEMENT_ID if args.supplement else _ID)
     check_unique(rows, problems)
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]
-    covered = check_coverage(answerable, unanswerable, problems)
+    covered = check_coverage(answerable, unanswerable, problems, limits=not args.supplement)
     check_keywords(answerable, chapters, problems)
     check_copies(rows, text, problems)
 
