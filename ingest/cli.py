@@ -123,7 +123,28 @@ def _run(args: argparse.Namespace) -> int:
         "search": _search,
     }
     command = commands.get(args.cmd)
-    return command(args, _settings(args)) if command else EXIT_USAGE
+    if command is None:
+        return EXIT_USAGE
+    settings = _settings(args)
+    if args.cmd in _READS_A_KB:
+        _require_kb(settings)
+    return command(args, settings)
+
+
+# commands that read or change a knowledge base that must exist already (`add` creates one)
+_READS_A_KB = ("embed", "remove", "list", "rebuild", "search")
+
+
+def _require_kb(settings: IngestSettings) -> None:
+    """Raise IngestError when the knowledge base named does not exist (a mistyped --collection), naming those that
+    do; opening it would create an empty one under the wrong name."""
+    from .store import list_collections, make_client
+
+    names = list_collections(make_client(settings))
+    if settings.collection not in names:
+        have = f"knowledge bases here: {', '.join(names)}" if names else "there is none here yet"
+        raise IngestError(f"no knowledge base {settings.collection!r} ({have}); "
+                          f"`ingest add FILE --collection {settings.collection}` creates it")  # fmt: skip
 
 
 def _add(args: argparse.Namespace, settings: IngestSettings) -> int:

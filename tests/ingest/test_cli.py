@@ -78,6 +78,17 @@ def test_add_list_search_remove_with_exit_codes(tmp_path, env, novel_file):
     assert r.returncode == 1 and "collection name '三国' is not allowed" in r.stderr
 
 
+def test_a_mistyped_knowledge_base_is_an_error_and_creates_nothing(env, novel_file):
+    assert run("ingest.cli", "add", str(novel_file), "--no-progress", env=env).returncode == 0
+    for cmd in (["list"], ["search", "孔明"], ["embed"], ["remove", "x"], ["rebuild"]):
+        r = run("ingest.cli", *cmd, "--collection", "defualt", env=env)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "no knowledge base 'defualt' (knowledge bases here: default)" in r.stderr
+    assert run("ingest.cli", "collections", env=env).stdout.split() == ["default"]
+    r = run("ingest.cli", "list", env={**env, "KONGMING_DATA_DIR": env["KONGMING_DATA_DIR"] + "-empty"})
+    assert r.returncode == 1 and "there is none here yet" in r.stderr
+
+
 def test_eval_retrieval_metrics_and_per_question_output(tmp_path, env, novel_file):
     assert run("ingest.cli", "add", str(novel_file), "--no-progress", env=env).returncode == 0
     questions = tmp_path / "q.jsonl"
