@@ -257,6 +257,9 @@ def list_documents(settings: IngestSettings, collection: str | None = None) -> l
     return sorted(count_embedded(store, store.records()).values(), key=lambda r: r.source + r.doc_id)
 
 
+REBUILD_GROUP = 2048  # chunks read, embedded and written at a time by `rebuild`
+
+
 def rebuild(
     settings: IngestSettings, collection: str | None = None, progress: bool = False, embedder: Embedder | None = None
 ) -> IngestSummary:
@@ -276,22 +279,24 @@ def rebuild(
     summary.chunks_removed += recover(store, records)
     ids = [i for r in records.values() if r.status == COMPLETE for i in r.committed]
     target = store.rebuild_target()
-    nodes = []
-    for c in store.get_chunks(ids):
-        node = TextNode(id_=c.chunk_id, text=c.text, metadata=c.metadata)
-        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(c.metadata.get("doc_id", "")))
-        nodes.append(node)
-    emb = EmbeddingWriter(target, embedder, settings.embed_batch_size, len(nodes), progress,
+    emb = EmbeddingWriter(target, embedder, settings.embed_batch_size, len(ids), progress,
                           with_overlap=settings.embed_overlap, piece_chars=settings.embed_piece_chars)
     try:
-        emb.run(nodes)
+        # a group of chunk texts in memory at a time, not the whole knowledge base (50x the novel: 90,000 chunks)
+        for lo in range(0, len(ids), REBUILD_GROUP):
+            nodes = []
+            for c in store.get_chunks(ids[lo : lo + REBUILD_GROUP]):
+                node = TextNode(id_=c.chunk_id, text=c.text, metadata=c.metadata)
+                node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(c.metadata.get("doc_id", "")))
+                nodes.append(node)
+            emb.run(nodes)
+            summary.chunks_added += len(nodes)
     finally:
         emb.close()
     target.set_embedding_info(embedder.name, embedder.dim, settings.embed_piece_chars)
     store.swap_in(target)
     store.unstage(ids)  # every chunk has its vector now
     summary.documents = len(records)
-    summary.chunks_added = len(nodes)
     summary.embedded_chars, summary.embed_seconds = emb.chars, emb.seconds
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -210,6 +210,18 @@ def test_other_embedding_model_is_refused_until_rebuild(settings, novel_file, em
         Retriever(settings)
 
 
+def test_rebuild_in_groups_keeps_every_chunk(settings, novel_file, embedder, monkeypatch):
+    """`rebuild` reads, embeds and writes a group of chunks at a time; every chunk comes through, with its text."""
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    before = {c.chunk_id: c.text for c in pipeline.open_store(settings).get_chunks()}
+    monkeypatch.setattr(pipeline, "REBUILD_GROUP", 3)
+    summary = pipeline.rebuild(settings, embedder=embedder)
+    store = pipeline.open_store(settings)
+    assert summary.chunks_added == len(before) == store.count() > 3 * 2
+    assert {c.chunk_id: c.text for c in store.get_chunks()} == before
+    assert Retriever(settings, embedder=embedder).retrieve("桃园结义", k=1)
+
+
 def test_llama_index_embedding_adapter(embedder):
     from ingest.embedding import as_llama_embedding
 
