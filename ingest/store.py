@@ -278,8 +278,9 @@ class KnowledgeStore:
             return int(self.chunks.count())
 
     @guarded("searching")
-    def query(self, embedding: Any, n: int, filters: Any = None) -> list[StoredChunk]:
-        """Nearest chunks by cosine similarity, through LlamaIndex's VectorStoreQuery."""
+    def query(self, embedding: Any, n: int, filters: Any = None, piece_top: int = 1) -> list[StoredChunk]:
+        """Nearest chunks by cosine similarity, through LlamaIndex's VectorStoreQuery; a store with piece vectors
+        ranks an unfiltered search by the mean of each chunk's `piece_top` best pieces (pieces.py)."""
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
         n = min(n, self.count())
@@ -287,7 +288,7 @@ class KnowledgeStore:
             return []
         pieces = self.pieces.count() if int((self.chunks.metadata or {}).get(META_PIECES, 0)) > 0 else 0
         if filters is None and pieces:
-            return chunks_by_piece(self, embedding, n, pieces)  # max-sim over the chunks' pieces
+            return chunks_by_piece(self, embedding, n, pieces, piece_top)  # over the chunks' best pieces
         q = VectorStoreQuery(query_embedding=list(map(float, embedding)), similarity_top_k=n, filters=filters)
         try:
             res = self.vector_store.query(q)

@@ -62,6 +62,33 @@ def test_a_chunk_is_ranked_by_its_best_piece_and_answered_whole(settings, tmp_pa
     assert "饮酒食肉" in top.text
 
 
+def test_a_chunk_can_be_scored_by_the_mean_of_its_best_pieces(settings, tmp_path, embedder):
+    """dense_piece_top=2 (the default): a chunk's dense score is the mean similarity of its two best pieces; a chunk
+    of one piece scores that piece; 1 is max-sim."""
+    s = _settings(settings)
+    short = "第二回 短记\n赵云怀抱阿斗，杀透重围。\n"
+    pipeline.add_paths([_write(tmp_path, "long.txt", LONG), _write(tmp_path, "short.txt", short)], s, embedder=embedder)
+    store = open_store(s)
+    by_text = {c.text: c for c in store.get_chunks()}
+    q = embedder.embed_queries(["华佗给关公刮骨的时候关公在做什么"])[0]
+    exact = {}
+    for c in by_text.values():
+        sims = sorted(embedder.embed_passages(pieces(embedding_text(c.text, c.metadata, False), 40)) @ q)[::-1]
+        for top in (1, 2):
+            (hit,) = [h for h in store.query(q, 5, piece_top=top) if h.chunk_id == c.chunk_id]
+            assert abs(hit.score - float(np.mean(sims[:top]))) < 1e-3, (c.text[:10], top)
+            exact[c.chunk_id, top] = float(np.mean(sims[:top]))
+    # asked for one chunk, the search reads only the 4 nearest pieces of the 7 or more held: the second pieces it
+    # did not read are read from the store for the texts that could still win
+    assert store.pieces.count() > 4
+    for top in (1, 2):
+        (first,) = store.query(q, 1, piece_top=top)
+        assert abs(first.score - max(v for (_, t), v in exact.items() if t == top)) < 1e-3
+    assert s.dense_piece_top == 2
+    top_chunk = Retriever(s, embedder=embedder, refresh_seconds=0).retrieve("华佗刮骨疗毒", k=1, mode="dense")[0]
+    assert "刮骨" in top_chunk.text
+
+
 def test_a_text_in_two_documents_keeps_one_set_of_pieces_until_both_are_gone(settings, tmp_path, embedder):
     s = _settings(settings)
     a = _write(tmp_path, "a.txt", LONG)

@@ -199,6 +199,28 @@ def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
     assert names[0] == "manifest-ngram.json" and len(names) == 3 and all(n.startswith("seg-ngram-") for n in names[1:])
 
 
+def test_copies_of_a_document_do_not_crowd_the_dense_top_k(tmp_path, embedder, novel_text):
+    """Three copies of one document: the dense side's pool (20) held each text three times, so a dense search
+    for k=8 returned 6-7 distinct passages although the document has 21."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (root / name).write_text(novel_text, encoding="utf-8")
+    for pieces in (40, 0):
+        settings = get_settings(
+            data_dir=tmp_path / f"data{pieces}", collection="dup", chunk_size=40, chunk_overlap=0,
+            embed_piece_chars=pieces,
+        )
+        pipeline.add_paths([root], settings, embedder=embedder)
+        r = Retriever(settings, embedder=embedder)
+        distinct = len({c.text for c in r.store.get_chunks()})
+        assert distinct > 10
+        for k in (8, 10):
+            hits = r.retrieve("周瑜欲害孔明", k=k, mode="dense")
+            assert len(hits) == k and len({h.text for h in hits}) == k, (pieces, k, len(hits))
+        assert len(r.retrieve("周瑜欲害孔明", k=distinct + 5, mode="dense")) == distinct
+
+
 def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedder):
     """Two documents with the same text (a copy whose original still exists is kept and reported at ingest):
     the top-k holds each passage once, and is still k long when more distinct passages exist."""
