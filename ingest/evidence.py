@@ -29,6 +29,24 @@ def neighbour_rows(order: Sequence[Sequence[str]], ids: Sequence[str]) -> tuple[
     return prev, nxt
 
 
+def copy_rows(docs: Sequence[tuple[str, Sequence[str]]], ids: Sequence[str]) -> np.ndarray:
+    """For each index row, the row that stands for it when its document is a copy of another (the same text hash
+    and as many chunks; a chunk stands for its copies when its id is the smallest), else -1. `docs`: each document's
+    text hash and chunk ids in reading order. Copies kept beside their original would fill a keyword pool twice."""
+    row = {c: r for r, c in enumerate(ids)}
+    out = np.full(len(ids), -1, dtype=np.int64)
+    groups: dict[tuple[str, int], list[Sequence[str]]] = {}
+    for text_hash, chunk_ids in docs:
+        if text_hash:
+            groups.setdefault((text_hash, len(chunk_ids)), []).append(chunk_ids)
+    for same in groups.values():
+        for chunks in zip(*same, strict=True) if len(same) > 1 else ():
+            rows = sorted((c, row[c]) for c in chunks if c in row)
+            for _, r in rows[1:]:
+                out[r] = rows[0][1]
+    return out
+
+
 def chapter_groups(doc_ids: np.ndarray, chapters: np.ndarray) -> np.ndarray:
     """One number per (document, chapter) pair of the index rows; -1 for rows outside any chapter."""
     if not len(chapters):

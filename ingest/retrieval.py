@@ -105,7 +105,7 @@ class Retriever:
         self.pinyin = PinyinNames()
         self._folded_aliases = AliasTable()
         # per keyword-index row: the rows of the chunks before and after it, and its (document, chapter) group
-        self._prev = self._next = self._chapter_group = np.zeros(0, dtype=np.int64)
+        self._prev = self._next = self._chapter_group = self._copy_of = np.zeros(0, dtype=np.int64)
         self._titles: evidence.ChapterTitles | None = None
         self._refresh(force=True)
 
@@ -135,6 +135,8 @@ class Retriever:
             assert self._index.bm25 is not None
             order = [r.committed for r in records.values()]
             self._prev, self._next = evidence.neighbour_rows(order, self._index.bm25.ids)
+            copies = [(r.text_hash, r.committed) for r in records.values()]
+            self._copy_of = evidence.copy_rows(copies, self._index.bm25.ids)
             self._chapter_group = evidence.chapter_groups(self._index.doc_ids, self._index.chapters)
             self._titles = self._chapter_titles() if self.settings.keyword_title_weight else None
             self.aliases = alias_table(self.settings, records.values())
@@ -274,8 +276,9 @@ class Retriever:
             hits = self.store.query(embedding, n, filters.chroma(), self.settings.dense_piece_top)
             best: dict[str, Any] = {}
             for c in hits:  # unfinished versions are not served
-                if c.chunk_id in self._visible:
-                    best.setdefault(str(c.metadata.get("content_hash") or c.text), c)
+                same = str(c.metadata.get("content_hash") or c.text)
+                if c.chunk_id in self._visible and (same not in best or c.chunk_id < best[same].chunk_id):
+                    best[same] = c  # the smallest id stands for a text's copies, as on the keyword side
             if len(best) >= pool or len(hits) < n:  # enough, or the store has no more
                 texts.update((c.chunk_id, (c.text, c.metadata)) for c in best.values())
                 return [(c.chunk_id, c.score) for c in best.values()][:pool]
@@ -318,6 +321,9 @@ class Retriever:
         ids = self._index.bm25.ids
         if mask is not None:
             scores = np.where(mask, scores, 0.0)
+        if len(self._copy_of) == len(scores):  # a copy's row counts only where the one standing for it cannot
+            stands = np.maximum(self._copy_of, 0)
+            scores = np.where((self._copy_of >= 0) & (mask[stands] if mask is not None else True), 0.0, scores)
         top = (
             np.argpartition(-scores, min(pool, len(scores) - 1))[:pool]
             if len(scores) > pool

@@ -199,9 +199,9 @@ def test_a_keyword_index_saved_by_another_version_is_rebuilt_not_used(tmp_path):
     assert names[0] == "manifest-ngram.json" and len(names) == 3 and all(n.startswith("seg-ngram-") for n in names[1:])
 
 
-def test_copies_of_a_document_do_not_crowd_the_dense_top_k(tmp_path, embedder, novel_text):
-    """Three copies of one document: the dense side's pool (20) held each text three times, so a dense search
-    for k=8 returned 6-7 distinct passages although the document has 21."""
+def test_copies_of_a_document_do_not_crowd_the_top_k(tmp_path, embedder, novel_text):
+    """Three copies of one document: each side's pool (20) held each text three times, so a dense or keyword
+    search for k=8 returned 7 distinct passages although the document has 21."""
     root = tmp_path / "docs"
     root.mkdir()
     for name in ("a.txt", "b.txt", "c.txt"):
@@ -215,10 +215,16 @@ def test_copies_of_a_document_do_not_crowd_the_dense_top_k(tmp_path, embedder, n
         r = Retriever(settings, embedder=embedder)
         distinct = len({c.text for c in r.store.get_chunks()})
         assert distinct > 10
-        for k in (8, 10):
-            hits = r.retrieve("周瑜欲害孔明", k=k, mode="dense")
-            assert len(hits) == k and len({h.text for h in hits}) == k, (pieces, k, len(hits))
+        # the keyword side too: its pool of 20 held 7 texts three times over
+        for k, mode in ((8, "dense"), (10, "dense"), (8, "hybrid"), (10, "hybrid"), (8, "keyword")):
+            hits = r.retrieve("周瑜欲害孔明", k=k, mode=mode)
+            assert len(hits) == k and len({h.text for h in hits}) == k, (pieces, k, mode, len(hits))
         assert len(r.retrieve("周瑜欲害孔明", k=distinct + 5, mode="dense")) == distinct
+        # a search restricted to one copy still finds that copy's passages, on either side
+        (copy,) = [d for d, rec in r.documents.items() if rec.source.endswith("c.txt")]
+        for mode in ("keyword", "dense", "hybrid"):
+            hits = r.retrieve("周瑜欲害孔明", k=5, mode=mode, filters=Filters(doc_ids=[copy]))
+            assert len(hits) == 5 and {h.metadata["doc_id"] for h in hits} == {copy}, mode
 
 
 def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedder):
