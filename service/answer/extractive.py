@@ -151,8 +151,10 @@ UNITS = {"年": "年", "多重": "斤两钧石", "多长": "尺丈里寸", "多�
 
 
 def _fits_unit(wh: str, span: str) -> bool:
+    """Whether a filler is of the unit the question word asks for; the unit follows a numeral (五百两), so a first
+    character that looks like one is the numeral (两头: two, not a weight)."""
     units = next((u for w, u in UNITS.items() if w in wh), None)
-    return units is None or any(u in span for u in units)
+    return units is None or any(u in span[1:] for u in units)
 
 
 def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> list[tuple[int, int]]:
@@ -190,7 +192,7 @@ def window_parts(
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
     kin = kin_of(shape)
-    present = {n for group in (lexicon.entities_in(question) if lexicon else []) for n in group if n in every}
+    present = {n for group in asked_about(shape, lexicon) for n in group if n in every}
     for win in found:
         win.parts = {
             "coverage": coverage(win.text, terms),
@@ -204,6 +206,15 @@ def window_parts(
             win.parts["kin"] = 1.0 if named else 0.0
 
 
+def asked_about(shape: Shape, lexicon: Lexicon | None) -> list[set[str]]:
+    """Whom a question asks about: the entities its slot's clause names, not those of the clauses before it
+    (陆逊火烧刘备连营，蜀军营寨绵延了多少里: the clause asks about 蜀军, so a filler need not stand beside 陆逊
+    or 刘备)."""
+    if lexicon is None:
+        return []
+    return lexicon.entities_in(shape.left + shape.wh + shape.right)
+
+
 KIN_REACH = 3  # characters between a kin character and the name it gives (妻张氏, 母何氏, 长子司马师)
 
 
@@ -211,11 +222,12 @@ def _kin_named(
     text: str, kin: str, shape: Shape, question: str, names: Collection[str], whose: Collection[str]
 ) -> bool:
     """Whether `text` names someone's kin (a `kin` character right after one of `whose` names or 其: 玄德之母, 懿妻,
-    其父) and gives a name (a who-filler) within KIN_REACH characters of it."""
+    其父) and gives a name (a who-filler) starting within KIN_REACH characters after it: the novel names a kin after
+    the kin word (懿妻张氏, 其母何氏, 长子司马师); a name before it is someone else (曹操囚其母: who held her)."""
     ends = {m.end() for n in whose for m in re.finditer(re.escape(n), text)}
     ends |= {m.end() for m in re.finditer("其", text)}
     spots = [i for i, c in enumerate(text) if c in kin and any(i - KIN_REACH <= e <= i for e in ends)]
-    return any(a - KIN_REACH <= i < b + KIN_REACH for a, b in fillers(shape, text, question, names) for i in spots)
+    return any(i < a <= i + KIN_REACH for a, _ in fillers(shape, text, question, names) for i in spots)
 
 
 def rank_windows(found: list[Window], w: Weights) -> list[Window]:

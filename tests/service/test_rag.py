@@ -143,6 +143,17 @@ def test_a_number_or_date_filler_must_stand_in_a_sentence_naming_whom_the_questi
     assert extractive_answer("曹操是哪一年起兵的？", hits, terms, CAO).span == "中平元年"
 
 
+def test_the_filler_stands_beside_whom_the_slots_clause_names():
+    # the slot's clause (蜀军营寨绵延了多少里) names no one: 陆逊 and 刘备 of the clause before need not be beside it
+    hits = [chunk("却说陆逊在江边。细作报知魏主，言蜀兵伐吴，树栅连营，纵横七百余里。", 84)]
+    lexicon = Lexicon(names={"陆逊", "刘备", "魏主"}, aliases=[{"陆逊", "伯言"}, {"刘备", "玄德"}])
+    terms = [(["陆逊"], 3.0), (["连营"], 3.0), (["刘备"], 2.0)]
+    far = extractive_answer("陆逊火烧刘备连营，蜀军营寨绵延了多少里？", hits, terms, lexicon)
+    assert far.kind == "number" and far.span == "七百余里"
+    # the clause names 刘备: a filler in a sentence without him is no answer
+    assert extractive_answer("刘备的营寨绵延了多少里？", hits, terms, lexicon).kind == "declined"
+
+
 def test_a_how_heavy_question_asks_for_a_weight():
     assert question_shape("刘备的双股剑一共有多重？").kind == "number"
     hits = [chunk("玄德便命良匠打造双股剑。云长造青龙偃月刀，重八十二斤。刘玄德掣双股剑，战到三十合。", 1)]
@@ -150,6 +161,9 @@ def test_a_how_heavy_question_asks_for_a_weight():
     heavy = extractive_answer("刘备的双股剑一共有多重？", hits, terms, CAO)  # 三十合 is no weight; 八十二斤 is 云长's
     assert heavy.kind == "declined"
     assert extractive_answer("云长的刀一共有多重？", hits, [(["云长"], 3.0)], CAO).span == "八十二斤"
+    # 两 is a weight after a numeral (五百两) and a numeral before a noun (两头: two ends)
+    hits = [chunk("玄德两头无路，仰天大呼。云长造青龙偃月刀，重八十二斤。", 1)]
+    assert extractive_answer("刘备的双股剑一共有多重？", hits, terms, CAO).kind == "declined"
 
 
 def test_a_kin_name_question_needs_the_kin_named_beside_whom_it_asks_about():
@@ -161,6 +175,17 @@ def test_a_kin_name_question_needs_the_kin_named_beside_whom_it_asks_about():
     assert son.kind == "who" and son.span == "司马师"
     hits = [chunk("却说司马懿在宛城闲住，懿妻张氏亦至。", 106)]
     assert extractive_answer("司马懿的妻子叫什么名字？", hits, terms, CAO).span == "张氏"
+
+
+def test_a_kin_is_named_after_the_kin_word_not_before_it():
+    # 曹操 holds 其母 (玄德's mother) prisoner: a name before the kin word is someone else, so no name is given
+    hits = [chunk("玄德曰：“近因曹操囚其母，似母遣人驰书，唤回许昌去矣。”", 36)]
+    terms = [(["刘备", "玄德"], 3.0), (["母亲"], 2.0)]
+    mother = extractive_answer("刘备的母亲叫什么名字？", hits, terms, CAO)
+    assert mother.kind == "declined" and "kin" in mother.reason
+    hits = [chunk("玄德曰：“近因曹操囚其母何氏，唤回许昌去矣。”", 36)]
+    known = Lexicon(names={*CAO.names, "何氏"}, aliases=CAO.aliases)
+    assert extractive_answer("刘备的母亲叫什么名字？", hits, terms, known).span == "何氏"
 
 
 def test_declines_a_number_or_date_question_no_sentence_can_fill():
