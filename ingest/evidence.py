@@ -1,7 +1,8 @@
-"""Keyword evidence beyond a chunk's own words: its neighbours' and its chapter's BM25, its chapter title, and
-pseudo-relevance feedback (RM3-style expansion terms from the first pass's best chunks). Weight 0 turns one off; the
-defaults (IngestSettings: neighbours 0.5 and titles 1.0 on, chapter and feedback off) and what each measured on the
-dev set's tuning and held-out halves are in BENCHMARKS.md ("Retrieval on the dev set's held-out half")."""
+"""Keyword evidence beyond a chunk's own words: its neighbours' and its chapter's BM25, its chapter title,
+pseudo-relevance feedback (RM3-style expansion terms from the first pass's best chunks), and piece agreement between
+the keyword and dense sides. Weight 0 turns one off; the defaults (IngestSettings: neighbours 0.5, titles 1.0 and
+piece agreement 0.5 on, chapter and feedback off) and what each measured on the dev set's tuning and held-out halves
+are in BENCHMARKS.md ("Retrieval on the dev set's held-out half")."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -129,6 +131,20 @@ class ChapterTitles:
                     postings.setdefault(t, []).append(group)
         self._postings = {t: np.asarray(g, dtype=np.int64) for t, g in postings.items()}
 
+    @classmethod
+    def of_rows(
+        cls, groups: np.ndarray, ids: Sequence[str], store: Any, tokenize: Callable[[str], list[str]]
+    ) -> ChapterTitles:
+        """The title of each chapter group (`groups`: one per index row of `ids`), read from the store's chunks,
+        one of each group (every chunk's metadata holds it)."""
+        numbers, first = np.unique(groups, return_index=True)
+        group_of = {ids[r]: int(g) for g, r in zip(numbers, first, strict=True) if g >= 0}
+        titles = {}
+        for c in store.get_chunks(list(group_of)):
+            if c.metadata.get("chapter_title"):
+                titles[group_of[c.chunk_id]] = str(c.metadata["chapter_title"])
+        return cls(titles, tokenize, int(numbers.max(initial=-1)) + 1)
+
     def scores(self, tokens: Sequence[str], synonyms: Sequence[Sequence[str]], idf: dict[str, float]) -> np.ndarray:
         """Per chapter group: the IDF of the query's words in its title (a synonym group counts once, as its best)."""
         out = np.zeros(self.groups, dtype=np.float64)
@@ -173,3 +189,28 @@ def fuse(
             if name == "keyword" and cid in no_vector:
                 entry["fused"] += dense_weight / (k + rank)
     return sorted(fused.items(), key=lambda kv: -kv[1]["fused"])
+
+
+def with_agreement(
+    order: list[tuple[str, dict[str, float]]], n: int, weight: float, k: float,
+    terms: Sequence[tuple[Sequence[str], float]], pieces_of: Callable[[list[str]], dict[str, tuple[list[str], Any]]],
+) -> list[tuple[str, dict[str, float]]]:
+    """The fused ranking with its first `n` re-ranked by piece agreement: a chunk whose piece holding the most of
+    the query's terms (by IDF) is also its piece nearest the query gets `weight` times that piece's share of the
+    query's IDF, in rank-1 votes (1 / (k + 1)). Both sides then point at the same sentences of the chunk, not at
+    one's names and the other's topic. `pieces_of`: each chunk's piece texts and their similarities to the query."""
+    total = sum(w for _, w in terms)
+    if not weight or not total or not order:
+        return order
+    head = order[:n]
+    pieces = pieces_of([cid for cid, _ in head])
+    for cid, sc in head:
+        texts, sims = pieces.get(cid, ([], np.zeros(0)))
+        if not texts or len(texts) != len(sims):
+            continue
+        cover = [sum(w for group, w in terms if any(t in text for t in group)) for text in texts]
+        best = int(np.argmax(cover))
+        if cover[best] > 0 and best == int(np.argmax(sims)):
+            sc["agreement"] = cover[best] / total
+            sc["fused"] += weight * sc["agreement"] / (k + 1)
+    return sorted(head, key=lambda kv: -kv[1]["fused"]) + order[n:]

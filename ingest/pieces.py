@@ -124,6 +124,14 @@ class PieceVectors:
                 out[h] = [float(c) for c in vecs @ q]
         return {h: sorted(s, reverse=True) for h, s in out.items()}
 
+    def similarities(self, embedding: Sequence[float], hashes: list[str]) -> dict[str, Any]:
+        """Each text's pieces' cosine similarities to the query, in piece order (texts without pieces: absent)."""
+        import numpy as np
+
+        q = np.asarray(embedding, dtype=np.float32)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        return {h: vecs @ q for h, vecs in self._vectors_of(hashes).items()}
+
     def _vectors_of(self, hashes: list[str]) -> dict[str, Any]:
         """The normalised piece vectors of these texts, from this process's cache or the store. A content hash
         always names the same pieces of the same text, embedded by the collection's one embedder, so a cached entry
@@ -135,11 +143,11 @@ class PieceVectors:
             r = self.collection.get(where={"content_hash": {"$in": missing}}, include=["metadatas", "embeddings"])
             vecs = np.asarray(r["embeddings"], dtype=np.float32).reshape(len(r["ids"]), -1)
             vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-            rows: dict[str, list[int]] = {}
+            rows: dict[str, list[tuple[int, int]]] = {}
             for i, meta in enumerate(r["metadatas"]):
-                rows.setdefault(str((meta or {}).get("content_hash", "")), []).append(i)
-            for h, idx in rows.items():
-                self._cache[h] = vecs[idx]
+                rows.setdefault(str((meta or {}).get("content_hash", "")), []).append((int(meta.get("piece", 0)), i))
+            for h, idx in rows.items():  # in piece order
+                self._cache[h] = vecs[[i for _, i in sorted(idx)]]
                 self._cached += len(idx)
             while self._cached > _CACHED_PIECES and self._cache:
                 self._cached -= len(self._cache.popitem(last=False)[1])
@@ -169,6 +177,19 @@ def chunks_by_piece(
     return [
         StoredChunk(cid, text, meta, score) for h, score in hits for cid, text, meta in sorted(of_hash.get(h, []))
     ]
+
+
+def piece_texts(
+    store: Any, chunks: Mapping[str, tuple[str, dict[str, Any]]], embedding: Sequence[float], size: int,
+    with_overlap: bool,
+) -> dict[str, tuple[list[str], Any]]:
+    """Each chunk's (id: (text, metadata)) piece texts, cut as they were embedded, and their similarities to the
+    query in the same order; chunks whose pieces the store does not hold are left out."""
+    from .chunking import embedding_text, pieces
+
+    of = {c: str(meta.get("content_hash")) for c, (_, meta) in chunks.items()}
+    sims = store.pieces.similarities(embedding, list(set(of.values()))) if of else {}
+    return {c: (pieces(embedding_text(*chunks[c], with_overlap), size), sims[h]) for c, h in of.items() if h in sims}
 
 
 def mean_vectors(pieces_of: Sequence[Any], flat: Any) -> list[Any]:

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -26,12 +27,14 @@ from .kb import (
 )
 from .keyword import KeywordIndex, keyword_query, tokenize
 from .normalize import PinyinNames, Script, fold, in_script, script_of, to_traditional
+from .pieces import piece_texts
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
 
 log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "dense", "keyword"]
 RRF_K = 60
+AGREEMENT_N = 40  # fused chunks that piece agreement re-ranks
 
 
 @dataclass
@@ -133,12 +136,13 @@ class Retriever:
             self._vectors = self.store.count()
             self._no_vector = self.store.staged_ids() & self._visible
             assert self._index.bm25 is not None
-            order = [r.committed for r in records.values()]
-            self._prev, self._next = evidence.neighbour_rows(order, self._index.bm25.ids)
-            copies = [(r.text_hash, r.committed) for r in records.values()]
-            self._copy_of = evidence.copy_rows(copies, self._index.bm25.ids)
-            self._chapter_group = evidence.chapter_groups(self._index.doc_ids, self._index.chapters)
-            self._titles = self._chapter_titles() if self.settings.keyword_title_weight else None
+            rows = self._index.bm25.ids
+            self._prev, self._next = evidence.neighbour_rows([r.committed for r in records.values()], rows)
+            self._copy_of = evidence.copy_rows([(r.text_hash, r.committed) for r in records.values()], rows)
+            self._chapter_group = groups = evidence.chapter_groups(self._index.doc_ids, self._index.chapters)
+            tok = partial(tokenize, method=self._index.method)  # titles: read once per refresh, a chunk a chapter
+            tt = self.settings.keyword_title_weight and evidence.ChapterTitles.of_rows(groups, rows, self.store, tok)
+            self._titles = tt or None
             self.aliases = alias_table(self.settings, records.values())
             names = [e for r in records.values() for e in r.entities] + [n for g in self.aliases.groups for n in g]
             self.entities = frozenset(names)
@@ -264,7 +268,17 @@ class Retriever:
                 scores = evidence.with_terms(raw, terms, lambda t: bm25.scores([t]), weight)
                 keyword = self._keyword_ranked(self._with_context(scores, titles), mask, pool)
                 order = self._fuse(dense, keyword, coverage, mode)
+        if mode == "hybrid" and (agree := s.piece_agreement_weight) and order:
+            of = partial(self._pieces_of, embedding=query_embedding, texts=texts)
+            order = evidence.with_agreement(order, AGREEMENT_N, agree, s.rrf_k, self.query_terms(query), of)
         return self._top_distinct(order, k, texts, mode)
+
+    def _pieces_of(self, ids: list[str], embedding: Any, texts: dict[str, tuple[str, dict[str, Any]]]) -> dict:
+        """Each chunk's piece texts and their similarities to the query (none when the store has no pieces)."""
+        size = self.store.piece_chars(self.settings.embed_piece_chars) if self._vectors > 0 else 0
+        self._fill_texts(ids, texts)
+        chunks = {c: texts[c] for c in ids if c in texts and size}
+        return piece_texts(self.store, chunks, embedding, size, self.settings.embed_overlap)
 
     def _dense(
         self, embedding: np.ndarray, pool: int, filters: Filters, texts: dict[str, tuple[str, dict[str, Any]]]
@@ -301,19 +315,6 @@ class Retriever:
             return np.zeros(0)
         idf = self._index.bm25.idf({*tokens, *(t for g in synonyms for t in g)})
         return self._titles.scores(tokens, synonyms, idf)
-
-    def _chapter_titles(self) -> evidence.ChapterTitles:
-        """The title of each chapter group, read from one chunk of each (every chunk's metadata holds it)."""
-        assert self._index.bm25 is not None
-        groups, first = np.unique(self._chapter_group, return_index=True)
-        ids = self._index.bm25.ids
-        group_of = {ids[r]: int(g) for g, r in zip(groups, first, strict=True) if g >= 0}
-        titles = {}
-        for c in self.store.get_chunks(list(group_of)):
-            if c.metadata.get("chapter_title"):
-                titles[group_of[c.chunk_id]] = str(c.metadata["chapter_title"])
-        n_groups = int(groups.max(initial=-1)) + 1
-        return evidence.ChapterTitles(titles, lambda text: tokenize(text, self._index.method), n_groups)
 
     def _keyword_ranked(self, scores: np.ndarray, mask: np.ndarray | None, pool: int) -> list[tuple[str, float]]:
         """The best `pool` chunks by keyword score (those the filter's mask lets through, with a score above 0)."""

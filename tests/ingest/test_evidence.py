@@ -12,6 +12,7 @@ from ingest.evidence import (
     chapter_groups,
     expansion_terms,
     neighbour_rows,
+    with_agreement,
     with_chapter,
     with_neighbours,
     with_terms,
@@ -66,6 +67,29 @@ def test_with_terms_adds_the_terms_weighted_scores():
     columns = {"华容": np.array([0.0, 2.0, 0.0]), "义释": np.array([1.0, 0.0, 0.0])}
     out = with_terms(np.array([1.0, 0.0, 0.0]), [("华容", 0.75), ("义释", 0.25)], columns.__getitem__, 2.0)
     assert out.tolist() == [1.5, 3.0, 0.0]
+
+
+def test_a_chunk_whose_keyword_piece_is_its_dense_piece_moves_up():
+    """Piece agreement: `b`'s piece with the query's words is also its piece nearest the query, so it gains a share
+    of a rank-1 vote; `a` holds the words in one piece and is nearest the query in another; `c` is past the head."""
+    order = [(c, {"fused": f}) for c, f in (("a", 0.030), ("b", 0.028), ("c", 0.027))]
+    pieces = {
+        "a": (["关羽斩颜良。", "白马之围解。"], np.array([0.80, 0.90])),
+        "b": (["关羽斩颜良于白马。", "曹操大喜。"], np.array([0.88, 0.70])),
+        "c": (["关羽斩颜良于白马。"], np.array([0.95])),
+    }
+    asked: list[list[str]] = []
+
+    def pieces_of(ids):
+        asked.append(ids)
+        return {c: pieces[c] for c in ids}
+
+    terms = [(["关羽"], 2.0), (["颜良"], 3.0), (["白马"], 1.0)]
+    out = with_agreement(order, 2, 1.0, 60, terms, pieces_of)
+    assert [c for c, _ in out] == ["b", "a", "c"] and asked == [["a", "b"]]
+    assert out[0][1]["agreement"] == 1.0 and abs(out[0][1]["fused"] - (0.028 + 1 / 61)) < 1e-9
+    assert "agreement" not in out[1][1] and out[1][1]["fused"] == 0.030
+    assert with_agreement(order, 2, 0.0, 60, terms, pieces_of) == order  # weight 0: off
 
 
 def test_a_title_scores_the_idf_of_the_query_words_it_holds_and_lifts_its_chapters_chunks():

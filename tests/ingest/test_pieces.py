@@ -85,8 +85,13 @@ def test_a_chunk_can_be_scored_by_the_mean_of_its_best_pieces(settings, tmp_path
         (first,) = store.query(q, 1, piece_top=top)
         assert abs(first.score - max(v for (_, t), v in exact.items() if t == top)) < 1e-3
     assert s.dense_piece_top == 2
-    top_chunk = Retriever(s, embedder=embedder, refresh_seconds=0).retrieve("华佗刮骨疗毒", k=1, mode="dense")[0]
-    assert "刮骨" in top_chunk.text
+    retriever = Retriever(s, embedder=embedder, refresh_seconds=0)
+    assert "刮骨" in retriever.retrieve("华佗刮骨疗毒", k=1, mode="dense")[0].text
+    # piece agreement: the piece holding the query's words is the piece nearest it, so the hybrid search says so
+    (top,) = retriever.retrieve("华佗为关公刮骨疗毒", k=1)
+    assert "刮骨" in top.text and top.scores["agreement"] > 0.5
+    off = Retriever(s.model_copy(update={"piece_agreement_weight": 0.0}), embedder=embedder, refresh_seconds=0)
+    assert "agreement" not in off.retrieve("华佗为关公刮骨疗毒", k=1)[0].scores
 
 
 def test_a_text_in_two_documents_keeps_one_set_of_pieces_until_both_are_gone(settings, tmp_path, embedder):

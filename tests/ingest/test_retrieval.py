@@ -53,7 +53,8 @@ def test_hybrid_fuses_dense_and_keyword_ranks(kb, embedder):
     top = hits[0].scores
     assert {"dense", "keyword", "dense_rank", "keyword_rank", "fused"} <= set(top)
     w = settings.keyword_weight
-    assert top["fused"] == pytest.approx(1 / (60 + top["dense_rank"]) + w / (60 + top["keyword_rank"]))
+    agree = settings.piece_agreement_weight * top.get("agreement", 0.0) / 61  # piece agreement, in rank-1 votes
+    assert top["fused"] == pytest.approx(1 / (60 + top["dense_rank"]) + w / (60 + top["keyword_rank"]) + agree)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     dense = r.retrieve("谁在南屏山登坛作法祭东风", k=3, mode="dense")
     keyword = r.retrieve("谁在南屏山登坛作法祭东风", k=3, mode="keyword")
