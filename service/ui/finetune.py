@@ -117,11 +117,7 @@ def make_refresh(chat: ChatService, ring: KeyRing) -> Any:
 
         rows = [{"time": datetime.fromtimestamp(e.created_at, UTC).strftime("%H:%M:%S"), "level": e.level,
                  "message": e.message} for e in events[:30]]  # fmt: skip
-        # No empty frame: the plot keeps the colour scale of the first frame it draws, and one without series
-        # leaves every later line without a stroke (axes only). None clears it until the first point.
-        loss = table(points, ["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"}) if points \
-            else None
-        return (ft_ops.status_line(job), loss, table(rows, EVENT_COLUMNS),
+        return (ft_ops.status_line(job), ft_ops.loss_figure(points), table(rows, EVENT_COLUMNS),
                 table(evaluation, EVAL_COLUMNS))
 
     return refresh
@@ -203,7 +199,7 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
         jobs_btn = gr.Button("刷新任务 list jobs", elem_id="ft-jobs", scale=1)
         cancel_btn = gr.Button("取消任务 cancel job", variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
-    plot = gr.LinePlot(x="step", y="loss", color="series", label="损失 loss", elem_id="ft-loss", height=280)
+    plot = gr.Plot(label="损失 loss (train, validation)", elem_id="ft-loss", format="png")
     evaluation = gr.Dataframe(table([], EVAL_COLUMNS), label="评估 evaluation", interactive=False, elem_id="ft-eval",
                               wrap=True)  # fmt: skip
     events = gr.Dataframe(table([], EVENT_COLUMNS), label="事件 events (newest first)", interactive=False,

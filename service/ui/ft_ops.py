@@ -212,6 +212,30 @@ def job_view(settings: ServiceSettings, job_id: str) -> tuple[JobRecord, list[An
     return job, events, points, evaluation
 
 
+def loss_figure(points: list[dict[str, Any]]) -> Any:
+    """The loss chart (a matplotlib Figure): the training loss as a line, the validation loss as a line with a
+    marker on each of its steps (one validation step is still a visible point), whole-number steps on the x axis,
+    the legend inside the plot; None before the first point."""
+    if not points:
+        return None
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(10, 3), layout="constrained")
+    ax = fig.add_subplot()
+    for series, color, marker, dash in (("train", "#4c78a8", ".", "-"), ("validation", "#f58518", "o", "--")):
+        mine = sorted((p["step"], p["loss"]) for p in points if p["series"] == series)
+        if mine:
+            ax.plot([s for s, _ in mine], [v for _, v in mine], label=f"{series} loss", color=color, marker=marker,
+                    linestyle=dash)  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    return fig
+
+
 def eval_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The evaluation report's numbers, one row per (section, metric, model): base, tuned, baselines."""
     rows = []

@@ -73,3 +73,30 @@ def test_an_empty_data_set_list_says_which_setting_fills_it(tmp_path):
     (tmp_path / "persona").mkdir()
     (tmp_path / "persona" / "huanhuan.json").write_text("[]", encoding="utf-8")
     assert datasets_note(settings) is None, "a listed data set needs no note"
+
+
+def test_the_loss_chart_draws_training_and_validation_loss_on_whole_steps(tmp_path):
+    from finetune.jobs.store import JobRecord, JobStore
+
+    settings = get_service_settings(data_dir=tmp_path)
+    store = JobStore(tmp_path)
+    store.add_job(JobRecord(id="ftjob-x", created_at=0, status="running", request={"model": "tiny"}))
+    for step, loss in ((1, 6.02), (2, 5.71), (3, 5.47)):
+        store.add_event("ftjob-x", f"Step {step}", type="metrics", data={"step": step, "train_loss": loss})
+    store.add_event("ftjob-x", "Step 3: validation loss=6.0520", type="metrics", data={"step": 3, "valid_loss": 6.052})
+    *_, points, _ = ft_ops.job_view(settings, "ftjob-x")
+    fig = ft_ops.loss_figure(points)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["train loss"].get_xdata()) == [1, 2, 3]
+    val = lines["validation loss"]
+    assert list(val.get_xdata()) == [3] and list(val.get_ydata()) == [6.052]
+    assert val.get_marker() not in (None, "", "None"), "one validation step is still a visible point"
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["train loss", "validation loss"]
+    box, frame = legend.get_window_extent(), fig.bbox
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, "not clipped"
+    assert ft_ops.loss_figure([]) is None
