@@ -18,7 +18,7 @@ UPLOAD = "上传文件 upload"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 REFRESH_S = 2.0
 EVENT_COLUMNS = ["time", "level", "message"]
-EVAL_COLUMNS = ["section", "metric", "model", "value"]
+EVAL_COLUMNS = ["section", "metric", "model", "value", "scale"]
 PREVIEW_COLUMNS = ["#", "system", "user", "assistant"]
 UNBOUND = "（不绑定人物 no persona）"
 

@@ -16,6 +16,15 @@ from ..settings import ServiceSettings
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 160
 EVAL_SECTIONS = ("val", "generation", "classification")
+# What each evaluation number is measured on, shown beside it: BLEU is 0-100 (sacrebleu), ROUGE-L and the shares 0-1.
+EVAL_SCALES = {
+    "loss": "nats per token, lower is better", "perplexity": "≥ 1, lower is better",
+    "bleu": "0-100, higher is closer to the references", "rouge_l": "0-1, higher is closer to the references",
+    "style score": "0-1, share of persona markers", "style_raw score": "0-1, share of persona markers",
+    "mean_chars": "characters per answer", "loop_rate": "0-1, share of answers that loop",
+    "copied_share": "0-1, share copied from the prompt", "accuracy": "0-1", "macro_precision": "0-1",
+    "macro_recall": "0-1", "macro_f1": "0-1", "n": "test records",
+}  # fmt: skip
 
 
 class ConsoleError(ValueError):
@@ -237,7 +246,8 @@ def loss_figure(points: list[dict[str, Any]]) -> Any:
 
 
 def eval_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The evaluation report's numbers, one row per (section, metric, model): base, tuned, baselines."""
+    """The evaluation report's numbers, one row per (section, metric, model): base, tuned, baselines (`reference`
+    scores the references against themselves: the top of each scale), with the metric's scale."""
     rows = []
     for section in EVAL_SECTIONS:
         for who, metrics in (report.get(section) or {}).items():
@@ -248,5 +258,6 @@ def eval_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     value = value.get("score")
                     name = f"{name} score"
                 if isinstance(value, int | float) and not isinstance(value, bool):
-                    rows.append({"section": section, "metric": name, "model": who, "value": round(float(value), 4)})
+                    rows.append({"section": section, "metric": name, "model": who, "value": round(float(value), 4),
+                                 "scale": EVAL_SCALES.get(name, "")})  # fmt: skip
     return rows

@@ -55,12 +55,24 @@ def test_a_request_the_api_refuses_is_refused_with_its_message(tmp_path):
 def test_the_evaluation_report_as_rows():
     report = {"val": {"tuned": {"loss": 1.5, "perplexity": 4.48}}, "generation": {"tuned": {"style": {"score": 0.4}}},
               "classification": {"majority": {"accuracy": 0.5}}, "model": "tiny"}
-    assert ft_ops.eval_rows(report) == [
+    assert [{k: r[k] for k in ("section", "metric", "model", "value")} for r in ft_ops.eval_rows(report)] == [
         {"section": "val", "metric": "loss", "model": "tuned", "value": 1.5},
         {"section": "val", "metric": "perplexity", "model": "tuned", "value": 4.48},
         {"section": "generation", "metric": "style score", "model": "tuned", "value": 0.4},
         {"section": "classification", "metric": "accuracy", "model": "majority", "value": 0.5},
     ]
+
+
+def test_each_evaluation_number_says_its_scale():
+    """BLEU 0.578 beside ROUGE-L 0.054 and a reference BLEU of 100 reads only with the scales beside them."""
+    report = {"generation": {"reference": {"bleu": 100.0, "rouge_l": 1.0}, "tuned": {"bleu": 0.578, "rouge_l": 0.054,
+                                                                                     "loop_rate": 0.0}}}  # fmt: skip
+    scale = {(r["model"], r["metric"]): r["scale"] for r in ft_ops.eval_rows(report)}
+    assert scale[("tuned", "bleu")].startswith("0-100") and scale[("reference", "bleu")].startswith("0-100")
+    assert scale[("tuned", "rouge_l")].startswith("0-1,") and scale[("tuned", "loop_rate")].startswith("0-1,")
+    from service.ui.finetune import EVAL_COLUMNS
+
+    assert "scale" in EVAL_COLUMNS, "the page's table shows the column"
 
 
 def test_an_empty_data_set_list_says_which_setting_fills_it(tmp_path):
