@@ -73,10 +73,16 @@ def make_prepare(chat: ChatService, ring: KeyRing) -> Any:
             record, report = ft_ops.add_dataset(chat.settings, path, name, opts)
         except ft_ops.ConsoleError as exc:
             _fail(exc)
-        rows = ft_ops.preview(chat.settings, record.id)
-        return record.id, report, table(rows, PREVIEW_COLUMNS)
+        return record.id, report, preview_table(ft_ops.preview(chat.settings, record.id))
 
     return prepare
+
+
+def preview_table(rows: list[dict[str, Any]]) -> Any:
+    """The first records as the page shows them: a column empty in every row (no system prompt) is left out, since
+    the table gives it a sliver of width and its header then stands one letter per line."""
+    kept = [c for c in PREVIEW_COLUMNS if c == "#" or any(r.get(c) for r in rows)] if rows else PREVIEW_COLUMNS
+    return table(rows, kept)
 
 
 def make_start(chat: ChatService, ring: KeyRing, state: Any) -> Any:

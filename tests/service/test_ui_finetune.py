@@ -112,3 +112,14 @@ def test_the_loss_chart_draws_training_and_validation_loss_on_whole_steps(tmp_pa
     box, frame = legend.get_window_extent(), fig.bbox
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, "not clipped"
     assert ft_ops.loss_figure([]) is None
+
+
+def test_the_first_records_table_leaves_out_a_column_empty_in_every_row():
+    from service.ui.finetune import preview_table
+
+    rows = [{"#": 1, "system": "", "user": "娘娘。", "assistant": "你放心。"},
+            {"#": 2, "system": "", "user": "皇上驾到！", "assistant": "皇上万福金安。"}]  # fmt: skip
+    assert list(preview_table(rows).columns) == ["#", "user", "assistant"]
+    rows[1]["system"] = "你是甄嬛。"
+    assert list(preview_table(rows).columns) == ["#", "system", "user", "assistant"]
+    assert list(preview_table([]).columns) == ["#", "system", "user", "assistant"], "the empty table keeps its header"
