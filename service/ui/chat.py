@@ -27,6 +27,9 @@ KEY_NEEDED = ("this service needs an API key: enter one in the «API key» field
               "(`kongming keys add` creates one)")
 KEY_WRONG = "the API key is not valid (mistyped or revoked): enter an active key in the «API key» field above"
 LOADING = "正在加载人物模型（仅第一次回答，约一分钟）… loading the persona model"
+# After the streamed words until the answer is complete: the truncation mark and the route line come only with the
+# finished message, and without this a long answer still being written read as a finished one without them.
+WRITING = " ▍"
 # The chat keeps the answer's start in view, at sending (once the question is shown) and when the answer is
 # complete: Gradio's autoscroll left a long answer's reader on the source list at its end.
 SCROLL_TO_ANSWER_JS = """() => { setTimeout(() => {
@@ -98,7 +101,7 @@ def make_respond(chat: ChatService, ring: KeyRing) -> Any:
                 finish = delta.finish_reason or finish
                 if delta.text:
                     text += delta.text
-                    history[-1] = {"role": "assistant", "content": text}
+                    history[-1] = {"role": "assistant", "content": text + WRITING}
                     yield "", history, conversation
         except (ServiceError, IngestError) as exc:
             message = error_body(exc)[1].error.message  # what the API would answer

@@ -50,3 +50,34 @@ def test_a_persona_adapter_on_a_base_not_yet_loaded_says_it_loads(tiny_chat_mode
     assert placeholder(reply) == LOADING
     host.load()
     assert placeholder(reply) == "…"
+
+
+def test_a_fine_tuned_models_answer_cut_by_the_limit_is_marked_on_the_page(make_client, tiny_chat_model, tmp_path):
+    """The page's chat with a fine-tuned model (its engine's own stream, no persona cut) marks an answer that hit
+    the token limit, as the API's finish_reason "length" says."""
+    import asyncio
+
+    from service.ui import make_respond
+    from service.ui.chat import WRITING
+    from service.ui.render import TRUNCATED
+    from tests.service.test_models_api import FT, _add
+    from tests.tinymodel import build_random_lora
+
+    client = make_client(max_tokens_cap=6)
+    _add(tmp_path / "svc", build_random_lora(tiny_chat_model, tmp_path / "lora"), str(tiny_chat_model))
+    ask = {"model": FT, "messages": [{"role": "user", "content": "皇上驾到！"}]}
+    api = client.post("/v1/chat/completions", json=ask)
+    assert api.json()["choices"][0]["finish_reason"] == "length", api.text
+    respond = make_respond(client.app.state.chat, client.app.state.keys)
+
+    async def states() -> list[str]:
+        return [h[-1]["content"] async for _, h, _ in respond("皇上驾到！", [], [], "auto", None, "", FT)]
+
+    seen = asyncio.run(states())
+    answer, _, route = seen[-1].partition("\n\n**route:")
+    assert answer.rstrip().endswith(TRUNCATED) and "微调模型" in route, seen[-1]
+    # until then the answer shows it is still being written (a newcomer's screenshot 60 s into a 512-token answer
+    # showed neither mark nor route line: it was not finished)
+    streamed = seen[1:-1]
+    assert streamed and all(s.endswith(WRITING) and "route:" not in s for s in streamed), streamed
+    assert WRITING not in seen[-1]
