@@ -25,6 +25,7 @@ FILE_COLUMNS = ["id", "filename", "status", "chunks", "error"]
 CHUNK_COLUMNS = ["index", "chapter", "chapter_title", "text"]
 HIT_COLUMNS = ["rank", "filename", "chapter", "chapter_title", "dense", "keyword", "fused", "text"]
 PREVIEW_CHARS = 300
+CONFIRM = "确认删除 confirm delete"
 # the text columns take the room; short columns wide enough for their header in one word ("index", not "ind/ex")
 FILE_WIDTHS = ["22%", "30%", "12%", "10%", "26%"]
 CHUNK_WIDTHS = ["8%", "9%", "18%", "65%"]
@@ -84,7 +85,8 @@ class KbConsole:
                  "status": f["status"], "chunks": f["kongming"].get("chunks"),
                  "error": (f.get("last_error") or {}).get("message")} for f in found]  # fmt: skip
         choices = [(f"{r['filename']} ({r['chunks']} chunks)", r["id"]) for r in rows]
-        return table(rows, FILE_COLUMNS), gr.update(choices=choices, value=choices[0][1] if choices else None)
+        # none chosen: «delete» acts on the chosen document, which the user picks, never a preselected first one
+        return table(rows, FILE_COLUMNS), gr.update(choices=choices, value=None)
 
     def upload(self, key: str, store: str | None, paths: list[str] | None) -> Iterator[tuple[Any, ...]]:
         """Attach the files, then report each one's ingest (stage, chunks embedded of total) until all are done:
@@ -112,8 +114,9 @@ class KbConsole:
                 return
             time.sleep(POLL_S)
 
-    def delete(self, key: str, store: str | None, file_id: str | None) -> tuple[Any, ...]:
-        """(progress naming the deleted file, documents table, document dropdown, store dropdown)."""
+    def delete(self, key: str, store: str | None, file_id: str | None, confirmed: bool = False) -> tuple[Any, ...]:
+        """(progress naming the deleted file, documents table, document dropdown, store dropdown, the confirmation
+        box cleared). Deletes only a chosen document with the «确认删除» box ticked."""
         import gradio as gr
 
         require_key(self.ring, key)
@@ -121,8 +124,10 @@ class KbConsole:
             raise gr.Error("choose a document to delete", title="knowledge base")
         found = self._call(lambda vs: vs.retrieve_file(store, file_id))
         name = found["kongming"].get("filename") or found["kongming"].get("title") or file_id
+        if not confirmed:
+            raise gr.Error(f"tick «{CONFIRM}» to delete {name}: nothing was deleted", title="knowledge base")
         self._call(lambda vs: vs.delete_file(store, file_id))
-        return f"deleted {name}", *self.files(key, store), self.store_choices(key, store)
+        return f"deleted {name}", *self.files(key, store), self.store_choices(key, store), False
 
     def on_key(self, key: str, store: str | None) -> tuple[Any, Any, Any]:
         """The stores and documents as soon as a valid key is entered; nothing (and no error) for another key."""
@@ -176,6 +181,7 @@ def build_kb_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any
     with gr.Row():
         doc = gr.Dropdown([], label="文档 document", elem_id="kb-doc", scale=3)
         show = gr.Button("预览分块 preview chunks", elem_id="kb-show", scale=1)
+        confirm = gr.Checkbox(False, label=CONFIRM, elem_id="kb-confirm", scale=1)
         delete = gr.Button("删除文档 delete document", variant="stop", elem_id="kb-delete", scale=1)
     chunks = gr.Dataframe(table([], CHUNK_COLUMNS), label="分块 chunks", interactive=False, wrap=True,
                           elem_id="kb-chunks", column_widths=CHUNK_WIDTHS)  # fmt: skip
@@ -194,7 +200,7 @@ def build_kb_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, state: Any
         kb.files, [key, store], [docs, doc], **private)
     ingest.click(kb.upload, [key, store, files], [progress, docs, doc, store, files], **private)
     show.click(kb.chunks, [key, store, doc], chunks, **private)
-    delete.click(kb.delete, [key, store, doc], [progress, docs, doc, store], **private)
+    delete.click(kb.delete, [key, store, doc, confirm], [progress, docs, doc, store, confirm], **private)
     key.change(kb.on_key, [key, store], [store, docs, doc], show_progress="hidden", **private)
     test.click(kb.search, [key, store, query, k], hits, **private)
     query.submit(kb.search, [key, store, query, k], hits, **private)

@@ -105,6 +105,8 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     from playwright.sync_api import expect
 
     expect(page.locator("#kb-store input")).to_have_value(re.compile("1 files"), timeout=WAIT_MS)  # the new count
+    assert not page.locator("#kb-doc input").input_value(), "no document is chosen for the user"
+    choose(page, "#kb-doc", re.compile("qixingtan.txt"))
     page.click("#kb-show")
     expect_text(page, "#kb-chunks", "七星坛")
     page.fill("#kb-query textarea", "孔明在哪里借东风")
@@ -119,8 +121,14 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     send(page, "孔明在哪里借东风", "rag")
     assert "七星坛" in last_bot(page, "route:"), errors(page)
     page.get_by_role("tab", name=re.compile("知识库")).click()
+    choose(page, "#kb-doc", re.compile("qixingtan.txt"))
+    page.click("#kb-delete")  # not confirmed: refused, nothing deleted
+    expect_text(page, ".toast-body", "nothing was deleted")
+    assert "qixingtan.txt" in page.locator("#kb-docs").inner_text()
+    page.locator("#kb-confirm input").check()
     page.click("#kb-delete")
     expect_text(page, "#kb-progress", "deleted qixingtan.txt")
+    assert not page.locator("#kb-confirm input").is_checked(), "the confirmation is cleared after a delete"
     expect(page.locator("#kb-store input")).to_have_value(re.compile("0 files"), timeout=WAIT_MS)
     assert "qixingtan.txt" not in page.locator("#kb-docs").inner_text()
 
