@@ -101,15 +101,10 @@ class KbConsole:
         names = {f["id"]: f["kongming"]["filename"] for f in added}
         while True:
             progress = {i: self._call(lambda vs, i=i: vs.progress(store, i)) for i in names}
-            lines = [f"- {names[i]}: {p['stage']}" + (f" {p['done']}/{p['total']} chunks" if p["total"] else "")
-                     + (" (searchable)" if p["stage"] in EMBEDDING else "") for i, p in progress.items()]  # fmt: skip
             done = all(p["stage"] in ("completed", "failed") for p in progress.values())
-            searchable = all(p["stage"] in (*EMBEDDING, "completed", "failed") for p in progress.values())
             docs, pick = self.files(key, store)  # the files in progress are listed while they ingest
             stores = self.store_choices(key, store) if done else gr.update()  # its file count changed
-            state = "ingested" if done else "ingesting… searchable now, embedding" if searchable else "ingesting…"
-            said = f"**{state}**\n" + "\n".join(lines)
-            yield said, docs, pick, stores, None  # the box emptied: uploading again would add duplicates
+            yield upload_progress(names, progress), docs, pick, stores, None  # the box emptied: no duplicates
             if done:
                 return
             time.sleep(POLL_S)
@@ -158,6 +153,31 @@ class KbConsole:
         rows = [{"rank": n, "filename": h["filename"], **{c: h["attributes"].get(c) for c in HIT_COLUMNS[2:7]},
                  "text": _cut(h["content"][0]["text"])} for n, h in enumerate(hits, 1)]  # fmt: skip
         return table(rows, HIT_COLUMNS)
+
+
+def upload_progress(names: dict[str, str], progress: dict[str, dict[str, Any]]) -> str:
+    """The upload's progress (Markdown): a heading, each file's stage (its own chunk count once done), and the
+    embedding pass's count on a line of its own: while embedding, `done`/`total` count the store's whole pass (every
+    file of the upload), not one file's chunks. The heading says «ingested» only of files that were."""
+    failed = sum(p["stage"] == "failed" for p in progress.values())
+    finished = all(p["stage"] in ("completed", "failed") for p in progress.values())
+    embedding = [p for p in progress.values() if p["stage"] in EMBEDDING and p["total"]]
+    lines = []
+    for i, p in progress.items():
+        stage = p["stage"]
+        count = f", {p['total']} chunks" if stage == "completed" else " (searchable)" if stage in EMBEDDING else ""
+        lines.append(f"- {names[i]}: {stage}{count}")
+    if embedding:
+        p = max(embedding, key=lambda p: p["total"])
+        lines.append(f"- embedding the knowledge base's new chunks: {p['done']}/{p['total']}")
+    if not finished:
+        searchable = all(p["stage"] in (*EMBEDDING, "completed", "failed") for p in progress.values())
+        state = "ingesting… searchable now, embedding" if searchable else "ingesting…"
+    elif failed == len(progress):
+        state = "all failed" if failed > 1 else "failed"
+    else:
+        state = f"ingested {len(progress) - failed} of {len(progress)} ({failed} failed)" if failed else "ingested"
+    return f"**{state}**\n" + "\n".join(lines)
 
 
 def _cut(text: str) -> str:
