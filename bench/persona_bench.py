@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -43,7 +44,8 @@ def persona_config(no_controls: bool, overrides: list[str] | None = None) -> Any
         return ZHUGE_LIANG.model_validate({**ZHUGE_LIANG.model_dump(), **changes})
     # the persona as it was served before issue 12: no repetition controls, no stop, 160 tokens
     return ZHUGE_LIANG.model_copy(update={"repetition_penalty": None, "frequency_penalty": None,
-                                          "no_repeat_ngram_size": 0, "stop": [], "max_tokens": 160})
+                                          "no_repeat_ngram_size": 0, "stop": [], "max_tokens": 160,
+                                          "keep_script": False})
 
 
 async def persona_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,9 +81,11 @@ async def persona_run(args: argparse.Namespace) -> dict[str, Any]:
         "decoding": {"temperature": args.temperature, "max_tokens": persona.max_tokens,
                      "repetition_penalty": persona.repetition_penalty,
                      "frequency_penalty": persona.frequency_penalty,
-                     "no_repeat_ngram_size": persona.no_repeat_ngram_size, "stop": persona.stop},
+                     "no_repeat_ngram_size": persona.no_repeat_ngram_size, "stop": persona.stop,
+                     "keep_script": persona.keep_script},
         "prompts": len(rows),
         "loop_rate": round(loop_rate(answers), 4),
+        "latin_rate": round(sum(bool(re.search(r"[A-Za-z]+", a)) for a in answers) / max(len(answers), 1), 4),
         "style_own_words": style_score(own, style)["score"],
         "rouge_l": round(rouge_l(answers, refs), 4),
         "mean_chars": round(sum(map(len, answers)) / max(len(answers), 1), 1),

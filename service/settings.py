@@ -35,6 +35,10 @@ class PersonaConfig(BaseModel):
     repetition_penalty: float | None = Field(default=None, gt=0, description="divides the score of tokens in the "
                                              "prompt or the answer; unset: it penalises the prompt's end-of-turn token "
                                              "and the 270M persona then says junk tokens where it would stop")
+    keep_script: bool = Field(default=True, description="a reply to a Chinese conversation says no vocabulary token "
+                              "of another script (Latin letters, kana...; the 270M model samples code identifiers and "
+                              "drug names into Chinese answers otherwise); an English question keeps them; in process "
+                              "and passed to vLLM as allowed_token_ids")
     stop: list[str] = Field(default_factory=lambda: ["\n"], description="the answer ends at these strings (one "
                             "paragraph: what follows a small model's first paragraph is rambling); not with tools")
     grounded: Literal["extractive", "generate"] = Field(

@@ -29,14 +29,17 @@ def persona_messages(persona: PersonaConfig, messages: Sequence[Message]) -> lis
 
 
 def persona_params(persona: PersonaConfig, params: SamplingParams) -> SamplingParams:
-    """`params` (changed in place) with the persona's decoding where the request set none: its repetition controls
-    and its stop strings ahead of the request's own (not when tools are offered: a tool call spans lines)."""
+    """`params` (changed in place) with the persona's decoding where the request set none: its repetition controls,
+    its script control and its stop strings ahead of the request's own (not when tools are offered: a tool call
+    spans lines)."""
     if params.repetition_penalty is None:
         params.repetition_penalty = persona.repetition_penalty
     if params.no_repeat_ngram_size is None:
         params.no_repeat_ngram_size = persona.no_repeat_ngram_size or None
     if params.frequency_penalty is None:
         params.frequency_penalty = persona.frequency_penalty
+    if params.keep_script is None:
+        params.keep_script = persona.keep_script
     if not params.tools:
         params.stop = list(dict.fromkeys([*persona.stop, *params.stop]))
     return params
@@ -97,7 +100,8 @@ class Engines:
             if engine is not None:
                 return engine
             if self.settings.upstream_url:
-                engine = self._upstream(persona.served_model or persona.name, f"kongming-persona-{persona.name}")
+                engine = self._upstream(persona.served_model or persona.name, f"kongming-persona-{persona.name}",
+                                        base=persona.model)
             else:
                 engine = self._local(persona)
             self._engines[persona.name] = engine
@@ -170,7 +174,12 @@ class Engines:
                                                        device=self.settings.device)
             return host
 
-    def _upstream(self, model: str, name: str) -> OpenAICompatibleEngine:
+    def _upstream(self, model: str, name: str, base: str | None = None) -> OpenAICompatibleEngine:
+        """`base`: the served model's base, whose tokenizer gives the ids a Chinese reply may say."""
+        from functools import partial
+
+        from ..engines.script import allowed_token_ids
+
         s = self.settings
         assert s.upstream_url
         return OpenAICompatibleEngine(
@@ -180,6 +189,7 @@ class Engines:
             name=name,
             timeout=s.upstream_timeout,
             connect_timeout=s.upstream_connect_timeout,
+            script_ids=partial(allowed_token_ids, base, s.data_dir / "models") if base else None,
         )
 
     def _local(self, persona: PersonaConfig) -> Engine:

@@ -33,6 +33,9 @@ class SamplingParams:
     # so far; the prompt's tokens do not count
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    # a reply to a Chinese conversation says no token of another script (Latin letters, kana...: a small multilingual
+    # model samples code identifiers into Chinese answers otherwise); service/engines/script.py
+    keep_script: bool | None = None
     # passed to a model that can honour them (the upstream one); ChatService.reply refuses or adapts them otherwise
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ContextTooLong, EngineUnavailable
 from .base import Completion, Delta, Message, SamplingParams, text_turns
+from .script import BannedTokens, foreign_mask, is_chinese
 
 log = logging.getLogger(__name__)
 # The most tokens (prompt plus completion) one in-process request may use unless the engine is given another bound:
@@ -241,7 +242,8 @@ class LocalEngine:
             done: asyncio.Future[tuple[int, int | None]] = loop.create_future()
             worker = threading.Thread(
                 target=self._worker,
-                args=(loop, done, streamer, cancel, prompt_ids, max_new, params, adapter),
+                args=(loop, done, streamer, cancel, prompt_ids, max_new, params, adapter,
+                      bool(params.keep_script) and is_chinese(messages)),
                 name=f"generate-{self.name}",
                 daemon=True,
             )
@@ -293,6 +295,7 @@ class LocalEngine:
         max_new: int,
         params: SamplingParams,
         adapter: str | None = None,
+        chinese: bool = False,
     ) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -324,14 +327,18 @@ class LocalEngine:
                     sampling["repetition_penalty"] = params.repetition_penalty
                 if params.no_repeat_ngram_size:
                     sampling["no_repeat_ngram_size"] = params.no_repeat_ngram_size
+                processors: list[Any] = []
                 if params.frequency_penalty or params.presence_penalty:
-                    from transformers import LogitsProcessorList
-
                     from .penalties import OutputPenalty
 
-                    penalty = OutputPenalty(len(prompt_ids), params.frequency_penalty or 0.0,
-                                            params.presence_penalty or 0.0)
-                    sampling["logits_processor"] = LogitsProcessorList([penalty])
+                    processors.append(OutputPenalty(len(prompt_ids), params.frequency_penalty or 0.0,
+                                                    params.presence_penalty or 0.0))
+                if chinese:  # a Chinese reply says no token of another script (code identifiers, drug names)
+                    processors.append(BannedTokens(foreign_mask(self._tokenizer), keep=self._eos_ids))
+                if processors:
+                    from transformers import LogitsProcessorList
+
+                    sampling["logits_processor"] = LogitsProcessorList(processors)
                 pad = self._tokenizer.pad_token_id
                 if pad is None and self._eos_ids:
                     pad = self._eos_ids[0]

@@ -6,11 +6,12 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, ContextTooLong, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .base import Completion, Delta, Message, SamplingParams
+from .script import is_chinese
 
 if TYPE_CHECKING:
     import aiohttp
@@ -36,6 +37,8 @@ class OpenAICompatibleEngine:
     connection the server had closed) are retried `retries` times with a short backoff; nothing is re-sent once
     the upstream has answered. `timeout` bounds the wait for each read, `connect_timeout` the connection. Closing
     a stream (the service's client went away) drops the upstream connection, which makes vLLM abort the request.
+    With `script_ids`, a `keep_script` reply to a Chinese conversation is sent vLLM's `allowed_token_ids` (the
+    ~31k of gemma-3's 262k tokens a Chinese reply is written with; OpenAI's logit_bias takes 300 at most).
     """
 
     def __init__(
@@ -48,8 +51,11 @@ class OpenAICompatibleEngine:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         retries: int = 2,
+        script_ids: Callable[[], list[int]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.script_ids = script_ids  # the ids a Chinese reply may say (script.allowed_token_ids), for keep_script
+        self._allowed_ids: list[int] | None = None
         self.model = model
         self.name = name or model
         self.retries = max(0, retries)
@@ -80,7 +86,21 @@ class OpenAICompatibleEngine:
             await self._session.close()
         self._session = None
 
-    def _body(self, messages: list[Message], params: SamplingParams, stream: bool) -> dict[str, Any]:
+    async def _allowed(self, messages: list[Message], params: SamplingParams) -> list[int] | None:
+        """The token ids a reply may say (vLLM's allowed_token_ids), None for any: `script_ids` called once, in a
+        thread (a few seconds for 262k tokens); when it fails the replies go unconstrained (logged once)."""
+        if not (params.keep_script and self.script_ids and is_chinese(messages)):
+            return None
+        if self._allowed_ids is None:
+            try:
+                self._allowed_ids = await asyncio.to_thread(self.script_ids)
+            except Exception as exc:  # no tokenizer here (an offline GPU host): answer without the control
+                log.warning("%s: keep_script off, the served model's tokenizer cannot be read: %r", self.name, exc)
+                self._allowed_ids = []
+        return self._allowed_ids or None
+
+    def _body(self, messages: list[Message], params: SamplingParams, stream: bool,
+              allowed: list[int] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -92,6 +112,8 @@ class OpenAICompatibleEngine:
             body["stop"] = params.stop
         if params.seed is not None:
             body["seed"] = params.seed
+        if allowed is not None:  # vLLM's extra sampling parameter
+            body["allowed_token_ids"] = allowed
         if params.repetition_penalty is not None:  # vLLM's extra sampling parameter (no n-gram ban there)
             body["repetition_penalty"] = params.repetition_penalty
         for key in ("frequency_penalty", "presence_penalty"):
@@ -188,7 +210,8 @@ class OpenAICompatibleEngine:
     async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
         import aiohttp
 
-        response = await self._send(self._body(messages, params, stream=False))
+        response = await self._send(self._body(messages, params, stream=False,
+                                                 allowed=await self._allowed(messages, params)))
         try:
             raw = await response.read()
         except TimeoutError as exc:
@@ -215,7 +238,8 @@ class OpenAICompatibleEngine:
     async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncGenerator[Delta, None]:
         import aiohttp
 
-        response = await self._send(self._body(messages, params, stream=True))
+        response = await self._send(self._body(messages, params, stream=True,
+                                                 allowed=await self._allowed(messages, params)))
         finish: str | None = None
         usage: dict[str, Any] | None = None
         done = False
