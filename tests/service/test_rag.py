@@ -16,6 +16,7 @@ from service.answer.extractive import (
     NO_ANSWER,
     NO_ANSWER_EN,
     Lexicon,
+    Weights,
     coverage,
     decline_message,
     extractive_answer,
@@ -46,8 +47,13 @@ def test_coverage_is_idf_weighted_share_of_terms():
     assert coverage("无关", TERMS) == 0.0 and coverage("x", []) == 0.0
 
 
-def test_extractive_answer_leads_with_the_answer_then_cites_the_sentences_it_uses():
-    e = extractive_answer("孔明向鲁肃借了多少只船？", HITS, TERMS)
+LEAD = Weights(lead=True)  # the short answer before the cited sentences (off by default: see Weights.lead)
+
+
+def test_extractive_answer_cites_the_sentences_it_uses_and_leads_with_the_answer_when_asked():
+    plain = extractive_answer("孔明向鲁肃借了多少只船？", HITS, TERMS)
+    assert plain.text.startswith("孔明曰") and "借船二十只" in plain.text and plain.span == "二十只"  # no guess first
+    e = extractive_answer("孔明向鲁肃借了多少只船？", HITS, TERMS, weights=LEAD)
     assert e.text.startswith("二十只。") and e.kind == "number" and e.span == "二十只"
     assert "借船二十只" in e.text and "[1]" in e.text and e.used == [1] and len(e.text) <= 150
     # every marker names a passage that is cited
@@ -62,9 +68,9 @@ NAMES = Lexicon(names={"玄德", "关羽", "华雄", "张飞", "关公"}, aliase
 
 
 def test_the_answer_span_fills_the_questions_slot():
-    who = extractive_answer("关羽斩的那员大将是谁？", PEOPLE, [(["关羽", "关公"], 3.0), (["大将"], 1.0)], NAMES)
+    who = extractive_answer("关羽斩的那员大将是谁？", PEOPLE, [(["关羽", "关公"], 3.0), (["大将"], 1.0)], NAMES, LEAD)
     assert who.kind == "who" and who.span == "华雄" and who.text.startswith("华雄。") and who.used == [2]
-    where = extractive_answer("刘关张三人在什么地方结为兄弟？", PEOPLE, [(["兄弟"], 2.0), (["结为"], 2.0)], NAMES)
+    where = extractive_answer("刘关张三人在什么地方结为兄弟？", PEOPLE, [(["兄弟"], 2.0), (["结为"], 2.0)], NAMES, LEAD)
     assert where.kind == "where" and where.span == "桃园" and where.text.startswith("桃园。")
     what = extractive_answer("关公斩华雄回来时酒怎么样了？", PEOPLE, [(["华雄"], 3.0), (["斩华"], 3.0)], NAMES)
     assert "其酒尚温" in what.text and what.used == [2]
@@ -77,7 +83,7 @@ def test_when_what_and_why_answers_hold_the_sentence_that_answers():
         chunk("孔明斩马谡，只因马谡违了节度，失了街亭，军法不可废。", 96),
     ]
     lex = Lexicon(names={"孙权", "赵云", "孔明", "马谡", "夏侯恩"}, aliases=[{"孔明", "诸葛亮"}])
-    when = extractive_answer("孙权是哪一年即皇帝位的？", history, [(["孙权"], 3.0), (["皇帝"], 2.0)], lex)
+    when = extractive_answer("孙权是哪一年即皇帝位的？", history, [(["孙权"], 3.0), (["皇帝"], 2.0)], lex, LEAD)
     assert when.kind == "when" and when.span == "黄龙元年夏四月" and when.used == [1]
     assert when.text.startswith("黄龙元年夏四月。")
     what = extractive_answer("赵云夺得了什么宝剑？", history, [(["赵云"], 3.0), (["夺得"], 2.0)], lex)
@@ -291,7 +297,7 @@ def test_shipped_personas_speak_with_the_system_prompt_they_were_trained_with():
 
 def test_a_number_lead_counts_in_the_unit_the_question_asks_for():
     hits = [chunk("先主自督诸军，树栅连营，纵横七百余里，分四十余屯，皆傍山林下寨。", 84)]
-    e = extractive_answer("蜀军连营绵延了多少里？", hits, [(["连营"], 3.0)], NAMES)
+    e = extractive_answer("蜀军连营绵延了多少里？", hits, [(["连营"], 3.0)], NAMES, LEAD)
     assert e.kind == "number" and e.span == "七百余里" and e.text.startswith("七百余里。")
 
 
@@ -308,5 +314,23 @@ def test_the_lead_comes_from_the_best_window_whose_filler_lines_up_with_the_ques
         chunk("鲁肃私拨轻快船二十只与孔明。", 46),
     ]
     terms = [(["鲁肃"], 3.0), (["孔明"], 3.0), (["破曹"], 3.0)]
-    e = extractive_answer("鲁肃为破曹拨给孔明多少只船？", hits, terms, NAMES)  # the first window ranks first
+    e = extractive_answer("鲁肃为破曹拨给孔明多少只船？", hits, terms, NAMES, LEAD)  # the first window ranks first
     assert e.span == "二十只" and e.text.startswith("二十只。") and 2 in e.used
+
+
+def test_an_episode_named_by_its_chapter_title_is_answered_though_the_text_uses_other_words():
+    """People name the novel's episodes by its chapter titles (用奇谋孔明借箭: 草船借箭); the title's words need not be
+    in the text, so the question's only indexed term may be a question word."""
+    hits = [RetrievedChunk(h.chunk_id, h.text, {**h.metadata, "chapter_title": "用奇谋孔明借箭"}, 0.5) for h in HITS]
+    terms = [(["怎么"], 6.9)]
+    e = extractive_answer("草船借箭是怎么回事？", hits, terms, NAMES)
+    assert e.kind != "declined" and ("[1]" in e.text or "[2]" in e.text)
+    other = [RetrievedChunk(h.chunk_id, h.text, {**h.metadata, "chapter_title": "宴桃园豪杰三结义"}, 0.5) for h in HITS]
+    assert extractive_answer("草船借箭是怎么回事？", other, terms, NAMES).kind == "declined"
+
+
+def test_a_sentence_two_passages_share_is_quoted_once():
+    same = "南阳卧龙有大志，腹内雄兵分正奇；只因徐庶临行语，茅庐三顾心相知。"
+    hits = [chunk("玄德闻言，顿首拜谢。" + same), chunk(same + "先生尔时年三九，收拾琴书离陇亩。")]
+    e = extractive_answer("刘备三顾茅庐请的是谁？", hits, [(["茅庐"], 4.6), (["三顾"], 4.9)], NAMES)
+    assert e.text.count("南阳卧龙有大志") == 1, e.text
