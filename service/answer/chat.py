@@ -287,6 +287,9 @@ class ChatService:
         lexicon = lexicon_of(self.kb.retriever) if kb_ready else None
         # the extractive answer's decline evidence (terms, names, dense floor), for every passage route
         evidence = relevant(hits, terms, question=query, lexicon=lexicon)
+        if decision.route == "both" and kb_ready and not evidence:  # a fact the book does not give: said, not invented
+            ready = Reply(decision, [], model, text=decline_message(query), timings=timings)
+            return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
         if decision.route == "both" and not (evidence and persona.grounded == "extractive"):
             grounded = hits if evidence else []  # grounded "generate": the persona's own model reads the passages
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings,
@@ -330,7 +333,7 @@ class ChatService:
             prompt = grounded_persona_messages(prompt[0]["content"], msgs[:-1], msgs[-1]["content"], hits)
             return Reply(decision, citations(hits), model, engine=engine, messages=prompt + tail, params=params,
                          timings=timings)
-        unsourced = "no passage of the knowledge base matched: answered in persona without sources"
+        unsourced = "the knowledge base is empty: answered in persona without sources"
         return Reply(decision, [], model, engine=engine, messages=prompt + tail, params=params,
                      note=unsourced if decision.route == "both" else None, timings=timings)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service.answer.extractive import NO_ANSWER
 from service.answer.persona import persona_params
 from service.engines import LocalEngine, OpenAICompatibleEngine, SamplingParams
 from service.settings import ZHUGE_LIANG
@@ -123,3 +124,12 @@ def test_both_answers_with_the_grounded_extract_after_the_persona_opening(make_c
         "messages": [{"role": "user", "content": "孔明向鲁肃借了多少只船？"}]}).text
     events = [json.loads(b[6:]) for b in streamed.split("\n\n") if b.startswith("data: {")]
     assert "".join(c["delta"].get("content") or "" for e in events for c in e["choices"]) == answer
+
+
+@pytest.mark.integration
+def test_a_both_turn_the_book_does_not_answer_is_declined_not_invented(make_client):
+    engine = QueuedEngine("zhuge", ["吾率二十万兵以堵路而逃荆州。"])
+    client = make_client(engines={"zhuge-liang": engine})
+    body = chat(client, "丞相，牛顿第二定律的公式是什么？", kongming={"route": "both"})
+    answer = body["choices"][0]["message"]["content"]
+    assert answer == NO_ANSWER and not body["kongming"]["citations"] and not engine.calls
