@@ -81,7 +81,7 @@ class IngestSettings(BaseSettings):
         default=1.0, ge=0, description="add this share of the query words' IDF in a chunk's chapter title to its BM25"
     )
     piece_agreement_weight: float = Field(
-        default=0.5, ge=0, description="a fused top-40 chunk whose piece holding most of the query's words is also its "
+        default=0.0, ge=0, description="a fused top-40 chunk whose piece holding most of the query's words is also its "
         "dense best piece gains this many rank-1 votes times that piece's share of the query's IDF (0: off)",
     )
     feedback_terms: int = Field(

@@ -87,11 +87,12 @@ def test_a_chunk_can_be_scored_by_the_mean_of_its_best_pieces(settings, tmp_path
     assert s.dense_piece_top == 2
     retriever = Retriever(s, embedder=embedder, refresh_seconds=0)
     assert "刮骨" in retriever.retrieve("华佗刮骨疗毒", k=1, mode="dense")[0].text
-    # piece agreement: the piece holding the query's words is the piece nearest it, so the hybrid search says so
-    (top,) = retriever.retrieve("华佗为关公刮骨疗毒", k=1)
+    # piece agreement (off by default): the piece holding the query's words is the piece nearest it, so the hybrid
+    # search says so
+    on = Retriever(s.model_copy(update={"piece_agreement_weight": 0.5}), embedder=embedder, refresh_seconds=0)
+    (top,) = on.retrieve("华佗为关公刮骨疗毒", k=1)
     assert "刮骨" in top.text and top.scores["agreement"] > 0.5
-    off = Retriever(s.model_copy(update={"piece_agreement_weight": 0.0}), embedder=embedder, refresh_seconds=0)
-    assert "agreement" not in off.retrieve("华佗为关公刮骨疗毒", k=1)[0].scores
+    assert "agreement" not in retriever.retrieve("华佗为关公刮骨疗毒", k=1)[0].scores
 
 
 def test_a_text_in_two_documents_keeps_one_set_of_pieces_until_both_are_gone(settings, tmp_path, embedder):
