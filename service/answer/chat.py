@@ -32,6 +32,7 @@ from .rag import (
     grounded_persona_messages,
     question_part,
     rag_messages,
+    retrieval_query,
     token_counter,
 )
 from .retrieval import KnowledgeBase, citations
@@ -263,7 +264,7 @@ class ChatService:
         timings: dict[str, float] = {}
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
-        query = _retrieval_query(users)
+        query = retrieval_query(users, lexicon_of(self.kb.retriever) if kb_ready else None)
         embedding = None
         t0 = time.perf_counter()
         if kb_ready and (forced is None or forced in ("rag", "both")):
@@ -386,13 +387,5 @@ class ChatService:
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         return hits, terms
 
-
-def _retrieval_query(users: Sequence[str]) -> str:
-    """A short follow-up ("那后来呢？") is searched together with the question before it; a long message (a pasted
-    text) by its question part, so that no request embeds or keyword-searches more than about 2 x MAX_QUERY_CHARS."""
-    last = question_part(users[-1])
-    if len(users) > 1 and len(last) <= 8:
-        return question_part(users[-2]) + " " + last
-    return last
 
 

@@ -3,6 +3,7 @@ offline answer itself is extractive.py's."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -12,6 +13,7 @@ from ingest.retrieval import RetrievedChunk
 
 from ..engines import Message, text_turns
 from .extractive import NO_ANSWER as NO_ANSWER  # the decline, also what the generative path's callers compare with
+from .lexicon import Lexicon, simple_name, simplified
 
 EMPTY_KB = "知识库还是空的：先用 `ingest add 文件` 加入文档。"
 MAX_SOURCE_CHARS = 80  # the "(title 第n回 chapter title)" line of a quoted passage
@@ -74,6 +76,34 @@ def question_part(text: str, limit: int = MAX_QUERY_CHARS) -> str:
             break
         start = a
     return text[start:].strip() if start < len(text) else text[-limit:]
+
+
+# a third person the message refers back to, longest forms first (他们 before 他)
+_PRONOUN = re.compile(r"他们|她们|此人|这个人|那个人|这人|那人|他|她")
+PRONOUN_LOOKBACK = 3  # earlier user turns searched for whom a pronoun stands for
+
+
+def retrieval_query(users: Sequence[str], lexicon: Lexicon | None = None) -> str:
+    """What a turn searches for, from the conversation's user messages (oldest first): its question part (a long
+    message, a pasted text, by its question: at most about 2 x MAX_QUERY_CHARS are embedded and keyword-searched);
+    a short follow-up ("那后来呢？", 8 characters at most) together with the question before it; a message that names
+    no one the knowledge base knows (`lexicon`) and refers back by a pronoun (他为什么要借东风？) with the pronoun
+    replaced by the first name of the latest of the PRONOUN_LOOKBACK user turns before it that names someone
+    (孔明在哪里借的东风？ -> 孔明为什么要借东风？)."""
+    last = question_part(users[-1])
+    if len(users) > 1 and len(last) <= 8:
+        return question_part(users[-2]) + " " + last
+    pronoun = _PRONOUN.search(last)
+    if pronoun is None or lexicon is None or lexicon.entities_in(last):
+        return last
+    for earlier in reversed(users[-1 - PRONOUN_LOOKBACK : -1]):
+        text = simplified(question_part(earlier))
+        found = [(text.find(simple_name(n)), n) for group in lexicon.entities_in(text) for n in group
+                 if simple_name(n) in text]  # fmt: skip
+        if found:
+            name = simple_name(min(found, key=lambda f: (f[0], -len(f[1])))[1])
+            return last[: pronoun.start()] + name + last[pronoun.end() :]
+    return last
 
 
 def passages_block(hits: Sequence[RetrievedChunk]) -> str:

@@ -9,7 +9,6 @@ import zlib
 import pytest
 
 from ingest.retrieval import RetrievedChunk
-from service.answer.chat import _retrieval_query
 from service.answer.extractive import (
     MIN_DENSE,
     MIN_DENSE_NAMED,
@@ -25,7 +24,7 @@ from service.answer.extractive import (
 )
 from service.answer.persona import persona_messages
 from service.answer.question import question_shape
-from service.answer.rag import grounded_persona_messages, rag_messages
+from service.answer.rag import grounded_persona_messages, rag_messages, retrieval_query
 from service.settings import ZHUGE_LIANG
 
 
@@ -278,8 +277,21 @@ def test_persona_prompt_keeps_client_system_text_after_the_persona():
 
 
 def test_short_follow_ups_are_searched_with_the_question_before():
-    assert _retrieval_query(["关羽是怎么死的", "那后来呢？"]) == "关羽是怎么死的 那后来呢？"
-    assert _retrieval_query(["关羽是怎么死的", "张飞又是怎么死的呢？"]) == "张飞又是怎么死的呢？"
+    assert retrieval_query(["关羽是怎么死的", "那后来呢？"]) == "关羽是怎么死的 那后来呢？"
+    assert retrieval_query(["关羽是怎么死的", "张飞又是怎么死的呢？"]) == "张飞又是怎么死的呢？"
+
+
+def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means():
+    lex = Lexicon(names={"孔明", "周瑜", "赵子龙", "阿斗"}, aliases=[{"孔明", "诸葛亮"}])
+    assert retrieval_query(["孔明在哪里借的东风？", "他为什么要借东风？"], lex) == "孔明为什么要借东风？"
+    # the latest turn that names someone, even two turns back; the first name in it
+    chat = ["赵子龙是哪里人？", "他在长坂坡救了谁？", "后来周瑜派谁去杀他？"]
+    assert retrieval_query(chat[:2], lex) == "赵子龙在长坂坡救了谁？"
+    assert retrieval_query(["孔明与周瑜在江东议事。", "他为什么要借东风？"], lex) == "孔明为什么要借东风？"
+    # a message naming someone itself, or with no one before it to stand for, is searched as it is
+    assert retrieval_query(["孔明在哪里借的东风？", "周瑜为什么要杀他？"], lex) == "周瑜为什么要杀他？"
+    assert retrieval_query(["天气怎么样？", "他为什么要借东风？"], lex) == "他为什么要借东风？"
+    assert retrieval_query(["孔明在哪里借的东风？", "他为什么要借东风？"]) == "他为什么要借东风？"  # no lexicon
 
 
 def test_shipped_personas_speak_with_the_system_prompt_they_were_trained_with():
