@@ -119,8 +119,10 @@ class KbConsole:
             raise gr.Error("choose a document to delete", title="knowledge base")
         found = self._call(lambda vs: vs.retrieve_file(store, file_id))
         name = found["kongming"].get("filename") or found["kongming"].get("title") or file_id
-        if not confirmed:
-            raise gr.Error(f"tick «{CONFIRM}» to delete {name}: nothing was deleted", title="knowledge base")
+        if not confirmed:  # said, not raised: an error would lay its overlay over the box to tick
+            said = f"tick «{CONFIRM}» to delete {name}: nothing was deleted"
+            gr.Warning(said, title="knowledge base")
+            return said, gr.update(), gr.update(), gr.update(), gr.update()
         self._call(lambda vs: vs.delete_file(store, file_id))
         return f"deleted {name}", *self.files(key, store), self.store_choices(key, store), False
 

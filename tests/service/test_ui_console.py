@@ -123,7 +123,7 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     page.get_by_role("tab", name=re.compile("知识库")).click()
     choose(page, "#kb-doc", re.compile("qixingtan.txt"))
     page.click("#kb-delete")  # not confirmed: refused, nothing deleted
-    expect_text(page, ".toast-body", "nothing was deleted")
+    expect_text(page, "#kb-progress", "nothing was deleted")
     assert "qixingtan.txt" in page.locator("#kb-docs").inner_text()
     page.locator("#kb-confirm input").check()
     page.click("#kb-delete")
