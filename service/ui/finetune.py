@@ -205,7 +205,8 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
         jobs_btn = gr.Button("刷新任务 list jobs", elem_id="ft-jobs", scale=1)
         cancel_btn = gr.Button("取消任务 cancel job", variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
-    plot = gr.Plot(label="损失 loss (train, validation)", elem_id="ft-loss", format="png")
+    # no floating label: it lay over the chart's top (the figure's axes and legend say what it is)
+    plot = gr.Plot(label="损失 loss (train, validation)", show_label=False, elem_id="ft-loss", format="png")
     evaluation = gr.Dataframe(table([], EVAL_COLUMNS), label="评估 evaluation", interactive=False, elem_id="ft-eval",
                               wrap=True)  # fmt: skip
     events = gr.Dataframe(table([], EVENT_COLUMNS), label="事件 events (newest first)", interactive=False,

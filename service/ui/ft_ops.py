@@ -230,7 +230,7 @@ def loss_figure(points: list[dict[str, Any]]) -> Any:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 3), layout="constrained")
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
     ax = fig.add_subplot()
     for series, color, marker, dash in (("train", "#4c78a8", ".", "-"), ("validation", "#f58518", "o", "--")):
         mine = sorted((p["step"], p["loss"]) for p in points if p["series"] == series)
@@ -238,10 +238,11 @@ def loss_figure(points: list[dict[str, Any]]) -> Any:
             ax.plot([s for s, _ in mine], [v for _, v in mine], label=f"{series} loss", color=color, marker=marker,
                     linestyle=dash)  # fmt: skip
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(x=0.04, y=0.12)  # no marker on the frame's edge
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")  # where it covers the fewest points
     return fig
 
 
