@@ -323,10 +323,16 @@ def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
             continue
         if any(c.passage == win.passage and win.start < c.end and c.start < win.end for c in chosen):
             continue
-        if any(win.text in c.text or c.text in win.text for c in chosen):  # the same sentence in two passages
+        if any(_shares_sentence(win.text, c.text) for c in chosen):  # the same sentence in two passages (overlap)
             continue
         chosen.append(win)
     return sorted(chosen, key=lambda c: (c.passage, c.start))
+
+
+def _shares_sentence(a: str, b: str) -> bool:
+    """Whether one text holds a whole sentence of the other (chunk overlap repeats a passage's sentences)."""
+    return any(len(_HAN.findall(t[i:j])) >= 6 and t[i:j].strip() in u
+               for t, u in ((a, b), (b, a)) for i, j in split_sentences(t))  # fmt: skip
 
 
 def extractive_answer(

@@ -346,3 +346,7 @@ def test_a_sentence_two_passages_share_is_quoted_once():
     hits = [chunk("玄德闻言，顿首拜谢。" + same), chunk(same + "先生尔时年三九，收拾琴书离陇亩。")]
     e = extractive_answer("刘备三顾茅庐请的是谁？", hits, [(["茅庐"], 4.6), (["三顾"], 4.9)], NAMES)
     assert e.text.count("南阳卧龙有大志") == 1, e.text
+    tail = "只因徐庶临行语，茅庐三顾心相知。"  # a window that repeats only part of one quoted already
+    hits = [chunk("南阳卧龙有大志，腹内雄兵分正奇；" + tail), chunk(tail + "先生尔时年三九，收拾琴书离陇亩。")]
+    e = extractive_answer("刘备三顾茅庐请的是谁？", hits, [(["茅庐"], 4.6), (["三顾"], 4.9)], NAMES)
+    assert e.text.count("茅庐三顾心相知") == 1, e.text
