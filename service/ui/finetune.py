@@ -73,7 +73,10 @@ def make_prepare(chat: ChatService, ring: KeyRing) -> Any:
             record, report = ft_ops.add_dataset(chat.settings, path, name, opts)
         except ft_ops.ConsoleError as exc:
             _fail(exc)
-        return record.id, report, preview_table(ft_ops.preview(chat.settings, record.id))
+        import gradio as gr
+
+        shown = preview_table(ft_ops.preview(chat.settings, record.id))
+        return record.id, report, gr.update(value=shown, column_widths=preview_widths(list(shown.columns)))
 
     return prepare
 
@@ -83,6 +86,14 @@ def preview_table(rows: list[dict[str, Any]]) -> Any:
     the table gives it a sliver of width and its header then stands one letter per line."""
     kept = [c for c in PREVIEW_COLUMNS if c == "#" or any(r.get(c) for r in rows)] if rows else PREVIEW_COLUMNS
     return table(rows, kept)
+
+
+def preview_widths(columns: list[str]) -> list[str]:
+    """Column widths for the first-records table: set widths let long Chinese text (no spaces) wrap in its column
+    instead of running the table past the page's edge."""
+    weight = {"#": 1, "system": 5, "user": 8, "assistant": 8}
+    total = sum(weight[c] for c in columns)
+    return [f"{100 * weight[c] / total:.0f}%" for c in columns]
 
 
 def make_start(chat: ChatService, ring: KeyRing, state: Any) -> Any:
@@ -180,7 +191,7 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
     prepare = gr.Button("检查数据集 check data set", elem_id="ft-prepare")
     report = gr.Markdown(elem_id="ft-report")
     preview = gr.Dataframe(table([], PREVIEW_COLUMNS), label="前几条记录 first records", interactive=False,
-                           elem_id="ft-preview", wrap=True)  # fmt: skip
+                           elem_id="ft-preview", wrap=True, column_widths=preview_widths(PREVIEW_COLUMNS))  # fmt: skip
     with gr.Row():
         base = gr.Dropdown([DEFAULT_MODEL, *s.finetune_bases], value=DEFAULT_MODEL, label="基座模型 base model",
                            elem_id="ft-base")  # fmt: skip

@@ -123,3 +123,7 @@ def test_the_first_records_table_leaves_out_a_column_empty_in_every_row():
     rows[1]["system"] = "你是甄嬛。"
     assert list(preview_table(rows).columns) == ["#", "system", "user", "assistant"]
     assert list(preview_table([]).columns) == ["#", "system", "user", "assistant"], "the empty table keeps its header"
+    from service.ui.finetune import preview_widths
+
+    widths = preview_widths(["#", "user", "assistant"])
+    assert len(widths) == 3 and abs(sum(float(w.rstrip("%")) for w in widths) - 100) <= 1, widths
