@@ -120,6 +120,28 @@ async def test_local_engine_matches_vllm(vllm_server: VLLMServer, engine: OpenAI
         await engine.aclose()
 
 
+async def test_keep_script_in_process_and_upstream_say_the_same(vllm_server: VLLMServer) -> None:
+    """keep_script on a Chinese conversation: vLLM accepts allowed_token_ids and its greedy answer is the in-process
+    engine's (the logits mask) word for word, with no Latin letter in it."""
+    from functools import partial
+
+    from service.engines.script import allowed_token_ids
+
+    upstream = OpenAICompatibleEngine(vllm_server.base_url, vllm_server.model, timeout=120,
+                                      script_ids=partial(allowed_token_ids, str(vllm_server.model_dir)))
+    local = LocalEngine(vllm_server.model_dir)
+    params = SamplingParams(max_tokens=32, temperature=0.0, keep_script=True)
+    try:
+        for messages in CONVERSATIONS[:2]:
+            ours = await local.generate(messages, params)
+            theirs = await upstream.generate(messages, params)
+            assert ours.text == theirs.text and not re.search(r"[A-Za-z]", ours.text)
+            assert re.search(r"[A-Za-z]", (await upstream.generate(messages, GREEDY)).text)  # it says some when free
+    finally:
+        await upstream.aclose()
+        await local.aclose()
+
+
 async def test_context_errors_from_vllm(vllm_server: VLLMServer, engine: OpenAICompatibleEngine) -> None:
     try:
         with pytest.raises(ContextTooLong) as err:
