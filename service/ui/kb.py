@@ -166,8 +166,9 @@ def upload_progress(names: dict[str, str], progress: dict[str, dict[str, Any]]) 
     embedding = [p for p in progress.values() if p["stage"] in EMBEDDING and p["total"]]
     lines = []
     for i, p in progress.items():
-        stage = p["stage"]
-        count = f", {p['total']} chunks" if stage == "completed" else " (searchable)" if stage in EMBEDDING else ""
+        stage, n = p["stage"], p["total"]
+        count = f", {n} chunk{'s' * (n != 1)}" if stage == "completed" else ""
+        count += " (searchable)" if stage in EMBEDDING else ""
         lines.append(f"- {names[i]}: {stage}{count}")
     if embedding:
         p = max(embedding, key=lambda p: p["total"])

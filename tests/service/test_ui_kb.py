@@ -58,7 +58,7 @@ def test_the_upload_progress_counts_the_pass_apart_from_each_files_chunks():
     assert during.count("0/2") == 1 and "ingesting" in during, "the pass is counted once, not as each file's"
     after = upload_progress(names, {"a": {"stage": "completed", "done": 1, "total": 1},
                                     "b": {"stage": "completed", "done": 1, "total": 1}})  # fmt: skip
-    assert after.startswith("**ingested**") and "- a.txt: completed, 1 chunks" in after, after
+    assert after.startswith("**ingested**") and "- a.txt: completed, 1 chunk\n" in after, after
 
 
 def test_an_upload_whose_every_file_failed_is_not_called_ingested():
@@ -81,7 +81,8 @@ def test_the_progress_of_a_real_upload_agrees_with_the_chunks_it_ends_with(make_
     states = [said for said, *_ in kb.upload(KEY, store, [*paths, str(tmp_path / "bad.exe")])]
     chunks = {f["kongming"]["filename"]: f["kongming"]["chunks"] for f in vs.list_files(store)}
     for i in range(3):
-        assert f"- doc{i}.txt: completed, {chunks[f'doc{i}.txt']} chunks" in states[-1], states[-1]
+        n = chunks[f"doc{i}.txt"]
+        assert f"- doc{i}.txt: completed, {n} chunk{'s' * (n != 1)}" in states[-1], states[-1]
     assert states[-1].startswith("**ingested 3 of 4 (1 failed)**"), states[-1]
     for said in states:
         for line in said.split("\n"):
