@@ -172,7 +172,7 @@ def upload_progress(names: dict[str, str], progress: dict[str, dict[str, Any]]) 
         lines.append(f"- {names[i]}: {stage}{count}")
     if embedding:
         p = max(embedding, key=lambda p: p["total"])
-        lines.append(f"- embedding the knowledge base's new chunks: {p['done']}/{p['total']}")
+        lines.append(f"- embedding {p['done']}/{p['total']} chunks (all the knowledge base's new chunks)")
     if not finished:
         searchable = all(p["stage"] in (*EMBEDDING, "completed", "failed") for p in progress.values())
         state = "ingesting… searchable now, embedding" if searchable else "ingesting…"

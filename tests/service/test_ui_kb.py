@@ -56,6 +56,7 @@ def test_the_upload_progress_counts_the_pass_apart_from_each_files_chunks():
                                      "b": {"stage": "embedding", "done": 0, "total": 2}})  # fmt: skip
     assert "- a.txt: embedding (searchable)" in during and "0/2" not in during.split("\n")[1], during
     assert during.count("0/2") == 1 and "ingesting" in during, "the pass is counted once, not as each file's"
+    assert "- embedding 0/2 chunks" in during, during  # (the whole-novel browser test reads this form)
     after = upload_progress(names, {"a": {"stage": "completed", "done": 1, "total": 1},
                                     "b": {"stage": "completed", "done": 1, "total": 1}})  # fmt: skip
     assert after.startswith("**ingested**") and "- a.txt: completed, 1 chunk\n" in after, after
