@@ -16,7 +16,7 @@ from .lexicon import Lexicon as Lexicon
 from .lexicon import lexicon_of as lexicon_of
 from .lexicon import simple_name, simplified
 from .question import PLACE_SUFFIX, Shape, kin_of, question_shape, slot_candidates
-from .span import aligned_filler, clause_span
+from .span import aligned_filler, clause_span, shares_sentence
 
 Terms = Sequence[tuple[list[str], float]]
 
@@ -72,10 +72,8 @@ class Weights:
     budget: int = 150  # and at most this many characters in all (the answer, its lead and its markers)
     lead_pool: int = 3  # the lead's filler is looked for in this many of the best windows (lead_filler)
     lead_rank: float = 2.0  # characters of distance a filler may give up per place further down the ranking
-    # the short answer (the slot's filler, or a clause) before the cited sentences: off, because it is wrong more
-    # often than right (it held an answer keyword for 22 of 106 answered tuning questions, 0.21; a newcomer's run of
-    # the blind dev3 set 24 of 90) and a reader believes the first words; the cited sentences alone hold a keyword
-    # as often (0.575 vs 0.566 with it). `Extract.span` keeps the guess.
+    # a short answer (the filler or a clause) before the sentences: off, as it is mostly wrong (right for 22 of 106
+    # tuning questions) and read first; without it as many answers hold a keyword (BENCHMARKS.md). Extract.span has it
     lead: bool = False
 
 
@@ -287,9 +285,8 @@ TITLE_HITS = 3  # the best passages whose chapter titles are read for the episod
 
 def title_names(question: str, hits: Sequence[RetrievedChunk]) -> bool:
     """Whether the chapter title of one of the best TITLE_HITS passages shares a two-character word with the
-    question (借箭 of 草船借箭 in 用奇谋孔明借箭): the chapter tells the episode the question names, whatever words
-    its text uses (people name the novel's episodes by its chapter titles, and a title's words need not occur in
-    the text: the keyword index's vocabulary then leaves them out of the question's terms)."""
+    question (借箭 of 草船借箭 in 用奇谋孔明借箭): people name the novel's episodes by its titles, whose words need not
+    be in the text (nor then in the question's terms, taken from the keyword index's vocabulary)."""
     words = {b for b in _bigrams(simplified(question)) if not set(b) & _FUNCTION_CHARS}
     titles = (simplified(str(h.metadata.get("chapter_title") or "")) for h in hits[:TITLE_HITS])
     return any(w in t for t in titles if t for w in words)
@@ -323,16 +320,10 @@ def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
             continue
         if any(c.passage == win.passage and win.start < c.end and c.start < win.end for c in chosen):
             continue
-        if any(_shares_sentence(win.text, c.text) for c in chosen):  # the same sentence in two passages (overlap)
+        if any(shares_sentence(win.text, c.text) for c in chosen):  # the same sentence in two passages (overlap)
             continue
         chosen.append(win)
     return sorted(chosen, key=lambda c: (c.passage, c.start))
-
-
-def _shares_sentence(a: str, b: str) -> bool:
-    """Whether one text holds a whole sentence of the other (chunk overlap repeats a passage's sentences)."""
-    return any(len(_HAN.findall(t[i:j])) >= 6 and t[i:j].strip() in u
-               for t, u in ((a, b), (b, a)) for i, j in split_sentences(t))  # fmt: skip
 
 
 def extractive_answer(

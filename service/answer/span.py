@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
+from ingest.chunking import split_sentences
+
 from .question import Shape
 
 _CLAUSE_END = re.compile(r"[，；：、。！？“”‘’「」\n]")
@@ -57,6 +59,13 @@ def aligned_filler(
         if best is None or score < best[0]:
             best = (score, span)
     return best
+
+
+def shares_sentence(a: str, b: str) -> bool:
+    """Whether one text holds a whole sentence (6+ Chinese characters) of the other: chunk overlap repeats a
+    passage's sentences in the next passage."""
+    return any(len(_HAN.findall(t[i:j])) >= 6 and t[i:j].strip() in u
+               for t, u in ((a, b), (b, a)) for i, j in split_sentences(t))  # fmt: skip
 
 
 def clause_span(text: str, question: str, shape: Shape) -> str:
