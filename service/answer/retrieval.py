@@ -50,8 +50,11 @@ class KnowledgeBase:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def available(self) -> bool:
-        """True when the collection has documents; false (with `error` set) when it is empty or unreadable."""
+        """True when the collection has documents; false (with `error` set) when it is empty, unreadable or does not
+        exist (a mistyped KONGMING_COLLECTION: opening it would create an empty knowledge base under that name)."""
         try:
+            if self._retriever is None and not self._exists():
+                return False
             docs = self.retriever.documents
         except (IngestError, OSError) as exc:
             self.error = str(exc)
@@ -63,6 +66,17 @@ class KnowledgeBase:
             return False
         self.error = None
         return True
+
+    def _exists(self) -> bool:
+        from ingest.store import list_collections, make_client
+
+        names = list_collections(make_client(self.settings))
+        if self.settings.collection in names:
+            return True
+        have = f"knowledge bases here: {', '.join(names)}" if names else "there is none here yet"
+        self.error = (f"knowledge base {self.settings.collection!r} does not exist ({have}): add documents with "
+                      f"`ingest add FILES --collection {self.settings.collection}` or upload them on the page")
+        return False
 
     def entities(self) -> frozenset[str]:
         return self.retriever.entities if self.available() else frozenset()

@@ -59,6 +59,24 @@ def test_knowledge_base_sees_documents_another_process_added(settings: Any, nove
     assert not kb.available() and kb.search("草船借箭", k=3) == []
 
 
+def test_a_knowledge_base_that_does_not_exist_is_reported_not_created(settings: Any, novel_file: Path,
+                                                                       embedder: Any) -> None:
+    """A mistyped KONGMING_COLLECTION (`kongming serve`, `kongming ask`) names the knowledge bases there are and
+    leaves no empty one behind under the wrong name."""
+    from ingest import pipeline
+    from ingest.store import list_collections, make_client
+    from service.answer.retrieval import KnowledgeBase
+
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    typo = settings.model_copy(update={"collection": "defualt"})
+    kb = KnowledgeBase(typo)
+    assert not kb.available() and kb.search("草船借箭", k=3) == [] and kb.entities() == frozenset()
+    assert f"'defualt' does not exist (knowledge bases here: {settings.collection})" in (kb.error or "")
+    assert list_collections(make_client(settings)) == [settings.collection]
+    pipeline.add_paths([novel_file], typo, embedder=embedder)  # once it is made, it is read
+    assert kb.available()
+
+
 # -- integration: two replica processes ---------------------------------------------------------------------------
 
 
