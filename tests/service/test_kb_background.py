@@ -192,7 +192,7 @@ def test_the_pages_upload_says_searchable_and_its_retrieval_test_finds_the_file_
         console = KbConsole(state.chat, state.keys, state)  # the Knowledge base tab's actions
         steps = console.upload(KEY, "vs_bg", [str(doc)])
         said = next(said for said, *_ in steps if "searchable now" in said)
-        assert "chibi.txt: embedding 0/" in said and "(searchable)" in said, said
+        assert "chibi.txt: embedding (searchable)" in said and "- embedding 0/" in said, said
         hits = console.search(KEY, "vs_bg", "黄盖献苦肉计", 3)  # the tab's retrieval test, mid-embedding
         assert hits["filename"].tolist()[0] == "chibi.txt" and "苦肉计" in hits["text"].tolist()[0], hits
         gate.open.set()
