@@ -43,7 +43,8 @@ def build_blocks(chat: ChatService, ring: KeyRing | None = None, state: Any = No
     with gr.Blocks(title="kongming", analytics_enabled=False) as blocks:
         gr.Markdown("## kongming\n知识库问答（rag）· 人物对话（persona）· 两者结合（both）；auto：由路由器决定。")
         key = gr.Textbox(label="API key", type="password", elem_id="api-key",
-                         placeholder="needed once the service has keys (kongming keys add); the consoles always")
+                         placeholder="chat: needed once the service has keys (kongming keys add); "
+                                     "knowledge base and fine-tune: always")
         with gr.Tabs():
             with gr.Tab("对话 Chat", id="chat-tab", elem_id="chat-tab"):
                 model = build_chat_tab(gr, chat, ring, key, state)
