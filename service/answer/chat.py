@@ -150,7 +150,7 @@ class Reply:
 def load_router(settings: ServiceSettings, kb: KnowledgeBase) -> Router:
     path = settings.router_model or DEFAULT_MODEL
     model = RouterModel.load(Path(path))
-    return Router(model, router_signals(settings, kb), lambda texts: kb.retriever.embed_queries(texts))
+    return Router(model, router_signals(settings, kb), kb.embed_queries)
 
 
 def router_signals(settings: ServiceSettings, kb: KnowledgeBase) -> Signals:

@@ -67,6 +67,16 @@ class KnowledgeBase:
         self.error = None
         return True
 
+    def embed_queries(self, texts: list[str]) -> Any:
+        """Query vectors, one row per text: the retriever's (names it knows appended) once the knowledge base is
+        open; the embedder's alone before, so that routing a message never opens, and so creates, a knowledge base
+        that does not exist."""
+        if self._retriever is None and not self.available():
+            from ingest.embedding import get_embedder
+
+            return get_embedder(self.settings.embed_model).embed_queries(texts)
+        return self.retriever.embed_queries(texts)
+
     def _exists(self) -> bool:
         from ingest.store import list_collections, make_client
 
