@@ -264,7 +264,7 @@ class ChatService:
         timings: dict[str, float] = {}
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
-        query = retrieval_query(users, lexicon_of(self.kb.retriever) if kb_ready else None)
+        query = retrieval_query(users, lexicon_of(self.kb.retriever) if kb_ready else None, persona.display_name)
         embedding = None
         t0 = time.perf_counter()
         if kb_ready and (forced is None or forced in ("rag", "both")):
@@ -302,7 +302,8 @@ class ChatService:
             return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 
         def extractive(note: str) -> Reply:
-            extract = extractive_answer(query, hits, terms, lexicon)
+            said = next((m["content"] for m in reversed(history) if m["role"] == "assistant"), "")
+            extract = extractive_answer(query, hits, terms, lexicon, said=said if isinstance(said, str) else "")
             cited = [c for c in citations(hits) if c.index in extract.used]
             ready = Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from

@@ -328,17 +328,19 @@ def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
 
 def extractive_answer(
     question: str, hits: Sequence[RetrievedChunk], terms: Terms, lexicon: Lexicon | None = None,
-    weights: Weights = DEFAULT_WEIGHTS, max_chars: int = MAX_ANSWER_CHARS,
+    weights: Weights = DEFAULT_WEIGHTS, max_chars: int = MAX_ANSWER_CHARS, said: str = "",
 ) -> Extract:
     """`{answer}。{sentence}[n]{sentence}[m]`: the short answer, then up to `weights.windows` windows (a sentence
     or two each, `weights.budget` characters in all) of the passages that hold it, each cited by its passage's
     number; or the decline, in the question's language, when the passages are no evidence (`decline_reason`, kept
-    in `Extract.reason`) or no sentence offers a filler for a number / date question (FILLED_KINDS)."""
+    in `Extract.reason`) or no sentence offers a filler for a number / date question (FILLED_KINDS). Sentences the
+    conversation's last answer (`said`) quoted are left out while others remain."""
     lexicon = lexicon or Lexicon()
     reason = decline_reason(question, hits, terms, lexicon)
     if reason:
         return Extract(decline_message(question), [], 0.0, kind="declined", reason=reason)
     found = windows(hits)
+    found = [w for w in found if not shares_sentence(w.text, said)] or found  # a follow-up hears something new
     window_parts(question, found, terms, lexicon.names, lexicon)
     return compose(question, found, lexicon, weights, max_chars)
 

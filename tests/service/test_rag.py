@@ -293,6 +293,11 @@ def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means()
     assert retrieval_query(["天气怎么样？", "他为什么要借东风？"], lex) == "他为什么要借东风？"
     assert retrieval_query(["孔明在哪里借的东风？", "他为什么要借东风？"]) == "他为什么要借东风？"  # no lexicon
 
+    # 您 / 你 said to the persona is the persona, when the message names no one else
+    assert retrieval_query(["丞相，七星坛上您做了什么？"], lex, "诸葛亮") == "丞相，七星坛上诸葛亮做了什么？"
+    assert retrieval_query(["你觉得周瑜怎么样？"], lex, "诸葛亮") == "你觉得周瑜怎么样？"
+    assert retrieval_query(["你们在赤壁做了什么？"], lex, "诸葛亮") == "你们在赤壁做了什么？"
+
 
 def test_shipped_personas_speak_with_the_system_prompt_they_were_trained_with():
     from pathlib import Path
@@ -350,3 +355,10 @@ def test_a_sentence_two_passages_share_is_quoted_once():
     hits = [chunk("南阳卧龙有大志，腹内雄兵分正奇；" + tail), chunk(tail + "先生尔时年三九，收拾琴书离陇亩。")]
     e = extractive_answer("刘备三顾茅庐请的是谁？", hits, [(["茅庐"], 4.6), (["三顾"], 4.9)], NAMES)
     assert e.text.count("茅庐三顾心相知") == 1, e.text
+
+
+def test_a_follow_up_is_not_given_the_sentences_the_last_answer_quoted():
+    first = extractive_answer("孔明向鲁肃借了多少只船？", HITS, TERMS)
+    again = extractive_answer("孔明向鲁肃借了多少只船？ 那后来呢？", HITS, TERMS, said=first.text)
+    assert "借船二十只" in first.text and "借船二十只" not in again.text and again.text != first.text
+    assert "[" in again.text and again.kind != "declined"
