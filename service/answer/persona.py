@@ -189,7 +189,9 @@ class Engines:
             name=name,
             timeout=s.upstream_timeout,
             connect_timeout=s.upstream_connect_timeout,
-            script_ids=partial(allowed_token_ids, base, s.data_dir / "models") if base else None,
+            # only from a model folder here: a packaged base is converted on first use (minutes), which a request
+            # must not wait for, and the served model may be another (the 400 retry in the engine)
+            script_ids=partial(allowed_token_ids, base) if base and Path(base).is_dir() else None,
         )
 
     def _local(self, persona: PersonaConfig) -> Engine:

@@ -99,6 +99,21 @@ class OpenAICompatibleEngine:
                 self._allowed_ids = []
         return self._allowed_ids or None
 
+    async def _post(self, messages: list[Message], params: SamplingParams, stream: bool) -> Any:
+        """Send the request; when the server refuses its allowed_token_ids (it serves a model whose vocabulary is not
+        the persona base's: vLLM's "allowed_token_ids contains out-of-vocab token id"), keep_script goes off for this
+        engine (logged) and the request is sent again without them."""
+        allowed = await self._allowed(messages, params)
+        try:
+            return await self._send(self._body(messages, params, stream, allowed))
+        except BadRequest as exc:
+            if allowed is None or "allowed_token_ids" not in str(exc):
+                raise
+            log.warning("%s: keep_script off, the model server refused the persona base's token ids: %s", self.name,
+                        exc)
+            self._allowed_ids = []
+            return await self._send(self._body(messages, params, stream))
+
     def _body(self, messages: list[Message], params: SamplingParams, stream: bool,
               allowed: list[int] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -210,8 +225,7 @@ class OpenAICompatibleEngine:
     async def generate(self, messages: list[Message], params: SamplingParams) -> Completion:
         import aiohttp
 
-        response = await self._send(self._body(messages, params, stream=False,
-                                                 allowed=await self._allowed(messages, params)))
+        response = await self._post(messages, params, stream=False)
         try:
             raw = await response.read()
         except TimeoutError as exc:
@@ -238,8 +252,7 @@ class OpenAICompatibleEngine:
     async def stream(self, messages: list[Message], params: SamplingParams) -> AsyncGenerator[Delta, None]:
         import aiohttp
 
-        response = await self._send(self._body(messages, params, stream=True,
-                                                 allowed=await self._allowed(messages, params)))
+        response = await self._post(messages, params, stream=True)
         finish: str | None = None
         usage: dict[str, Any] | None = None
         done = False

@@ -123,6 +123,7 @@ def fake_upstream_app(state: UpstreamState) -> Any:
 
     echo (answers "回声：" + the last message, one character per stream chunk), slow (answers after 2 s),
     error500, context (vLLM's context-length 400), bad (another 400), missing (404), garbage (200, not JSON),
+    small-vocab (vLLM's 400 for allowed_token_ids past its vocabulary, else echo),
     drop (streams a few chunks then breaks the connection), endless (streams until the client goes away), burst
     (all token events in one write but the last, which is split across two).
     """
@@ -157,6 +158,9 @@ def fake_upstream_app(state: UpstreamState) -> Any:
             return JSONResponse({"error": {"message": "The model `missing` does not exist.", "code": 404}}, 404)
         if model == "garbage":
             return PlainTextResponse("this is not json")
+        if model == "small-vocab" and "allowed_token_ids" in body:  # vLLM serving a model of another vocabulary
+            message = "allowed_token_ids contains out-of-vocab token id!"
+            return JSONResponse({"error": {"message": message, "param": "allowed_token_ids", "code": 400}}, 400)
 
         pieces = list("回声：" + (messages[-1]["content"] if messages else ""))
         max_tokens = int(body.get("max_tokens") or 1000)

@@ -108,3 +108,18 @@ async def test_a_chinese_reply_upstream_is_sent_the_allowed_ids(fake_upstream: F
     assert first["allowed_token_ids"] == second["allowed_token_ids"] == [5, 6, 7]
     assert calls == [1]  # computed once
     assert "allowed_token_ids" not in english and "allowed_token_ids" not in off
+
+
+@pytest.mark.anyio
+async def test_a_server_whose_vocabulary_refuses_the_ids_is_answered_without_them(fake_upstream: FakeUpstream):
+    """vLLM serving a model that is not the persona's base refuses the base's ids: the reply comes without the
+    control (streamed or not), and the ids are not sent again."""
+    engine = OpenAICompatibleEngine(fake_upstream.base_url, "small-vocab", script_ids=lambda: [5, 6, 7, 300_000])
+    try:
+        done = await engine.generate(CHINESE, persona_params(ZHEN_HUAN, SamplingParams(max_tokens=20)))
+        streamed = [d async for d in engine.stream(CHINESE, persona_params(ZHEN_HUAN, SamplingParams(max_tokens=20)))]
+    finally:
+        await engine.aclose()
+    assert done.text.startswith("回声") and "".join(d.text for d in streamed).startswith("回声")
+    sent = [("allowed_token_ids" in r) for r in fake_upstream.state.requests]
+    assert sent == [True, False, False]
