@@ -138,13 +138,11 @@ _READS_A_KB = ("embed", "remove", "list", "rebuild", "search")
 def _require_kb(settings: IngestSettings) -> None:
     """Raise IngestError when the knowledge base named does not exist (a mistyped --collection), naming those that
     do; opening it would create an empty one under the wrong name."""
-    from .store import list_collections, make_client
+    from .client import missing_knowledge_base
 
-    names = list_collections(make_client(settings))
-    if settings.collection not in names:
-        have = f"knowledge bases here: {', '.join(names)}" if names else "there is none here yet"
-        raise IngestError(f"no knowledge base {settings.collection!r} ({have}); "
-                          f"`ingest add FILE --collection {settings.collection}` creates it")  # fmt: skip
+    missing = missing_knowledge_base(settings)
+    if missing:
+        raise IngestError(f"{missing}; `ingest add FILE --collection {settings.collection}` creates it")
 
 
 def _add(args: argparse.Namespace, settings: IngestSettings) -> int:

@@ -80,3 +80,16 @@ def where_of(settings: IngestSettings) -> str:
     """How error messages name the store: the server's address or the embedded folder."""
     url = settings.chroma_url
     return f"the Chroma server at {url}" if url else f"the store at {settings.store_path}"
+
+
+def missing_knowledge_base(settings: IngestSettings) -> str:
+    """"" when the knowledge base `settings.collection` exists, else why not, naming those that do (`knowledge base
+    'defualt' does not exist (knowledge bases here: default)`): opening a mistyped name would create an empty one.
+    Raises StoreError when the store cannot be opened."""
+    from .store import list_collections
+
+    names = list_collections(make_client(settings))
+    if settings.collection in names:
+        return ""
+    have = f"knowledge bases here: {', '.join(names)}" if names else "there is none here yet"
+    return f"knowledge base {settings.collection!r} does not exist ({have})"

@@ -195,6 +195,9 @@ def ask(args: argparse.Namespace) -> int:
     route = None if args.route == "auto" else args.route
     options = KongmingOptions(route=route, persona=args.persona)
 
+    def unanswerable(reply: Any) -> int:  # 1 when the knowledge base asked could not be read (missing, empty)
+        return 1 if reply.note and reply.note == chat.kb.error else 0
+
     async def run() -> int:
         try:
             reply = await chat.reply([{"role": "user", "content": args.message}], options=options,
@@ -204,7 +207,7 @@ def ask(args: argparse.Namespace) -> int:
                 print(json.dumps({"route": reply.route_info.model_dump(), "answer": done.text,
                                   "citations": [c.model_dump() for c in reply.citations], "note": reply.note},
                                  ensure_ascii=False, indent=1))
-                return 0
+                return unanswerable(reply)
             print(f"route: {reply.decision.route} — {reply.decision.reason}")
             async for delta in reply.stream():
                 print(delta.text, end="", flush=True)
@@ -215,7 +218,7 @@ def ask(args: argparse.Namespace) -> int:
                 print(f"[{c.index}] {c.document} {where} ({c.score:.4f}): {c.snippet}")
             if reply.note:
                 print(f"note: {reply.note}", file=sys.stderr)
-            return 0
+            return unanswerable(reply)
         except (ServiceError, IngestError) as exc:
             return _fail(error_body(exc)[1].error.message)
         finally:

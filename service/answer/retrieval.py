@@ -78,15 +78,13 @@ class KnowledgeBase:
         return self.retriever.embed_queries(texts)
 
     def _exists(self) -> bool:
-        from ingest.store import list_collections, make_client
+        from ingest.client import missing_knowledge_base
 
-        names = list_collections(make_client(self.settings))
-        if self.settings.collection in names:
-            return True
-        have = f"knowledge bases here: {', '.join(names)}" if names else "there is none here yet"
-        self.error = (f"knowledge base {self.settings.collection!r} does not exist ({have}): add documents with "
-                      f"`ingest add FILES --collection {self.settings.collection}` or upload them on the page")
-        return False
+        missing = missing_knowledge_base(self.settings)
+        if missing:
+            self.error = (f"{missing}: add documents with `ingest add FILES --collection {self.settings.collection}` "
+                          "or upload them on the page")
+        return not missing
 
     def entities(self) -> frozenset[str]:
         return self.retriever.entities if self.available() else frozenset()

@@ -83,7 +83,7 @@ def test_a_mistyped_knowledge_base_is_an_error_and_creates_nothing(env, novel_fi
     for cmd in (["list"], ["search", "孔明"], ["embed"], ["remove", "x"], ["rebuild"]):
         r = run("ingest.cli", *cmd, "--collection", "defualt", env=env)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-        assert "no knowledge base 'defualt' (knowledge bases here: default)" in r.stderr
+        assert "knowledge base 'defualt' does not exist (knowledge bases here: default)" in r.stderr
     assert run("ingest.cli", "collections", env=env).stdout.split() == ["default"]
     r = run("ingest.cli", "list", env={**env, "KONGMING_DATA_DIR": env["KONGMING_DATA_DIR"] + "-empty"})
     assert r.returncode == 1 and "there is none here yet" in r.stderr

@@ -83,7 +83,7 @@ def test_the_page_says_the_persona_model_is_loading_and_the_api_does_not(make_cl
     assert "loading" not in body.text
 
 
-def test_ask_on_a_mistyped_knowledge_base_says_so_and_creates_none(tmp_path, tiny_chat_model, novel_file):
+def test_ask_on_a_mistyped_knowledge_base_fails_saying_so_and_creates_none(tmp_path, tiny_chat_model, novel_file):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "KONGMING_DATA_DIR": str(tmp_path / "svc")}
     ingest = [sys.executable, "-m", "ingest.cli"]
     subprocess.run([*ingest, "add", str(novel_file), "--no-progress"], env=env, check=True, capture_output=True)
@@ -91,5 +91,6 @@ def test_ask_on_a_mistyped_knowledge_base_says_so_and_creates_none(tmp_path, tin
                         "--data-dir", str(tmp_path / "svc"), "--max-tokens", "4"], env=env, capture_output=True,
                        text=True, timeout=300, check=False)  # fmt: skip
     assert "'defualt' does not exist (knowledge bases here: default)" in r.stderr, (r.stdout, r.stderr)
+    assert r.returncode == 1  # a script sees the failure
     listed = subprocess.run([*ingest, "collections"], env=env, capture_output=True, text=True, check=True)
     assert listed.stdout.split() == ["default"]
