@@ -37,6 +37,7 @@ _OPINION = re.compile(
 _PAST_SELF = re.compile(r"当年|当时|那时|那年|您当|你当|你那|您那|昔日|彼时|back then|at the time|did you|were you",
                         re.I)
 _NOVEL = re.compile(r"三国|演义|书中|书里|原文|小说|哪一回|第.{1,4}回|章节|\bnovel\b|\bbook\b|\bchapter\b", re.I)
+_CALL = "，,！!：:啊呀"  # after a name that opens the message, it calls him (孔明，… / 孔明啊 / Zhuge Liang, …)
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _ASCII_WORD = re.compile(r"[A-Za-z]+")
 
@@ -99,6 +100,10 @@ def text_features(text: str, signals: Signals, prefix: str = "") -> tuple[dict[s
         "length": math.log1p(han + words),
         "english": words / max(han + words, 1),
     }
+    # names the persona and speaks to no one (诸葛亮最喜欢什么？): a question about him, rag (eval/ROUTES.md rule 1)
+    opening = text.strip().lower()
+    called = any(opening.startswith(n.lower()) and opening[len(n) : len(n) + 1] in tuple(_CALL) for n in persona)
+    f["third_person"] = float(bool(persona) and not f["second_person"] and not f["title"] and not called)
     return {prefix + k: float(v) for k, v in f.items()}, {"persona": persona, "entities": entities}
 
 
@@ -179,6 +184,7 @@ _EXPLAIN: dict[str, tuple[str, str]] = {
     "kw_top_log": ("its words match the knowledge base", "its words barely match the knowledge base"),
     "length": ("is long", "is short"),
     "english": ("is in English", "is in Chinese"),
+    "third_person": ("names the persona without speaking to him", "does not speak of the persona in the third person"),
     "has_history": ("continues a conversation", "opens the conversation"),
     "short_followup": ("is a short follow-up", "is not a short follow-up"),
     "sim_rag": ("resembles factual questions", "does not resemble factual questions"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service.answer.extractive import NO_ANSWER, NO_ANSWER_EN
-from service.answer.router import Signals, conversation_features
+from service.answer.router import Signals, conversation_features, text_features
 
 ENTITIES = frozenset({"刘备", "关羽", "赤壁", "曹操"})
 
@@ -36,6 +36,19 @@ def test_how_tall_how_far_are_factual_questions() -> None:
     for q in ("珠穆朗玛峰有多高？", "地球到太阳有多远？", "长江有多长"):
         _, f, _ = conversation_features(turns(q), signals())
         assert f["fact_question"] >= 1, q
+
+
+@pytest.mark.parametrize(("message", "third"), [
+    ("诸葛亮平时爱穿什么鞋？", 1.0),  # about him: rag (eval/ROUTES.md rule 1)
+    ("孔明为什么要斩马谡", 1.0),
+    ("孔明，汝何以斩马谡？", 0.0),  # his name opens the message and calls him
+    ("诸葛亮，你平时爱穿什么鞋？", 0.0),
+    ("丞相平时爱穿什么鞋？", 0.0),  # a form of address
+    ("曹操爱穿什么鞋？", 0.0),  # not the persona
+])
+def test_naming_the_persona_without_speaking_to_him_is_the_third_person(message, third) -> None:
+    f, _ = text_features(message, signals())
+    assert f["third_person"] == third
 
 
 @pytest.mark.integration
