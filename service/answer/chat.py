@@ -47,6 +47,12 @@ PERSONA_PREFIX = "kongming-persona-"
 STREAM_PIECE = 12  # characters per streamed piece of an extractive answer
 
 
+def last_reply(history: Sequence[Message]) -> str:
+    """The conversation's last assistant text ("" when none, or when it is not text)."""
+    said = next((m["content"] for m in reversed(history) if m["role"] == "assistant"), "")
+    return said if isinstance(said, str) else ""
+
+
 @dataclass
 class Reply:
     """A prepared answer: route, citations, and either ready text (extractive) or an engine call to make."""
@@ -302,10 +308,9 @@ class ChatService:
             return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 
         def extractive(note: str) -> Reply:
-            said = next((m["content"] for m in reversed(history) if m["role"] == "assistant"), "")
-            extract = extractive_answer(query, hits, terms, lexicon, said=said if isinstance(said, str) else "")
-            cited = [c for c in citations(hits) if c.index in extract.used]
-            ready = Reply(decision, cited, model, text=extract.text, note=note, timings=timings)
+            extract = extractive_answer(query, hits, terms, lexicon, said=last_reply(history))
+            ready = Reply(decision, citations(hits, used=extract.used), model, text=extract.text, note=note,
+                          timings=timings)
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from
             return self._finish_text(ready, read, params.stop, max_tokens)
 

@@ -93,7 +93,7 @@ class Window:
 @dataclass
 class Extract:
     text: str
-    used: list[int]  # indexes (1-based) of the passages cited
+    used: list[int]  # indexes (1-based) of the passages cited, in reading order: the text marks used[i] as [i + 1]
     confidence: float
     span: str = ""
     kind: str = ""
@@ -330,11 +330,12 @@ def extractive_answer(
     question: str, hits: Sequence[RetrievedChunk], terms: Terms, lexicon: Lexicon | None = None,
     weights: Weights = DEFAULT_WEIGHTS, max_chars: int = MAX_ANSWER_CHARS, said: str = "",
 ) -> Extract:
-    """`{answer}。{sentence}[n]{sentence}[m]`: the short answer, then up to `weights.windows` windows (a sentence
-    or two each, `weights.budget` characters in all) of the passages that hold it, each cited by its passage's
-    number; or the decline, in the question's language, when the passages are no evidence (`decline_reason`, kept
-    in `Extract.reason`) or no sentence offers a filler for a number / date question (FILLED_KINDS). Sentences the
-    conversation's last answer (`said`) quoted are left out while others remain."""
+    """`{sentence}[1]{sentence}[2]`: up to `weights.windows` windows (a sentence or two each, `weights.budget`
+    characters in all) of the passages that answer, in reading order, each marked with its passage's place in
+    `Extract.used` (the passages cited, numbered from 1), after a short answer when `weights.lead`; or the decline,
+    in the question's language, when the passages are no evidence (`decline_reason`, kept in `Extract.reason`) or
+    no sentence offers a filler for a number / date question (FILLED_KINDS). Sentences the conversation's last
+    answer (`said`) quoted are left out while others remain."""
     lexicon = lexicon or Lexicon()
     reason = decline_reason(question, hits, terms, lexicon)
     if reason:
@@ -393,5 +394,6 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     same = span.strip("。！？") == top.text.strip("。！？") or not _HAN.search(question) or not weights.lead
     lead = "" if same else f"{span.rstrip('。！？，；：')}。"
     chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
-    body = "".join(f"{c.text}[{c.passage}]" for c in chosen)
-    return Extract(lead + body, sorted({c.passage for c in chosen}), best, span=span, kind=shape.kind)
+    used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)
+    body = "".join(f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen)
+    return Extract(lead + body, used, best, span=span, kind=shape.kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -105,7 +105,14 @@ def source_name(source: object) -> str:
     return str(source or "").replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def citations(hits: list[RetrievedChunk], titles: dict[str, str] | None = None) -> list[Citation]:
+def citations(
+    hits: list[RetrievedChunk], titles: dict[str, str] | None = None, used: Sequence[int] | None = None
+) -> list[Citation]:
+    """One citation per passage, numbered from 1; with `used` (1-based passage ranks, as an extractive answer's
+    markers list them) only those passages, numbered 1, 2… in that order as the text marks them."""
+    if used is not None:
+        found = citations(hits, titles)
+        return [found[n - 1].model_copy(update={"index": i}) for i, n in enumerate(used, start=1)]
     out = []
     for i, h in enumerate(hits, start=1):
         m = h.metadata

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -39,6 +40,9 @@ def test_rag_answer_cites_passages_with_chapter_and_snippet(make_client):
                             "reason": "rag: forced by the request"}
     answer = body["choices"][0]["message"]["content"]
     assert "二十只" in answer and "[1]" in answer
+    # the text's markers are the citations' numbers, from 1 without gaps
+    marks = sorted({int(n) for n in re.findall(r"\[(\d+)\]", answer)})
+    assert marks == [c["index"] for c in ext["citations"]] == list(range(1, len(marks) + 1))
     cite = ext["citations"][0]
     assert cite["chapter"] == 3 and cite["chapter_title"] == "草船借箭 周瑜用计"
     assert "二十只" in cite["snippet"] or "鲁肃" in cite["snippet"]

@@ -56,7 +56,7 @@ def test_extractive_answer_cites_the_sentences_it_uses_and_leads_with_the_answer
     assert e.text.startswith("二十只。") and e.kind == "number" and e.span == "二十只"
     assert "借船二十只" in e.text and "[1]" in e.text and e.used == [1] and len(e.text) <= 150
     # every marker names a passage that is cited
-    assert {int(n) for n in re.findall(r"\[(\d+)\]", e.text)} == set(e.used)
+    assert {int(n) for n in re.findall(r"\[(\d+)\]", e.text)} == set(range(1, len(e.used) + 1))
 
 
 PEOPLE = [
@@ -73,6 +73,8 @@ def test_the_answer_span_fills_the_questions_slot():
     assert where.kind == "where" and where.span == "桃园" and where.text.startswith("桃园。")
     what = extractive_answer("关公斩华雄回来时酒怎么样了？", PEOPLE, [(["华雄"], 3.0), (["斩华"], 3.0)], NAMES)
     assert "其酒尚温" in what.text and what.used == [2]
+    # the markers number the passages cited from 1 (the second passage retrieved is the first, and only, one quoted)
+    assert what.text.endswith("[1]") and "[2]" not in what.text
 
 
 def test_when_what_and_why_answers_hold_the_sentence_that_answers():
