@@ -35,6 +35,9 @@ _TEMPLATED_SHARE = 0.15
 TABLE_CELL_SEPARATOR = " | "
 _LINE_SEPARATORS = str.maketrans({"\u2028": "\n", "\u2029": "\n", "\v": "\n", "\f": "\n"})
 # Control characters are never text (some PDF text layers come out with a NUL before every character).
+# markup a web page left in a plain-text copy: an HTML comment or script is never the reader's text (三国演义's copy has
+# `<!--script>认识，“我们对任何一个命题…”。主<script-->` inside a sentence of chapter 95)
+_MARKUP = re.compile(r"<!--.*?-->|<script\b[^>]*>.*?</script\s*>", re.S | re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 # Compatibility characters that PDF text layers (and some fonts) give for ordinary ones: Kangxi radicals
 # (⽻ U+2FBB for 羽), CJK compatibility ideographs, Latin ligatures (ﬁ). NFKC maps these; it is applied to them
@@ -173,12 +176,15 @@ def clean_text(text: str, report: CleanReport | None = None, blank_lines: bool =
     Compatibility characters become ordinary ones (Kangxi radicals, compatibility ideographs, ligatures), but
     punctuation, spaces and digits are kept as written (no NFKC on the whole text: full-width ，。（）１ stay
     full-width). U+2028, U+2029, VT and FF break lines; other control characters go. Blank lines are dropped
-    (each line is a paragraph) unless `blank_lines` (Markdown, where they separate paragraphs).
+    (each line is a paragraph) unless `blank_lines` (Markdown, where they separate paragraphs). HTML comments and
+    scripts go, wherever they are (each one is listed in the report's `removed_lines`).
     """
+    report = report if report is not None else CleanReport()
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LINE_SEPARATORS)
     text = normalize_compat(_CONTROL.sub("", _ZERO_WIDTH.sub("", text)))
+    report.removed_lines.extend(m.group() for m in _MARKUP.finditer(text))
+    text = _MARKUP.sub("", text)
     lines = text.split("\n")
-    report = report if report is not None else CleanReport()
     templates = _boilerplate_templates(lines, report)
     kept: list[str] = []
     for ln in lines:

@@ -158,3 +158,13 @@ def test_corpus_update_lines_are_still_removed():
     assert "更新时间" not in text and "本章字数" not in text
     assert sum("更新时间" in ln for ln in report.removed_lines) == 120 and report.kept_repeats == 0
     assert {s.chapter for s in split_sections(text) if s.chapter} == set(range(1, 121))
+
+
+def test_html_comments_and_scripts_a_web_copy_left_are_removed():
+    raw = ("孔明长驱大进<!--script>认识，“我们对任何一个命题都可以说出相反的命题来”。主<script-->，必将割陇西。\n"
+           "魏延领兵<SCRIPT type=\"text/javascript\">var a = 1;\n</script>出斜谷。\n关公曰：“<b>吾</b>去也。”\n")
+    report = CleanReport()
+    out = clean_text(raw, report)
+    # other tags are the text's
+    assert out == "孔明长驱大进，必将割陇西。\n魏延领兵出斜谷。\n关公曰：“<b>吾</b>去也。”\n"
+    assert len(report.removed_lines) == 2 and report.removed_lines[0].startswith("<!--script>")
