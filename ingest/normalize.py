@@ -18,6 +18,7 @@ Script = Literal["simplified", "traditional"]
 CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 _LATIN_WORD = re.compile(r"[A-Za-zÜüǖǘǚǜ]+(?:['’-][A-Za-zÜüǖǘǚǜ]+)*")
 _HAN_ONLY = re.compile(r"[\u4e00-\u9fff]+")
+_POSSESSIVE = re.compile(r"['’]s$", re.I)
 # English words that are also pinyin syllables and too common to start or join a name ("he", "an")
 _ENGLISH_SYLLABLES = {"a", "an", "he", "me", "she", "e", "o", "ou", "can", "man", "ran", "men", "ban", "pan", "fan"}
 MAX_NAME_WORDS = 4
@@ -118,8 +119,14 @@ class PinyinNames:
 
     def find(self, text: str) -> list[str]:
         """The Chinese names that runs of 1-4 Latin words of the text spell, in order, without repeats."""
-        words = [_plain(w) for w in _LATIN_WORD.findall(unicodedata.normalize("NFKC", text))]
+        return self.scan(text)[0]
+
+    def scan(self, text: str) -> tuple[list[str], list[str]]:
+        """`find`'s names, and the text's other Latin words (lower case, as _plain writes them), in order."""
+        found = _LATIN_WORD.findall(unicodedata.normalize("NFKC", text))
+        words = [_plain(_POSSESSIVE.sub("", w)) for w in found]  # Liu Bei's: Liu Bei
         out: list[str] = []
+        rest: list[str] = []
         i = 0
         while i < len(words):
             for size in range(min(MAX_NAME_WORDS, len(words) - i), 0, -1):
@@ -133,5 +140,6 @@ class PinyinNames:
                     i += size
                     break
             else:
+                rest.append(words[i])
                 i += 1
-        return out
+        return out, rest

@@ -28,6 +28,7 @@ from .kb import (
 from .keyword import KeywordIndex, keyword_query, tokenize
 from .normalize import PinyinNames, Script, fold, in_script, script_of, to_traditional
 from .pieces import piece_texts
+from .query_translation import with_names
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
 
@@ -176,10 +177,10 @@ class Retriever:
     def expand(self, query: str) -> list[str]:
         return self.aliases.expansions(query) if self.use_aliases else []
 
-    def with_names(self, query: str) -> str:
-        """The query with the corpus's names that it spells in pinyin appended ("Liu Bei ..." + " 刘备")."""
-        found = self.pinyin.find(query) if self.use_aliases else []
-        return query + (" " + " ".join(found) if found else "")
+    def with_names(self, query: str, translate: bool = True) -> str:
+        """The query with the names it spells in pinyin and (`translate`) its English words as Chinese words."""
+        idf = self._index.bm25.idf if self._index.bm25 is not None and translate else None
+        return with_names(query, self.pinyin if self.use_aliases else None, idf, self.settings.query_translation_words)
 
     def embed_query(self, query: str) -> np.ndarray:
         """The dense query vector `retrieve` uses (aliases appended); callers may compute it once and reuse it."""
@@ -199,7 +200,7 @@ class Retriever:
         self._refresh()
         if self._index.bm25 is None:
             return 0.0, 0
-        tokens, synonyms = self._keyword_query(query)
+        tokens, synonyms = self._keyword_query(query, translate=False)  # the router was fitted on these
         scores = self._index.bm25.scores(tokens, synonyms)
         return (float(scores.max()) if len(scores) else 0.0), len(tokens) + len(synonyms)
 
@@ -210,7 +211,7 @@ class Retriever:
         self._refresh()
         if self._index.bm25 is None:
             return []
-        tokens, synonyms = self._keyword_query(query)
+        tokens, synonyms = self._keyword_query(query, translate=False)  # what it names, not dictionary guesses
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
         idf = self._index.bm25.idf({t for g in groups for t in g})
@@ -219,10 +220,10 @@ class Retriever:
             out = [([to_traditional(t) for t in g], w) for g, w in out]
         return out
 
-    def _keyword_query(self, query: str) -> tuple[list[str], list[list[str]]]:
+    def _keyword_query(self, query: str, translate: bool = True) -> tuple[list[str], list[list[str]]]:
         """Tokens and synonym groups of the folded query (index tokens are folded too), names in pinyin included."""
         aliases = self._folded_aliases if self.use_aliases else None
-        return keyword_query(fold(self.with_names(query)), aliases, self._index.method)
+        return keyword_query(fold(self.with_names(query, translate)), aliases, self._index.method)
 
     def retrieve(
         self,

@@ -92,6 +92,10 @@ class IngestSettings(BaseSettings):
         default=0.2, ge=0, description="the feedback terms' weight, as a share of the query's own terms"
     )
     alias_dense: bool = Field(default=True, description="also add a name's aliases to the dense query")
+    query_translation_words: int = Field(
+        default=2, ge=0, description="an English query's words each add up to this many Chinese words of the corpus "
+        "from CC-CEDICT to the query (0: off)",
+    )
     aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
     mine_aliases: bool = True
     mine_entities: bool = Field(default=True, description="record each document's names (for the router)")

@@ -249,11 +249,12 @@ def decline_reason(
     min_dense: float | None = None,
 ) -> str:
     """Why the passages are no evidence to answer from, or "" when they are: none came back; the best one covers
-    less than MIN_COVERAGE of the question's terms; the question (in Chinese) names none of the people and places
-    the knowledge base knows (`lexicon`, when it knows any) and no passage holds MIN_COVERAGE_UNNAMED of its terms
-    (刘关张 names no one by a known name, yet its passage holds its words); no passage names any entity the
-    question names; or the best dense match (when retrieval scored them densely) is below `min_dense` (default:
-    MIN_DENSE_NAMED after the entity checks, MIN_DENSE_LATIN for a question in Latin letters, else MIN_DENSE)."""
+    less than MIN_COVERAGE of the question's terms; the question names (in Chinese, or in pinyin: `lexicon.spelled`)
+    none of the people and places the knowledge base knows (`lexicon`, when it knows any) and no passage holds
+    MIN_COVERAGE_UNNAMED of its terms (刘关张 names no one by a known name, yet its passage holds its words); no
+    passage names any entity the question names; or the best dense match (when retrieval scored them densely) is
+    below `min_dense` (default: MIN_DENSE_LATIN for a question in Latin letters, MIN_DENSE_NAMED after the entity
+    checks, else MIN_DENSE)."""
     texts = [simplified(h.text) for h in hits]  # one script for both (a traditional corpus, a simplified query)
     folded = [([simplified(t) for t in group], w) for group, w in terms]
     best = max((coverage(t, folded) for t in texts), default=0.0)
@@ -261,8 +262,10 @@ def decline_reason(
     if best < MIN_COVERAGE and not titled:
         return "no passage holds the question's terms"
     named = False  # the entity checks ran and found whom the question asks about in the passages
-    if lexicon is not None and lexicon.names and _HAN.search(question):
-        entities = lexicon.entities_in(question)
+    spell = lexicon.spelled if lexicon is not None else None  # a question in Latin letters: the names it spells
+    spoken = question if _HAN.search(question) else " ".join(spell(question)) if spell is not None else None
+    if lexicon is not None and lexicon.names and spoken is not None:
+        entities = lexicon.entities_in(spoken)
         if not entities and best < MIN_COVERAGE_UNNAMED and not titled:
             return "the question names no one the knowledge base knows"
         text = "".join(texts)
@@ -272,10 +275,9 @@ def decline_reason(
         if not named and any(len({simple_name(n) for n in group}) > 1 for group in entities):
             return "no passage names whom the question asks about"
     latin = not _HAN.search(question) and bool(re.search(r"[A-Za-z]", question))
-    floor = MIN_DENSE_NAMED if named else MIN_DENSE_LATIN if latin else MIN_DENSE
-    floor = min_dense if min_dense is not None else floor
+    floor = MIN_DENSE_LATIN if latin else MIN_DENSE_NAMED if named else MIN_DENSE
     dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
-    if dense and max(dense) < floor:
+    if dense and max(dense) < (floor if min_dense is None else min_dense):
         return "no passage is close to the question"
     return ""
 
@@ -304,9 +306,7 @@ def relevant(
 def decline_message(question: str) -> str:
     """The decline in the question's language: English for a question without Chinese characters that has Latin
     letters, Chinese otherwise."""
-    if not _HAN.search(question) and re.search(r"[A-Za-z]", question):
-        return NO_ANSWER_EN
-    return NO_ANSWER
+    return NO_ANSWER_EN if not _HAN.search(question) and re.search(r"[A-Za-z]", question) else NO_ANSWER
 
 
 def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:

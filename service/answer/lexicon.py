@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ class Lexicon:
 
     names: Collection[str] = frozenset()
     aliases: Sequence[Collection[str]] = ()
+    spelled: Callable[[str], list[str]] | None = None  # the names a text spells in pinyin (Liu Bei's -> 刘备)
 
     def same_entity(self, question: str) -> set[str]:
         """Every name of each entity the question names (so that a who-answer is not the question's own subject)."""
@@ -63,5 +64,5 @@ def _t2s() -> Any:
 
 
 def lexicon_of(retriever: Any) -> Lexicon:
-    """The names a retriever knows (ingest.retrieval.Retriever: mined entities and the alias table)."""
-    return Lexicon(retriever.entities, retriever.aliases.groups)
+    """The names a retriever knows (ingest.retrieval.Retriever: mined entities, the alias table, their pinyin)."""
+    return Lexicon(retriever.entities, retriever.aliases.groups, retriever.pinyin.find)

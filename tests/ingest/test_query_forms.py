@@ -70,7 +70,20 @@ def test_names_in_pinyin_reach_the_passages_that_name_them(simplified: Retriever
     hits = simplified.retrieve(q, k=1, mode="keyword")
     assert hits and hits[0].chapter == 1
     assert simplified.keyword_top(q)[0] > 0
-    off = Retriever(simplified.settings, embedder=embedder, use_aliases=False)
-    assert off.retrieve(q, k=1, mode="keyword") == []  # today's behaviour without the pinyin names: nothing
+    plain = simplified.settings.model_copy(update={"query_translation_words": 0})  # English words not translated
+    off = Retriever(plain, embedder=embedder, use_aliases=False)
+    assert off.retrieve(q, k=1, mode="keyword") == []  # without the pinyin names (or the dictionary): nothing
     assert simplified.retrieve("zhuge liang", k=1, mode="keyword") == []  # not a name of this corpus (孔明 is)
     assert simplified.retrieve(q, k=1)[0].chapter == 1  # hybrid: the dense query carries the names too
+
+
+def test_the_english_words_of_a_question_reach_the_passages_in_chinese(simplified: Retriever, embedder) -> None:
+    q = "Which altar did someone pray on before the wind rose?"  # names no one: CC-CEDICT's 坛, 风
+    added = simplified.with_names(q)[len(q):].split()
+    assert {"坛", "风"} <= set(added) and len(added) <= 2 * 5  # at most two words for each content word
+    assert simplified.retrieve(q, k=1, mode="keyword")[0].chapter == 3
+    assert simplified.query_terms(q) == []  # an answer's evidence: names it spells, no dictionary guesses
+    assert simplified.retrieve("Where did Liu Bei's brothers swear an oath?", k=1, mode="keyword")[0].chapter == 1
+    off = Retriever(simplified.settings.model_copy(update={"query_translation_words": 0}), embedder=embedder)
+    assert off.with_names(q) == q and off.retrieve(q, k=1, mode="keyword") == []
+    assert simplified.with_names("东风 east wind") == "东风 east wind"  # a question with Chinese in it is as typed

@@ -18,6 +18,7 @@ from service.answer.extractive import (
     Weights,
     coverage,
     decline_message,
+    decline_reason,
     extractive_answer,
     fillers,
     relevant,
@@ -255,6 +256,23 @@ def test_a_question_in_latin_letters_has_a_cross_language_dense_floor():
     assert not relevant(scored(0.90), [(["France"], 5.0)], question="What is the capital of France?", lexicon=NAMES)
     english = extractive_answer(question, scored(0.80), names, NAMES)  # the sentences, cited, without a lead
     assert english.text.split("[", 1)[0] in HITS[0].text and "借船二十只" in english.text and 1 in english.used
+
+
+def test_a_question_in_latin_letters_is_checked_for_whom_it_names_in_pinyin():
+    from ingest.normalize import PinyinNames
+
+    spelling = Lexicon(names={"孔明", "鲁肃", "曹操"}, aliases=[{"孔明", "诸葛亮"}],
+                       spelled=PinyinNames(["孔明", "鲁肃", "曹操", "诸葛亮"]).find)
+    hits = [RetrievedChunk(h.chunk_id, h.text, h.metadata, 0.5, {"dense": 0.8}) for h in HITS]
+    # names no one the knowledge base knows, and its dictionary words are no name: declined
+    assert decline_reason("What is the longest river in the world?", hits, [(["长江"], 2.0), (["船"], 1.0)],
+                          spelling) == "the question names no one the knowledge base knows"
+    # names people the passages name (诸葛亮 as 孔明): answered
+    lent = "How many boats did Zhuge Liang's friend Lu Su lend?"
+    assert decline_reason(lent, hits, [(["鲁肃"], 3.0)], spelling) == ""
+    # names 曹操 (one name, no alias group: the text may call him otherwise) and 诸葛亮's group, absent: declined
+    absent = [chunk("是夜大雾漫天，船上草束皆排满箭枝。")]
+    assert decline_reason("Did Zhuge Liang fool Cao Cao?", absent, [(["船"], 1.0)], spelling) != ""
 
 
 def test_prompts_number_and_quote_the_passages():
