@@ -33,6 +33,7 @@ from .rag import (
     question_part,
     rag_messages,
     retrieval_query,
+    shown,
     token_counter,
 )
 from .retrieval import KnowledgeBase, citations
@@ -350,6 +351,7 @@ class ChatService:
         if not (persona.opening and reply.text and reply.citations and self._count is not None):
             return reply
         reply.text, finish = cut_answer(persona.opening + reply.text, stop, max_tokens, self._count)
+        reply.citations = shown(reply.text, reply.citations)
         reply.finish_reason = "length" if "length" in (finish, reply.finish_reason) else finish
         reply.usage = (reply.usage[0], self._count(reply.text))
         return reply
@@ -365,6 +367,7 @@ class ChatService:
             self._count = token_counter(embedder)
         assert reply.text is not None
         reply.text, reply.finish_reason = cut_answer(reply.text, stop, max_tokens, self._count)
+        reply.citations = shown(reply.text, reply.citations)
         reply.usage = (sum(self._count(t) for t in read), self._count(reply.text))
         return reply
 

@@ -12,6 +12,7 @@ from ingest.headings import chapter_label
 from ingest.retrieval import RetrievedChunk
 
 from ..engines import Message, text_turns
+from ..protocol import Citation
 from .extractive import NO_ANSWER as NO_ANSWER  # the decline, also what the generative path's callers compare with
 from .lexicon import Lexicon, simple_name, simplified
 
@@ -40,6 +41,13 @@ def token_counter(tokenizer: Tokenizer) -> Callable[[str], int]:
     """Tokens of a text, without the specials and the role prefix the embedder adds to every input."""
     overhead = tokenizer.token_count("")
     return lambda text: max(0, tokenizer.token_count(text) - overhead) if text else 0
+
+
+def shown(text: str, cited: Sequence[Citation]) -> list[Citation]:
+    """The citations whose marker ([n]) the text still shows: an answer cut by max_tokens or a stop string lists only
+    the sources a reader sees cited."""
+    marks = {int(n) for n in re.findall(r"\[(\d+)\]", text)}
+    return [c for c in cited if c.index in marks]
 
 
 def cut_answer(text: str, stop: Sequence[str], max_tokens: int | None, count: Callable[[str], int]) -> tuple[str, str]:

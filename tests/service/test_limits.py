@@ -4,6 +4,7 @@ not), and bounded work for a long pasted message (issue 11 items 13, 10, 11)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,9 @@ def test_rag_max_tokens_cuts_with_finish_length(make_client, count, cap) -> None
         assert full.startswith(text) and count(text) <= cap < count(full[: len(text) + 1])
         assert body["usage"]["completion_tokens"] == count(text)
         assert streamed(client, FACT, **{field: cap}) == (text, "length", body["usage"])
+        # the sources listed are those whose marker the cut text still shows
+        marks = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)})
+        assert [c["index"] for c in body["kongming"]["citations"]] == marks
     body = chat(client, FACT, max_tokens=2000).json()
     assert body["choices"][0]["message"]["content"] == full and body["choices"][0]["finish_reason"] == "stop"
 
