@@ -26,10 +26,10 @@ from ..settings import PersonaConfig, ServiceSettings
 from .extractive import decline_message, extractive_answer, lexicon_of, relevant
 from .persona import Engines, persona_messages, persona_params
 from .rag import (
-    EMPTY_KB,
     Tokenizer,
     cut_answer,
     grounded_persona_messages,
+    no_answer,
     question_part,
     rag_messages,
     retrieval_query,
@@ -304,7 +304,7 @@ class ChatService:
                                              grounded)
         rag_engine = self.engines.rag()
         if not kb_ready or (rag_engine is not None and not evidence):
-            ready = Reply(decision, [], model, text=decline_message(query) if kb_ready else EMPTY_KB,
+            ready = Reply(decision, [], model, text=no_answer(query, None if kb_ready else self.kb.missing),
                           note=None if kb_ready else self.kb.error, timings=timings)
             return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 

@@ -31,6 +31,7 @@ class KnowledgeBase:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb")
         self.error: str | None = None
+        self.missing = False  # the knowledge base named does not exist (a mistyped name), as `error` says
 
     @property
     def retriever(self) -> Retriever:
@@ -81,6 +82,7 @@ class KnowledgeBase:
         from ingest.client import missing_knowledge_base
 
         missing = missing_knowledge_base(self.settings)
+        self.missing = bool(missing)
         if missing:
             self.error = (f"{missing}: add documents with `ingest add FILES --collection {self.settings.collection}` "
                           "or upload them on the page")

@@ -92,5 +92,6 @@ def test_ask_on_a_mistyped_knowledge_base_fails_saying_so_and_creates_none(tmp_p
                        text=True, timeout=300, check=False)  # fmt: skip
     assert "'defualt' does not exist (knowledge bases here: default)" in r.stderr, (r.stdout, r.stderr)
     assert r.returncode == 1  # a script sees the failure
+    assert "没有这个知识库" in r.stdout and "空" not in r.stdout  # not "empty": it does not exist
     listed = subprocess.run([*ingest, "collections"], env=env, capture_output=True, text=True, check=True)
     assert listed.stdout.split() == ["default"]

@@ -382,3 +382,11 @@ def test_a_follow_up_is_not_given_the_sentences_the_last_answer_quoted():
     again = extractive_answer("孔明向鲁肃借了多少只船？ 那后来呢？", HITS, TERMS, said=first.text)
     assert "借船二十只" in first.text and "借船二十只" not in again.text and again.text != first.text
     assert "[" in again.text and again.kind != "declined"
+
+
+def test_the_reply_without_an_answer_says_why_in_the_questions_language():
+    from service.answer.rag import EMPTY_KB, EMPTY_KB_EN, MISSING_KB, MISSING_KB_EN, no_answer
+
+    assert no_answer("孔明在哪里借的东风？", None) == NO_ANSWER and no_answer("Who is Kongming?", None) == NO_ANSWER_EN
+    assert no_answer("孔明在哪里借的东风？", True) == MISSING_KB and no_answer("Who is Kongming?", True) == MISSING_KB_EN
+    assert no_answer("孔明在哪里借的东风？", False) == EMPTY_KB and no_answer("Who is Kongming?", False) == EMPTY_KB_EN
