@@ -123,7 +123,8 @@ class PinyinNames:
 
     def scan(self, text: str) -> tuple[list[str], list[str]]:
         """`find`'s names, and the text's other Latin words (lower case, as _plain writes them), in order."""
-        found = _LATIN_WORD.findall(unicodedata.normalize("NFKC", text))
+        text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))  # tone marks apart: Lǚ Bù = Lu Bu
+        found = _LATIN_WORD.findall("".join(c for c in text if unicodedata.category(c) != "Mn"))
         words = [_plain(_POSSESSIVE.sub("", w)) for w in found]  # Liu Bei's: Liu Bei
         out: list[str] = []
         rest: list[str] = []

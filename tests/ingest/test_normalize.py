@@ -60,3 +60,4 @@ def test_pinyin_names_find_names_typed_in_pinyin() -> None:
     assert names.find("Kongming lit the fire") == ["孔明"]
     assert names.find("he ran to the man") == []  # English words that are syllables name nobody
     assert PinyinNames(["吕布"]).find("Did Lu Bu, Lü Bu or LV BU ride it?") == ["吕布"]  # ü as u, v or ü
+    assert PinyinNames(["吕布", "诸葛亮"]).find("Lǚ Bù and Zhūgě Liàng") == ["吕布", "诸葛亮"]  # tone marks

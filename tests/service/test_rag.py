@@ -387,6 +387,7 @@ def test_a_follow_up_is_not_given_the_sentences_the_last_answer_quoted():
 def test_the_reply_without_an_answer_says_why_in_the_questions_language():
     from service.answer.rag import EMPTY_KB, EMPTY_KB_EN, MISSING_KB, MISSING_KB_EN, no_answer
 
-    assert no_answer("孔明在哪里借的东风？", None) == NO_ANSWER and no_answer("Who is Kongming?", None) == NO_ANSWER_EN
-    assert no_answer("孔明在哪里借的东风？", True) == MISSING_KB and no_answer("Who is Kongming?", True) == MISSING_KB_EN
-    assert no_answer("孔明在哪里借的东风？", False) == EMPTY_KB and no_answer("Who is Kongming?", False) == EMPTY_KB_EN
+    zh, en = "孔明在哪里借的东风？", "Who is Kongming?"
+    assert no_answer(zh, None) == NO_ANSWER and no_answer(en, None) == NO_ANSWER_EN
+    assert no_answer(zh, True) == MISSING_KB and no_answer(en, True) == MISSING_KB_EN
+    assert no_answer(zh, False) == EMPTY_KB and no_answer(en, False) == EMPTY_KB_EN
