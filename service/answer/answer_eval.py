@@ -4,6 +4,7 @@ for the whole set and for each half of the dev split (ingest.evaluation.question
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -40,8 +41,9 @@ def is_decline(text: str) -> bool:
 
 
 def holds_keyword(answer: str, keywords: Sequence[str]) -> bool:
-    """An answer keyword occurs in the answer, numerals compared as numbers (三日 = 3日)."""
-    text = normalise_numbers(answer)
+    """An answer keyword occurs in the answer, numerals compared as numbers (三日 = 3日); citation markers ([3]) are
+    no part of the answer's text."""
+    text = normalise_numbers(re.sub(r"\[\d+\]", "", answer))
     return any(normalise_numbers(k) in text for k in keywords)
 
 

@@ -52,6 +52,8 @@ def test_an_empty_part_has_no_rates() -> None:
 def test_keywords_compare_numerals_as_numbers_and_declines_in_either_language() -> None:
     assert holds_keyword("只须三日便可交付", ["3日"]) and holds_keyword("约有100000支", ["十万"])
     assert not holds_keyword("二十只", ["三十"])
+    # a citation marker is no numeral
+    assert not holds_keyword("孔明借船。[3]", ["三"]) and holds_keyword("借船[2]三只", ["三只"])
     assert is_decline(NO_ANSWER) and is_decline(NO_ANSWER_EN) and is_decline("资料中没有相关内容。")
     assert not is_decline("二十只。[1]")
 
