@@ -143,3 +143,23 @@ def test_a_reader_follows_a_rebuild_made_beside_it(settings, tmp_path, embedder)
     (top,) = retriever.retrieve(question, k=1, mode="dense")
     assert "饮酒食肉" in top.text and retriever.store.piece_chars(0) == 40
     assert retriever.store.pieces.count() == _expected_pieces(retriever.store)
+
+
+def test_piece_vectors_are_read_by_id_however_many_pieces_a_text_has(tmp_path):
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    from ingest.pieces import _PROBE, PieceVectors
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "c"), settings=ChromaSettings(anonymized_telemetry=False))
+    store = PieceVectors(client, "kb_t")
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(size=(3, 8)), rng.normal(size=(_PROBE + 4, 8))  # the second: more pieces than one read
+    store.add({"a" * 16: few.tolist(), "b" * 16: many.tolist()})
+    q = rng.normal(size=8)
+    sims = store.similarities(q.tolist(), ["a" * 16, "b" * 16, "c" * 16])
+    unit = q / np.linalg.norm(q)
+    for h, vecs in (("a" * 16, few), ("b" * 16, many)):  # every piece, in piece order
+        expect = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)) @ unit
+        assert np.allclose(sims[h], expect, atol=1e-5)
+    assert "c" * 16 not in sims  # a text without pieces
