@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 from .normalize import PinyinNames
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
-_WORD = re.compile(r"[a-z]+")
 _PARENS = re.compile(r"\(.*?\)|\[.*?\]")
 _LEADING = re.compile(r"^(?:to|a|an|the) ")
 # inflections tried when a word is not a gloss itself: suffix, replacement (arrows -> arrow, killed -> kill)

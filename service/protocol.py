@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -272,6 +273,10 @@ class ChatCompletionRequest(OpenAIRequest):
             parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format if (self.response_format or {}).get("type") != "text" else None,
         )
+
+
+# how an answer's text cites a passage: [n], n being the citation's `index`
+CITATION_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
 class Citation(BaseModel):

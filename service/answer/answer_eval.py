@@ -4,7 +4,6 @@ for the whole set and for each half of the dev split (ingest.evaluation.question
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from typing import Any
 
 from ingest.evaluation import Question, normalise_numbers, question_half
 
+from ..protocol import CITATION_MARKER
 from .extractive import NO_ANSWER, NO_ANSWER_EN
 
 # What a generated answer says when the passages do not answer (RAG_SYSTEM asks for it): counted as a decline.
@@ -43,7 +43,7 @@ def is_decline(text: str) -> bool:
 def holds_keyword(answer: str, keywords: Sequence[str]) -> bool:
     """An answer keyword occurs in the answer, numerals compared as numbers (三日 = 3日); citation markers ([3]) are
     no part of the answer's text."""
-    text = normalise_numbers(re.sub(r"\[\d+\]", "", answer))
+    text = normalise_numbers(CITATION_MARKER.sub("", answer))
     return any(normalise_numbers(k) in text for k in keywords)
 
 

@@ -12,7 +12,7 @@ from ingest.headings import chapter_label
 from ingest.retrieval import RetrievedChunk
 
 from ..engines import Message, text_turns
-from ..protocol import Citation
+from ..protocol import CITATION_MARKER, Citation
 from .extractive import NO_ANSWER as NO_ANSWER  # the decline, also what the generative path's callers compare with
 from .extractive import decline_message
 from .lexicon import Lexicon, simple_name, simplified
@@ -21,15 +21,6 @@ EMPTY_KB = "知识库还是空的：先用 `ingest add 文件` 加入文档。"
 EMPTY_KB_EN = "The knowledge base is empty: add documents with `ingest add FILES`."
 MISSING_KB = "没有这个知识库：请检查知识库的名称。"
 MISSING_KB_EN = "There is no knowledge base of that name: check the name."
-
-
-def no_answer(question: str, missing: bool | None) -> str:
-    """The reply without an answer, in the question's language: the decline (`missing` None: the knowledge base was
-    read), or why it could not be: it does not exist (`missing`: a mistyped name) or holds no documents yet."""
-    english = decline_message(question) != NO_ANSWER
-    if missing is None:
-        return decline_message(question)
-    return (MISSING_KB_EN if english else MISSING_KB) if missing else EMPTY_KB_EN if english else EMPTY_KB
 MAX_SOURCE_CHARS = 80  # the "(title 第n回 chapter title)" line of a quoted passage
 
 RAG_SYSTEM = (
@@ -56,10 +47,20 @@ def token_counter(tokenizer: Tokenizer) -> Callable[[str], int]:
     return lambda text: max(0, tokenizer.token_count(text) - overhead) if text else 0
 
 
+def no_answer(question: str, missing: bool | None) -> str:
+    """The reply without an answer, in the question's language: the decline (`missing` None: the knowledge base was
+    read), or why it could not be: it does not exist (`missing`: a mistyped name) or holds no documents yet."""
+    decline = decline_message(question)
+    if missing is None:
+        return decline
+    english = decline != NO_ANSWER
+    return (MISSING_KB_EN if english else MISSING_KB) if missing else EMPTY_KB_EN if english else EMPTY_KB
+
+
 def shown(text: str, cited: Sequence[Citation]) -> list[Citation]:
     """The citations whose marker ([n]) the text still shows: an answer cut by max_tokens or a stop string lists only
     the sources a reader sees cited."""
-    marks = {int(n) for n in re.findall(r"\[(\d+)\]", text)}
+    marks = {int(n) for n in CITATION_MARKER.findall(text)}
     return [c for c in cited if c.index in marks]
 
 

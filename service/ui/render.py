@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING
 
 from ingest.headings import chapter_label
 
-from ..protocol import Citation
+from ..protocol import CITATION_MARKER, Citation
 
 if TYPE_CHECKING:
     from ..answer.chat import Reply
 
 SNIPPET_CHARS = 120
 TRUNCATED = "…（回答已截断）"  # after an answer that hit max_tokens (finish_reason "length")
-_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 # The router's reasons (service/answer/router.py _EXPLAIN and its fixed phrases) as a Chinese page says them.
 REASONS_ZH: dict[str, str] = {
@@ -71,7 +70,7 @@ def cited_sources(text: str, citations: list[Citation], route: str) -> tuple[str
     passage, numbered in turn, on `rag` (a model that writes no markers still answered from them)."""
     by_index = {c.index: c for c in citations}
     order: list[int] = []
-    for m in _MARKER.finditer(text):
+    for m in CITATION_MARKER.finditer(text):
         n = int(m.group(1))
         if n in by_index and n not in order:
             order.append(n)
@@ -79,7 +78,8 @@ def cited_sources(text: str, citations: list[Citation], route: str) -> tuple[str
         kept = [] if route == "both" else citations
         return text, [c.model_copy(update={"index": i}) for i, c in enumerate(kept, 1)]
     new = {old: i for i, old in enumerate(order, 1)}
-    renumbered = _MARKER.sub(lambda m: f"[{new[int(m.group(1))]}]" if int(m.group(1)) in new else m.group(0), text)
+    marker = CITATION_MARKER
+    renumbered = marker.sub(lambda m: f"[{new[int(m.group(1))]}]" if int(m.group(1)) in new else m.group(0), text)
     return renumbered, [by_index[old].model_copy(update={"index": i}) for old, i in new.items()]
 
 
