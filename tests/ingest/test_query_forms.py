@@ -56,6 +56,11 @@ def test_a_simplified_question_finds_a_traditional_corpus(traditional: Retriever
     assert "麥城" in terms  # terms are matched against the passages' text, so they come in its script
 
 
+def test_query_terms_weigh_words_the_corpus_lacks_zero(simplified: Retriever) -> None:
+    weights = {g[0]: w for g, w in simplified.query_terms("关羽败走麦城时读的牛顿定律")}
+    assert weights["麦城"] > 0 and weights["牛顿"] == weights["定律"] == 0.0  # evidence of another subject
+
+
 @pytest.mark.parametrize("query", ["曹操屯兵官渡有多少人？3000人", "曹操屯兵官渡，３０００人"])
 def test_digits_in_any_width_match_chinese_numerals(simplified: Retriever, query: str) -> None:
     tokens, _ = simplified._keyword_query(query)
@@ -82,7 +87,8 @@ def test_the_english_words_of_a_question_reach_the_passages_in_chinese(simplifie
     added = simplified.with_names(q)[len(q):].split()
     assert {"坛", "风"} <= set(added) and len(added) <= 2 * 5  # at most two words for each content word
     assert simplified.retrieve(q, k=1, mode="keyword")[0].chapter == 3
-    assert simplified.query_terms(q) == []  # an answer's evidence: names it spells, no dictionary guesses
+    # an answer's evidence: the names it spells, no dictionary guesses; its English words are terms the corpus lacks
+    assert all(w == 0 and t.isascii() for g, w in simplified.query_terms(q) for t in g)
     assert simplified.retrieve("Where did Liu Bei's brothers swear an oath?", k=1, mode="keyword")[0].chapter == 1
     off = Retriever(simplified.settings.model_copy(update={"query_translation_words": 0}), embedder=embedder)
     assert off.with_names(q) == q and off.retrieve(q, k=1, mode="keyword") == []

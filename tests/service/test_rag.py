@@ -9,6 +9,7 @@ import zlib
 import pytest
 
 from ingest.retrieval import RetrievedChunk
+from service.answer.decline import unnamed_coverage
 from service.answer.extractive import (
     MIN_DENSE,
     MIN_DENSE_NAMED,
@@ -114,6 +115,17 @@ def test_declines_when_the_question_names_no_one_the_knowledge_base_knows_or_the
     assert relevant(PEOPLE, terms, question="云长斩华雄时喝了酒吗？", lexicon=names)
     # without a lexicon (a knowledge base that mined no names) the entity checks do not apply
     assert extractive_answer("张飞喝了几碗酒？", PEOPLE, terms).kind != "declined"
+
+
+def test_a_question_in_words_the_corpus_lacks_is_declined_though_a_passage_holds_its_one_common_word():
+    # 牛顿第二定律的公式: the corpus has 第二 only; 牛顿, 定律, 公式 come back with weight 0 (query_terms)
+    hits = [chunk("第二镇，冀州刺史韩馥。第三镇，豫州刺史孔伷。")]
+    terms = [(["牛顿"], 0.0), (["第二"], 4.4), (["定律"], 0.0), (["律的"], 0.0), (["公式"], 0.0)]
+    assert unnamed_coverage([hits[0].text], terms) == pytest.approx(1 / 4)  # 律的 holds a function character
+    off = extractive_answer("牛顿第二定律的公式是什么？", hits, terms, NAMES)
+    assert off.kind == "declined" and "names no one" in off.reason
+    # the same passage answers a question in the corpus's words
+    assert extractive_answer("第二镇是谁？", hits, [(["第二"], 4.4), (["二镇"], 6.0)], NAMES).kind != "declined"
 
 
 def test_a_name_without_aliases_missing_from_the_passages_is_no_decline():
