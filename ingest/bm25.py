@@ -278,6 +278,10 @@ class BM25:
         n = len(self.ids)
         return float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
 
+    def rarest_idf(self) -> float:
+        """The IDF of a token only one chunk holds: the most any token of the corpus can weigh."""
+        return self._idf(1)
+
     def idf(self, tokens: Iterable[str]) -> dict[str, float]:
         """Inverse document frequency of each known token (0 for tokens the corpus does not have)."""
         return {t: self._idf(int(self._df[self.vocab[t]])) if self._known(t) else 0.0 for t in tokens}

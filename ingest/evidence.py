@@ -145,8 +145,12 @@ class ChapterTitles:
                 titles[group_of[c.chunk_id]] = str(c.metadata["chapter_title"])
         return cls(titles, tokenize, int(numbers.max(initial=-1)) + 1)
 
-    def scores(self, tokens: Sequence[str], synonyms: Sequence[Sequence[str]], idf: dict[str, float]) -> np.ndarray:
-        """Per chapter group: the IDF of the query's words in its title (a synonym group counts once, as its best)."""
+    def scores(
+        self, tokens: Sequence[str], synonyms: Sequence[Sequence[str]], idf: dict[str, float], unseen: float = 0.0
+    ) -> np.ndarray:
+        """Per chapter group: the IDF of the query's words in its title (a synonym group counts once, as its best); a
+        word no chunk's text has (舌战群儒 is the novel's title for a chapter that never says it) weighs `unseen`."""
+        idf = {t: w or unseen for t, w in idf.items()}
         out = np.zeros(self.groups, dtype=np.float64)
         for t in dict.fromkeys(tokens):
             if t in self._postings:

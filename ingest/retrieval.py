@@ -315,7 +315,7 @@ class Retriever:
         if self._titles is None or self._index.bm25 is None:
             return np.zeros(0)
         idf = self._index.bm25.idf({*tokens, *(t for g in synonyms for t in g)})
-        return self._titles.scores(tokens, synonyms, idf)
+        return self._titles.scores(tokens, synonyms, idf, unseen=self._index.bm25.rarest_idf())
 
     def _keyword_ranked(self, scores: np.ndarray, mask: np.ndarray | None, pool: int) -> list[tuple[str, float]]:
         """The best `pool` chunks by keyword score (those the filter's mask lets through, with a score above 0)."""

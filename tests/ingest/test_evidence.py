@@ -153,3 +153,10 @@ def test_title_evidence_finds_a_chapter_by_words_only_its_title_uses(kb, embedde
     assert hits[0].scores["keyword"] > next(h.scores["keyword"] for h in plain if h.chapter == 5)
     others = [h.scores["keyword"] for h in plain if h.chapter != 5]
     assert [h.scores["keyword"] for h in hits if h.chapter != 5] == others  # the other titles lack 裸衣
+
+
+def test_a_title_word_no_text_uses_weighs_as_the_texts_rarest_word(kb, embedder):
+    query = "力排众议"  # in chapter 4's title only (as 舌战群儒 is in the novel's): no chunk's text has its words
+    assert 4 not in [h.chapter for h in Retriever(kb, embedder=embedder).retrieve(query, k=5, mode="keyword")]
+    titled = Retriever(kb.model_copy(update={"keyword_title_weight": 1.0}), embedder=embedder)
+    assert titled.retrieve(query, k=5, mode="keyword")[0].chapter == 4
