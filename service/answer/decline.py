@@ -43,14 +43,32 @@ def coverage(text: str, terms: Terms) -> float:
     return sum(w for group, w in terms if any(t in text for t in group)) / total
 
 
-def unnamed_coverage(texts: Sequence[str], terms: Terms) -> float:
-    """The best text's coverage of the question's terms, each Chinese content word the corpus does not have (weight
-    0 in `terms`, no function character: 牛顿, 定律, 公式) counting as much as its rarest word the corpus has: a
-    question mostly in words the corpus never uses is about something else, even when a passage holds its one
-    common word (第二)."""
+def unknown_words(question: str, terms: Terms) -> list[str]:
+    """The question's Chinese two-character words the corpus does not have (weight 0 in `terms`, no function
+    character: 牛顿, 定律, 公式), less those at the edge of a run of them that lean on a word the corpus has (顿第 of
+    牛顿第二, 计挨 of 苦肉计挨打: one character is the known word's)."""
+    weight = {t: w for group, w in terms for t in group}
+    out: list[str] = []
+    for run in re.findall(r"[\u4e00-\u9fff]+", simplified(question)):
+        grams = [run[i : i + 2] for i in range(len(run) - 1)]
+        content = [not set(b) & FUNCTION_CHARS for b in grams]
+        known = [c and weight.get(b, 0.0) > 0 for b, c in zip(grams, content, strict=True)]
+        unknown = [c and weight.get(b) == 0 for b, c in zip(grams, content, strict=True)]
+        for i, b in enumerate(grams):
+            first, last = i == 0 or not unknown[i - 1], i == len(grams) - 1 or not unknown[i + 1]
+            leans = (first and i > 0 and known[i - 1]) or (last and i < len(grams) - 1 and known[i + 1])
+            if unknown[i] and not leans:
+                out.append(b)
+    return out
+
+
+def unnamed_coverage(texts: Sequence[str], terms: Terms, question: str) -> float:
+    """The best text's coverage of the question's content words (its terms without a function character), each of
+    its `unknown_words` counting as much as its rarest term: a question mostly in words the corpus never uses is
+    about something else, even when a passage holds its one common word (第二 of 牛顿第二定律的公式是什么)."""
     rarest = max((w for _, w in terms), default=0.0)
-    unknown = [(g, rarest) for g, w in terms if w <= 0 and HAN_CHAR.search(g[0]) and not set(g[0]) & FUNCTION_CHARS]
-    known = [(g, w) for g, w in terms if w > 0]
+    known = [(g, w) for g, w in terms if w > 0 and not set(g[0]) & FUNCTION_CHARS]
+    unknown = [([b], rarest) for b in unknown_words(question, terms)]
     return max((coverage(t, known + unknown) for t in texts), default=0.0)
 
 
@@ -81,7 +99,7 @@ def decline_reason(
     spoken = question if HAN_CHAR.search(question) else " ".join(spell(question)) if spell is not None else None
     if lexicon is not None and lexicon.names and spoken is not None:
         entities = lexicon.entities_in(spoken)
-        if not entities and unnamed_coverage(texts, folded) < MIN_COVERAGE_UNNAMED and not titled:
+        if not entities and unnamed_coverage(texts, folded, spoken) < MIN_COVERAGE_UNNAMED and not titled:
             return "the question names no one the knowledge base knows"
         text = "".join(texts)
         # an entity known by one name only (no alias group) may be named otherwise in the text (关羽 as 关公, 云长):
@@ -90,7 +108,7 @@ def decline_reason(
         if not named and any(len({simple_name(n) for n in group}) > 1 for group in entities):
             return "no passage names whom the question asks about"
     latin = not HAN_CHAR.search(question) and bool(re.search(r"[A-Za-z]", question))
-    floor = MIN_DENSE_LATIN if latin else MIN_DENSE_NAMED if named else MIN_DENSE
+    floor = MIN_DENSE_LATIN if latin else MIN_DENSE_NAMED if named or titled else MIN_DENSE
     dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
     if dense and max(dense) < (floor if min_dense is None else min_dense):
         return "no passage is close to the question"

@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from ingest.retrieval import RetrievedChunk
-from service.answer.decline import unnamed_coverage
+from service.answer.decline import unknown_words, unnamed_coverage
 from service.answer.extractive import (
     MIN_DENSE,
     MIN_DENSE_NAMED,
@@ -121,9 +121,14 @@ def test_a_question_in_words_the_corpus_lacks_is_declined_though_a_passage_holds
     # 牛顿第二定律的公式: the corpus has 第二 only; 牛顿, 定律, 公式 come back with weight 0 (query_terms)
     hits = [chunk("第二镇，冀州刺史韩馥。第三镇，豫州刺史孔伷。")]
     terms = [(["牛顿"], 0.0), (["第二"], 4.4), (["定律"], 0.0), (["律的"], 0.0), (["公式"], 0.0)]
-    assert unnamed_coverage([hits[0].text], terms) == pytest.approx(1 / 4)  # 律的 holds a function character
+    question = "牛顿第二定律的公式是什么？"
+    assert unknown_words(question, terms) == ["牛顿", "定律", "公式"]  # 律的 holds a function character
+    assert unnamed_coverage([hits[0].text], terms, question) == pytest.approx(1 / 4)
     off = extractive_answer("牛顿第二定律的公式是什么？", hits, terms, NAMES)
     assert off.kind == "declined" and "names no one" in off.reason
+    # a bigram of unknown characters leaning on a known word is no word of its own (计挨 of 苦肉计挨打)
+    kurou = [(["苦肉"], 5.8), (["肉计"], 5.8), (["计挨"], 0.0), (["挨打"], 0.0), (["打的"], 6.9)]
+    assert unknown_words("苦肉计挨打的是谁？", kurou) == ["挨打"]
     # the same passage answers a question in the corpus's words
     assert extractive_answer("第二镇是谁？", hits, [(["第二"], 4.4), (["二镇"], 6.0)], NAMES).kind != "declined"
 
