@@ -21,7 +21,8 @@ from .decline import NO_ANSWER_EN as NO_ANSWER_EN
 from .decline import relevant as relevant
 from .lexicon import Lexicon as Lexicon
 from .lexicon import lexicon_of as lexicon_of
-from .question import PLACE_SUFFIX, Shape, kin_of, question_shape, slot_candidates
+from .lexicon import simplified
+from .question import PLACE_SUFFIX, Shape, kin_of, liked_of, question_shape, says_liked, slot_candidates
 from .span import aligned_filler, clause_span, shares_sentence
 
 MAX_ANSWER_CHARS = 200
@@ -164,7 +165,7 @@ def window_parts(
     every = "\n".join(win.text for win in found if win.end - win.start == 1)
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
-    kin = kin_of(shape)
+    kin, liked = kin_of(shape), liked_of(simplified(question))  # either script: compared in simplified
     present = {n for group in asked_about(shape, lexicon) for n in group if n in every}
     for win in found:
         win.parts = {
@@ -177,6 +178,8 @@ def window_parts(
         if kin:
             named = win.parts["entity"] and _kin_named(win.text, kin, shape, question, names, present)
             win.parts["kin"] = 1.0 if named else 0.0
+        if liked:
+            win.parts["likes"] = 1.0 if win.parts["entity"] and says_liked(simplified(win.text), liked) else 0.0
 
 
 def asked_about(shape: Shape, lexicon: Lexicon | None) -> list[set[str]]:
@@ -282,6 +285,9 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     kin = kin_of(shape)
     if kin and not any(win.parts.get("kin") for win in found):
         decline.reason = "no sentence names the kin the question asks about beside whom it asks about"
+        return decline
+    if liked_of(simplified(question)) and not any(win.parts.get("likes") for win in found):
+        decline.reason = "no sentence about whom the question asks says they like or are good at what it asks"
         return decline
     # the filler must stand beside whom the question asks about (in one sentence): 曹操 + a year for 曹操 的生年
     if shape.kind in FILLED_KINDS and not any(win.parts.get("slot") and win.parts.get("entity", 1.0) for win in found

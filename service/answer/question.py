@@ -72,6 +72,30 @@ def kin_of(shape: Shape) -> str:
     return ""
 
 
+# What someone likes or is best at (最爱吃什么菜, 最擅长使用什么兵器, 平时喜欢…): the novel says it with one of
+# LIKE_CHARS a few characters before the thing (喜狗马、爱音乐; 善使飞刀; 好酒), in a sentence about them.
+_LIKES = re.compile(r"(?:最|平时|平日|平素)[^，。？！]{0,2}?(?:喜欢|喜爱|爱好|爱|擅长|善于)|喜欢|喜爱|擅长|善于|爱好")
+LIKE_CHARS = "喜爱好善擅嗜乐"
+LIKE_REACH = 3  # characters between a like character and the thing liked (善使飞刀: 0; 喜狗马: 0)
+_NOT_LIKED = set("的了是在什么谁哪里几多少怎样么吗呢个种些一")
+
+
+def liked_of(question: str) -> str:
+    """The characters of what a question about someone's likes asks after (关羽平时最爱吃什么菜 -> 吃菜), "" when it
+    asks no such thing."""
+    m = _LIKES.search(question)
+    if m is None:
+        return ""
+    tail = re.split(r"[，。？！?!,]", question[m.end() :])[0]
+    return "".join(dict.fromkeys(c for c in tail if _HAN_CHARS.match(c) and c not in _NOT_LIKED))
+
+
+def says_liked(text: str, liked: str) -> bool:
+    """Whether `text` says someone likes or is good at one of `liked`'s characters: a LIKE_CHARS character then one
+    of them within LIKE_REACH characters."""
+    return bool(liked) and re.search(rf"[{LIKE_CHARS}].{{0,{LIKE_REACH}}}[{re.escape(liked)}]", text) is not None
+
+
 def question_shape(question: str) -> Shape:
     """The kind of answer a question asks for and the words around its slot ("what" when no question word is found;
     the slot then follows the whole question)."""

@@ -25,7 +25,7 @@ from service.answer.extractive import (
     relevant,
 )
 from service.answer.persona import persona_messages
-from service.answer.question import question_shape
+from service.answer.question import liked_of, question_shape
 from service.answer.rag import grounded_persona_messages, rag_messages, retrieval_query
 from service.settings import ZHUGE_LIANG
 
@@ -131,6 +131,19 @@ def test_a_question_in_words_the_corpus_lacks_is_declined_though_a_passage_holds
     assert unknown_words("苦肉计挨打的是谁？", kurou) == ["挨打"]
     # the same passage answers a question in the corpus's words
     assert extractive_answer("第二镇是谁？", hits, [(["第二"], 4.4), (["二镇"], 6.0)], NAMES).kind != "declined"
+
+
+def test_a_question_about_what_someone_likes_needs_a_sentence_saying_it():
+    assert liked_of("关羽平时最爱吃什么菜？") == "吃菜" and liked_of("刘备最好的朋友是谁？") == ""
+    assert liked_of("孟获的妻子祝融夫人最擅长使用什么兵器？") == "使用兵器" and liked_of("关羽是怎么死的？") == ""
+    names = Lexicon(names={"关公", "祝融夫人", "孟获"})
+    hits = [chunk("关公曰：“吾观颜良，如插标卖首耳！”关公饮酒食肉，谈笑自若。"),
+            chunk("祝融夫人善使飞刀，百发百中。孟获大喜。")]
+    terms = [(["关公"], 3.0), (["吃菜"], 0.0), (["祝融"], 4.0), (["兵器"], 2.0)]
+    food = extractive_answer("关公平时最爱吃什么菜？", hits, terms, names)  # he eats; no sentence says he likes it
+    assert food.kind == "declined" and "like" in food.reason
+    knife = extractive_answer("祝融夫人最擅长使用什么兵器？", hits, terms, names)
+    assert knife.kind != "declined" and "飞刀" in knife.text
 
 
 def test_a_name_without_aliases_missing_from_the_passages_is_no_decline():
