@@ -22,7 +22,7 @@ from .decline import relevant as relevant
 from .lexicon import Lexicon as Lexicon
 from .lexicon import lexicon_of as lexicon_of
 from .lexicon import simplified
-from .question import PLACE_SUFFIX, Shape, kin_of, liked_of, question_shape, says_liked, slot_candidates
+from .question import PLACE_SUFFIX, Shape, kin_of, liked_of, question_shape, role_of, says_liked, slot_candidates
 from .span import aligned_filler, clause_span, shares_sentence
 
 MAX_ANSWER_CHARS = 200
@@ -165,7 +165,7 @@ def window_parts(
     every = "\n".join(win.text for win in found if win.end - win.start == 1)
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
-    kin, liked = kin_of(shape), liked_of(simplified(question))  # either script: compared in simplified
+    kin, liked, role = kin_of(shape), liked_of(simplified(question)), role_of(simplified(question))
     present = {n for group in asked_about(shape, lexicon) for n in group if n in every}
     for win in found:
         win.parts = {
@@ -180,6 +180,8 @@ def window_parts(
             win.parts["kin"] = 1.0 if named else 0.0
         if liked:
             win.parts["likes"] = 1.0 if win.parts["entity"] and says_liked(simplified(win.text), liked) else 0.0
+        if role:
+            win.parts["role"] = 1.0 if win.parts["entity"] and _role_named(win.text, role, names - present) else 0.0
 
 
 def asked_about(shape: Shape, lexicon: Lexicon | None) -> list[set[str]]:
@@ -192,6 +194,15 @@ def asked_about(shape: Shape, lexicon: Lexicon | None) -> list[set[str]]:
 
 
 KIN_REACH = 3  # characters between a kin character and the name it gives (妻张氏, 母何氏, 长子司马师)
+
+
+def _role_named(text: str, role: str, names: Collection[str]) -> bool:
+    """Whether `text` names someone within KIN_REACH characters of `role` (师事郑玄, 拜司马徽为师; 匠): a teacher or
+    a maker the question asks about; `names` leaves out whom the question asks about."""
+    spots = [m.start() for m in re.finditer(role, text)]
+    return any(
+        abs(m.start() - i) <= KIN_REACH + len(n) for n in names for m in re.finditer(re.escape(n), text) for i in spots
+    )
 
 
 def _kin_named(
@@ -285,6 +296,9 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     kin = kin_of(shape)
     if kin and not any(win.parts.get("kin") for win in found):
         decline.reason = "no sentence names the kin the question asks about beside whom it asks about"
+        return decline
+    if role_of(simplified(question)) and not any(win.parts.get("role") for win in found):
+        decline.reason = "no sentence about whom the question asks names a teacher or maker"
         return decline
     if liked_of(simplified(question)) and not any(win.parts.get("likes") for win in found):
         decline.reason = "no sentence about whom the question asks says they like or are good at what it asks"

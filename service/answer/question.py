@@ -96,6 +96,19 @@ def says_liked(text: str, liked: str) -> bool:
     return bool(liked) and re.search(rf"[{LIKE_CHARS}].{{0,{LIKE_REACH}}}[{re.escape(liked)}]", text) is not None
 
 
+# Whom someone learned from, or who made a thing (哪位老师, 跟谁学的, 哪个铁匠): the novel names a teacher or a smith
+# beside 师 / 匠 (师事郑玄、卢植; 拜…为师), in a sentence about whom the question asks about.
+_ROLES = [
+    (re.compile(r"老师|师父|师傅|跟谁学|向谁学|师从|拜.{0,4}为师"), "师"),
+    (re.compile(r"铁匠|工匠|匠人|巧匠"), "匠"),
+]
+
+
+def role_of(question: str) -> str:
+    """The novel's character for the teacher or maker a question asks about (师, 匠), "" when it asks about none."""
+    return next((char for pattern, char in _ROLES if pattern.search(question)), "")
+
+
 def question_shape(question: str) -> Shape:
     """The kind of answer a question asks for and the words around its slot ("what" when no question word is found;
     the slot then follows the whole question)."""

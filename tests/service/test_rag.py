@@ -25,7 +25,7 @@ from service.answer.extractive import (
     relevant,
 )
 from service.answer.persona import persona_messages
-from service.answer.question import liked_of, question_shape
+from service.answer.question import liked_of, question_shape, role_of
 from service.answer.rag import grounded_persona_messages, rag_messages, retrieval_query
 from service.settings import ZHUGE_LIANG
 
@@ -144,6 +144,18 @@ def test_a_question_about_what_someone_likes_needs_a_sentence_saying_it():
     assert food.kind == "declined" and "like" in food.reason
     knife = extractive_answer("祝融夫人最擅长使用什么兵器？", hits, terms, names)
     assert knife.kind != "declined" and "飞刀" in knife.text
+
+
+def test_a_teacher_or_maker_question_needs_a_name_beside_the_role():
+    assert role_of("孙权小时候跟哪位老师读书？") == "师" and role_of("曹操的倚天剑是哪位工匠打造的？") == "匠"
+    assert role_of("关羽是怎么死的？") == ""
+    names = Lexicon(names={"玄德", "郑玄", "卢植", "张世平"})
+    hits = [chunk("玄德年十五岁，母使游学，尝师事郑玄、卢植。"), chunk("玄德谢别二客，便命良匠打造双股剑。")]
+    terms = [(["玄德"], 3.0), (["打造"], 3.0), (["游学"], 3.0)]
+    taught = extractive_answer("玄德年轻时跟哪位老师学习？", hits, terms, names)
+    assert taught.kind != "declined" and "郑玄" in taught.text
+    smith = extractive_answer("玄德打造双股剑请的是哪一位铁匠？", hits, terms, names)  # 良匠: no name beside it
+    assert smith.kind == "declined" and "maker" in smith.reason
 
 
 def test_a_name_without_aliases_missing_from_the_passages_is_no_decline():
