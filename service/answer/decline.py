@@ -107,8 +107,7 @@ def decline_reason(
         named = any(name in text for group in entities for name in group)
         if not named and any(len({simple_name(n) for n in group}) > 1 for group in entities):
             return "no passage names whom the question asks about"
-    latin = not HAN_CHAR.search(question) and bool(re.search(r"[A-Za-z]", question))
-    floor = MIN_DENSE_LATIN if latin else MIN_DENSE_NAMED if named or titled else MIN_DENSE
+    floor = MIN_DENSE_LATIN if in_latin_letters(question) else MIN_DENSE_NAMED if named or titled else MIN_DENSE
     dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
     if dense and max(dense) < (floor if min_dense is None else min_dense):
         return "no passage is close to the question"
@@ -139,4 +138,9 @@ def relevant(
 def decline_message(question: str) -> str:
     """The decline in the question's language: English for a question without Chinese characters that has Latin
     letters, Chinese otherwise."""
-    return NO_ANSWER_EN if not HAN_CHAR.search(question) and re.search(r"[A-Za-z]", question) else NO_ANSWER
+    return NO_ANSWER_EN if in_latin_letters(question) else NO_ANSWER
+
+
+def in_latin_letters(question: str) -> bool:
+    """A question without Chinese characters that has Latin letters (English, names in pinyin)."""
+    return not HAN_CHAR.search(question) and re.search(r"[A-Za-z]", question) is not None

@@ -200,6 +200,8 @@ def _role_named(text: str, role: str, names: Collection[str]) -> bool:
     """Whether `text` names someone within KIN_REACH characters of `role` (师事郑玄, 拜司马徽为师; 匠): a teacher or
     a maker the question asks about; `names` leaves out whom the question asks about."""
     spots = [m.start() for m in re.finditer(role, text)]
+    if not spots:  # most windows: no name need be looked for
+        return False
     return any(
         abs(m.start() - i) <= KIN_REACH + len(n) for n in names for m in re.finditer(re.escape(n), text) for i in spots
     )
