@@ -198,13 +198,14 @@ KIN_REACH = 3  # characters between a kin character and the name it gives (妻�
 
 def _role_named(text: str, role: str, names: Collection[str]) -> bool:
     """Whether `text` names someone within KIN_REACH characters of `role` (师事郑玄, 拜司马徽为师; 匠): a teacher or
-    a maker the question asks about; `names` leaves out whom the question asks about."""
+    a maker the question asks about; `names` leaves out whom the question asks about. A `role` character inside a
+    name (司马师) is no role word."""
     spots = [m.start() for m in re.finditer(role, text)]
     if not spots:  # most windows: no name need be looked for
         return False
-    return any(
-        abs(m.start() - i) <= KIN_REACH + len(n) for n in names for m in re.finditer(re.escape(n), text) for i in spots
-    )
+    found = [(m.start(), m.end()) for n in names for m in re.finditer(re.escape(n), text)]
+    spots = [i for i in spots if not any(a <= i < b for a, b in found)]
+    return any(abs(a - i) <= KIN_REACH + b - a for a, b in found for i in spots)
 
 
 def _kin_named(

@@ -156,6 +156,10 @@ def test_a_teacher_or_maker_question_needs_a_name_beside_the_role():
     assert taught.kind != "declined" and "郑玄" in taught.text
     smith = extractive_answer("玄德打造双股剑请的是哪一位铁匠？", hits, terms, names)  # 良匠: no name beside it
     assert smith.kind == "declined" and "maker" in smith.reason
+    # the 师 of a name (司马师) is no teacher
+    sima = [chunk("司马师闻孙权已死，遂议起兵伐吴。")]
+    names = Lexicon(names={"司马师", "孙权"})
+    assert extractive_answer("孙权小时候跟哪位老师读书？", sima, [(["孙权"], 3.0)], names).kind == "declined"
 
 
 def test_a_name_without_aliases_missing_from_the_passages_is_no_decline():
