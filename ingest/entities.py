@@ -13,10 +13,13 @@ _NAME_TAGS = {"nr", "nrt", "nrfg", "ns", "nt"}
 # a speech verb glued to a name by the tagger ("孔明曰") is not a name of its own
 _SPEECH_TAIL = re.compile(r"[曰道云言问答笑叹]$")
 MAX_ENTITIES = 4000
+# a person the text introduces (把关将姓孔，名秀 / 姓典，名韦 / 复姓诸葛，名亮): a name whatever the tagger says
+_INTRODUCED = re.compile(r"(?:复|覆)?姓([\u4e00-\u9fff]{1,2})[，,]?名([\u4e00-\u9fff]{1,2})(?=[，。；！,;!])")
 
 
 def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None = None) -> list[str]:
-    """Names that occur at least `min_count` times, most frequent first, plus every name of `aliases`."""
+    """Names that occur at least `min_count` times, most frequent first; then the names the text introduces
+    (姓典，名韦 -> 典韦) that it also uses on their own; then every name of `aliases`."""
     from .quiet import load_jieba
 
     load_jieba()
@@ -29,6 +32,11 @@ def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None
             counts[word] += 1
     names = [w for w, n in counts.most_common() if n >= min_count][:MAX_ENTITIES]
     seen = set(names)
+    for m in _INTRODUCED.finditer(text):
+        name = m.group(1) + m.group(2)
+        if name not in seen and text.count(name) > 0:
+            names.append(name)
+            seen.add(name)
     for group in aliases or []:
         for n in group:
             if n not in seen and len(n) >= 2:

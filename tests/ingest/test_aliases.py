@@ -65,3 +65,12 @@ def test_surname_honorific_is_mined_when_it_stands_beside_the_person():
     # a use that is the start of a mined name (周公瑾) is no use of the honorific
     own = "姓周名瑜，字公瑾。" + "周瑜" * 3 + "周公瑾" * 4
     assert mine_aliases(own) == [["公瑾", "周公瑾", "周瑜"]]
+
+
+def test_a_person_the_text_introduces_is_a_name_whatever_the_tagger_says():
+    from ingest.entities import mine_entities
+
+    text = ("乃陈留人，姓典，名韦。" + "典韦挺戟而出。" * 2 + "把关将姓孔，名秀，引五百军兵。孔秀出关。"
+            + "姓张，名三，不曾再见。")  # 张三 is introduced but never named again: not a name the text uses
+    names = mine_entities(text)
+    assert "典韦" in names and "孔秀" in names and "张三" not in names
