@@ -57,7 +57,11 @@ class Shape:
 KIN = {"父亲": "父", "母亲": "母", "妻子": "妻", "夫人": "夫人妻", "丈夫": "夫", "儿子": "子", "长子": "长子",
        "次子": "次子", "女儿": "女", "哥哥": "兄", "兄长": "兄", "弟弟": "弟", "妹妹": "妹", "姐姐": "姊姐",
        "叔父": "叔", "伯父": "伯", "祖父": "祖", "岳父": "岳丈", "老师": "师", "师父": "师", "妻": "妻", "母": "母",
-       "父": "父"}
+       "父": "父",
+       # as people say them (庞统的老婆叫什么): the novel's character is the same
+       "老婆": "妻", "媳妇": "妻", "太太": "妻", "老公": "夫", "爸爸": "父", "爸": "父", "爹": "父", "妈妈": "母",
+       "妈": "母", "娘": "母", "爷爷": "祖", "孙子": "孙", "孙女": "孙", "女婿": "婿", "舅舅": "舅", "叔叔": "叔",
+       "伯伯": "伯", "哥": "兄", "大哥": "兄", "姐": "姊姐", "外婆": "外", "姥姥": "外", "外公": "外", "姥爷": "外"}
 
 
 def kin_of(shape: Shape) -> str:
@@ -72,9 +76,12 @@ def kin_of(shape: Shape) -> str:
     return ""
 
 
-# What someone likes or is best at (最爱吃什么菜, 最擅长使用什么兵器, 平时喜欢…): the novel says it with one of
-# LIKE_CHARS a few characters before the thing (喜狗马、爱音乐; 善使飞刀; 好酒), in a sentence about them.
-_LIKES = re.compile(r"(?:最|平时|平日|平素)[^，。？！]{0,2}?(?:喜欢|喜爱|爱好|爱|擅长|善于)|喜欢|喜爱|擅长|善于|爱好")
+# What someone likes or is best at (最爱吃什么菜, 最擅长使用什么兵器, 平时喜欢…, 爱喝什么酒): the novel says it with
+# one of LIKE_CHARS a few characters before the thing (喜狗马、爱音乐; 善使飞刀; 好酒), in a sentence about them.
+_LIKES = re.compile(
+    r"(?:最|平时|平日|平素)[^，。？！]{0,2}?(?:喜欢|喜爱|爱好|爱|擅长|善于)|喜欢|喜爱|擅长|善于|爱好"
+    r"|爱(?=[吃喝穿玩看读听弹唱画写骑])"  # 爱 before a pastime's verb (周瑜爱吃什么水果), not 爱民 / 宠爱
+)
 LIKE_CHARS = "喜爱好善擅嗜乐"
 LIKE_REACH = 3  # characters between a like character and the thing liked (善使飞刀: 0; 喜狗马: 0)
 _NOT_LIKED = set("的了是在什么谁哪里几多少怎样么吗呢个种些一")

@@ -136,6 +136,7 @@ def test_a_question_in_words_the_corpus_lacks_is_declined_though_a_passage_holds
 def test_a_question_about_what_someone_likes_needs_a_sentence_saying_it():
     assert liked_of("关羽平时最爱吃什么菜？") == "吃菜" and liked_of("刘备最好的朋友是谁？") == ""
     assert liked_of("孟获的妻子祝融夫人最擅长使用什么兵器？") == "使用兵器" and liked_of("关羽是怎么死的？") == ""
+    assert liked_of("周瑜爱吃什么水果？") == "吃水果" and liked_of("刘备爱民如子吗？") == ""
     names = Lexicon(names={"关公", "祝融夫人", "孟获"})
     hits = [chunk("关公曰：“吾观颜良，如插标卖首耳！”关公饮酒食肉，谈笑自若。"),
             chunk("祝融夫人善使飞刀，百发百中。孟获大喜。")]
@@ -229,6 +230,17 @@ def test_a_kin_name_question_needs_the_kin_named_beside_whom_it_asks_about():
     assert son.kind == "who" and son.span == "司马师"
     hits = [chunk("却说司马懿在宛城闲住，懿妻张氏亦至。", 106)]
     assert extractive_answer("司马懿的妻子叫什么名字？", hits, terms, CAO).span == "张氏"
+
+
+def test_kin_as_people_say_it_is_the_novels_kin():
+    hits = [chunk("却说司马懿在宛城闲住。懿长子司马师，字子元。徐母曰：“司马懿何如人也？”", 106)]
+    terms = [(["司马懿", "仲达"], 3.0), (["老婆"], 0.0)]
+    wife = extractive_answer("司马懿的老婆叫什么？", hits, terms, CAO)  # 老婆 is 妻: no 妻 beside him
+    assert wife.kind == "declined" and "kin" in wife.reason
+    hits = [chunk("却说司马懿在宛城闲住，懿妻张氏亦至。", 106)]
+    assert extractive_answer("司马懿的老婆叫什么？", hits, terms, CAO).span == "张氏"
+    grandmother = extractive_answer("司马懿的外婆姓什么？", hits, terms, CAO)
+    assert grandmother.kind == "declined" and "kin" in grandmother.reason
 
 
 def test_a_kin_is_named_after_the_kin_word_not_before_it():
