@@ -119,9 +119,10 @@ def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
     return out
 
 
-# Question words that ask for a measure, and the units a filler must end in (a year for 哪一年, a weight for 多重).
-UNITS = {"年": "年", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸", "多深": "尺丈", "多宽": "尺丈里",
-         "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
+# Question words that ask for a measure, and the units a filler must end in (an age for 多大 / 多大年纪 / 几岁, a year
+# for 哪一年, a weight for 多重); the first key the question word holds decides.
+UNITS = {"多大": "岁", "岁": "岁", "年": "年", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸", "多深": "尺丈",
+         "多宽": "尺丈里", "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
 
 
 def _fits_unit(wh: str, span: str) -> bool:

@@ -243,6 +243,19 @@ def test_kin_as_people_say_it_is_the_novels_kin():
     assert grandmother.kind == "declined" and "kin" in grandmother.reason
 
 
+def test_an_age_question_asks_for_an_age():
+    assert [question_shape(q).kind for q in ("孙策死时多大？", "孙坚死的时候多大年纪？", "诸葛亮几岁出山？")] == [
+        "number"] * 3
+    hits = [chunk("孙策在丹徒打猎，被许贡家客刺伤，聚众将于榻前。孙策嘱罢，瞑目而逝，年止二十六岁。", 29),
+            chunk("孙坚引兵三千，过江征刘表，战了三日。", 7)]
+    terms = [(["孙策", "伯符"], 3.0), (["孙坚"], 3.0)]
+    sons = Lexicon(names={"孙策", "孙坚", "许贡", "刘表"}, aliases=[{"孙策", "伯符"}])
+    age = extractive_answer("孙策死时多大？", hits, terms, sons, weights=LEAD)
+    assert age.kind == "number" and age.span == "二十六岁"
+    # 三千 and 三日 are no age: nothing says how old 孙坚 was
+    assert extractive_answer("孙坚死的时候多大年纪？", hits, terms, sons).kind == "declined"
+
+
 def test_a_kin_is_named_after_the_kin_word_not_before_it():
     # 曹操 holds 其母 (玄德's mother) prisoner: a name before the kin word is someone else, so no name is given
     hits = [chunk("玄德曰：“近因曹操囚其母，似母遣人驰书，唤回许昌去矣。”", 36)]
