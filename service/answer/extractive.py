@@ -22,7 +22,18 @@ from .decline import relevant as relevant
 from .lexicon import Lexicon as Lexicon
 from .lexicon import lexicon_of as lexicon_of
 from .lexicon import simplified
-from .question import PLACE_SUFFIX, Shape, kin_of, liked_of, question_shape, role_of, says_liked, slot_candidates
+from .question import (
+    BIRTH_CHARS,
+    PLACE_SUFFIX,
+    Shape,
+    asks_birth,
+    kin_of,
+    liked_of,
+    question_shape,
+    role_of,
+    says_liked,
+    slot_candidates,
+)
 from .span import aligned_filler, clause_span, shares_sentence
 
 MAX_ANSWER_CHARS = 200
@@ -120,9 +131,9 @@ def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
 
 
 # Question words that ask for a measure, and the units a filler must end in (an age for 多大 / 多大年纪 / 几岁, a year
-# for 哪一年, a weight for 多重); the first key the question word holds decides.
-UNITS = {"多大": "岁", "岁": "岁", "年": "年", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸", "多深": "尺丈",
-         "多宽": "尺丈里", "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
+# for 哪一年, a height for 几尺, a weight for 多重); the first key the question word holds decides.
+UNITS = {"多大": "岁", "岁": "岁", "年": "年", "尺": "尺丈", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸",
+         "多深": "尺丈", "多宽": "尺丈里", "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
 
 
 def _fits_unit(wh: str, span: str) -> bool:
@@ -136,12 +147,15 @@ def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> l
     """Spans of `text` that could fill the question's slot and are not already in the question (for what, the head
     noun's word without the question's own characters before it: 天子宝雕弓 -> 宝雕弓)."""
     head = "".join(c for c in HAN_CHAR.findall(shape.right)[:HEAD_CHARS] if c not in FUNCTION_CHARS)
+    birth = shape.kind == "when" and asks_birth(question)
     out = []
     for a, b in slot_candidates(shape.kind, text, names, head if shape.kind == "what" else ""):
         if shape.kind == "who" and text[b - 1] in PLACE_SUFFIX:
             continue  # a mined "name" that is a place (成都, 冀州) answers no who
         if not _fits_unit(shape.wh, text[a:b]):
             continue  # 哪一年 asks for a year (当夜 cannot fill it), 多重 for a weight (三十合 cannot)
+        if birth and not any(c in BIRTH_CHARS for c in text[max(0, a - KIN_REACH) : b + KIN_REACH]):
+            continue  # a birthday is told beside 生 / 诞: 次日 of a visit is none
         if shape.kind == "what":
             while b - a > 1 and text[a] in question:
                 a += 1

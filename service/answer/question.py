@@ -16,7 +16,7 @@ _WH: list[tuple[Kind, str]] = [
     ("when", r"什么时候|何时|哪一年|哪年|几时|哪一天|哪天|什么时间|何年"),
     ("where", r"什么地方|哪里|哪儿|(?<!如)何处|何地|在哪|哪座城|哪个城|哪一城|哪座|哪个地方|哪一处|哪处|哪条|哪一座"),
     ("number", r"多大(?:年纪|岁数|年龄)?|多少岁"
-               r"|多少|几[个人次年天日匹员名位座枚路万千百十种条只头支把口次岁里斤]|几|多[重长高远宽深厚久](?![要视])"),
+               r"|多少|几[个人次年天日匹员名位座枚路万千百十种条只头支把口次岁里斤尺丈]|几|多[重长高远宽深厚久](?![要视])"),
     ("who", r"哪[一两几]?[员位个名][\u4e00-\u9fff]{0,3}?[将人臣士帅官医妃伎王僧女后帝主侯相]|什么人|何人|谁|哪一?位"
             r"|叫什么名字|叫什么|名叫什么|姓甚名谁|姓什么|姓甚"),
     ("how", r"怎么|怎样|如何|用什么办法|用什么计|何计|什么计|何法|什么办法"),
@@ -115,6 +115,17 @@ _ROLES = [
 def role_of(question: str) -> str:
     """The novel's character for the teacher or maker a question asks about (师, 匠), "" when it asks about none."""
     return next((char for pattern, char in _ROLES if pattern.search(question)), "")
+
+
+# A birthday (生日, 生辰, 哪一年出生): the novel tells one, when it does, with 生 / 诞 beside the date (生于…), so a
+# date or time elsewhere (次日, 当夜) is no birthday.
+_BIRTH = re.compile(r"生日|生辰|出生|诞辰|诞生|生于")
+BIRTH_CHARS = "生诞"
+
+
+def asks_birth(question: str) -> bool:
+    """Whether a question asks when someone was born."""
+    return _BIRTH.search(question) is not None
 
 
 def question_shape(question: str) -> Shape:

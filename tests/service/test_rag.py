@@ -256,6 +256,17 @@ def test_an_age_question_asks_for_an_age():
     assert extractive_answer("孙坚死的时候多大年纪？", hits, terms, sons).kind == "declined"
 
 
+def test_a_birthday_is_a_date_beside_a_birth_and_a_height_is_in_feet():
+    hits = [chunk("次日，玄德同关、张并从人等来隆中。", 37), chunk("玄德身长七尺五寸，两耳垂肩。玄德引兵三千。", 1)]
+    terms = [(["刘备", "玄德"], 3.0)]
+    born = extractive_answer("刘备的生日是哪天？", hits, terms, CAO)  # 次日 is the day after a visit, no birthday
+    assert born.kind == "declined" and "when question" in born.reason
+    assert extractive_answer("刘备是哪天来隆中的？", hits, terms, CAO).kind == "when"  # the same 次日 answers this
+    tall = extractive_answer("刘备身高有几尺？", hits, terms, CAO, weights=LEAD)
+    assert tall.kind == "number" and tall.span == "七尺"
+    assert extractive_answer("刘备身高有几尺？", [*hits[:1], chunk("玄德引兵三千。", 1)], terms, CAO).kind == "declined"
+
+
 def test_a_kin_is_named_after_the_kin_word_not_before_it():
     # 曹操 holds 其母 (玄德's mother) prisoner: a name before the kin word is someone else, so no name is given
     hits = [chunk("玄德曰：“近因曹操囚其母，似母遣人驰书，唤回许昌去矣。”", 36)]
