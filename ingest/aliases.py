@@ -23,7 +23,7 @@ HONORIFIC_NEAR = 0.2
 HONORIFIC_REACH = 150
 # characters that make a "name" before 字 a phrase instead ("一字摆开", "年二十四，字正平")
 _NOT_IN_NAME = set("一二三四五六七八九十百千万无不并手年岁")
-_COMPOUND_SURNAMES = set(
+COMPOUND_SURNAMES = set(
     "诸葛 司马 夏侯 欧阳 公孙 皇甫 令狐 上官 东方 慕容 太史 尉迟 淳于 长孙 宇文 司徒 钟离 轩辕 独孤 南宫".split()
 )
 
@@ -129,7 +129,7 @@ def mine_aliases(text: str, min_count: int = 3) -> list[list[str]]:
         note(*m.groups())
     for m in _RENAMED.finditer(text):
         old, given, zi = m.groups()
-        note(old[:2] if old[:2] in _COMPOUND_SURNAMES else old[:1], given, zi)
+        note(old[:2] if old[:2] in COMPOUND_SURNAMES else old[:1], given, zi)
     for m in _SHORT.finditer(text):
         before, zi, changed = m.groups()
         # the name is the longest tail of `before` that the text also uses often on its own
@@ -137,7 +137,7 @@ def mine_aliases(text: str, min_count: int = 3) -> list[list[str]]:
             cand = before[-size:]
             if len(cand) < size or cand[0] in _NOT_NAME or text.count(cand) < min_count * 2:
                 continue
-            surname_len = 2 if cand[:2] in _COMPOUND_SURNAMES else 1
+            surname_len = 2 if cand[:2] in COMPOUND_SURNAMES else 1
             if size > surname_len:
                 note(cand[:surname_len], cand[surname_len:], zi, changed)
                 break

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ingest.aliases import COMPOUND_SURNAMES, HONORIFIC
 from ingest.chunking import split_sentences
 from ingest.retrieval import RetrievedChunk
 
@@ -181,22 +182,45 @@ def window_parts(
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
     kin, liked, role = kin_of(shape), liked_of(simplified(question)), role_of(simplified(question))
-    present = {n for group in asked_about(shape, lexicon) for n in group if n in every}
+    groups = asked_about(shape, lexicon)
+    present = {n for group in groups for n in group if n in every}
+    short = {g for group in groups for g in _given_names(group)}
+    full_in = {win.passage for win in found if any(n in win.text for n in present)}
     for win in found:
+        named = any(n in win.text for n in present) or (
+            win.passage in full_in and any(g in win.text for g in short))
         win.parts = {
             "coverage": coverage(win.text, terms),
             "chars": sum(v for c, v in char_weight.items() if c in win.text) / char_total,
             "context": sum(t in win.text for t in near) / len(near) if near else 0.0,
             "slot": 1.0 if typed and fillers(shape, win.text, question, names) else 0.0,
-            "entity": 1.0 if not present or any(n in win.text for n in present) else 0.0,
+            "entity": 1.0 if not present or named else 0.0,
         }
         if kin:
-            named = win.parts["entity"] and _kin_named(win.text, kin, shape, question, names, present)
-            win.parts["kin"] = 1.0 if named else 0.0
+            whose = present | short if win.passage in full_in else present
+            kin_named = win.parts["entity"] and _kin_named(win.text, kin, shape, question, names, whose)
+            win.parts["kin"] = 1.0 if kin_named else 0.0
         if liked:
             win.parts["likes"] = 1.0 if win.parts["entity"] and says_liked(simplified(win.text), liked) else 0.0
         if role:
             win.parts["role"] = 1.0 if win.parts["entity"] and _role_named(win.text, role, names - present) else 0.0
+
+
+def _given_names(group: Collection[str]) -> set[str]:
+    """The given name alone of one person's names (坚 of 孙坚, 亮 of 诸葛亮, 惇 of 夏侯惇): the novel calls someone it
+    has just named so (坚…年三十七岁). A name gives one when it is its group's only name, starts with a compound
+    surname, or shares its surname with the group's surname + courtesy name (刘备 beside 刘玄德); courtesy names (玄德,
+    元让), honorifics (关公) and places (成都) give none."""
+    out = set()
+    for n in group:
+        if len(n) not in (2, 3) or n[-1] in PLACE_SUFFIX + HONORIFIC:
+            continue
+        compound = n[:2] in COMPOUND_SURNAMES and len(n) == 3
+        surname = n[:2] if compound else n[:1]
+        styled = any(o != n and len(o) == len(surname) + 2 and o.startswith(surname) for o in group)
+        if len(group) == 1 or compound or styled:
+            out.add(n[len(surname):])
+    return {g for g in out if g and not set(g) & FUNCTION_CHARS}
 
 
 def asked_about(shape: Shape, lexicon: Lexicon | None) -> list[set[str]]:

@@ -267,6 +267,17 @@ def test_a_birthday_is_a_date_beside_a_birth_and_a_height_is_in_feet():
     assert extractive_answer("刘备身高有几尺？", [*hits[:1], chunk("玄德引兵三千。", 1)], terms, CAO).kind == "declined"
 
 
+def test_a_person_is_named_by_the_given_name_alone_in_a_passage_that_names_them():
+    sons = Lexicon(names={"孙坚", "刘表", "黄祖"}, aliases=[{"孙坚", "文台", "孙文台"}])
+    terms = [(["孙坚", "文台"], 3.0)]
+    told = [chunk("孙坚引兵追赶刘表。坚身中石、箭，脑浆迸流，人马皆死于岘山之内，寿止三十七岁。", 7)]
+    age = extractive_answer("孙坚死的时候多大年纪？", told, terms, sons, weights=LEAD)
+    assert age.kind == "number" and age.span == "三十七岁"
+    # the same sentence in a passage that never names 孙坚: its 坚 is no evidence that it is about him
+    alone = [chunk("坚身中石、箭，脑浆迸流，人马皆死于岘山之内，寿止三十七岁。", 7), chunk("孙坚引兵三千。", 6)]
+    assert extractive_answer("孙坚死的时候多大年纪？", alone, terms, sons).kind == "declined"
+
+
 def test_a_kin_is_named_after_the_kin_word_not_before_it():
     # 曹操 holds 其母 (玄德's mother) prisoner: a name before the kin word is someone else, so no name is given
     hits = [chunk("玄德曰：“近因曹操囚其母，似母遣人驰书，唤回许昌去矣。”", 36)]
