@@ -84,6 +84,9 @@ class Window:
     text: str
     score: float = 0.0
     parts: dict[str, float] = field(default_factory=dict)
+    # one sentence, or two that a semicolon joins (坚体中石、箭，…死于岘山之内；寿止三十七岁。): what a filler must
+    # share with whom the question asks about
+    one_sentence: bool = True
 
 
 @dataclass
@@ -114,7 +117,7 @@ def windows(hits: Sequence[RetrievedChunk], max_chars: int = 110) -> list[Window
         for i, s in enumerate(sents):
             out.append(Window(n, i, i + 1, s))
             if i + 1 < len(sents) and len(s) + len(sents[i + 1]) <= max_chars:
-                out.append(Window(n, i, i + 2, s + sents[i + 1]))
+                out.append(Window(n, i, i + 2, s + sents[i + 1], one_sentence=s.endswith(("；", ";"))))
     return out
 
 
@@ -346,11 +349,14 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
         decline.reason = "no sentence about whom the question asks says they like or are good at what it asks"
         return decline
     # the filler must stand beside whom the question asks about (in one sentence): 曹操 + a year for 曹操 的生年
-    if shape.kind in FILLED_KINDS and not any(win.parts.get("slot") and win.parts.get("entity", 1.0) for win in found
-                                              if win.end - win.start == 1):
+    filled = [win for win in found if win.parts.get("slot") and win.parts.get("entity", 1.0)]
+    if shape.kind in FILLED_KINDS and not any(win.one_sentence for win in filled):
         decline.reason = f"no passage offers a filler for a {shape.kind} question beside whom it asks about"
         return decline
     ranked = rank_windows(found, weights)
+    if shape.kind in FILLED_KINDS:  # and the answer starts with the best window that offers one
+        first = max(filled, key=lambda w: w.score)
+        ranked = [first, *(w for w in ranked if w is not first)]
     best = ranked[0].score
     top, span = ranked[0], None
     if shape.kind in SPAN_KINDS:

@@ -278,6 +278,15 @@ def test_a_person_is_named_by_the_given_name_alone_in_a_passage_that_names_them(
     assert extractive_answer("孙坚死的时候多大年纪？", alone, terms, sons).kind == "declined"
 
 
+def test_a_semicolon_joins_one_sentence_and_the_filled_sentence_is_cited():
+    sons = Lexicon(names={"孙坚", "刘表", "黄祖", "吕公"}, aliases=[{"孙坚", "文台", "孙文台"}])
+    terms = [(["孙坚", "文台"], 3.0), (["年纪"], 0.0)]
+    hits = [chunk("孙坚死后，孙策葬父于曲阿之原。孙坚引兵追赶吕公，至岘山。", 7),
+            chunk("吕公勒回马来战孙坚。坚体中石、箭，死于岘山之内；寿止三十七岁。", 7)]
+    age = extractive_answer("孙坚死的时候多大年纪？", hits, terms, sons)
+    assert age.kind == "number" and "寿止三十七岁" in age.text  # cited, in reading order
+
+
 def test_a_kin_is_named_after_the_kin_word_not_before_it():
     # 曹操 holds 其母 (玄德's mother) prisoner: a name before the kin word is someone else, so no name is given
     hits = [chunk("玄德曰：“近因曹操囚其母，似母遣人驰书，唤回许昌去矣。”", 36)]
