@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .embedding import Embedder, get_embedder
-from .entities import mine_entities
+from .entities import MINER_VERSION, mine_entities
 from .kb import embedder_name, unembedded_ids
+from .records import StoredChunk
 from .settings import IngestSettings
 from .store import COMPLETE, KnowledgeStore
 from .writer import embed_staged
@@ -62,20 +63,27 @@ def embed_page(settings: IngestSettings) -> int:
 
 
 def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:
-    """Mine the names of committed documents whose names the keyword phase left for later (jieba's tagger: about
-    30 s for a novel), from the loaded text or, after a restart, from the stored chunks. Returns how many."""
+    """Mine the names of committed documents whose names the keyword phase left for later, or an older miner mined
+    (MINER_VERSION; jieba's tagger: about 30 s for a novel), from the loaded text or, after a restart, from the
+    stored chunks. Returns how many."""
     done = 0
     for rec in store.records().values():
-        if rec.entities_mined or rec.status != COMPLETE:
+        if (rec.entities_mined and rec.entities_version >= MINER_VERSION) or rec.status != COMPLETE:
             continue
         text = texts.get(rec.doc_id)
         if text is None:
-            chunks = sorted(store.get_chunks(rec.committed), key=lambda c: int(c.metadata.get("start_char", 0)))
-            text = "\n".join(c.text for c in chunks)
+            text = stored_text(store.get_chunks(rec.committed))
         entities = mine_entities(text, aliases=rec.aliases)
         now = store.records([rec.doc_id]).get(rec.doc_id)
         if now is not None and now.doc_hash == rec.doc_hash and now.status == COMPLETE:  # not replaced meanwhile
-            now.entities, now.entities_mined = entities, True
+            now.entities, now.entities_mined, now.entities_version = entities, True, MINER_VERSION
             store.put_record(now)
             done += 1
     return done
+
+
+def stored_text(chunks: Iterable[StoredChunk]) -> str:
+    """A document's text again from its stored chunks: in order, each without the `overlap` characters that repeat
+    the chunk before (counted twice, a name would reach the miner's minimum count sooner)."""
+    ordered = sorted(chunks, key=lambda c: int(c.metadata.get("start_char", 0)))
+    return "\n".join(c.text[int(c.metadata.get("overlap", 0)) :] for c in ordered)

@@ -134,7 +134,8 @@ def embed_pending(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IngestSummary:
     """The embedding phase alone: give every visible chunk still without a vector its vector (what `add_paths`
-    with `embed=False`, or an interrupted one, left), and mine the names of documents not mined yet."""
+    with `embed=False`, or an interrupted one, left), and mine the names of documents not mined yet, or mined by an
+    older miner (entities.MINER_VERSION)."""
     t0 = time.perf_counter()
     summary = IngestSummary()
     check_writable(settings)

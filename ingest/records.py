@@ -34,6 +34,9 @@ class DocRecord:
     # False while the names of the text are still to be mined (after the keyword phase; records written before
     # the two phases existed have their names)
     entities_mined: bool = True
+    # the name miner that mined them (entities.MINER_VERSION; 0 before it was recorded): an older one's names are
+    # mined again by the next `ingest add` or `ingest embed`
+    entities_version: int = 0
     committed: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     aliases: list[list[str]] = field(default_factory=list)

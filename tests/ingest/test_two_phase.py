@@ -244,3 +244,28 @@ def test_a_document_not_yet_embedded_is_found_beside_embedded_ones_by_hybrid_sea
 
 def added_id(settings, name: str) -> str:
     return next(r.doc_id for r in pipeline.list_documents(settings) if r.source.endswith(name))
+
+
+def test_names_an_older_miner_recorded_are_mined_again_from_the_stored_chunks(settings, novel_file, embedder):
+    from ingest.backfill import stored_text
+    from ingest.cleaning import clean_text
+    from ingest.entities import MINER_VERSION
+
+    pipeline.add_paths([novel_file], settings, embedder=embedder)
+    store = pipeline.open_store(settings)
+    (rec,) = store.records().values()
+    assert rec.entities_mined and rec.entities_version == MINER_VERSION and "孔明" in rec.entities
+    fresh = list(rec.entities)
+    rec.entities, rec.entities_version = [], 0  # as a store written before the miner recorded its version
+    store.put_record(rec)
+    pipeline.embed_pending(settings, embedder=embedder)  # nothing to embed; the names are mined again
+    (again,) = pipeline.open_store(settings).records().values()
+    assert again.entities_version == MINER_VERSION and again.entities == fresh
+    # the text again from the chunks, each without the characters that repeat the chunk before it
+    chunks = list(store.get_chunks(rec.committed))
+    assert any(c.metadata.get("overlap") for c in chunks)
+    text, clean = stored_text(chunks), clean_text(novel_file.read_text(encoding="utf-8"))
+    for c in chunks:
+        if c.metadata.get("overlap"):
+            repeated = c.text[: c.metadata["overlap"]]
+            assert text.count(repeated) == clean.count(repeated) == 1
