@@ -16,6 +16,7 @@ from . import evidence
 from .aliases import AliasTable
 from .embedding import Embedder, get_embedder
 from .errors import UnknownDocumentError
+from .events import event_words
 from .kb import (
     alias_table,
     embedder_name,
@@ -249,6 +250,7 @@ class Retriever:
         mask = self._index.mask(filters.doc_ids, filters.chapter_min, filters.chapter_max) if bm25 else None
         if bm25 is not None:
             tokens, synonyms = self._keyword_query(query)
+            synonyms += event_words(query) if self.settings.event_words else []  # 遇害 崩 薨… for a death
             raw = bm25.scores(tokens, synonyms)
             titles = self._title_scores(tokens, synonyms)
             keyword = self._keyword_ranked(self._with_context(raw, titles), mask, pool)
@@ -326,11 +328,8 @@ class Retriever:
         if len(self._copy_of) == len(scores):  # a copy's row counts only where the one standing for it cannot
             stands = np.maximum(self._copy_of, 0)
             scores = np.where((self._copy_of >= 0) & (mask[stands] if mask is not None else True), 0.0, scores)
-        top = (
-            np.argpartition(-scores, min(pool, len(scores) - 1))[:pool]
-            if len(scores) > pool
-            else np.arange(len(scores))
-        )
+        n = len(scores)
+        top = np.argpartition(-scores, min(pool, n - 1))[:pool] if n > pool else np.arange(n)
         out: list[tuple[str, float]] = []
         for r in top[np.argsort(-scores[top])]:
             if scores[r] <= 0:
@@ -348,8 +347,7 @@ class Retriever:
         """Read the chunks of `ids` that `texts` lacks from the store into it."""
         missing = [cid for cid in ids if cid not in texts]
         if missing:
-            for c in self.store.get_chunks(missing):
-                texts[c.chunk_id] = (c.text, c.metadata)
+            texts.update((c.chunk_id, (c.text, c.metadata)) for c in self.store.get_chunks(missing))
 
     def _top_distinct(
         self, ranked: list[tuple[str, dict[str, float]]], k: int, texts: dict[str, tuple[str, dict[str, Any]]],

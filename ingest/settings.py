@@ -96,6 +96,10 @@ class IngestSettings(BaseSettings):
         default=2, ge=0, description="an English query's words each add up to this many Chinese words of the corpus "
         "from CC-CEDICT to the query (0: off)",
     )
+    event_words: bool = Field(
+        default=True, description="a question about a death also searches the novel's words for one (遇害, 崩…: "
+        "ingest/events.py)",
+    )
     aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
     mine_aliases: bool = True
     mine_entities: bool = Field(default=True, description="record each document's names (for the router)")

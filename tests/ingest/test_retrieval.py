@@ -246,3 +246,25 @@ def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedde
     hits = r.retrieve("曹操大宴铜雀台", k=4, mode="keyword")  # one passage says it, in both copies
     assert hits[0].chapter == 5 and "铜雀台" in hits[0].text
     assert len({h.text for h in hits}) == len(hits) and [h.chapter for h in hits].count(5) == 1
+
+
+def test_a_question_about_a_death_also_searches_the_novels_words_for_one(tmp_path, embedder):
+    from ingest.events import event_words
+
+    assert event_words("关羽是怎么死的？") and event_words("孙策死时多大？") and event_words("How did Guan Yu die?")
+    assert event_words("关羽用什么兵器？") == []
+    novel = tmp_path / "novel.txt"
+    novel.write_text(
+        "第1回 关公温酒斩华雄\n关羽出马，斩华雄于阵前。关羽提刀上马，众诸侯皆惊。关羽之名，自此天下皆知。\n"
+        "第2回 关公父子归神\n孙权命推出关羽。于是关公父子皆遇害。时建安二十四年冬十二月也。\n"
+        "第3回 关公挂印封金\n关羽曰：“吾宁死不降，死而后已。”遂挂印封金，辞曹操而去，千里寻兄。\n"
+        "第4回 张飞大闹长坂桥\n张飞曰：“死则死耳！”众军皆死战，曹兵死者甚众。\n"
+        "第5回 赵云单骑救主\n赵云杀透重围，敌兵死伤无数，救出阿斗。\n",
+        encoding="utf-8",
+    )
+    on = get_settings(data_dir=tmp_path / "data", collection="ev", chunk_size=80, chunk_overlap=0)
+    pipeline.add_paths([novel], on, embedder=embedder)
+    off = on.model_copy(update={"event_words": False})
+    ask = "关羽是怎么死的？"  # the novel: 遇害; 死 is everywhere, and 关羽's own chunk says it of something else
+    ranks = [chapter_of(Retriever(s, embedder=embedder).retrieve(ask, k=5, mode="keyword")).index(2) for s in (on, off)]
+    assert ranks[0] < ranks[1]  # the chunk that tells the death comes up (2nd of 5, from 3rd)
