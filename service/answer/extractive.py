@@ -176,7 +176,7 @@ def window_parts(
     """Set each window's evidence (`parts`): the question's terms, characters and slot words it holds, whether it
     offers a filler of the slot's kind, and whether it names whom the question asks about (by the `lexicon`; 1.0
     when no candidate names them)."""
-    shape = question_shape(question)
+    shape = question_shape(simplified(question))
     near = context_terms(shape)
     typed = shape.kind in TYPED_KINDS
     char_weight = char_idf(question, [win.text for win in found])
@@ -337,7 +337,7 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     decline = Extract(decline_message(question), [], 0.0, kind="declined", reason="no sentence to answer from")
     if not found:
         return decline
-    shape = question_shape(question)
+    shape = question_shape(simplified(question))
     kin = kin_of(shape)
     if kin and not any(win.parts.get("kin") for win in found):
         decline.reason = "no sentence names the kin the question asks about beside whom it asks about"

@@ -256,6 +256,17 @@ def test_an_age_question_asks_for_an_age():
     assert extractive_answer("孙坚死的时候多大年纪？", hits, terms, sons).kind == "declined"
 
 
+def test_a_traditional_script_question_is_read_as_the_simplified_one():
+    pytest.importorskip("opencc")
+    hits = [chunk("却说司马懿在宛城闲住。懿长子司马师，字子元。徐母曰：“司马懿何如人也？”", 106)]
+    terms = [(["司马懿", "仲达"], 3.0), (["老婆"], 0.0)]
+    for q in ("司马懿的老婆叫什么？", "司馬懿的老婆叫什麼？"):  # 什麼 asks what 什么 asks: a kin's name (who)
+        wife = extractive_answer(q, hits, terms, CAO)
+        assert wife.kind == "declined" and "kin" in wife.reason
+    son = extractive_answer("司馬懿的長子是誰？", hits, [(["司马懿", "仲达"], 3.0)], CAO, weights=LEAD)
+    assert son.kind == "who" and son.span == "司马师"
+
+
 def test_a_birthday_is_a_date_beside_a_birth_and_a_height_is_in_feet():
     hits = [chunk("次日，玄德同关、张并从人等来隆中。", 37), chunk("玄德身长七尺五寸，两耳垂肩。玄德引兵三千。", 1)]
     terms = [(["刘备", "玄德"], 3.0)]
