@@ -37,7 +37,7 @@ def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None
     seen = set(names)
     for m in _INTRODUCED.finditer(text):
         name = m.group(1) + m.group(2)
-        if name not in seen and text.count(name) > 0:
+        if name not in seen and name in text:
             names.append(name)
             seen.add(name)
     for group in aliases or []:

@@ -176,7 +176,8 @@ def window_parts(
     """Set each window's evidence (`parts`): the question's terms, characters and slot words it holds, whether it
     offers a filler of the slot's kind, and whether it names whom the question asks about (by the `lexicon`; 1.0
     when no candidate names them)."""
-    shape = question_shape(simplified(question))
+    plain = simplified(question)  # the question's kind and what it asks after, read in simplified script
+    shape = question_shape(plain)
     near = context_terms(shape)
     typed = shape.kind in TYPED_KINDS
     char_weight = char_idf(question, [win.text for win in found])
@@ -184,7 +185,7 @@ def window_parts(
     every = "\n".join(win.text for win in found if win.end - win.start == 1)
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
-    kin, liked, role = kin_of(shape), liked_of(simplified(question)), role_of(simplified(question))
+    kin, liked, role = kin_of(shape), liked_of(plain), role_of(plain)
     groups = asked_about(shape, lexicon)
     present = {n for group in groups for n in group if n in every}
     short = {g for group in groups for g in _given_names(group)}
@@ -332,22 +333,26 @@ def lead_filler(
 LEAD_FAR = 12  # a filler further than this from the question's words is as far as any
 
 
+# What a question asking after a kin's name, a teacher or maker, or a liking needs of some window, and the decline's
+# reason when none has it.
+NAMED_PARTS = {
+    "kin": "no sentence names the kin the question asks about beside whom it asks about",
+    "role": "no sentence about whom the question asks names a teacher or maker",
+    "likes": "no sentence about whom the question asks says they like or are good at what it asks",
+}
+
+
 def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weights, max_chars: int) -> Extract:
     """The answer from candidate windows whose evidence is set (window_parts): see extractive_answer."""
     decline = Extract(decline_message(question), [], 0.0, kind="declined", reason="no sentence to answer from")
     if not found:
         return decline
     shape = question_shape(simplified(question))
-    kin = kin_of(shape)
-    if kin and not any(win.parts.get("kin") for win in found):
-        decline.reason = "no sentence names the kin the question asks about beside whom it asks about"
-        return decline
-    if role_of(simplified(question)) and not any(win.parts.get("role") for win in found):
-        decline.reason = "no sentence about whom the question asks names a teacher or maker"
-        return decline
-    if liked_of(simplified(question)) and not any(win.parts.get("likes") for win in found):
-        decline.reason = "no sentence about whom the question asks says they like or are good at what it asks"
-        return decline
+    # window_parts set a kin / role / likes part on every window exactly when the question asks after one
+    for part, reason in NAMED_PARTS.items():
+        if part in found[0].parts and not any(win.parts[part] for win in found):
+            decline.reason = reason
+            return decline
     # the filler must stand beside whom the question asks about (in one sentence): 曹操 + a year for 曹操 的生年
     filled = [win for win in found if win.parts.get("slot") and win.parts.get("entity", 1.0)]
     if shape.kind in FILLED_KINDS and not any(win.one_sentence for win in filled):
