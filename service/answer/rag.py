@@ -109,15 +109,17 @@ PRONOUN_LOOKBACK = 3  # earlier user turns searched for whom a pronoun stands fo
 def retrieval_query(users: Sequence[str], lexicon: Lexicon | None = None, you: str = "") -> str:
     """What a turn searches for, from the conversation's user messages (oldest first): its question part (a long
     message, a pasted text, by its question: at most about 2 x MAX_QUERY_CHARS are embedded and keyword-searched);
-    a short follow-up ("那后来呢？", 8 characters at most) together with the question before it; a message that names
+    a short follow-up ("那后来呢？", 8 characters at most, naming no one the `lexicon` knows: 典韦是怎么死的？ is a
+    question of its own) together with the question before it; a message that names
     no one the knowledge base knows (`lexicon`) and refers back by a pronoun (他为什么要借东风？) with the pronoun
     replaced by the first name of the latest of the PRONOUN_LOOKBACK user turns before it that names someone
     (孔明在哪里借的东风？ -> 孔明为什么要借东风？); one that names no one and says 您 / 你 to the persona with the name
     `you` (丞相，七星坛上您做了什么？ -> 丞相，七星坛上诸葛亮做了什么？)."""
     last = question_part(users[-1])
-    if len(users) > 1 and len(last) <= 8:
+    named = lexicon is not None and bool(lexicon.entities_in(last))
+    if len(users) > 1 and len(last) <= 8 and not named:
         return question_part(users[-2]) + " " + last
-    if lexicon is None or lexicon.entities_in(last):
+    if lexicon is None or named:
         return last
     second = _YOU.search(last)
     if you and second:

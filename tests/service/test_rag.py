@@ -412,6 +412,10 @@ def test_persona_prompt_keeps_client_system_text_after_the_persona():
 def test_short_follow_ups_are_searched_with_the_question_before():
     assert retrieval_query(["关羽是怎么死的", "那后来呢？"]) == "关羽是怎么死的 那后来呢？"
     assert retrieval_query(["关羽是怎么死的", "张飞又是怎么死的呢？"]) == "张飞又是怎么死的呢？"
+    # a short message that names someone the knowledge base knows is a question of its own
+    lex = Lexicon(names={"典韦", "司马懿"})
+    assert retrieval_query(["司马懿的老婆叫什么？", "典韦是怎么死的？"], lex) == "典韦是怎么死的？"
+    assert retrieval_query(["司马懿的老婆叫什么？", "那后来呢？"], lex) == "司马懿的老婆叫什么？ 那后来呢？"
 
 
 def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means():
