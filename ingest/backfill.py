@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from .embedding import Embedder, get_embedder
 from .entities import MINER_VERSION, mine_entities
 from .kb import embedder_name, unembedded_ids
+from .kin import mine_kin
 from .records import StoredChunk
 from .settings import IngestSettings
 from .store import COMPLETE, KnowledgeStore
@@ -74,9 +75,11 @@ def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:
         if text is None:
             text = stored_text(store.get_chunks(rec.committed))
         entities = mine_entities(text, aliases=rec.aliases)
+        kin = mine_kin(text, entities, rec.aliases)
         now = store.records([rec.doc_id]).get(rec.doc_id)
         if now is not None and now.doc_hash == rec.doc_hash and now.status == COMPLETE:  # not replaced meanwhile
             now.entities, now.entities_mined, now.entities_version = entities, True, MINER_VERSION
+            now.kin = kin
             store.put_record(now)
             done += 1
     return done

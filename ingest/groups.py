@@ -154,5 +154,6 @@ def _new_record(doc: LoadedDocument, doc_hash: str, old: DocRecord | None, setti
         aliases=aliases,
         # names are mined in the embedding phase (jieba's tagger is slow); the old version's serve till then
         entities=old.entities if old else [],
+        kin=old.kin if old else [],
         entities_mined=not settings.mine_entities,
     )

@@ -90,6 +90,13 @@ def keyword_query(query: str, aliases: AliasTable | None, method: Tokenizer) -> 
     return [t for t in tokens if t not in in_groups], groups
 
 
+def kin_group(names: list[str], method: Tokenizer) -> list[list[str]]:
+    """The names of relatives a query asks after (kin.KinTable.relatives) as one synonym group: a passage counts
+    the best of them once."""
+    tokens = list(dict.fromkeys(t for n in names for t in tokenize(fold(n), method)))
+    return [tokens] if tokens else []
+
+
 def jieba_tokens(text: str) -> list[str]:
     """Search-mode jieba tokens (words and their sub-words), without punctuation and function words."""
     from .quiet import load_jieba

@@ -13,7 +13,7 @@ COMPLETE, PENDING, DELETING = "complete", "pending", "deleting"
 PREFIX, DOCS, REBUILD, STAGED, PIECES = "kb_", "__docs", "__rebuild", "__staged", "__pieces"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}[A-Za-z0-9]$|^[A-Za-z0-9]$")
 
-_BODY_FIELDS = ("committed", "pending", "aliases", "entities")  # lists: kept in the record's body, as JSON
+_BODY_FIELDS = ("committed", "pending", "aliases", "entities", "kin")  # lists: kept in the record's body, as JSON
 _NOT_STORED = ("embedded",)  # computed when listed, never written
 
 
@@ -41,6 +41,8 @@ class DocRecord:
     pending: list[str] = field(default_factory=list)
     aliases: list[list[str]] = field(default_factory=list)
     entities: list[str] = field(default_factory=list)
+    # [person, relation, relative] the text states (kin.mine_kin: 曹操 父 曹嵩), mined with the names
+    kin: list[list[str]] = field(default_factory=list)
     # committed chunks that have their vector (-1: not counted); filled by `list_documents`
     embedded: int = -1
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -26,10 +25,13 @@ from .kb import (
     refresh_keyword_index,
     visible_state,
 )
-from .keyword import KeywordIndex, keyword_query, tokenize
+from .keyword import KeywordIndex, keyword_query, kin_group, tokenize
+from .kin import KinTable
 from .normalize import PinyinNames, Script, fold, in_script, script_of, to_traditional
 from .pieces import piece_texts
 from .query_translation import with_names
+from .results import Filters as Filters
+from .results import RetrievedChunk as RetrievedChunk
 from .settings import IngestSettings
 from .store import DocRecord, KnowledgeStore
 
@@ -37,41 +39,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "dense", "keyword"]
 RRF_K = 60
 AGREEMENT_N = 40  # fused chunks that piece agreement re-ranks
-
-
-@dataclass
-class Filters:
-    """Restrict a search to some documents and/or a chapter range (inclusive)."""
-
-    doc_ids: list[str] | None = None
-    chapter_min: int | None = None
-    chapter_max: int | None = None
-
-    def chroma(self) -> Any:
-        from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
-
-        parts = []
-        if self.doc_ids:
-            parts.append(MetadataFilter(key="doc_id", value=list(self.doc_ids), operator=FilterOperator.IN))
-        if self.chapter_min is not None:
-            parts.append(MetadataFilter(key="chapter", value=self.chapter_min, operator=FilterOperator.GTE))
-        if self.chapter_max is not None:
-            parts.append(MetadataFilter(key="chapter", value=self.chapter_max, operator=FilterOperator.LTE))
-        return MetadataFilters(filters=parts) if parts else None  # type: ignore[arg-type]
-
-
-@dataclass
-class RetrievedChunk:
-    chunk_id: str
-    text: str
-    metadata: dict[str, Any]
-    score: float
-    scores: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def chapter(self) -> int | None:
-        c = self.metadata.get("chapter")
-        return int(c) if c is not None else None
 
 
 class Retriever:
@@ -106,6 +73,7 @@ class Retriever:
         self._records: dict[str, DocRecord] = {}
         self.aliases = AliasTable()
         self.entities: frozenset[str] = frozenset()
+        self.kin = KinTable()  # the kin the documents state (曹操 父 曹嵩)
         self.script: Script = "simplified"  # the corpus's dominant script: dense queries are written in it
         self.pinyin = PinyinNames()
         self._folded_aliases = AliasTable()
@@ -148,6 +116,7 @@ class Retriever:
             self.aliases = alias_table(self.settings, records.values())
             names = [e for r in records.values() for e in r.entities] + [n for g in self.aliases.groups for n in g]
             self.entities = frozenset(names)
+            self.kin = KinTable((t for r in records.values() for t in r.kin), self.aliases.groups)
             self._folded_aliases = AliasTable([fold(n) for n in g] for g in self.aliases.groups)
             self.pinyin = PinyinNames(list(dict.fromkeys(names)))  # most frequent first within each document
             sample = ids[:: max(1, len(ids) // 16)][:16]
@@ -176,7 +145,13 @@ class Retriever:
         return self._records
 
     def expand(self, query: str) -> list[str]:
-        return self.aliases.expansions(query) if self.use_aliases else []
+        """The other names of the entities the query names, and the names of the kin it asks after (曹操的父亲 ->
+        曹嵩): what the dense query adds."""
+        return [*self.aliases.expansions(query), *self.kin_names(query)] if self.use_aliases else []
+
+    def kin_names(self, query: str) -> list[str]:
+        """The names of the kin the query asks after that the documents state (曹操的父亲 -> 曹嵩: KinTable)."""
+        return self.kin.relatives(fold(query)) if self.settings.kin_relations and self.use_aliases else []
 
     def with_names(self, query: str, translate: bool = True) -> str:
         """The query with the names it spells in pinyin and (`translate`) its English words as Chinese words."""
@@ -213,6 +188,7 @@ class Retriever:
         if self._index.bm25 is None:
             return []
         tokens, synonyms = self._keyword_query(query, translate=False)  # what it names, not dictionary guesses
+        synonyms += kin_group(self.kin_names(query), self._index.method)
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
         idf = self._index.bm25.idf({t for g in groups for t in g})
@@ -251,6 +227,7 @@ class Retriever:
         if bm25 is not None:
             tokens, synonyms = self._keyword_query(query)
             synonyms += event_words(query) if self.settings.event_words else []  # 遇害 崩 薨… for a death
+            synonyms += kin_group(self.kin_names(query), self._index.method)  # 曹嵩 for 曹操的父亲
             raw = bm25.scores(tokens, synonyms)
             titles = self._title_scores(tokens, synonyms)
             keyword = self._keyword_ranked(self._with_context(raw, titles), mask, pool)

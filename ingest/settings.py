@@ -100,6 +100,10 @@ class IngestSettings(BaseSettings):
         default=True, description="a question about a death also searches the novel's words for one (遇害, 崩…: "
         "ingest/events.py)",
     )
+    kin_relations: bool = Field(
+        default=True, description="a question about someone's kin (曹操的父亲) also searches for the relative's name "
+        "the documents state (操父曹嵩: ingest/kin.py)",
+    )
     aliases_file: Path | None = Field(default=None, description="alias table: one group of names per line")
     mine_aliases: bool = True
     mine_entities: bool = Field(default=True, description="record each document's names (for the router)")

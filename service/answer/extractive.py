@@ -186,6 +186,7 @@ def window_parts(
     names = {n for n in names if n in every}  # once, not for each window (thousands of mined names)
     # the names of whom the question asks about that the candidates use ("entity": the window names one of them)
     kin, liked, role = kin_of(shape), liked_of(plain), role_of(plain)
+    stated = lexicon.relatives(plain) if kin and lexicon is not None and lexicon.relatives else []
     groups = asked_about(shape, lexicon)
     present = {n for group in groups for n in group if n in every}
     short = {g for group in groups for g in _given_names(group)}
@@ -200,10 +201,10 @@ def window_parts(
             "slot": 1.0 if typed and fillers(shape, win.text, question, names) else 0.0,
             "entity": 1.0 if not present or named else 0.0,
         }
-        if kin:
+        if kin:  # a sentence names the kin beside whom the question asks about, or the kin the documents state
             whose = present | short if win.passage in full_in else present
             kin_named = win.parts["entity"] and _kin_named(win.text, kin, shape, question, names, whose)
-            win.parts["kin"] = 1.0 if kin_named else 0.0
+            win.parts["kin"] = 1.0 if kin_named or any(r in win.text for r in stated) else 0.0
         if liked:
             win.parts["likes"] = 1.0 if win.parts["entity"] and says_liked(simplified(win.text), liked) else 0.0
         if role:

@@ -17,6 +17,7 @@ class Lexicon:
     names: Collection[str] = frozenset()
     aliases: Sequence[Collection[str]] = ()
     spelled: Callable[[str], list[str]] | None = None  # the names a text spells in pinyin (Liu Bei's -> 刘备)
+    relatives: Callable[[str], list[str]] | None = None  # the kin a question asks after, by name (曹操的父亲 -> 曹嵩)
 
     def same_entity(self, question: str) -> set[str]:
         """Every name of each entity the question names (so that a who-answer is not the question's own subject)."""
@@ -64,5 +65,6 @@ def _t2s() -> Any:
 
 
 def lexicon_of(retriever: Any) -> Lexicon:
-    """The names a retriever knows (ingest.retrieval.Retriever: mined entities, the alias table, their pinyin)."""
-    return Lexicon(retriever.entities, retriever.aliases.groups, retriever.pinyin.find)
+    """The names a retriever knows (ingest.retrieval.Retriever: mined entities, the alias table, their pinyin, the
+    kin its documents state)."""
+    return Lexicon(retriever.entities, retriever.aliases.groups, retriever.pinyin.find, retriever.kin_names)

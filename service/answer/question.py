@@ -8,6 +8,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
+from ingest.kin import KIN_WORDS
+
 Kind = Literal["who", "where", "when", "number", "why", "how", "what", "yesno"]
 
 # Question words, the most specific first; each with the slot kind it asks for.
@@ -53,27 +55,15 @@ class Shape:
     wh: str
 
 
-# Kinship words (the novel's own character for each): "X的妻子叫什么" asks for a name that stands beside 妻 in a
-# sentence about X.
-KIN = {"父亲": "父", "母亲": "母", "妻子": "妻", "夫人": "夫人妻", "丈夫": "夫", "儿子": "子", "长子": "长子",
-       "次子": "次子", "女儿": "女", "哥哥": "兄", "兄长": "兄", "弟弟": "弟", "妹妹": "妹", "姐姐": "姊姐",
-       "叔父": "叔", "伯父": "伯", "祖父": "祖", "岳父": "岳丈", "老师": "师", "师父": "师", "妻": "妻", "母": "母",
-       "父": "父",
-       # as people say them (庞统的老婆叫什么): the novel's character is the same
-       "老婆": "妻", "媳妇": "妻", "太太": "妻", "老公": "夫", "爸爸": "父", "爸": "父", "爹": "父", "妈妈": "母",
-       "妈": "母", "娘": "母", "爷爷": "祖", "孙子": "孙", "孙女": "孙", "女婿": "婿", "舅舅": "舅", "叔叔": "叔",
-       "伯伯": "伯", "哥": "兄", "大哥": "兄", "姐": "姊姐", "外婆": "外", "姥姥": "外", "外公": "外", "姥爷": "外"}
-
-
 def kin_of(shape: Shape) -> str:
     """The novel's characters for the kin a who-question asks the name of ("X的母亲叫什么名字" -> 母), "" when it
     asks about no kin."""
     if shape.kind != "who":
         return ""
     left = re.sub(r"[是叫名姓]+$", "", shape.left)
-    for word in sorted(KIN, key=len, reverse=True):
+    for word in sorted(KIN_WORDS, key=len, reverse=True):
         if left.endswith("的" + word) or (len(word) > 1 and left.endswith(word)):
-            return KIN[word]
+            return KIN_WORDS[word]
     return ""
 
 

@@ -248,23 +248,46 @@ def test_a_copy_kept_beside_its_original_is_not_returned_twice(tmp_path, embedde
     assert len({h.text for h in hits}) == len(hits) and [h.chapter for h in hits].count(5) == 1
 
 
+def tiny_novel(tmp_path, embedder, collection: str, chunk_size: int, chapters: list[str]):
+    """Settings of a collection holding a novel of `chapters` ("title\ntext" each), ingested."""
+    novel = tmp_path / "novel.txt"
+    novel.write_text("".join(f"第{n}回 {c}\n" for n, c in enumerate(chapters, start=1)), encoding="utf-8")
+    settings = get_settings(data_dir=tmp_path / "data", collection=collection, chunk_size=chunk_size, chunk_overlap=0)
+    pipeline.add_paths([novel], settings, embedder=embedder)
+    return settings
+
+
 def test_a_question_about_a_death_also_searches_the_novels_words_for_one(tmp_path, embedder):
     from ingest.events import event_words
 
     assert event_words("关羽是怎么死的？") and event_words("孙策死时多大？") and event_words("How did Guan Yu die?")
     assert event_words("关羽用什么兵器？") == []
-    novel = tmp_path / "novel.txt"
-    novel.write_text(
-        "第1回 关公温酒斩华雄\n关羽出马，斩华雄于阵前。关羽提刀上马，众诸侯皆惊。关羽之名，自此天下皆知。\n"
-        "第2回 关公父子归神\n孙权命推出关羽。于是关公父子皆遇害。时建安二十四年冬十二月也。\n"
-        "第3回 关公挂印封金\n关羽曰：“吾宁死不降，死而后已。”遂挂印封金，辞曹操而去，千里寻兄。\n"
-        "第4回 张飞大闹长坂桥\n张飞曰：“死则死耳！”众军皆死战，曹兵死者甚众。\n"
-        "第5回 赵云单骑救主\n赵云杀透重围，敌兵死伤无数，救出阿斗。\n",
-        encoding="utf-8",
-    )
-    on = get_settings(data_dir=tmp_path / "data", collection="ev", chunk_size=80, chunk_overlap=0)
-    pipeline.add_paths([novel], on, embedder=embedder)
+    on = tiny_novel(tmp_path, embedder, "ev", 80, [
+        "关公温酒斩华雄\n关羽出马，斩华雄于阵前。关羽提刀上马，众诸侯皆惊。关羽之名，自此天下皆知。",
+        "关公父子归神\n孙权命推出关羽。于是关公父子皆遇害。时建安二十四年冬十二月也。",
+        "关公挂印封金\n关羽曰：“吾宁死不降，死而后已。”遂挂印封金，辞曹操而去，千里寻兄。",
+        "张飞大闹长坂桥\n张飞曰：“死则死耳！”众军皆死战，曹兵死者甚众。",
+        "赵云单骑救主\n赵云杀透重围，敌兵死伤无数，救出阿斗。",
+    ])
     off = on.model_copy(update={"event_words": False})
     ask = "关羽是怎么死的？"  # the novel: 遇害; 死 is everywhere, and 关羽's own chunk says it of something else
     ranks = [chapter_of(Retriever(s, embedder=embedder).retrieve(ask, k=5, mode="keyword")).index(2) for s in (on, off)]
     assert ranks[0] < ranks[1]  # the chunk that tells the death comes up (2nd of 5, from 3rd)
+
+
+def test_a_question_about_someones_kin_also_searches_for_the_relative_the_text_names(tmp_path, embedder):
+    on = tiny_novel(tmp_path, embedder, "kin", 60, [
+        "曹操起兵\n沛国谯郡人也，姓曹名操，字孟德。操父曹嵩，本姓夏侯氏。时人皆敬曹嵩，乡里称曹嵩为长者。曹操少机警。",
+        "曹操献刀\n曹操献刀于董卓，乘马而出。曹操逃至中牟县，为守关军士所获。曹操遂与陈宫同行。",
+        "张闿杀曹嵩\n陶谦差都尉张闿护送。张闿杀尽曹嵩全家，取了财物，逃奔淮南去了。",
+        "曹操兴兵\n曹操闻之，哭倒于地。曹操大怒，起兵报仇，父仇不共戴天。",
+        "曹操破吕布\n曹操大破吕布于濮阳，曹操引军还兖州。",
+    ])
+    retriever = Retriever(on, embedder=embedder)
+    assert ["曹操", "父", "曹嵩"] in next(iter(retriever.documents.values())).kin  # mined with the names
+    assert retriever.kin_names("曹操的父亲是被谁害死的？") == ["曹嵩"]
+    off = Retriever(on.model_copy(update={"kin_relations": False}), embedder=embedder)
+    ask = "曹操的父亲是被谁害死的？"  # chapter 3 never names 曹操 nor says 父亲
+    ranks = [chapter_of(r.retrieve(ask, k=5, mode="keyword")).index(3) for r in (retriever, off)]
+    assert ranks[0] < ranks[1]  # the chunk that tells his father's death comes up (3rd of 5, from 5th)
+    assert any("曹嵩" in t for group, _ in retriever.query_terms(ask) for t in group)  # the answer's terms too

@@ -243,6 +243,17 @@ def test_kin_as_people_say_it_is_the_novels_kin():
     assert grandmother.kind == "declined" and "kin" in grandmother.reason
 
 
+def test_a_kin_the_documents_state_answers_a_kin_question_though_no_sentence_names_it_beside_them():
+    hits = [chunk("马超引兵至潼关。马岱谏曰：“叔父马腾已死于许昌。”超大哭。", 58)]
+    terms = [(["马超", "孟起"], 3.0), (["马腾"], 4.0)]
+    plain = Lexicon(names={"马超", "马腾", "马岱"}, aliases=[{"马超", "孟起"}])
+    assert extractive_answer("马超的父亲是谁？", hits, terms, plain).kind == "declined"  # no 父 beside 马超
+    stated = Lexicon(plain.names, plain.aliases, relatives=lambda q: ["马腾"] if "马超的父亲" in q else [])
+    father = extractive_answer("马超的父亲是谁？", hits, terms, stated)  # 马腾之子马超 was mined at ingest
+    assert father.kind == "who" and "马腾" in father.text
+    assert extractive_answer("马超的母亲是谁？", hits, terms, stated).kind == "declined"
+
+
 def test_an_age_question_asks_for_an_age():
     assert [question_shape(q).kind for q in ("孙策死时多大？", "孙坚死的时候多大年纪？", "诸葛亮几岁出山？")] == [
         "number"] * 3

@@ -1,0 +1,53 @@
+"""Kinship mined from a text (ingest/kin.py) and the kin a question asks after."""
+
+from __future__ import annotations
+
+from ingest.kin import KinTable, mine_kin
+
+
+def triples(text: str, names: set[str], groups: list[set[str]] | None = None) -> set[tuple[str, ...]]:
+    return {tuple(t) for t in mine_kin(text, names, groups or [])}
+
+
+def test_a_stated_relation_and_its_inverse_are_mined():
+    found = triples("马腾之子马超，字孟起。", {"马腾", "马超"})
+    assert found == {("马腾", "子", "马超"), ("马超", "父", "马腾")}
+    # a son by his place is a son too, and the eldest
+    assert ("袁绍", "长子", "袁谭") in triples("袁绍长子袁谭，出守青州。", {"袁绍", "袁谭"})
+
+
+def test_a_given_name_alone_stands_for_the_person_named_before():
+    text = "沛国谯郡人也，姓曹名操字孟德。操父曹嵩，本姓夏侯氏。"
+    assert ("曹操", "父", "曹嵩") in triples(text, {"曹操", "曹嵩"})
+    # a wife's name is no known name: the husband is the one the text named in full before
+    text = "却说吕布在下邳。布妻严氏出曰：“将军勿出。”"
+    assert ("吕布", "妻", "严氏") in triples(text, {"吕布", "陈宫"})
+    # 天子, 公子: no given name
+    assert triples("天子刘协在许都。公子刘琦拜见。", {"刘协", "刘琦", "天刘", "公刘"}) == set()
+
+
+def test_blood_kin_share_a_surname_and_counting_words_are_no_people():
+    assert triples("此乃刘玄德之弟关羽也。", {"刘玄德", "关羽"}) == set()  # a sworn brother
+    assert triples("二叔侄二人同往。", {"二叔", "二人"}) == set()
+    # a person's surname is any of their names' (孔明 of 诸葛亮)
+    found = triples("原来孔明之子诸葛瞻，字思远。", {"孔明", "诸葛瞻"}, [{"诸葛亮", "孔明"}])
+    assert ("孔明", "子", "诸葛瞻") in found and ("诸葛瞻", "父", "孔明") in found
+
+
+def test_sons_named_by_given_name_after_the_father_and_adopted_sons():
+    text = "却说孙坚有四子，皆吴夫人所生：长子名策，字伯符；次子名权，字仲谋。"
+    found = triples(text, {"孙坚", "孙策", "孙权"})
+    assert {("孙坚", "长子", "孙策"), ("孙坚", "次子", "孙权"), ("孙权", "父", "孙坚")} <= found
+    assert ("孙权", "兄", "孙策") in found  # the eldest son is his brothers' elder brother
+    assert ("关公", "子", "关平") in triples("关定大喜，便命关平拜关公为父。", {"关公"})
+
+
+def test_the_kin_a_question_asks_after():
+    table = KinTable([["曹操", "父", "曹嵩"], ["袁绍", "长子", "袁谭"], ["袁绍", "子", "袁谭"], ["袁绍", "子", "袁尚"]],
+                     [{"曹操", "孟德"}])  # fmt: skip
+    assert table.relatives("曹操的父亲叫什么？") == ["曹嵩"]
+    assert table.relatives("孟德的爸爸是谁") == ["曹嵩"]  # by another of his names, as people say it
+    assert table.relatives("曹操的儿子是谁？") == [] and table.relatives("曹嵩是谁？") == []
+    assert table.relatives("袁绍的儿子有哪些？") == ["袁谭", "袁尚"]
+    assert table.relatives("袁绍的长子是谁？") == ["袁谭"]  # the eldest, not every son
+    assert len(KinTable()) == 0 and KinTable().relatives("曹操的父亲叫什么？") == []
