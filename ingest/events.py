@@ -13,12 +13,22 @@ from __future__ import annotations
 import re
 
 # a question about a death: Chinese, or English (the query translation gives the corpus's words for the rest)
-_DEATH_QUESTION = re.compile(r"死|去世|逝世|过世|身亡|丧命|遇害|被杀|阵亡|活了多少|\b(?:die|died|dies|death|killed)\b",
-                             re.IGNORECASE)
+_DEATH_QUESTION = re.compile(
+    r"死|去世|逝世|过世|身亡|丧命|遇害|被杀|阵亡|活了多少|享年|终年|\b(?:die|died|dies|death|killed)\b", re.IGNORECASE
+)
 # how the classical novel says that someone died
 DEATH_WORDS = ["亡", "卒", "崩", "薨", "殁", "殂", "遇害", "身亡", "身死", "殒命", "归天", "自刎", "死"]
 
 
+# a question about the age someone died at (孙策死时多大？ 刘备享年多少岁？), and how the novel tells it: 寿六十六岁,
+# 年止二十六岁, 时年五十五岁, 亡年五十八岁 (寿 before a numeral: 寿春 is a city)
+_AGE_QUESTION = re.compile(r"多大|几岁|多少岁|年纪|岁数|享年|终年|高寿|活了|\bhow old\b|\bage\b", re.IGNORECASE)
+AGE_WORDS = [f"寿{n}" for n in "二三四五六七八九止"] + ["年止", "时年", "亡年", "享年", "终年"]
+
+
 def event_words(query: str) -> list[list[str]]:
-    """Synonym groups for the events the query asks about: [DEATH_WORDS] for a death, none otherwise."""
-    return [list(DEATH_WORDS)] if _DEATH_QUESTION.search(query) else []
+    """Synonym groups for the events the query asks about: [DEATH_WORDS] for a death, and [AGE_WORDS] for the age
+    at it; none otherwise."""
+    if not _DEATH_QUESTION.search(query):
+        return []
+    return [list(DEATH_WORDS), list(AGE_WORDS)] if _AGE_QUESTION.search(query) else [list(DEATH_WORDS)]

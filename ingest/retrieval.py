@@ -189,6 +189,7 @@ class Retriever:
             return []
         tokens, synonyms = self._keyword_query(query, translate=False)  # what it names, not dictionary guesses
         synonyms += kin_group(self.kin_names(query), self._index.method)
+        synonyms += event_words(query) if self.settings.event_words else []  # 遇害, 寿六十六岁
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
         idf = self._index.bm25.idf({t for g in groups for t in g})

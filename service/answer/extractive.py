@@ -11,8 +11,10 @@ import numpy as np
 
 from ingest.aliases import COMPOUND_SURNAMES, HONORIFIC
 from ingest.chunking import split_sentences
+from ingest.events import event_words
 from ingest.retrieval import RetrievedChunk
 
+from .carried import carried_over
 from .decline import FUNCTION_CHARS, HAN_CHAR, Terms, coverage, decline_message, decline_reason
 from .decline import MIN_COVERAGE as MIN_COVERAGE
 from .decline import MIN_DENSE as MIN_DENSE
@@ -209,6 +211,8 @@ def window_parts(
             win.parts["likes"] = 1.0 if win.parts["entity"] and says_liked(simplified(win.text), liked) else 0.0
         if role:
             win.parts["role"] = 1.0 if win.parts["entity"] and _role_named(win.text, role, names - present) else 0.0
+    if shape.kind in FILLED_KINDS and present and event_words(plain):  # 气绝而死。寿六十六岁。: the age is theirs
+        carried_over(found, full_in, names | short, present | short)
 
 
 def _given_names(group: Collection[str]) -> set[str]:

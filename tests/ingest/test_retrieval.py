@@ -291,3 +291,12 @@ def test_a_question_about_someones_kin_also_searches_for_the_relative_the_text_n
     ranks = [chapter_of(r.retrieve(ask, k=5, mode="keyword")).index(3) for r in (retriever, off)]
     assert ranks[0] < ranks[1]  # the chunk that tells his father's death comes up (3rd of 5, from 5th)
     assert any("曹嵩" in t for group, _ in retriever.query_terms(ask) for t in group)  # the answer's terms too
+
+
+def test_a_question_about_the_age_at_a_death_also_searches_how_the_novel_tells_one():
+    from ingest.events import event_words
+
+    groups = event_words("孙策死时多大？")
+    assert len(groups) == 2 and {"寿六", "年止", "时年"} <= set(groups[1]) and "寿春" not in groups[1]
+    assert len(event_words("关羽是怎么死的？")) == 1 and len(event_words("刘备享年多少岁？")) == 2
+    assert event_words("诸葛亮几岁出山？") == []  # an age, but not at a death

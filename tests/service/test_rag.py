@@ -267,6 +267,20 @@ def test_an_age_question_asks_for_an_age():
     assert extractive_answer("孙坚死的时候多大年纪？", hits, terms, sons).kind == "declined"
 
 
+def test_the_age_told_after_a_death_in_a_sentence_naming_no_one_is_the_dead_persons():
+    shu = Lexicon(names={"张飞", "范疆", "张达", "刘备", "陶谦"}, aliases=[{"张飞", "翼德"}])
+    terms = [(["张飞", "翼德"], 3.0), (["时年", "寿六"], 4.0)]
+    told = [chunk("范疆、张达入帐，将短刀刺入张飞腹中。飞大叫一声而亡。时年五十五岁。", 81)]
+    age = extractive_answer("张飞死时多大年纪？", told, terms, shu)
+    assert age.kind == "number" and "五十五岁" in age.text
+    # the nearest sentence that names someone (outside the dying man's words) names another: not his age
+    other = [chunk("张飞守阆中。陶谦病笃，请刘备议事。言讫而亡。时年六十三岁。", 81)]
+    assert extractive_answer("张飞死时多大年纪？", other, terms, shu).kind == "declined"
+    # an age with no death told before it is no age at death
+    alive = [chunk("张飞守阆中，每日饮酒。时年五十五岁。", 81)]
+    assert extractive_answer("张飞死时多大年纪？", alive, terms, shu).kind == "declined"
+
+
 def test_a_traditional_script_question_is_read_as_the_simplified_one():
     pytest.importorskip("opencc")
     hits = [chunk("却说司马懿在宛城闲住。懿长子司马师，字子元。徐母曰：“司马懿何如人也？”", 106)]
