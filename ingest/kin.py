@@ -153,7 +153,13 @@ class KinTable:
         """The names of the kin the `query` (folded: normalize.fold) asks after by a kin word right after a
         person's name (曹操的父亲, 诸葛亮儿子 -> their mined names, in the documents' script), in the order the text
         stated them; [] when it asks after none or the knowledge base states none."""
+        return self.resolve(query)[0]
+
+    def resolve(self, query: str) -> tuple[list[str], str]:
+        """`relatives`, and the query without the kin words they stand for (诸葛亮的哥哥是谁 -> 诸葛亮 是谁: the novel
+        says 兄, and 哥哥 in its dialogue is anyone's)."""
         out: list[str] = []
+        rest = query
         for m in self._asks.finditer(query):
             chars = KIN_WORDS[m.group(1)]
             before = query[: m.start()]
@@ -164,4 +170,5 @@ class KinTable:
                 # 儿子 asks for every son, 长子 for the eldest only; 夫人 for a wife (妻)
                 if (rel == chars or (len(rel) == 1 and rel in chars and chars not in _STATED)) and relative not in out:
                     out.append(relative)
-        return out
+                    rest = rest.replace(m.group(0), " ", 1)  # no new word across the gap (亮是)
+        return out, rest

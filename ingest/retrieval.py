@@ -149,9 +149,14 @@ class Retriever:
         曹嵩): what the dense query adds."""
         return [*self.aliases.expansions(query), *self.kin_names(query)] if self.use_aliases else []
 
+    def _kin(self, query: str) -> tuple[list[str], str]:
+        """The relatives the query asks after, and the query without their kin words (KinTable.resolve)."""
+        kin, rest = self.kin.resolve(fold(query)) if self.settings.kin_relations and self.use_aliases else ([], "")
+        return kin, rest if kin else query
+
     def kin_names(self, query: str) -> list[str]:
         """The names of the kin the query asks after that the documents state (曹操的父亲 -> 曹嵩: KinTable)."""
-        return self.kin.relatives(fold(query)) if self.settings.kin_relations and self.use_aliases else []
+        return self._kin(query)[0]
 
     def with_names(self, query: str, translate: bool = True) -> str:
         """The query with the names it spells in pinyin and (`translate`) its English words as Chinese words."""
@@ -187,13 +192,15 @@ class Retriever:
         self._refresh()
         if self._index.bm25 is None:
             return []
-        tokens, synonyms = self._keyword_query(query, translate=False)  # what it names, not dictionary guesses
-        synonyms += kin_group(self.kin_names(query), self._index.method)
+        kin, rest = self._kin(query)
+        tokens, synonyms = self._keyword_query(rest, translate=False)  # what it names, not dictionary guesses
         synonyms += event_words(query) if self.settings.event_words else []  # 遇害, 寿六十六岁
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
-        idf = self._index.bm25.idf({t for g in groups for t in g})
+        idf = self._index.bm25.idf({t for g in [*groups, *kin_group(kin, self._index.method)] for t in g})
         out = [(g, max(idf[t] for t in g)) for g in groups]
+        if kin:  # the relatives by their whole names (诸葛瑾, not 诸葛), weighted as their rarest token
+            out.append((kin, max(idf[t] for g in kin_group(kin, self._index.method) for t in g)))
         if self.script == "traditional":  # terms are matched against the passages' own text
             out = [([to_traditional(t) for t in g], w) for g, w in out]
         return out
@@ -226,9 +233,10 @@ class Retriever:
         bm25 = self._index.bm25 if mode in ("hybrid", "keyword") else None
         mask = self._index.mask(filters.doc_ids, filters.chapter_min, filters.chapter_max) if bm25 else None
         if bm25 is not None:
-            tokens, synonyms = self._keyword_query(query)
+            kin, rest = self._kin(query)  # 曹嵩 for 曹操的父亲, and 父亲 no more
+            tokens, synonyms = self._keyword_query(rest)
             synonyms += event_words(query) if self.settings.event_words else []  # 遇害 崩 薨… for a death
-            synonyms += kin_group(self.kin_names(query), self._index.method)  # 曹嵩 for 曹操的父亲
+            synonyms += kin_group(kin, self._index.method)
             raw = bm25.scores(tokens, synonyms)
             titles = self._title_scores(tokens, synonyms)
             keyword = self._keyword_ranked(self._with_context(raw, titles), mask, pool)

@@ -51,3 +51,10 @@ def test_the_kin_a_question_asks_after():
     assert table.relatives("袁绍的儿子有哪些？") == ["袁谭", "袁尚"]
     assert table.relatives("袁绍的长子是谁？") == ["袁谭"]  # the eldest, not every son
     assert len(KinTable()) == 0 and KinTable().relatives("曹操的父亲叫什么？") == []
+
+
+def test_the_kin_word_a_relative_stands_for_leaves_the_query():
+    table = KinTable([["诸葛亮", "兄", "诸葛瑾"]])
+    # the novel says 兄; 哥哥 in its dialogue is anyone's brother, and no word forms across the gap (亮是)
+    assert table.resolve("诸葛亮的哥哥是谁？") == (["诸葛瑾"], "诸葛亮 是谁？")
+    assert table.resolve("诸葛亮的母亲是谁？") == ([], "诸葛亮的母亲是谁？")  # none stated: the words stay
