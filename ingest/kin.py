@@ -40,6 +40,8 @@ _BLOOD = set("子女父兄弟侄叔") | {"长子", "次子"}
 # characters that are no given name standing for a person (天子, 公子, 孺子, 其子, 吾弟, 与弟…)
 _NOT_GIVEN = set("天公孺其吾汝令与及并之也乃此彼某兄弟父母子女妻长次三四幼太世庶义族宗家舍贤小二于为以使见遣命")
 _NOT_PERSON = set("一二三四五六七八九十百千万人")  # 二人, 二叔: the tagger's "names" that count people
+_SONS = ("长子", "次子", "三子", "幼子")  # a son by his place: the name follows (令长子张苞具棺椁)
+_NAME = re.compile(rf"[{_HAN}]{{2,3}}")
 REACH = 300  # characters before a given name alone (操父曹嵩) where the person is named in full
 
 
@@ -68,6 +70,8 @@ def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]
         b = next((text[after : after + n] for n in (4, 3, 2) if text[after : after + n] in people), None)
         if b is None and re.match(rf"[{_HAN}](?:氏|夫人)", text[after : after + 3]):
             b = text[after : after + (2 if text[after + 1] == "氏" else 3)]
+        if b is None and after == m.end() and m.group(0) in _SONS:  # 赵云长子赵统: a son the tagger missed, named
+            b = next((c for n in (3, 2) if _NAME.fullmatch(c := text[after : after + n]) and text.count(c) > 1), None)
         if b is None and after > m.end():  # 孙坚有四子…长子名策: the given name alone, the father named before
             had = _HAD_SONS.search(text[max(0, m.start() - SONS_REACH) : m.start()])
             father = _tail(had.group(1), people) if had else None
@@ -111,7 +115,7 @@ def _note(
     group = group_of.get(person, {person})
     if relative in group:
         return
-    if blood and rel in _BLOOD and (relative not in people or all(surname(relative) != surname(n) for n in group)):
+    if blood and rel in _BLOOD and all(surname(relative) != surname(n) for n in group):
         return
     out[(person, rel, relative)] = None
     if rel in _INVERSE and relative in people:

@@ -40,6 +40,9 @@ def test_sons_named_by_given_name_after_the_father_and_adopted_sons():
     assert {("孙坚", "长子", "孙策"), ("孙坚", "次子", "孙权"), ("孙权", "父", "孙坚")} <= found
     assert ("孙权", "兄", "孙策") in found  # the eldest son is his brothers' elder brother
     assert ("关公", "子", "关平") in triples("关定大喜，便命关平拜关公为父。", {"关公"})
+    # a son the tagger did not take for a name: his place, his father's surname, and the text names him again
+    sons = triples("忽报镇南将军赵云长子赵统、次子赵广来见。封赵统为虎贲中郎。", {"赵云"})
+    assert ("赵云", "长子", "赵统") in sons and not any(t[2].startswith("赵广") for t in sons)  # 赵广: named once
 
 
 def test_the_kin_a_question_asks_after():
