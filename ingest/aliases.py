@@ -141,11 +141,6 @@ def mine_aliases(text: str, min_count: int = 3) -> list[list[str]]:
             if size > surname_len:
                 note(cand[:surname_len], cand[surname_len:], zi, changed)
                 break
-    for m in _OTHER_NAME.finditer(text):  # 小字阿瞒, 乳名阿斗, 道号凤雏先生, 绰号豹子头
-        owner, other = _other_name_owner(text, m.start(), groups, min_count), m.group(1)
-        if owner and text.count(other) >= min_count and not _NOT_IN_NAME & set(other):
-            groups.setdefault(owner, {owner}).add(other)
-            surnames.setdefault(owner, owner[:2] if owner[:2] in COMPOUND_SURNAMES else owner[:1])
     # A courtesy name that two people share (徐晃 and 管辂 are both 公明) names neither reliably.
     owners: dict[str, int] = {}
     for g in groups.values():
@@ -157,41 +152,6 @@ def mine_aliases(text: str, min_count: int = 3) -> list[list[str]]:
         if len(unique) > 1:
             out.append(sorted({*unique, *honorifics(text, unique, surnames[name], groups.values(), min_count)}))
     return out
-
-
-# Another name the text gives someone (小字阿瞒 / 乳名阿斗 / 绰号豹子头 / 法名悟空): the name, without a title after it
-# (先生, 居士). Not a style someone takes (道号卧龙先生, 自号): the novel names a place after it (卧龙冈), and searched
-# with 诸葛亮 it cost two held-in questions their passage (hit@5 116 -> 114 of 125, BENCHMARKS.md)
-_OTHER_NAME = re.compile(
-    rf"(?:小字|乳名|小名|法名|法号|绰号|诨名|外号)(?:儿)?(?:唤做|叫做|叫|为|是)?[“‘]?([{_HAN}]{{2,3}}?)"
-    rf"(?:先生|居士|道人)?(?=[，。；、：”’！,;:!])"
-)
-# whose it is: the child just born (曹嵩生操 / 甘夫人生刘禅), or the person just introduced (姓庞，名统)
-_BORN = re.compile(rf"(?<![先学书医门儒好])生(?![了得的之一下出在于])([{_HAN}]{{1,3}})(?=[，。；,;])")
-_INTRODUCED = re.compile(rf"(?:复|覆)?姓([{_HAN}]{{1,2}})[，,]?(?:名|单讳一个|双名)([{_HAN}]{{1,2}})")
-OTHER_NAME_REACH = 80
-
-
-def _other_name_owner(text: str, at: int, groups: dict[str, set[str]], min_count: int) -> str | None:
-    """Whose other name starts at `at`: the child the OTHER_NAME_REACH characters before say was born (曹嵩生操 ->
-    曹操: the parent's surname), else the person they introduce (姓庞，名统 -> 庞统), else the last person with a
-    courtesy name (`groups`) they name; a name the text uses `min_count` times."""
-    before = text[max(0, at - OTHER_NAME_REACH) : at]
-    found: list[tuple[int, str]] = []
-    for m in _BORN.finditer(before):
-        child = m.group(1)
-        parent = before[max(0, m.start() - 2) : m.start()]
-        names = [child[:n] for n in (3, 2) if len(child) >= n] + ([parent[:1] + child[:1]] if parent else [])
-        found += [(m.start(), n) for n in names if text.count(n) >= min_count][:1]
-    found += [(m.start(), m.group(1) + m.group(2)) for m in _INTRODUCED.finditer(before)
-              if text.count(m.group(1) + m.group(2)) >= min_count]  # fmt: skip
-    found += [(before.rfind(n), n) for n in groups if n in before]
-    if not found:
-        return None
-    start, owner = max(found)
-    # 我父姓陈名光蕊，我小名叫做江流: the speaker's own name, not the one introduced; 姓李，名云，绰号青眼虎。…
-    # 舍弟朱富，绰号笑面虎: another's, after the one introduced got theirs
-    return None if re.search("[我吾俺]", before[start:]) or _OTHER_NAME.search(before[start:]) else owner
 
 
 def honorifics(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from .aliases import mine_aliases
 from .embedding import Embedder, get_embedder
 from .entities import MINER_VERSION, mine_entities
 from .kb import embedder_name, unembedded_ids
@@ -48,7 +47,7 @@ def embed_phase(
     `texts` holds the documents' texts where the caller has them loaded. Returns (chunks, characters, seconds)
     embedded."""
     if settings.mine_entities:
-        mine_pending_entities(store, texts, settings.mine_aliases)
+        mine_pending_entities(store, texts)
     ids = unembedded_ids(store)
     if ids:
         log.info("embedding %d chunks", len(ids))
@@ -64,10 +63,10 @@ def embed_page(settings: IngestSettings) -> int:
     return max(settings.embed_flush, settings.ingest_group_chars // max(settings.chunk_size, 1))
 
 
-def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str], aliases: bool = False) -> int:
-    """Mine the names (and the kin) of committed documents whose names the keyword phase left for later, or an older
-    miner mined (MINER_VERSION; jieba's tagger: about 30 s for a novel), from the loaded text or, after a restart,
-    from the stored chunks; with `aliases`, an older miner's alias groups are mined again too. Returns how many."""
+def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:
+    """Mine the names of committed documents whose names the keyword phase left for later, or an older miner mined
+    (MINER_VERSION; jieba's tagger: about 30 s for a novel), from the loaded text or, after a restart, from the
+    stored chunks. Returns how many."""
     done = 0
     for rec in store.records().values():
         if (rec.entities_mined and rec.entities_version >= MINER_VERSION) or rec.status != COMPLETE:
@@ -75,14 +74,12 @@ def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str], aliases:
         text = texts.get(rec.doc_id)
         if text is None:
             text = stored_text(store.get_chunks(rec.committed))
-        if aliases and rec.entities_mined:  # an older miner's (a new record's groups are mined with it)
-            rec.aliases = mine_aliases(text)  # 2: other names the text gives (小字阿瞒, 乳名阿斗)
         entities = mine_entities(text, aliases=rec.aliases)
         kin = mine_kin(text, entities, rec.aliases)
         now = store.records([rec.doc_id]).get(rec.doc_id)
         if now is not None and now.doc_hash == rec.doc_hash and now.status == COMPLETE:  # not replaced meanwhile
             now.entities, now.entities_mined, now.entities_version = entities, True, MINER_VERSION
-            now.kin, now.aliases = kin, rec.aliases
+            now.kin = kin
             store.put_record(now)
             done += 1
     return done

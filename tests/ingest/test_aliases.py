@@ -74,22 +74,3 @@ def test_a_person_the_text_introduces_is_a_name_whatever_the_tagger_says():
             + "姓张，名三，不曾再见。")  # 张三 is introduced but never named again: not a name the text uses
     names = mine_entities(text)
     assert "典韦" in names and "孔秀" in names and "张三" not in names
-
-
-def test_other_names_the_text_gives_are_mined_for_the_one_born_or_introduced():
-    born = "曹嵩生操，小字阿瞒，一名吉利。" + "曹操" * 3 + "阿瞒" * 2
-    assert mine_aliases(born) == [["曹操", "阿瞒"]]  # 操 of 曹嵩's son: 曹操
-    child = "甘夫人生刘禅。是夜有白鹤一只飞来，故乳名阿斗。" + "刘禅" * 2 + "阿斗" * 2
-    assert mine_aliases(child) == [["刘禅", "阿斗"]]
-    nickname = "此人姓林，名冲，绰号豹子头。" + "林冲" * 3 + "豹子头" * 3
-    assert mine_aliases(nickname) == [["林冲", "豹子头"]]
-    # a style someone takes (道号凤雏先生) is no name of theirs to search with
-    taoist = "姓庞，名统，字士元：道号凤雏先生。" + "庞统" * 3 + "士元" * 3 + "凤雏" * 3
-    assert mine_aliases(taoist) == [["士元", "庞统"]]
-    # the speaker's own name (我小名叫做江流), and the next man's nickname after the one introduced got his
-    speaker = "我父姓陈名光蕊，我小名叫做江流。" + "陈光蕊" * 3 + "江流" * 3
-    assert mine_aliases(speaker) == []
-    two = "此人姓李，名云，绰号青眼虎。这是舍弟朱富，绰号笑面虎。" + "李云" * 3 + "青眼虎" * 3 + "笑面虎" * 3
-    assert mine_aliases(two) == [["李云", "青眼虎"]]
-    # 好生了得 is no birth
-    assert mine_aliases("他这道人好生了得，法号道成。" + "了得" * 3 + "道成" * 3) == []
