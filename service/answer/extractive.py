@@ -347,6 +347,14 @@ NAMED_PARTS = {
 }
 
 
+def _stated_kin(question: str, found: list[Window], lexicon: Lexicon) -> list[str]:
+    """For a question asking after a kin (window_parts set a "kin" part), the relatives the documents state
+    (Lexicon.relatives) that a candidate window names: 曹嵩 for 曹操的父亲叫什么 (操父曹嵩)."""
+    if not found or "kin" not in found[0].parts or lexicon.relatives is None:
+        return []
+    return [r for r in lexicon.relatives(simplified(question)) if any(r in w.text for w in found if w.parts["kin"])]
+
+
 def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weights, max_chars: int) -> Extract:
     """The answer from candidate windows whose evidence is set (window_parts): see extractive_answer."""
     decline = Extract(decline_message(question), [], 0.0, kind="declined", reason="no sentence to answer from")
@@ -377,7 +385,11 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     # no lead for a question without Chinese characters: its words cannot be aligned with the slot of a sentence
     same = span.strip("。！？") == top.text.strip("。！？") or not HAN_CHAR.search(question) or not weights.lead
     lead = "" if same else f"{span.rstrip('。！？，；：')}。"
+    kin = _stated_kin(question, found, lexicon)  # the relative the documents state leads a kin question's answer
+    lead = lead or ("、".join(kin) + "。" if kin else "")
     chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
+    if kin and not any(k in c.text for c in chosen for k in kin):
+        lead = ""  # only a relative the quoted sentences name
     used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)
     body = "".join(f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen)
     return Extract(lead + body, used, best, span=span, kind=shape.kind)
