@@ -148,7 +148,7 @@ class KinTable:
                 if (rel, relative) not in pairs:
                     pairs.append((rel, relative))
         words = "|".join(sorted(map(re.escape, KIN_WORDS), key=len, reverse=True))
-        self._asks = re.compile(rf"(?:的)?({words})")
+        self._asks = re.compile(rf"(?:的|之)?({words})")
 
     def __len__(self) -> int:
         return len(self._of)
@@ -166,6 +166,9 @@ class KinTable:
         rest = query
         for m in self._asks.finditer(query):
             chars = KIN_WORDS[m.group(1)]
+            after = query[m.end() : m.end() + 1]
+            if len(m.group(1)) == 1 and re.match(rf"[{_HAN}]", after) and after not in "是叫名姓为":
+                continue  # 关羽父子, 曹操母子: a word of its own, not "X's father"
             before = query[: m.start()]
             person = next((before[-n:] for n in (4, 3, 2) if before[-n:] in self._of), None)
             if person is None:

@@ -61,3 +61,9 @@ def test_the_kin_word_a_relative_stands_for_leaves_the_query():
     # the novel says 兄; 哥哥 in its dialogue is anyone's brother, and no word forms across the gap (亮是)
     assert table.resolve("诸葛亮的哥哥是谁？") == (["诸葛瑾"], "诸葛亮 是谁？")
     assert table.resolve("诸葛亮的母亲是谁？") == ([], "诸葛亮的母亲是谁？")  # none stated: the words stay
+
+
+def test_a_kin_character_inside_a_word_asks_after_no_kin():
+    table = KinTable([["关羽", "父", "关定"], ["曹操", "父", "曹嵩"]])
+    assert table.relatives("关羽父子是怎么死的？") == []  # 父子: father and son, not 关羽's father
+    assert table.relatives("曹操父是谁？") == ["曹嵩"] == table.relatives("曹操之父，名叫什么？")
