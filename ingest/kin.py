@@ -63,6 +63,7 @@ def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]
     group_of = {n: set(g) for g in groups for n in g}
     words = re.compile("|".join(sorted(map(re.escape, _STATED), key=len, reverse=True)))
     out: dict[tuple[str, str, str], None] = {}
+    last = (-SONS_REACH, "")  # where the last son by his place was named, and his father
     for m in words.finditer(text):
         end = m.start() - (text[m.start() - 1 : m.start()] == "之")
         a = next((text[end - n : end] for n in (4, 3, 2) if text[end - n : end] in people), text[end - 1 : end])
@@ -82,8 +83,11 @@ def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]
             continue
         for rel in _STATED[m.group(0)]:
             person = _person(text, end - len(a), a, b, rel, people)
+            if person is None and m.group(0) in _SONS and m.start() - last[0] <= SONS_REACH:
+                person = last[1]  # 懿长子司马师，次子司马昭: one father's sons, listed
             if person is not None:
                 _note(out, person, rel, b, people, group_of)
+                last = (m.end(), person) if m.group(0) in _SONS else last
     for m in _ADOPTED.finditer(text):  # 关平拜关公为父: a son by adoption, of another surname too
         son, father = _tail(m.group(1), people) or m.group(1).lstrip(_BIDDING), m.group(2)
         if 2 <= len(son) <= 3 and father in people:

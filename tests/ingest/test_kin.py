@@ -67,3 +67,10 @@ def test_a_kin_character_inside_a_word_asks_after_no_kin():
     table = KinTable([["关羽", "父", "关定"], ["曹操", "父", "曹嵩"]])
     assert table.relatives("关羽父子是怎么死的？") == []  # 父子: father and son, not 关羽's father
     assert table.relatives("曹操父是谁？") == ["曹嵩"] == table.relatives("曹操之父，名叫什么？")
+
+
+def test_sons_listed_after_the_first_have_his_father():
+    found = triples("却说司马懿在宛城。懿长子司马师，次子司马昭，二人素有大志。", {"司马懿", "司马师", "司马昭"})
+    assert {("司马懿", "次子", "司马昭"), ("司马昭", "父", "司马懿"), ("司马昭", "兄", "司马师")} <= found
+    # a son by his place told far from any father is no one's
+    assert triples("司马懿在宛城。" + "。" * 60 + "其次子司马昭出。", {"司马懿", "司马昭"}) == set()
