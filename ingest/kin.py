@@ -140,6 +140,15 @@ def _person(text: str, at: int, a: str, b: str, rel: str, people: Collection[str
     return max(near, key=before.rfind) if near else None
 
 
+def spelled_question(words: Sequence[str], people: Collection[str]) -> str:
+    """The Chinese kin question a question in Latin letters asks, from the Chinese words its names and words
+    translate to (Who was Cao Cao's father? -> 曹操 父 父亲 -> 曹操的父亲); "" unless they name one of `people` and a
+    kin word."""
+    names = list(dict.fromkeys(w for w in words if w in people))
+    kin = [w for w in words if w in KIN_WORDS]
+    return f"{names[0]}的{max(kin, key=len)}" if len(names) == 1 and kin else ""
+
+
 class KinTable:
     """The kin the knowledge base's documents state, by person; `relatives` reads what a query asks after."""
 

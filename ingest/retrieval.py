@@ -4,6 +4,7 @@ script and names typed in pinyin."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from functools import partial
@@ -26,7 +27,7 @@ from .kb import (
     visible_state,
 )
 from .keyword import KeywordIndex, keyword_query, kin_group, tokenize
-from .kin import KinTable
+from .kin import KinTable, spelled_question
 from .normalize import PinyinNames, Script, fold, in_script, script_of, to_traditional
 from .pieces import piece_texts
 from .query_translation import with_names
@@ -38,7 +39,8 @@ from .store import DocRecord, KnowledgeStore
 log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "dense", "keyword"]
 RRF_K = 60
-AGREEMENT_N = 40  # fused chunks that piece agreement re-ranks
+AGREEMENT_N = 40
+_HAN_CHAR = re.compile(r"[\u4e00-\u9fff]")  # fused chunks that piece agreement re-ranks
 
 
 class Retriever:
@@ -150,9 +152,15 @@ class Retriever:
         return [*self.aliases.expansions(query), *self.kin_names(query)] if self.use_aliases else []
 
     def _kin(self, query: str) -> tuple[list[str], str]:
-        """The relatives the query asks after, and the query without their kin words (KinTable.resolve)."""
-        kin, rest = self.kin.resolve(fold(query)) if self.settings.kin_relations and self.use_aliases else ([], "")
-        return kin, rest if kin else query
+        """The relatives the query asks after, and the query without their kin words (KinTable.resolve); a query
+        in Latin letters asks in the Chinese its names and words translate to (Cao Cao's father -> 曹操的父亲)."""
+        if not (self.settings.kin_relations and self.use_aliases):
+            return [], query
+        folded = fold(query)
+        chinese = _HAN_CHAR.search(folded) is not None
+        asked = folded if chinese else spelled_question(self.with_names(query)[len(query) :].split(), self.entities)
+        kin, rest = self.kin.resolve(asked)
+        return kin, rest if kin and chinese else query
 
     def kin_names(self, query: str) -> list[str]:
         """The names of the kin the query asks after that the documents state (曹操的父亲 -> 曹嵩: KinTable)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.kin import KinTable, mine_kin
+from ingest.kin import KinTable, mine_kin, spelled_question
 
 
 def triples(text: str, names: set[str], groups: list[set[str]] | None = None) -> set[tuple[str, ...]]:
@@ -74,3 +74,10 @@ def test_sons_listed_after_the_first_have_his_father():
     assert {("司马懿", "次子", "司马昭"), ("司马昭", "父", "司马懿"), ("司马昭", "兄", "司马师")} <= found
     # a son by his place told far from any father is no one's
     assert triples("司马懿在宛城。" + "。" * 60 + "其次子司马昭出。", {"司马懿", "司马昭"}) == set()
+
+
+def test_a_question_in_latin_letters_asks_in_the_chinese_it_translates_to():
+    # Who was Cao Cao's father? -> the names it spells and the words CC-CEDICT gives: 曹操 父 父亲
+    assert spelled_question(["曹操", "父", "父亲"], {"曹操", "曹嵩"}) == "曹操的父亲"
+    assert spelled_question(["曹操", "曹嵩", "父亲"], {"曹操", "曹嵩"}) == ""  # two people: whose father?
+    assert spelled_question(["曹操", "兵"], {"曹操"}) == ""
