@@ -33,9 +33,14 @@ def carried_over(
     none of `names` (the knowledge base's names in the candidates) and stands in one of `passages` (those naming whom
     the question asks about), when it or the CARRY sentences before it tell a death and the nearest of them that
     names someone (outside a quotation: 周郎 addressed in a dying man's words is not the one dying) names one of
-    `whose` (whom the question asks about: 飞大叫一声而亡。时年五十五岁。)."""
+    `whose` (whom the question asks about: 飞大叫一声而亡。时年五十五岁。). Every window gets a "died" part: 1 for
+    one whose filler is told at the death (carried, or a death word in it or the sentence before it: 睿年至十五岁 is
+    no age at his death)."""
     sentence = {(w.passage, w.start): w.text for w in found if w.end - w.start == 1}
     for win in found:
+        before = sentence.get((win.passage, win.start - 1), "")
+        at_death = win.parts.get("slot") and (DIED.search(win.text) or DIED.search(before))
+        win.parts["died"] = 1.0 if at_death else 0.0
         if win.end - win.start != 1 or not win.parts.get("slot") or win.parts.get("entity", 1.0):
             continue
         if win.passage not in passages or any(n in win.text for n in names):
@@ -49,7 +54,7 @@ def carried_over(
             told = _QUOTED.sub("", text)
             if back and any(n in told for n in names):
                 if died and any(n in told for n in whose):
-                    win.parts["entity"] = 1.0
+                    win.parts["entity"] = win.parts["died"] = 1.0
                 break
 
 

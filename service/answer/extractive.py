@@ -368,6 +368,8 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
             return decline
     # the filler must stand beside whom the question asks about (in one sentence): 曹操 + a year for 曹操 的生年
     filled = [win for win in found if win.parts.get("slot") and win.parts.get("entity", 1.0)]
+    if "died" in found[0].parts:  # an age or date at a death: told there, beside them (睿年至十五岁 is none)
+        filled = [win for win in filled if win.one_sentence and win.parts["died"]]
     if shape.kind in FILLED_KINDS and not any(win.one_sentence for win in filled):
         decline.reason = f"no passage offers a filler for a {shape.kind} question beside whom it asks about"
         return decline

@@ -279,6 +279,10 @@ def test_the_age_told_after_a_death_in_a_sentence_naming_no_one_is_the_dead_pers
     # an age with no death told before it is no age at death
     alive = [chunk("张飞守阆中，每日饮酒。时年五十五岁。", 81)]
     assert extractive_answer("张飞死时多大年纪？", alive, terms, shu).kind == "declined"
+    # nor an age beside him but not at his death, nor another's age before his name (曹丕's, then 曹睿 enthroned)
+    wei = Lexicon(names={"曹睿", "曹丕", "曹真"})
+    hits = [chunk("丕言讫而薨。时年四十岁，在位七年。于是曹真拥立曹睿为大魏皇帝。睿年至十五岁，弓马熟娴。", 91)]
+    assert extractive_answer("曹睿死时几岁？", hits, [(["曹睿"], 3.0), (["时年"], 4.0)], wei).kind == "declined"
 
 
 def test_a_traditional_script_question_is_read_as_the_simplified_one():
