@@ -110,23 +110,30 @@ def retrieval_query(users: Sequence[str], lexicon: Lexicon | None = None, you: s
     """What a turn searches for, from the conversation's user messages (oldest first): its question part (a long
     message, a pasted text, by its question: at most about 2 x MAX_QUERY_CHARS are embedded and keyword-searched);
     a short follow-up ("那后来呢？", 8 characters at most, naming no one the `lexicon` knows: 典韦是怎么死的？ is a
-    question of its own) together with the question before it; a message that names
+    question of its own) together with the question before it, or by name when it refers back by a pronoun
+    (曹操是谁？ 他的父亲呢？ -> 曹操的父亲呢？); a message that names
     no one the knowledge base knows (`lexicon`) and refers back by a pronoun (他为什么要借东风？) with the pronoun
     replaced by the first name of the latest of the PRONOUN_LOOKBACK user turns before it that names someone
     (孔明在哪里借的东风？ -> 孔明为什么要借东风？); one that names no one and says 您 / 你 to the persona with the name
     `you` (丞相，七星坛上您做了什么？ -> 丞相，七星坛上诸葛亮做了什么？)."""
     last = question_part(users[-1])
     named = lexicon is not None and bool(lexicon.entities_in(last))
-    if len(users) > 1 and len(last) <= 8 and not named:
-        return question_part(users[-2]) + " " + last
+    if len(users) > 1 and len(last) <= 8 and not named:  # 他的父亲呢？ asks about whom 他 stands for
+        return _by_name(last, users, lexicon) or question_part(users[-2]) + " " + last
     if lexicon is None or named:
         return last
     second = _YOU.search(last)
     if you and second:
         return last[: second.start()] + you + last[second.end() :]
+    return _by_name(last, users, lexicon) or last
+
+
+def _by_name(last: str, users: Sequence[str], lexicon: Lexicon | None) -> str:
+    """`last` with its pronoun replaced by the first name of the latest earlier user turn that names someone (see
+    retrieval_query); "" when it has no pronoun or no earlier turn names anyone."""
     pronoun = _PRONOUN.search(last)
-    if pronoun is None:
-        return last
+    if pronoun is None or lexicon is None:
+        return ""
     for earlier in reversed(users[-1 - PRONOUN_LOOKBACK : -1]):
         text = simplified(question_part(earlier))
         found = [(text.find(simple_name(n)), n) for group in lexicon.entities_in(text) for n in group
@@ -134,7 +141,7 @@ def retrieval_query(users: Sequence[str], lexicon: Lexicon | None = None, you: s
         if found:
             name = simple_name(min(found, key=lambda f: (f[0], -len(f[1])))[1])
             return last[: pronoun.start()] + name + last[pronoun.end() :]
-    return last
+    return ""
 
 
 def passages_block(hits: Sequence[RetrievedChunk]) -> str:

@@ -81,3 +81,10 @@ def test_a_question_in_latin_letters_asks_in_the_chinese_it_translates_to():
     assert spelled_question(["曹操", "父", "父亲"], {"曹操", "曹嵩"}) == "曹操的父亲"
     assert spelled_question(["曹操", "曹嵩", "父亲"], {"曹操", "曹嵩"}) == ""  # two people: whose father?
     assert spelled_question(["曹操", "兵"], {"曹操"}) == ""
+
+
+def test_a_brothers_son_and_kin_words_as_people_say_them():
+    assert ("马腾", "侄", "马岱") in triples("马腾兄子马岱谏曰：“叔父若往，恐遭其害。”", {"马腾", "马岱"})
+    table = KinTable([["马超", "父", "马腾"], ["曹操", "子", "曹丕"], ["曹操", "子", "曹植"], ["刘备", "子", "寇封"]])
+    assert table.relatives("马超的老爹是谁？") == ["马腾"]
+    assert table.relatives("曹操的孩子有哪些？") == ["曹丕", "曹植"] and table.relatives("刘备的养子是谁？") == ["寇封"]

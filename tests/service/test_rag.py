@@ -445,6 +445,8 @@ def test_short_follow_ups_are_searched_with_the_question_before():
     lex = Lexicon(names={"典韦", "司马懿"})
     assert retrieval_query(["司马懿的老婆叫什么？", "典韦是怎么死的？"], lex) == "典韦是怎么死的？"
     assert retrieval_query(["司马懿的老婆叫什么？", "那后来呢？"], lex) == "司马懿的老婆叫什么？ 那后来呢？"
+    # one that refers back by a pronoun asks about whom it stands for: his father, not the first question's kin
+    assert retrieval_query(["司马懿是谁？", "他的父亲呢？"], lex) == "司马懿的父亲呢？"
 
 
 def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means():
