@@ -28,6 +28,11 @@ COMPOUND_SURNAMES = set(
 )
 
 
+def surname(name: str) -> str:
+    """The surname of a full name: 诸葛 of 诸葛瞻, 曹 of 曹嵩 (a compound surname alone is no full name)."""
+    return name[:2] if name[:2] in COMPOUND_SURNAMES and len(name) > 2 else name[:1]
+
+
 class AliasTable:
     """Groups of names for one entity; any name in a query can be expanded to the others."""
 

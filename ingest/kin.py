@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Sequence
 
-from .aliases import COMPOUND_SURNAMES
+from .aliases import surname
 from .normalize import fold
 
 _HAN = "\u4e00-\u9fff"
@@ -45,11 +45,6 @@ _NOT_PERSON = set("一二三四五六七八九十百千万人")  # 二人, 二�
 _SONS = ("长子", "次子", "三子", "幼子")  # a son by his place: the name follows (令长子张苞具棺椁)
 _NAME = re.compile(rf"[{_HAN}]{{2,3}}")
 REACH = 300  # characters before a given name alone (操父曹嵩) where the person is named in full
-
-
-def surname(name: str) -> str:
-    """诸葛 of 诸葛瞻, 曹 of 曹嵩."""
-    return name[:2] if name[:2] in COMPOUND_SURNAMES and len(name) > 2 else name[:1]
 
 
 def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]] = ()) -> list[list[str]]:
@@ -178,7 +173,7 @@ class KinTable:
         """`relatives`, and the query without the kin words they stand for (诸葛亮的哥哥是谁 -> 诸葛亮 是谁: the novel
         says 兄, and 哥哥 in its dialogue is anyone's)."""
         out: list[str] = []
-        rest = query
+        cut: list[tuple[int, int]] = []  # the kin words resolved
         for m in self._asks.finditer(query):
             chars = KIN_WORDS[m.group(1)]
             after = query[m.end() : m.end() + 1]
@@ -188,9 +183,13 @@ class KinTable:
             person = next((before[-n:] for n in (4, 3, 2) if before[-n:] in self._of), None)
             if person is None:
                 continue
-            for rel, relative in self._of[person]:
-                # 儿子 asks for every son, 长子 for the eldest only; 夫人 for a wife (妻)
-                if (rel == chars or (len(rel) == 1 and rel in chars and chars not in _STATED)) and relative not in out:
-                    out.append(relative)
-                    rest = rest.replace(m.group(0), " ", 1)  # no new word across the gap (亮是)
+            # 儿子 asks for every son, 长子 for the eldest only; 夫人 for a wife (妻)
+            found = [r for rel, r in self._of[person] if rel == chars or (len(rel) == 1 and rel in chars
+                                                                          and chars not in _STATED)]  # fmt: skip
+            if found:
+                out += [r for r in dict.fromkeys(found) if r not in out]
+                cut.append(m.span())
+        rest = query
+        for a, b in reversed(cut):
+            rest = rest[:a] + " " + rest[b:]  # a gap: no new word across it (亮是)
         return out, rest

@@ -39,8 +39,8 @@ from .store import DocRecord, KnowledgeStore
 log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "dense", "keyword"]
 RRF_K = 60
-AGREEMENT_N = 40
-_HAN_CHAR = re.compile(r"[\u4e00-\u9fff]")  # fused chunks that piece agreement re-ranks
+AGREEMENT_N = 40  # fused chunks that piece agreement re-ranks
+_HAN_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
 
 class Retriever:
@@ -205,10 +205,11 @@ class Retriever:
         synonyms += event_words(query) if self.settings.event_words else []  # 遇害, 寿六十六岁
         groups = [[t] for t in tokens if len(t) > 1] or [[t] for t in tokens]
         groups += [[t for t in g if len(t) > 1] or g for g in synonyms]
-        idf = self._index.bm25.idf({t for g in [*groups, *kin_group(kin, self._index.method)] for t in g})
+        kin_tokens = [t for g in kin_group(kin, self._index.method) for t in g]
+        idf = self._index.bm25.idf({*kin_tokens, *(t for g in groups for t in g)})
         out = [(g, max(idf[t] for t in g)) for g in groups]
-        if kin:  # the relatives by their whole names (诸葛瑾, not 诸葛), weighted as their rarest token
-            out.append((kin, max(idf[t] for g in kin_group(kin, self._index.method) for t in g)))
+        if kin_tokens:  # the relatives by their whole names (诸葛瑾, not 诸葛), weighted as their rarest token
+            out.append((kin, max(idf[t] for t in kin_tokens)))
         if self.script == "traditional":  # terms are matched against the passages' own text
             out = [([to_traditional(t) for t in g], w) for g, w in out]
         return out

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ingest.aliases import COMPOUND_SURNAMES, HONORIFIC
+from ingest.aliases import HONORIFIC, surname
 from ingest.chunking import split_sentences
 from ingest.events import event_words
 from ingest.retrieval import RetrievedChunk
@@ -224,11 +224,10 @@ def _given_names(group: Collection[str]) -> set[str]:
     for n in group:
         if len(n) not in (2, 3) or n[-1] in PLACE_SUFFIX + HONORIFIC:
             continue
-        compound = n[:2] in COMPOUND_SURNAMES and len(n) == 3
-        surname = n[:2] if compound else n[:1]
-        styled = any(o != n and len(o) == len(surname) + 2 and o.startswith(surname) for o in group)
-        if len(group) == 1 or compound or styled:
-            out.add(n[len(surname):])
+        family = surname(n)
+        styled = any(o != n and len(o) == len(family) + 2 and o.startswith(family) for o in group)
+        if len(group) == 1 or len(family) == 2 or styled:  # a compound surname
+            out.add(n[len(family):])
     return {g for g in out if g and not set(g) & FUNCTION_CHARS}
 
 
