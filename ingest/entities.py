@@ -20,6 +20,12 @@ MINER_VERSION = 2
 _INTRODUCED = re.compile(r"(?:复|覆)?姓([\u4e00-\u9fff]{1,2})[，,]?名([\u4e00-\u9fff]{1,2})(?=[，。；！,;!])")
 
 
+def introduced(text: str) -> list[str]:
+    """The people `text` introduces by surname and given name, in order: 孔秀 for 把关将姓孔，名秀; 诸葛亮 for
+    复姓诸葛，名亮，字孔明."""
+    return [m.group(1) + m.group(2) for m in _INTRODUCED.finditer(text)]
+
+
 def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None = None) -> list[str]:
     """Names that occur at least `min_count` times, most frequent first; then the names the text introduces
     (姓典，名韦 -> 典韦) that it also uses on their own; then every name of `aliases`."""
@@ -35,8 +41,7 @@ def mine_entities(text: str, min_count: int = 3, aliases: list[list[str]] | None
             counts[word] += 1
     names = [w for w, n in counts.most_common() if n >= min_count][:MAX_ENTITIES]
     seen = set(names)
-    for m in _INTRODUCED.finditer(text):
-        name = m.group(1) + m.group(2)
+    for name in introduced(text):
         if name not in seen and name in text:
             names.append(name)
             seen.add(name)

@@ -30,6 +30,7 @@ from .question import (
     PLACE_SUFFIX,
     Shape,
     asks_birth,
+    fits_unit,
     kin_of,
     liked_of,
     question_shape,
@@ -37,7 +38,7 @@ from .question import (
     says_liked,
     slot_candidates,
 )
-from .span import aligned_filler, clause_span, shares_sentence
+from .span import aligned_filler, clause_span, introduced_lead, shares_sentence
 
 MAX_ANSWER_CHARS = 200
 
@@ -136,19 +137,6 @@ def char_idf(question: str, texts: Sequence[str]) -> dict[str, float]:
     return out
 
 
-# Question words that ask for a measure, and the units a filler must end in (an age for 多大 / 多大年纪 / 几岁, a year
-# for 哪一年, a height for 几尺, a weight for 多重); the first key the question word holds decides.
-UNITS = {"多大": "岁", "岁": "岁", "年": "年", "尺": "尺丈", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸",
-         "多深": "尺丈", "多宽": "尺丈里", "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
-
-
-def _fits_unit(wh: str, span: str) -> bool:
-    """Whether a filler is of the unit the question word asks for; the unit follows a numeral (五百两), so a first
-    character that looks like one is the numeral (两头: two, not a weight)."""
-    units = next((u for w, u in UNITS.items() if w in wh), None)
-    return units is None or any(u in span[1:] for u in units)
-
-
 def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> list[tuple[int, int]]:
     """Spans of `text` that could fill the question's slot and are not already in the question (for what, the head
     noun's word without the question's own characters before it: 天子宝雕弓 -> 宝雕弓)."""
@@ -158,7 +146,7 @@ def fillers(shape: Shape, text: str, question: str, names: Collection[str]) -> l
     for a, b in slot_candidates(shape.kind, text, names, head if shape.kind == "what" else ""):
         if shape.kind == "who" and text[b - 1] in PLACE_SUFFIX:
             continue  # a mined "name" that is a place (成都, 冀州) answers no who
-        if not _fits_unit(shape.wh, text[a:b]):
+        if not fits_unit(shape.wh, text[a:b]):
             continue  # 哪一年 asks for a year (当夜 cannot fill it), 多重 for a weight (三十合 cannot)
         if birth and not any(c in BIRTH_CHARS for c in text[max(0, a - KIN_REACH) : b + KIN_REACH]):
             continue  # a birthday is told beside 生 / 诞: 次日 of a visit is none
@@ -389,6 +377,12 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     kin = _stated_kin(question, found, lexicon)  # the relative the documents state leads a kin question's answer
     lead = lead or ("、".join(kin) + "。" if kin else "")
     chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
+    if not lead and shape.kind == "who" and "kin" not in top.parts:  # 把关将姓孔，名秀 answers 守将叫什么: 孔秀
+        args = (question, lexicon.names, lexicon.same_entity(question))
+        intro = introduced_lead([c.text for c in chosen], *args)
+        again = choose(ranked, weights, min(max_chars, weights.budget) - len(intro) - 1) if intro else []
+        if intro and introduced_lead([c.text for c in again], *args) == intro:  # in the room the lead leaves
+            chosen, lead = again, f"{intro}。"
     if kin and not any(k in c.text for c in chosen for k in kin):
         lead = ""  # only a relative the quoted sentences name
     used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)

@@ -183,3 +183,16 @@ def _name_spans(text: str, names: Collection[str]) -> list[tuple[int, int]]:
                 spans.append((start, start + len(name)))
             start = text.find(name, start + 1)
     return spans
+
+
+# Question words that ask for a measure, and the units a filler must end in (an age for 多大 / 多大年纪 / 几岁, a year
+# for 哪一年, a height for 几尺, a weight for 多重); the first key the question word holds decides.
+UNITS = {"多大": "岁", "岁": "岁", "年": "年", "尺": "尺丈", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸",
+         "多深": "尺丈", "多宽": "尺丈里", "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
+
+
+def fits_unit(wh: str, span: str) -> bool:
+    """Whether a filler is of the unit the question word asks for; the unit follows a numeral (五百两), so a first
+    character that looks like one is the numeral (两头: two, not a weight)."""
+    units = next((u for w, u in UNITS.items() if w in wh), None)
+    return units is None or any(u in span[1:] for u in units)

@@ -4,9 +4,10 @@ the chosen sentence that lines up with the question's words around its slot."""
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from ingest.chunking import split_sentences
+from ingest.entities import introduced
 
 from .question import Shape
 
@@ -88,3 +89,15 @@ def clause_span(text: str, question: str, shape: Shape) -> str:
         if score > best_score:
             best, best_score = clause, score
     return best[:MAX_SPAN_CHARS]
+
+
+def introduced_lead(
+    texts: Sequence[str], question: str, names: Collection[str], same_entity: Collection[str] = ()
+) -> str:
+    """A who question's short answer from the sentences its answer quotes (`texts`), when they introduce one person
+    by surname and given name (ingest.entities.introduced) whom the question does not name (nor by another name,
+    `same_entity`) and the text names on its own too (`names`): 孔秀 for 关羽过东岭关时斩杀的守将叫什么
+    (把关将姓孔，名秀); "" when they introduce no one, or several."""
+    found = {n for t in texts for n in introduced(t)}
+    found = {n for n in found if n in names and n not in question and n not in same_entity}
+    return found.pop() if len(found) == 1 else ""

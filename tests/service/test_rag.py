@@ -539,3 +539,17 @@ def test_the_reply_without_an_answer_says_why_in_the_questions_language():
     assert no_answer(zh, None) == NO_ANSWER and no_answer(en, None) == NO_ANSWER_EN
     assert no_answer(zh, True) == MISSING_KB and no_answer(en, True) == MISSING_KB_EN
     assert no_answer(zh, False) == EMPTY_KB and no_answer(en, False) == EMPTY_KB_EN
+
+
+def test_a_who_answer_leads_with_the_person_its_first_sentence_introduces():
+    hits = [chunk("关公前至一关，名东岭关。把关将姓孔，名秀，引五百军兵在岭上把守。关公与孔秀交马。", 27)]
+    terms = [(["关羽", "关公", "云长"], 3.0), (["东岭关"], 4.0), (["守将"], 2.0)]
+    lex = Lexicon(names={"关羽", "关公", "孔秀"}, aliases=[{"关羽", "关公", "云长"}])
+    who = extractive_answer("关羽过东岭关时斩杀的守将叫什么？", hits, terms, lex)
+    assert who.text.startswith("孔秀。") and "姓孔，名秀" in who.text
+    # not a name the question already gives (nor another name of it), not for a question asking no name
+    hits = [chunk("却说关公姓关，名羽，字云长，河东解良人也。", 1)]
+    assert not extractive_answer("关羽是哪里人？", hits, terms, lex).text.startswith("关羽。")
+    assert not extractive_answer("云长的对手叫什么？", hits, terms, lex).text.startswith("关羽。")
+    two = [chunk("一人姓周，名仓，一人姓裴，名元绍，二人拜于关公马前。", 28)]  # which of the two: no lead
+    assert extractive_answer("关羽收下的那个黑脸大汉叫什么名字？", two, terms, lex).text.startswith("一人姓周")
