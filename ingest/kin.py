@@ -45,6 +45,9 @@ _NOT_PERSON = set("一二三四五六七八九十百千万人")  # 二人, 二�
 _SONS = ("长子", "次子", "三子", "幼子")  # a son by his place: the name follows (令长子张苞具棺椁)
 _NAME = re.compile(rf"[{_HAN}]{{2,3}}")
 REACH = 300  # characters before a given name alone (操父曹嵩) where the person is named in full
+# the tagger's "names" that run on into the next word (糜芳守, 邓艾之): no one 其 stands for, no kin of theirs
+_NOT_END = set("之守曰道也乃与及等")
+PRONOUN_REACH = 80  # characters before 其 (其子马超) where whom it stands for is named
 
 
 def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]] = ()) -> list[list[str]]:
@@ -125,9 +128,15 @@ def _note(
 
 def _person(text: str, at: int, a: str, b: str, rel: str, people: Collection[str]) -> str | None:
     """Whom `a` names: itself when it is a known name; a given name alone (操) stands for the full name the text
-    used in the REACH characters before (or, for blood kin, the relative's surname + it: 操父曹嵩 -> 曹操)."""
+    used in the REACH characters before (or, for blood kin, the relative's surname + it: 操父曹嵩 -> 曹操); 其 before
+    blood kin for the last name of the kin's surname in the PRONOUN_REACH characters before (今操杀马腾，其子马超 ->
+    马腾)."""
     if len(a) > 1:
         return a
+    if a == "其" and rel in _BLOOD and b in people and b[-1] not in _NOT_END:  # 诸葛亮耳。其兄诸葛瑾
+        before = text[max(0, at - PRONOUN_REACH) : at]  # 其: the last one named there of the kin's surname
+        near = [n for n in people if n != b and n in before and surname(n) == surname(b) and n[-1] not in _NOT_END]
+        return max(near, key=lambda n: (before.rfind(n) + len(n), len(n))) if near else None
     if a in _NOT_GIVEN:
         return None
     before = text[max(0, at - REACH) : at]

@@ -34,6 +34,18 @@ def test_blood_kin_share_a_surname_and_counting_words_are_no_people():
     assert ("孔明", "子", "诸葛瞻") in found and ("诸葛瞻", "父", "孔明") in found
 
 
+def test_its_kin_are_those_of_the_last_one_named_of_the_kins_surname():
+    text = "孔明曰：“操平生所虑者，乃西凉之兵也。今操杀马腾，其子马超现统西凉之众。”"
+    assert ("马腾", "子", "马超") in triples(text, {"曹操", "马腾", "马超"})
+    text = "济北相鲍信，寻思孙坚既为前部，怕他夺了头功，暗拨其弟鲍忠，先将马步军三千。"
+    assert ("鲍信", "弟", "鲍忠") in triples(text, {"鲍信", "孙坚", "鲍忠"})
+    # none of that surname named just before, a wife (no surname to go by), a "name" running on into the next word
+    assert triples("孙坚既为前部。其弟鲍忠先行。", {"孙坚", "鲍忠"}) == set()
+    assert triples("鲍信在此。" + "。" * 80 + "其弟鲍忠先行。", {"鲍信", "鲍忠"}) == set()  # named too far before
+    assert triples("袁绍回冀州，不理政事。其妻刘氏劝立后嗣。", {"袁绍", "冀州", "刘氏"}) == set()
+    assert triples("令糜竺与其弟糜芳守护中军。", {"糜竺", "糜芳守"}) == set()
+
+
 def test_sons_named_by_given_name_after_the_father_and_adopted_sons():
     text = "却说孙坚有四子，皆吴夫人所生：长子名策，字伯符；次子名权，字仲谋。"
     found = triples(text, {"孙坚", "孙策", "孙权"})
@@ -73,7 +85,7 @@ def test_sons_listed_after_the_first_have_his_father():
     found = triples("却说司马懿在宛城。懿长子司马师，次子司马昭，二人素有大志。", {"司马懿", "司马师", "司马昭"})
     assert {("司马懿", "次子", "司马昭"), ("司马昭", "父", "司马懿"), ("司马昭", "兄", "司马师")} <= found
     # a son by his place told far from any father is no one's
-    assert triples("司马懿在宛城。" + "。" * 60 + "其次子司马昭出。", {"司马懿", "司马昭"}) == set()
+    assert triples("司马懿在宛城。" + "。" * 60 + "乃次子司马昭出。", {"司马懿", "司马昭"}) == set()
 
 
 def test_a_question_in_latin_letters_asks_in_the_chinese_it_translates_to():
