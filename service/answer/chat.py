@@ -271,7 +271,8 @@ class ChatService:
         timings: dict[str, float] = {}
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
-        query = retrieval_query(users, lexicon_of(self.kb.retriever) if kb_ready else None, persona.display_name)
+        lexicon = lexicon_of(self.kb.retriever) if kb_ready else None
+        query = retrieval_query(users, lexicon, persona.display_name, persona.aliases)
         embedding = None
         t0 = time.perf_counter()
         if kb_ready and (forced is None or forced in ("rag", "both")):
@@ -292,7 +293,6 @@ class ChatService:
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings)
         hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
         history = msgs[:-1]
-        lexicon = lexicon_of(self.kb.retriever) if kb_ready else None
         # the extractive answer's decline evidence (terms, names, dense floor), for every passage route
         evidence = relevant(hits, terms, question=query, lexicon=lexicon)
         if decision.route == "both" and kb_ready and not evidence:  # a fact the book does not give: said, not invented

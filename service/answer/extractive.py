@@ -248,10 +248,14 @@ def _kin_named(
 ) -> bool:
     """Whether `text` names someone's kin (a `kin` character right after one of `whose` names or 其: 玄德之母, 懿妻,
     其父) and gives a name (a who-filler) starting within KIN_REACH characters after it: the novel names a kin after
-    the kin word (懿妻张氏, 其母何氏, 长子司马师); a name before it is someone else (曹操囚其母: who held her)."""
+    the kin word (懿妻张氏, 其母何氏, 长子司马师, or 名 and a given name: 其父名珪); a name before it is someone else
+    (曹操囚其母: who held her)."""
     ends = {m.end() for n in whose for m in re.finditer(re.escape(n), text)}
     ends |= {m.end() for m in re.finditer("其", text)}
     spots = [i for i, c in enumerate(text) if c in kin and any(i - KIN_REACH <= e <= i for e in ends)]
+    full = any(n in text for n in whose if len(n) > 1)  # 字孔明。其父名珪 (庶曰：…其父名珪 is another's father)
+    if full and any(text[i + 1 : i + 2] == "名" and HAN_CHAR.match(text[i + 2 : i + 3]) for i in spots):
+        return True  # 其父名珪: the given name alone, which no miner takes for a name
     return any(i < a <= i + KIN_REACH for a, _ in fillers(shape, text, question, names) for i in spots)
 
 

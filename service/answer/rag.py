@@ -4,11 +4,12 @@ offline answer itself is extractive.py's."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from ingest.chunking import split_sentences
 from ingest.headings import chapter_label
+from ingest.kin import KIN_WORDS
 from ingest.retrieval import RetrievedChunk
 
 from ..engines import Message, text_turns
@@ -103,10 +104,19 @@ def question_part(text: str, limit: int = MAX_QUERY_CHARS) -> str:
 # a third person the message refers back to, longest forms first (他们 before 他)
 _PRONOUN = re.compile(r"他们|她们|此人|这个人|那个人|这人|那人|他|她")
 _YOU = re.compile(r"您|你(?!们)")  # the one spoken to (你们: several, not the persona)
+# the kin of the one spoken to, said politely (令郎: your son), as the kin words the knowledge base reads
+HONORIFIC_KIN = {
+    "令郎": "儿子", "令公子": "儿子", "令尊": "父亲", "令堂": "母亲", "令兄": "哥哥", "令弟": "弟弟", "令妹": "妹妹",
+    "令爱": "女儿", "令嫒": "女儿", "令孙": "孙子", "尊夫人": "夫人", "令正": "妻子",
+}  # fmt: skip
+_YOUR_KIN = re.compile("|".join(sorted(HONORIFIC_KIN, key=len, reverse=True)))
+_CALL = re.compile(r"^[^，,：:！!？?。]{1,8}[，,：:！!]\s*")  # a call that opens the message (丞相，)
 PRONOUN_LOOKBACK = 3  # earlier user turns searched for whom a pronoun stands for
 
 
-def retrieval_query(users: Sequence[str], lexicon: Lexicon | None = None, you: str = "") -> str:
+def retrieval_query(
+    users: Sequence[str], lexicon: Lexicon | None = None, you: str = "", you_called: Collection[str] = ()
+) -> str:
     """What a turn searches for, from the conversation's user messages (oldest first): its question part (a long
     message, a pasted text, by its question: at most about 2 x MAX_QUERY_CHARS are embedded and keyword-searched);
     a short follow-up ("那后来呢？", 8 characters at most, naming no one the `lexicon` knows: 典韦是怎么死的？ is a
@@ -114,18 +124,28 @@ def retrieval_query(users: Sequence[str], lexicon: Lexicon | None = None, you: s
     (曹操是谁？ 他的父亲呢？ -> 曹操的父亲呢？); a message that names
     no one the knowledge base knows (`lexicon`) and refers back by a pronoun (他为什么要借东风？) with the pronoun
     replaced by the first name of the latest of the PRONOUN_LOOKBACK user turns before it that names someone
-    (孔明在哪里借的东风？ -> 孔明为什么要借东风？); one that names no one and says 您 / 你 to the persona with the name
-    `you` (丞相，七星坛上您做了什么？ -> 丞相，七星坛上诸葛亮做了什么？)."""
+    (孔明在哪里借的东风？ -> 孔明为什么要借东风？); one that names no one (but the persona it opens by calling by one of
+    the names `you_called`) and says 您 / 你 or a polite kin word (令郎, 令尊…) to the persona with the name `you`,
+    with those words for the persona and without the call (丞相，七星坛上您做了什么？ -> 七星坛上诸葛亮做了什么？;
+    军师，令郎叫什么名字？ -> 诸葛亮的儿子叫什么名字？)."""
     last = question_part(users[-1])
-    named = lexicon is not None and bool(lexicon.entities_in(last))
-    if len(users) > 1 and len(last) <= 8 and not named:  # 他的父亲呢？ asks about whom 他 stands for
+    if lexicon is None:
+        return question_part(users[-2]) + " " + last if len(users) > 1 and len(last) <= 8 else last
+    call = _CALL.match(last)  # 丞相，… / 孔明先生，…: the persona called by one of its names
+    body = last[call.end() :] if call and any(n in call.group(0) for n in you_called) else last
+    if len(users) > 1 and len(last) <= 8 and not _names_someone(last, lexicon):  # 他的父亲呢？: whom 他 stands for
         return _by_name(last, users, lexicon) or question_part(users[-2]) + " " + last
-    if lexicon is None or named:
+    if _names_someone(body, lexicon):
         return last
-    second = _YOU.search(last)
-    if you and second:
-        return last[: second.start()] + you + last[second.end() :]
+    if you and (_YOU.search(body) or _YOUR_KIN.search(body)):
+        body = _YOUR_KIN.sub(lambda m: f"{you}的{HONORIFIC_KIN[m.group(0)]}", body)  # 令郎 -> 诸葛亮的儿子
+        return _YOU.sub(you, body)
     return _by_name(last, users, lexicon) or last
+
+
+def _names_someone(text: str, lexicon: Lexicon) -> bool:
+    """Whether `text` names an entity of the `lexicon` other than a kin word the miner took for a name (哥哥)."""
+    return any(not group <= KIN_WORDS.keys() for group in lexicon.entities_in(text))
 
 
 def _by_name(last: str, users: Sequence[str], lexicon: Lexicon | None) -> str:

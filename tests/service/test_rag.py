@@ -327,6 +327,20 @@ def test_a_semicolon_joins_one_sentence_and_the_filled_sentence_is_cited():
     assert age.kind == "number" and "寿止三十七岁" in age.text  # cited, in reading order
 
 
+def test_a_kin_named_by_the_given_name_alone_after_the_kin_word_answers():
+    hits = [chunk("此人乃琅琊阳都人，覆姓诸葛，名亮，字孔明。其父名珪，字子贡，为泰山郡丞，早卒。", 37)]
+    terms = [(["诸葛亮", "孔明"], 3.0), (["父亲"], 1.0)]
+    lex = Lexicon(names={"诸葛亮", "孔明"}, aliases=[{"诸葛亮", "孔明"}])
+    father = extractive_answer("诸葛亮的父亲叫什么？", hits, terms, lex)
+    assert father.kind == "who" and "其父名珪" in father.text
+    assert extractive_answer("诸葛亮的母亲叫什么？", hits, terms, lex).kind == "declined"
+    # 其 in words another speaks (庶曰) is no one the question names in full: 徐庶's father is not told
+    hits = [chunk("此人乃颍川徐庶，字元直。单福乃其托名耳。庶曰：“此人覆姓诸葛，名亮。其父名珪，早卒。”", 36)]
+    lex = Lexicon(names={"诸葛亮", "徐庶"}, aliases=[{"徐庶", "元直", "徐元直"}])
+    terms = [(["徐庶", "元直"], 3.0), (["父亲"], 1.0)]
+    assert extractive_answer("徐庶的父亲叫什么名字？", hits, terms, lex).kind == "declined"
+
+
 def test_a_kin_is_named_after_the_kin_word_not_before_it():
     # 曹操 holds 其母 (玄德's mother) prisoner: a name before the kin word is someone else, so no name is given
     hits = [chunk("玄德曰：“近因曹操囚其母，似母遣人驰书，唤回许昌去矣。”", 36)]
@@ -465,6 +479,22 @@ def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means()
     assert retrieval_query(["丞相，七星坛上您做了什么？"], lex, "诸葛亮") == "丞相，七星坛上诸葛亮做了什么？"
     assert retrieval_query(["你觉得周瑜怎么样？"], lex, "诸葛亮") == "你觉得周瑜怎么样？"
     assert retrieval_query(["你们在赤壁做了什么？"], lex, "诸葛亮") == "你们在赤壁做了什么？"
+
+
+def test_a_question_to_the_persona_about_its_own_kin_is_searched_by_its_name():
+    lex = Lexicon(names={"孔明", "周瑜", "哥哥", "孔明先"}, aliases=[{"孔明", "诸葛亮"}])
+    called = ["诸葛亮", "孔明", "丞相", "军师", "先生"]
+    # a polite kin word (令郎: your son) is the persona's kin; the call that opens the message leaves the query
+    assert retrieval_query(["军师，令郎叫什么名字？"], lex, "诸葛亮", called) == "诸葛亮的儿子叫什么名字？"
+    assert retrieval_query(["丞相，令尊是谁？"], lex, "诸葛亮", called) == "诸葛亮的父亲是谁？"
+    # a kin word the miner took for a name (哥哥), or the persona's own name in the call, names no one else
+    assert retrieval_query(["丞相，您的哥哥是谁？"], lex, "诸葛亮", called) == "诸葛亮的哥哥是谁？"
+    assert retrieval_query(["孔明先生，你的夫人是谁？"], lex, "诸葛亮", called) == "诸葛亮的夫人是谁？"
+    # someone else called, or named, keeps 你 (关羽，你是怎么死的？ is not about the persona)
+    assert retrieval_query(["周瑜，你的夫人是谁？"], lex, "诸葛亮", called) == "周瑜，你的夫人是谁？"
+    assert retrieval_query(["你知道周瑜的夫人是谁吗？"], lex, "诸葛亮", called) == "你知道周瑜的夫人是谁吗？"
+    # a short follow-up whose only "name" is a kin word still refers back by its pronoun
+    assert retrieval_query(["周瑜是谁？", "他的哥哥呢？"], lex) == "周瑜的哥哥呢？"
 
 
 def test_shipped_personas_speak_with_the_system_prompt_they_were_trained_with():
