@@ -48,9 +48,14 @@ async def kb_upload(
 ) -> dict[str, Any]:
     for f in files:  # every name is checked before any file is written
         upload_target(settings.upload_dir(), f.filename)
-    paths = [await save_upload(settings.upload_dir(), f) for f in files]
-    # answered after the keyword phase (seconds, also for a novel); the embedding continues in the background
-    summary = await asyncio.wrap_future(stores.add_documents(chat.kb.settings.collection, paths))
+    names = [str(f.filename) for f in files]  # checked: none is empty
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # a document is its file name: the second would replace the first before it is read
+        raise BadRequest(f"two files named {twice[0]!r} in one upload: give each file its own name", param="files")
+    async with stores.upload_lock:  # another request's file of the same name waits until this one's is read
+        paths = [await save_upload(settings.upload_dir(), f) for f in files]
+        # answered after the keyword phase (seconds, also for a novel); the embedding continues in the background
+        summary = await asyncio.wrap_future(stores.add_documents(chat.kb.settings.collection, paths))
     failed = [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed]
     refused = {Path(p.path).resolve() for p in summary.failed}
     for path in paths:  # a refused file is not kept on the server

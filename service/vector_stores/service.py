@@ -3,6 +3,7 @@ into it in the background by ingest's pipeline; objects come back in OpenAI's sh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -48,6 +49,9 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         BackgroundIngest.__init__(self)
         self.root = data_dir / "vector_stores"
         self.registry = Registry(self.root / "registry.json")
+        # /v1/kb/documents: one upload at a time is written and read, so that another request's file of the same
+        # name (the same document) does not replace this one's between the two (its keyword phase: seconds)
+        self.upload_lock = asyncio.Lock()
         for f in [f for f in self.registry.files.values() if f.status == IN_PROGRESS]:  # a stop interrupted them
             self._enqueue(f.collection, f.id, self.root / "files" / f.collection / f.id / f.filename)
         self.resume()  # and what any collection still lacks of its vectors, after them

@@ -211,6 +211,16 @@ def test_upload_names_that_leave_the_folder_are_refused(make_client, name):
     assert written == []
 
 
+def test_two_files_of_one_name_in_one_upload_are_refused_before_either_is_written(make_client):
+    client = make_client(api_keys=["k"])
+    upload_dir = client.app.state.settings.upload_dir()
+    twins = [("files", ("twin.txt", "翡翠湖在城东。".encode(), "text/plain")),
+             ("files", ("twin.txt", "白云塔有七层。".encode(), "text/plain"))]  # fmt: skip
+    r = client.post("/v1/kb/documents", headers={"authorization": "Bearer k"}, files=twins)
+    assert r.status_code == 400 and "twin.txt" in r.json()["error"]["message"], r.text
+    assert not upload_dir.exists() or list(upload_dir.iterdir()) == []
+
+
 def test_upload_target_refuses_what_a_client_library_would_escape(tmp_path):
     """Control characters never arrive through httpx (it escapes them), but a raw client can send them."""
     from service.errors import BadRequest
