@@ -14,7 +14,8 @@ _NAME_TAGS = {"nr", "nrt", "nrfg", "ns", "nt"}
 _SPEECH_TAIL = re.compile(r"[曰道云言问答笑叹]$")
 MAX_ENTITIES = 4000
 # what DocRecord.entities_version records; raised when the miner finds other names, so stores mine theirs again
-# (1: the names the text introduces, 姓典，名韦; 2: and the kin the text states, kin.mine_kin; 3: and kin after 其)
+# (1: the names the text introduces, 姓典，名韦; 2: and the kin the text states, kin.mine_kin; 3: and kin after 其,
+# daughters, no title for a person)
 MINER_VERSION = 3
 # a person the text introduces (把关将姓孔，名秀 / 姓典，名韦 / 复姓诸葛，名亮): a name whatever the tagger says
 _INTRODUCED = re.compile(r"(?:复|覆)?姓([\u4e00-\u9fff]{1,2})[，,]?名([\u4e00-\u9fff]{1,2})(?=[，。；！,;!])")

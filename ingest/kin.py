@@ -42,6 +42,8 @@ _BLOOD = set("子女父兄弟侄叔") | {"长子", "次子"}
 # characters that are no given name standing for a person (天子, 公子, 孺子, 其子, 吾弟, 与弟…)
 _NOT_GIVEN = set("天公孺其吾汝令与及并之也乃此彼某兄弟父母子女妻长次三四幼太世庶义族宗家舍贤小二于为以使见遣命")
 _NOT_PERSON = set("一二三四五六七八九十百千万人")  # 二人, 二叔: the tagger's "names" that count people
+_TITLES = ("将军", "丞相", "太守", "刺史", "天子", "皇帝", "主公")  # 袁将军妻刘氏: a title, not whose wife
+_WOMEN = ("氏", "夫人", "后", "妃", "姬", "娘", "女")  # how the novel names a woman (伏皇后, 甘夫人, 吴氏)
 _SONS = ("长子", "次子", "三子", "幼子")  # a son by his place: the name follows (令长子张苞具棺椁)
 _NAME = re.compile(rf"[{_HAN}]{{2,3}}")
 REACH = 300  # characters before a given name alone (操父曹嵩) where the person is named in full
@@ -57,7 +59,7 @@ def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]
     name, or a woman's 严氏 / 糜夫人; blood kin (father, son, brother…) share the person's surname. Hundredths of a
     second for a novel (the relation words are looked up first, names only around them)."""
     people = {n for n in names if 2 <= len(n) <= 4} | {n for g in groups for n in g if len(n) >= 2}
-    people = {n for n in people if not set(n) & _NOT_PERSON}
+    people = {n for n in people if not set(n) & _NOT_PERSON and not n.endswith(_TITLES)}
     if not people:
         return []
     group_of = {n: set(g) for g in groups for n in g}
@@ -92,7 +94,10 @@ def mine_kin(text: str, names: Collection[str], groups: Sequence[Collection[str]
         son, father = _tail(m.group(1), people) or m.group(1).lstrip(_BIDDING), m.group(2)
         if 2 <= len(son) <= 3 and father in people:
             _note(out, father, "子", son, people, group_of, blood=False)
-    for father, _, eldest in [t for t in out if t[1] == "长子"]:  # 孙坚长子孙策: 孙权's elder brother
+    eldest_of = [(f, e) for f, r, e in out if r == "长子"]
+    for father, eldest in eldest_of:  # 孙坚长子孙策: 孙权's elder brother (not where two are called so: 曹昂, 曹丕)
+        if sum(f == father for f, _ in eldest_of) > 1:
+            continue
         for _, _, son in [t for t in out if t[0] == father and t[1] == "子" and t[2] != eldest]:
             _note(out, son, "兄", eldest, people, group_of)
     return [list(t) for t in out]
@@ -122,8 +127,9 @@ def _note(
     if blood and rel in _BLOOD and all(surname(relative) != surname(n) for n in group):
         return
     out[(person, rel, relative)] = None
-    if rel in _INVERSE and relative in people:
-        out[(relative, _INVERSE[rel], person)] = None
+    if rel in _INVERSE and relative in people:  # 伏皇后父伏完: 伏完's daughter, not son
+        inverse = "女" if rel in ("父", "母") and person.endswith(_WOMEN) else _INVERSE[rel]
+        out[(relative, inverse, person)] = None
 
 
 def _person(text: str, at: int, a: str, b: str, rel: str, people: Collection[str]) -> str | None:

@@ -46,6 +46,15 @@ def test_its_kin_are_those_of_the_last_one_named_of_the_kins_surname():
     assert triples("令糜竺与其弟糜芳守护中军。", {"糜竺", "糜芳守"}) == set()
 
 
+def test_a_daughter_is_no_son_and_a_title_is_no_one():
+    found = triples("伏皇后父伏完，为辅国将军。", {"伏皇后", "伏完"})
+    assert found == {("伏皇后", "父", "伏完"), ("伏完", "女", "伏皇后")}
+    assert triples("袁将军妻刘氏出曰：“勿忧。”", {"袁将军", "刘氏"}) == set()
+    # two sons each called the eldest (操长子曹昂 … 立长子曹丕): neither is his brothers' elder brother
+    text = "曹操长子曹昂战死。曹操之子曹植能文。后曹操立长子曹丕为世子。"
+    assert not any(rel == "兄" for _, rel, _ in triples(text, {"曹操", "曹昂", "曹植", "曹丕"}))
+
+
 def test_sons_named_by_given_name_after_the_father_and_adopted_sons():
     text = "却说孙坚有四子，皆吴夫人所生：长子名策，字伯符；次子名权，字仲谋。"
     found = triples(text, {"孙坚", "孙策", "孙权"})
