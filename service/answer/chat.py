@@ -272,7 +272,7 @@ class ChatService:
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
         lexicon = lexicon_of(self.kb.retriever) if kb_ready else None
-        query = retrieval_query(users, lexicon, persona.display_name, persona.aliases)
+        query = retrieval_query(users, lexicon, persona.display_name, persona.aliases, last_reply(msgs))
         embedding = None
         t0 = time.perf_counter()
         if kb_ready and (forced is None or forced in ("rag", "both")):

@@ -17,6 +17,7 @@ from ..protocol import CITATION_MARKER, Citation
 from .extractive import NO_ANSWER as NO_ANSWER  # the decline, also what the generative path's callers compare with
 from .extractive import decline_message
 from .lexicon import Lexicon, simple_name, simplified
+from .question import question_shape
 
 EMPTY_KB = "知识库还是空的：先用 `ingest add 文件` 加入文档。"
 EMPTY_KB_EN = "The knowledge base is empty: add documents with `ingest add FILES`."
@@ -102,6 +103,7 @@ def question_part(text: str, limit: int = MAX_QUERY_CHARS) -> str:
 
 
 # a third person the message refers back to, longest forms first (他们 before 他)
+_ANSWER_LEAD = re.compile(r"([^。！？，\s\[\]]{2,12})。")  # the short answer an answer leads with (曹嵩。…)
 _PRONOUN = re.compile(r"他们|她们|此人|这个人|那个人|这人|那人|他|她")
 _YOU = re.compile(r"您|你(?!们)")  # the one spoken to (你们: several, not the persona)
 # the kin of the one spoken to, said politely (令郎: your son), as the kin words the knowledge base reads
@@ -115,13 +117,15 @@ PRONOUN_LOOKBACK = 3  # earlier user turns searched for whom a pronoun stands fo
 
 
 def retrieval_query(
-    users: Sequence[str], lexicon: Lexicon | None = None, you: str = "", you_called: Collection[str] = ()
+    users: Sequence[str], lexicon: Lexicon | None = None, you: str = "", you_called: Collection[str] = (),
+    answered: str = "",
 ) -> str:
     """What a turn searches for, from the conversation's user messages (oldest first): its question part (a long
     message, a pasted text, by its question: at most about 2 x MAX_QUERY_CHARS are embedded and keyword-searched);
     a short follow-up ("那后来呢？", 8 characters at most, naming no one the `lexicon` knows: 典韦是怎么死的？ is a
     question of its own) together with the question before it, or by name when it refers back by a pronoun
-    (曹操是谁？ 他的父亲呢？ -> 曹操的父亲呢？); a message that names
+    (曹操是谁？ 他的父亲呢？ -> 曹操的父亲呢？; after a who question, by the name the last answer, `answered`, led
+    with: 曹操的父亲是谁？ 曹嵩。… 他是怎么死的？ -> 曹嵩是怎么死的？); a message that names
     no one the knowledge base knows (`lexicon`) and refers back by a pronoun (他为什么要借东风？) with the pronoun
     replaced by the first name of the latest of the PRONOUN_LOOKBACK user turns before it that names someone
     (孔明在哪里借的东风？ -> 孔明为什么要借东风？); one that names no one (but the persona it opens by calling by one of
@@ -134,13 +138,13 @@ def retrieval_query(
     call = _CALL.match(last)  # 丞相，… / 孔明先生，…: the persona called by one of its names
     body = last[call.end() :] if call and any(n in call.group(0) for n in you_called) else last
     if len(users) > 1 and len(last) <= 8 and not _names_someone(last, lexicon):  # 他的父亲呢？: whom 他 stands for
-        return _by_name(last, users, lexicon) or question_part(users[-2]) + " " + last
+        return _by_name(last, users, lexicon, answered) or question_part(users[-2]) + " " + last
     if _names_someone(body, lexicon):
         return last
     if you and (_YOU.search(body) or _YOUR_KIN.search(body)):
         body = _YOUR_KIN.sub(lambda m: f"{you}的{HONORIFIC_KIN[m.group(0)]}", body)  # 令郎 -> 诸葛亮的儿子
         return _YOU.sub(you, body)
-    return _by_name(last, users, lexicon) or last
+    return _by_name(last, users, lexicon, answered) or last
 
 
 def _names_someone(text: str, lexicon: Lexicon) -> bool:
@@ -148,12 +152,18 @@ def _names_someone(text: str, lexicon: Lexicon) -> bool:
     return any(not group <= KIN_WORDS.keys() for group in lexicon.entities_in(text))
 
 
-def _by_name(last: str, users: Sequence[str], lexicon: Lexicon | None) -> str:
-    """`last` with its pronoun replaced by the first name of the latest earlier user turn that names someone (see
-    retrieval_query); "" when it has no pronoun or no earlier turn names anyone."""
+def _by_name(last: str, users: Sequence[str], lexicon: Lexicon | None, answered: str = "") -> str:
+    """`last` with its pronoun replaced by the name the last answer (`answered`) led with when the turn before asked
+    who (曹操的父亲是谁？ -> 曹嵩。…: 他 is 曹嵩), else by the first name of the latest earlier user turn that names
+    someone (see retrieval_query); "" when it has no pronoun or no earlier turn names anyone."""
     pronoun = _PRONOUN.search(last)
     if pronoun is None or lexicon is None:
         return ""
+    answer = _ANSWER_LEAD.match(answered) if len(users) > 1 else None  # 曹操的父亲是谁？ 曹嵩。… 他是怎么死的？
+    if answer and question_shape(simplified(question_part(users[-2]))).kind == "who":
+        named = [n for n in answer.group(1).split("、") if any(n in group for group in lexicon.entities_in(n))]
+        if named:
+            return last[: pronoun.start()] + named[0] + last[pronoun.end() :]
     for earlier in reversed(users[-1 - PRONOUN_LOOKBACK : -1]):
         text = simplified(question_part(earlier))
         found = [(text.find(simple_name(n)), n) for group in lexicon.entities_in(text) for n in group

@@ -474,6 +474,12 @@ def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means()
     assert retrieval_query(["孔明在哪里借的东风？", "周瑜为什么要杀他？"], lex) == "周瑜为什么要杀他？"
     assert retrieval_query(["天气怎么样？", "他为什么要借东风？"], lex) == "他为什么要借东风？"
     assert retrieval_query(["孔明在哪里借的东风？", "他为什么要借东风？"]) == "他为什么要借东风？"  # no lexicon
+    # after a who question, 他 is whom the answer named first (its lead), when it led with a known name
+    cao = Lexicon(names={"曹操", "曹嵩", "张闿"}, aliases=[{"曹操", "孟德"}])
+    asked = ["曹操的父亲是谁？", "他是怎么死的？"]
+    assert retrieval_query(asked, cao, answered="曹嵩。操父曹嵩，本姓夏侯氏。[1]") == "曹嵩是怎么死的？"
+    assert retrieval_query(asked, cao, answered="操父曹嵩，本姓夏侯氏。[1]") == "曹操是怎么死的？"  # no lead
+    assert retrieval_query(["曹操在哪里起兵？", "他是怎么死的？"], cao, answered="张闿。…") == "曹操是怎么死的？"
 
     # 您 / 你 said to the persona is the persona, when the message names no one else
     assert retrieval_query(["丞相，七星坛上您做了什么？"], lex, "诸葛亮") == "丞相，七星坛上诸葛亮做了什么？"
