@@ -56,11 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("search", parents=[common], help="try retrieval: hybrid by default")
-    s.add_argument("query")
-    s.add_argument("-k", type=int, default=5)
+    s.add_argument("query", type=_query)
+    s.add_argument("-k", type=_positive, default=5, help="passages to return (at least 1)")
     s.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
     s.add_argument("--doc", action="append", help="only this document id (repeatable)")
-    s.add_argument("--chapters", help="chapter range, e.g. 30-40 or 38")
+    s.add_argument("--chapters", type=_chapter_range, help="chapter range, e.g. 30-40 or 38")
     s.add_argument("--aliases", type=Path, help="alias table file (one entity per line)")
     s.add_argument("--json", action="store_true")
     return p
@@ -82,11 +82,32 @@ def _settings(args: argparse.Namespace) -> IngestSettings:
     )
 
 
-def _chapters(spec: str | None) -> tuple[int | None, int | None]:
-    if not spec:
-        return None, None
+def _query(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the query is empty")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def _chapter_range(spec: str) -> tuple[int, int]:
+    """`30-40` or `38` as (first, last), each at least 1 and first <= last; argparse reports anything else."""
     lo, _, hi = spec.partition("-")
-    return int(lo), int(hi or lo)
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r}: give a chapter or a range, e.g. 38 or 30-40") from None
+    if first < 1 or last < first:
+        raise argparse.ArgumentTypeError(f"{spec!r}: chapters count from 1 and the range's first comes first")
+    return first, last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +174,10 @@ def _add(args: argparse.Namespace, settings: IngestSettings) -> int:
             then = "not embedded (`ingest embed` gives them their vectors)" if args.no_embed else "embedding"
             print(f"searchable by keyword after {s.searchable_seconds:.1f} s; {then}", file=sys.stderr, flush=True)
 
+    if not any(p.exists() for p in args.paths):  # a mistyped path: no empty knowledge base under its name
+        for p in args.paths:
+            print(f"skipped: {p}: no such file or folder", file=sys.stderr)
+        return EXIT_FAILED
     summary = pipeline.add_paths(
         args.paths, settings, progress=not args.no_progress, prune=args.prune, embed=not args.no_embed,
         on_searchable=searchable,
@@ -219,7 +244,7 @@ def _rebuild(args: argparse.Namespace, settings: IngestSettings) -> int:
 def _search(args: argparse.Namespace, settings: IngestSettings) -> int:
     from .retrieval import Filters, Retriever
 
-    lo, hi = _chapters(args.chapters)
+    lo, hi = args.chapters or (None, None)
     results = Retriever(settings).retrieve(args.query, args.k, Filters(args.doc, lo, hi), args.mode)
     for rank, r in enumerate(results, start=1):
         if args.json:

@@ -194,3 +194,14 @@ def test_sigkill_during_ingest_then_rerun_finishes_cleanly(tmp_path, env, novel_
     names = sorted(p.name for p in keyword.iterdir())
     assert "manifest-ngram.json" in names and any(n.startswith("seg-ngram-") for n in names)
     assert not [n for n in names if n.startswith(".") or ".tmp" in n], names
+
+
+def test_bad_search_arguments_are_usage_errors_and_a_missing_path_creates_no_knowledge_base(env, tmp_path):
+    for args in (["--chapters", "abc"], ["--chapters", "5-2"], ["-k", "0"], ["-k", "-5"]):
+        r = run("ingest.cli", "search", "孔明", *args, env=env)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "error: argument" in r.stderr, (args, r.stderr)
+    r = run("ingest.cli", "search", "   ", env=env)
+    assert r.returncode == 2 and "the query is empty" in r.stderr
+    r = run("ingest.cli", "add", str(tmp_path / "nope.txt"), "--collection", "ghost", env=env)
+    assert r.returncode == 1 and "no such file" in r.stderr and "searchable" not in r.stderr
+    assert "ghost" not in run("ingest.cli", "collections", env=env).stdout
