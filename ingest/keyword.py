@@ -78,8 +78,14 @@ def tokenize(text: str, method: Tokenizer = "ngram") -> list[str]:
 
 
 def keyword_query(query: str, aliases: AliasTable | None, method: Tokenizer) -> tuple[list[str], list[list[str]]]:
-    """The query's plain BM25 tokens, and one synonym group per entity it names (all its names' tokens)."""
+    """The query's plain BM25 tokens, and one synonym group per entity it names (all its names' tokens). English
+    function words (the, of, what…) are left out: in a knowledge base with few English documents they are rare, so
+    they would weigh as much as the question's own words and draw any English question to those documents."""
     tokens = tokenize(query, method)
+    if any("a" <= c <= "z" for c in query.lower()):  # (scikit-learn's list: loaded by the first English query)
+        from .query_translation import stop_words
+
+        tokens = [t for t in tokens if t not in stop_words()]
     if aliases is None:
         return tokens, []
     groups: list[list[str]] = []

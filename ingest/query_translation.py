@@ -46,7 +46,8 @@ def glossary() -> dict[str, list[tuple[int, str]]]:
 
 
 @functools.cache
-def _stop_words() -> frozenset[str]:
+def stop_words() -> frozenset[str]:
+    """English function and question words (scikit-learn's list and who / what / how…), lower case."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     return frozenset(ENGLISH_STOP_WORDS) | _QUESTION_WORDS
@@ -57,7 +58,7 @@ def translate(words: Sequence[str], idf: Idf, per_word: int) -> list[str]:
     words the dictionary glosses together (east wind -> 东风), up to `per_word` of the dictionary's headwords of one
     or two characters that the corpus has (`idf` > 0: the keyword index's IDF), those whose gloss comes first in
     their entry first (刘 glosses "to kill" only after "surname Liu"), then the more frequent in the corpus."""
-    table, stop = glossary(), _stop_words()
+    table, stop = glossary(), stop_words()
     out: list[str] = []
     i = 0
     while i < len(words):

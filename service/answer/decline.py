@@ -36,10 +36,12 @@ HAN_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
 
 def coverage(text: str, terms: Terms) -> float:
-    """IDF-weighted share of the query's term groups that occur in `text`."""
+    """IDF-weighted share of the query's term groups that occur in `text` (Latin letters in any case: the terms are
+    folded to lower case)."""
     total = sum(w for _, w in terms)
     if total <= 0:
         return 0.0
+    text = text.lower()
     return sum(w for group, w in terms if any(t in text for t in group)) / total
 
 

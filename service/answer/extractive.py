@@ -110,13 +110,18 @@ def context_terms(shape: Shape, reach: int = 3) -> list[str]:
     return sorted(set(left + right))
 
 
+# a sentence of a document in a Latin script ends at a full stop before a capital (split_sentences ends Chinese ones)
+_LATIN_END = re.compile(r"(?<=[a-z0-9\"')\]][.])\s+(?=[A-Z\"'])")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
 def windows(hits: Sequence[RetrievedChunk], max_chars: int = 110) -> list[Window]:
-    """Candidate answers: each sentence of each passage, and each pair of neighbouring sentences that fits
-    `max_chars`."""
+    """Candidate answers: each sentence of each passage (of three Chinese characters or three Latin words at
+    least), and each pair of neighbouring sentences that fits `max_chars`."""
     out: list[Window] = []
     for n, h in enumerate(hits, start=1):
-        sents = [h.text[a:b].strip() for a, b in split_sentences(h.text)]
-        sents = [s for s in sents if len(HAN_CHAR.findall(s)) >= 3]
+        sents = [p.strip() for a, b in split_sentences(h.text) for p in _LATIN_END.split(h.text[a:b])]
+        sents = [s for s in sents if len(HAN_CHAR.findall(s)) >= 3 or len(_LATIN_WORD.findall(s)) >= 3]
         for i, s in enumerate(sents):
             out.append(Window(n, i, i + 1, s))
             if i + 1 < len(sents) and len(s) + len(sents[i + 1]) <= max_chars:
@@ -390,5 +395,6 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     if kin and not any(k in c.text for c in chosen for k in kin):
         lead = ""  # only a relative the quoted sentences name
     used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)
-    body = "".join(f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen)
+    body = " ".join(f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen)
+    body = re.sub(r"(\]) (?![A-Za-z\"'])", r"\1", body)  # a space between sentences of a Latin script only
     return Extract(lead + body, used, best, span=span, kind=shape.kind)

@@ -263,3 +263,11 @@ def test_merges_never_make_a_segment_past_the_cap_and_scores_stay_exact(tmp_path
     reader = KeywordIndex(tmp_path)  # another process: loads what the writer saved
     assert reader.try_load(fingerprint(ids))
     assert_same_as_fresh(reader, texts, ids)
+
+
+def test_an_english_querys_function_words_are_not_searched():
+    from ingest.keyword import keyword_query
+
+    tokens, _ = keyword_query("who built the lighthouse of port alder?", None, "jieba")
+    assert {"built", "lighthouse", "port", "alder"} <= set(tokens) and not {"who", "the", "of"} & set(tokens)
+    assert keyword_query("关羽是怎么死的", None, "jieba")[0] == tokenize("关羽是怎么死的", "jieba")  # Chinese as it was

@@ -589,3 +589,15 @@ def test_a_who_answer_leads_with_the_person_its_first_sentence_introduces():
     assert not extractive_answer("云长的对手叫什么？", hits, terms, lex).text.startswith("关羽。")
     two = [chunk("一人姓周，名仓，一人姓裴，名元绍，二人拜于关公马前。", 28)]  # which of the two: no lead
     assert extractive_answer("关羽收下的那个黑脸大汉叫什么名字？", two, terms, lex).text.startswith("一人姓周")
+
+
+def test_a_document_in_english_is_quoted_sentence_by_sentence():
+    hits = [chunk("刘备、关羽、张飞在桃园结为兄弟，誓同生死。三人焚香再拜。", 1),
+            chunk("Harbor Report\n\nThe lighthouse of Port Alder was built in 1872 by the engineer Margaret Holloway. "
+                  "It stands forty meters tall on the northern cliff. The fish market opens at five.", 0)]  # fmt: skip
+    terms = [(["lighthouse"], 3.0), (["port"], 3.0), (["alder"], 3.0), (["built"], 2.0)]  # folded: lower case
+    built = extractive_answer("Who built the lighthouse of Port Alder?", hits, terms, Lexicon())
+    assert built.text.startswith("The lighthouse of Port Alder was built in 1872 by the engineer Margaret Holloway.")
+    assert "fish market" not in built.text and "桃园" not in built.text and built.used == [2]
+    tall = extractive_answer("How tall is the lighthouse?", hits, [(["lighthouse"], 3.0), (["tall"], 3.0)], Lexicon())
+    assert "Holloway.[1] It stands forty meters tall" in tall.text  # sentences of a Latin script keep their space
