@@ -217,6 +217,13 @@ class ChatCompletionRequest(OpenAIRequest):
     def _can_honour(cls, v: Any, info: ValidationInfo) -> Any:
         return can_honour(CANNOT, v, info)
 
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, v: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):  # as OpenAI answers it
+            raise refuse("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "invalid_value")
+        return v
+
     @field_validator("messages")
     @classmethod
     def _a_turn_to_answer(cls, v: list[ChatMessage]) -> list[ChatMessage]:

@@ -75,7 +75,7 @@ def cancel_job(store: JobStore, job_id: str) -> JobRecord:
     if job is None:
         raise KeyError(job_id)
     if job.status in FINAL:
-        raise JobStateError(f"job {job_id} has already {job.status}: only a waiting or running job can be cancelled")
+        raise JobStateError(f"job {job_id} is already {job.status}: only a waiting or running job can be cancelled")
     if store.update_job(job_id, status="cancelled", finished_at=now(), only_if=("validating_files", "queued")):
         store.add_event(job_id, "Job cancelled before it started")
     elif store.update_job(job_id, cancel_requested=1, only_if=("running",)):

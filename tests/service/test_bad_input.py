@@ -52,6 +52,13 @@ def test_malformed_json_is_400(make_client, content):
     assert_openai_error(post_raw(make_client(), content), 400)
 
 
+def test_stream_options_without_streaming_is_400_as_openai_answers_it(make_client):
+    body = {"model": "kongming-rag", "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    err = assert_openai_error(make_client().post("/v1/chat/completions", json=body), 400, param="stream_options")
+    assert "only allowed when 'stream' is enabled" in err["message"]
+
+
 def test_non_json_content_type_is_400(make_client):
     assert_openai_error(post_raw(make_client(), b"model=kongming", "application/x-www-form-urlencoded"), 400)
     assert_openai_error(post_raw(make_client(), b"hello", "text/plain"), 400)
