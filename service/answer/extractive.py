@@ -389,12 +389,12 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     if not lead and shape.kind == "who" and "kin" not in top.parts:  # 把关将姓孔，名秀 answers 守将叫什么: 孔秀
         args = (question, lexicon.names, lexicon.same_entity(question))
         intro = introduced_lead([c.text for c in chosen], *args)
-        again = choose(ranked, weights, min(max_chars, weights.budget) - len(intro) - 1) if intro else []
+        again = choose(ranked, weights, min(max_chars, weights.budget) - len(intro) - 1) if intro else chosen
         if intro and introduced_lead([c.text for c in again], *args) == intro:  # in the room the lead leaves
             chosen, lead = again, f"{intro}。"
     if kin and not any(k in c.text for c in chosen for k in kin):
         lead = ""  # only a relative the quoted sentences name
     used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)
-    body = " ".join(f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen)
-    body = re.sub(r"(\]) (?![A-Za-z\"'])", r"\1", body)  # a space between sentences of a Latin script only
+    marked = [f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen]  # then a space before a Latin sentence
+    body = "".join((" " if i and re.match(r"[A-Za-z\"']", m) else "") + m for i, m in enumerate(marked))
     return Extract(lead + body, used, best, span=span, kind=shape.kind)

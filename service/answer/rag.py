@@ -102,8 +102,8 @@ def question_part(text: str, limit: int = MAX_QUERY_CHARS) -> str:
     return text[start:].strip() if start < len(text) else text[-limit:]
 
 
-# a third person the message refers back to, longest forms first (他们 before 他)
 _ANSWER_LEAD = re.compile(r"([^。！？，\s\[\]]{2,12})。")  # the short answer an answer leads with (曹嵩。…)
+# a third person the message refers back to, longest forms first (他们 before 他)
 _PRONOUN = re.compile(r"他们|她们|此人|这个人|那个人|这人|那人|他|她")
 _YOU = re.compile(r"您|你(?!们)")  # the one spoken to (你们: several, not the persona)
 # the kin of the one spoken to, said politely (令郎: your son), as the kin words the knowledge base reads
