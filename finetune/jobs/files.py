@@ -44,6 +44,7 @@ def check_dataset(path: Path, name: str) -> dict[str, Any]:
         convs, problems, fmt = read_with_format(path)
     except (DataError, UnicodeDecodeError, ValueError) as exc:
         why = str(exc).replace(str(path), name).replace("; name it with --from", "")  # (a CLI option: not here)
+        why = why.removeprefix(f"{name}: ")  # (the readers' messages may start with the file's name already)
         raise FileRejected(f"{name}: {why}") from None
     found = [{"line": p.line, "index": p.index, "message": p.message} for p in problems]
     if not convs:

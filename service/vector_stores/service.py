@@ -82,8 +82,9 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         """Rename a store and/or replace its metadata (OpenAI's POST /vector_stores/{id})."""
         _check_metadata(metadata)
         collection = self.collection_of(store_id)
-        with self.registry.lock:
-            entry = self.registry.stores.setdefault(collection, StoreEntry(collection, collection, 0))
+        made = None if collection in self.registry.stores else self._first_record_time(collection)
+        with self.registry.lock:  # a collection the `ingest` CLI made keeps its first document's time
+            entry = self.registry.stores.setdefault(collection, StoreEntry(collection, collection, made or 0))
             entry.name = entry.name if name is None else name
             entry.metadata = entry.metadata if metadata is None else dict(metadata)
             self.registry.save()

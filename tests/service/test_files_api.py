@@ -52,6 +52,12 @@ def test_no_valid_record_is_a_400_in_openai_shape(client):
     assert client.get("/v1/files", headers=KEY).json()["data"] == []
 
 
+@pytest.mark.parametrize(("name", "purpose"), [("train.jsonl", "fine-tune"), ("notes.txt", "assistants")])
+def test_an_empty_file_is_a_400_that_names_it_once(client, name, purpose):
+    err = upload(client, b"", name, purpose).json()["error"]
+    assert err["message"] == f"{name}: empty file" and err["code"] == "invalid_file"
+
+
 def test_size_limit_purpose_and_key(client):
     r = upload(client, jsonl(*[GOOD] * 60))
     assert r.status_code == 413 and "max_file_bytes" in r.json()["error"]["message"]

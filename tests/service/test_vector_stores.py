@@ -124,6 +124,11 @@ def test_the_default_knowledge_base_is_a_vector_store_with_its_documents_as_file
     assert hits[0].file_id == novel[0].id and hits[0].attributes and hits[0].attributes["chapter"] == 3
     with pytest.raises(openai.BadRequestError):  # the service's own knowledge base stays
         client.vector_stores.delete("vs_svc")
+    made = client.vector_stores.retrieve("vs_svc").created_at
+    renamed = client.vector_stores.update("vs_svc", name="三国", metadata={"lang": "zh"})
+    assert renamed.name == "三国" and renamed.metadata == {"lang": "zh"}
+    assert renamed.created_at == made > 0  # its first document's time, before and after the change
+    client.vector_stores.update("vs_svc", name="svc", metadata={})
 
 
 def test_stores_are_listed_newest_first_in_pages(client: OpenAI) -> None:
