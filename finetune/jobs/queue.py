@@ -51,6 +51,7 @@ def create_job(data_dir: str | Path, request: dict[str, Any]) -> JobRecord:
     checked = {**request, "hyperparameters": resolve_hyperparameters(request.get("hyperparameters") or {}, len(train)),
                "seed": request.get("seed") if request.get("seed") is not None else secrets.randbelow(2**31)}
     cfg = build_config(checked, paths, has_val=bool(val))  # SpecError before anything is written
+    _check_target_modules(cfg, Path(data_dir) / "models")
     details = store.get_file(request["training_file"])
     checked["system_prompt"] = details.details.get("system_prompt") if details else None
     checked["task"] = cfg.task
@@ -66,6 +67,18 @@ def create_job(data_dir: str | Path, request: dict[str, Any]) -> JobRecord:
     store.update_job(job_id, status="queued", only_if=("validating_files",))
     store.add_event(job_id, f"Files validated ({len(train)} training records), moving job to queued state")
     return store.get_job(job_id) or job
+
+
+def _check_target_modules(cfg: Any, cache_dir: Path) -> None:
+    """SpecError when the LoRA target modules are not in a base model already on this machine (a model that is
+    still to be converted or downloaded is checked when the job trains)."""
+    from finetune.models.base import local_model_dir, module_names
+    from finetune.training.train import missing_modules
+
+    folder = local_model_dir(cfg.model, cfg.model_cache_dir or cache_dir)
+    problem = missing_modules(cfg.lora.target_modules, module_names(folder)) if folder else None
+    if problem:
+        raise SpecError(f"kongming.lora.target_modules: {problem}", "kongming.lora.target_modules")
 
 
 def cancel_job(store: JobStore, job_id: str) -> JobRecord:

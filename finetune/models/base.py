@@ -58,6 +58,28 @@ def resolve_model(name_or_path: str | Path, cache_dir: str | Path | None = None)
     return _from_hub(name)
 
 
+def local_model_dir(name_or_path: str | Path, cache_dir: str | Path | None = None) -> Path | None:
+    """The folder `resolve_model` would load from when it is already on this machine (a model folder, or
+    gemma-3-270m once converted); None when it would have to convert or download it first."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path if is_model_dir(path) else None
+    cached = (Path(cache_dir) if cache_dir else default_cache_dir()) / DEFAULT_MODEL
+    return cached if str(name_or_path) == DEFAULT_MODEL and is_model_dir(cached) else None
+
+
+def module_names(model_dir: Path) -> set[str]:
+    """The last dotted part of every module name of the causal LM in `model_dir` (`q_proj`, `mlp`, ...): what
+    peft's `target_modules` matches. Built from config.json on torch's meta device: no weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+
+
 def _from_hub(model_id: str) -> Path:
     from huggingface_hub import snapshot_download
 

@@ -64,6 +64,15 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def missing_modules(wanted: list[str], present: set[str]) -> str | None:
+    """Why `wanted` target modules do not fit a model whose module names are `present` (None when they all do)."""
+    missing = [m for m in wanted if m not in present]
+    if not missing:
+        return None
+    linear = ", ".join(sorted(n for n in present if n.endswith("proj")))
+    return f"{', '.join(missing)} not in this model (it has {linear})"
+
+
 def _lora(model: Any, cfg: Config) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -71,11 +80,9 @@ def _lora(model: Any, cfg: Config) -> Any:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [m for m in cfg.lora.target_modules if m not in present]
-    if missing:
-        linear = ", ".join(sorted(n for n in present if n.endswith("proj")))
-        raise TrainError(f"lora.target_modules: {', '.join(missing)} not in this model (it has {linear})")
+    problem = missing_modules(cfg.lora.target_modules, {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()})
+    if problem:
+        raise TrainError(f"lora.target_modules: {problem}")
     spec = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,

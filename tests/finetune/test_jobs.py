@@ -107,6 +107,9 @@ def test_job_request_becomes_a_config_and_errors_name_the_field(tmp_path, tiny_m
     assert err.value.param == "training_file"
     with pytest.raises(SpecError, match="learning_rate_multiplier"):
         create_job(tmp_path, fast_job(tiny_model, fid, kongming={"train": {"lr": 1}}))
+    with pytest.raises(SpecError, match=r"no_such_proj not in this model.*q_proj") as err:  # at once, not at training
+        create_job(tmp_path, fast_job(tiny_model, fid, kongming={"lora": {"target_modules": "q_proj,no_such_proj"}}))
+    assert err.value.param == "kongming.lora.target_modules"
     assert len(JobStore(tmp_path).list_jobs()[0]) == 1  # refused requests store nothing
 
 
@@ -162,17 +165,17 @@ def test_a_worker_with_two_processes_per_job_trains_under_torchrun_like_one(tmp_
 
 
 def test_a_training_that_fails_fails_the_job_with_its_reason(tmp_path, tiny_model):
+    from finetune.jobs.spec import JobPaths
     from finetune.jobs.worker import Worker
 
     fid = FileStore(tmp_path).create(messages_jsonl(), "d.jsonl", "fine-tune").id
-    request = fast_job(tiny_model, fid)
-    request["kongming"]["lora"]["target_modules"] = ["no_such_proj"]  # a valid config this model cannot take
-    job = create_job(tmp_path, request)
+    job = create_job(tmp_path, fast_job(tiny_model, fid))
+    JobPaths.of(tmp_path, job.id).train.write_text("{oops\n", encoding="utf-8")  # spoilt after it was checked
     Worker(tmp_path, poll=0.1).run(once=True)
     failed = JobStore(tmp_path).get_job(job.id)
     assert failed is not None and failed.status == "failed" and failed.fine_tuned_model is None
     assert failed.error is not None and failed.error["code"] == "training_failed"
-    assert "no_such_proj" in failed.error["message"] and str(tmp_path) not in failed.error["message"]
+    assert "no valid conversations" in failed.error["message"] and str(tmp_path) not in failed.error["message"]
     events, _ = JobStore(tmp_path).list_events(job.id)
     assert events[0].level == "error" and events[0].message.startswith("Training failed:")
 

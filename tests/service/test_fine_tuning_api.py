@@ -178,7 +178,10 @@ def test_list_pages_events_shape_and_errors(ft_service, tmp_path):
            ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"n_epochs": 0}},
             "hyperparameters.n_epochs"),
            ({"model": "tiny", "training_file": upload.id, "extra_body": {"kongming": {"lora": {"r": 0}}}},
-            "kongming.lora.r")]  # fmt: skip
+            "kongming.lora.r"),
+           ({"model": "tiny", "training_file": upload.id,
+             "extra_body": {"kongming": {"lora": {"target_modules": ["qproj"]}}}},
+            "kongming.lora.target_modules")]  # fmt: skip
     for kwargs, param in bad:
         with pytest.raises(openai.BadRequestError) as err:
             client.fine_tuning.jobs.create(**kwargs)
