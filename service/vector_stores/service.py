@@ -68,11 +68,12 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         return self.retrieve(store_id(collection))
 
     def list(self) -> List[dict[str, Any]]:
-        """Every store, newest first (those made by the `ingest` CLI, without a creation time, last by name)."""
+        """Every store, newest first by created_at (stores made in the same second in the order they were made;
+        an empty one the API did not create, created_at 0, last)."""
         with self.registry.lock:  # (another thread may be creating one)
             made = {c: n for n, c in enumerate(self.registry.stores)}  # creation order, within a second too
-        names = sorted(set(self._served()) | set(made), key=lambda c: (-made.get(c, -1), c))
-        return [self._store_object(c) for c in names]
+        stores = [self._store_object(c) for c in set(self._served()) | set(made)]
+        return sorted(stores, key=lambda s: (-s["created_at"], -made.get(s["id"].removeprefix(PREFIX), -1), s["id"]))
 
     def retrieve(self, store_id: str) -> dict[str, Any]:
         """The vector_store object: id, name, created_at, usage_bytes, file_counts, status, metadata...; NotFound."""
@@ -82,9 +83,8 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         """Rename a store and/or replace its metadata (OpenAI's POST /vector_stores/{id})."""
         _check_metadata(metadata)
         collection = self.collection_of(store_id)
-        made = None if collection in self.registry.stores else self._first_record_time(collection)
-        with self.registry.lock:  # a collection the `ingest` CLI made keeps its first document's time
-            entry = self.registry.stores.setdefault(collection, StoreEntry(collection, collection, made or 0))
+        with self.registry.lock:  # a collection the API did not make keeps its first document's time (created_at 0)
+            entry = self.registry.stores.setdefault(collection, StoreEntry(collection, collection, 0))
             entry.name = entry.name if name is None else name
             entry.metadata = entry.metadata if metadata is None else dict(metadata)
             self.registry.save()
@@ -128,7 +128,7 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         counts = file_counts_of(files)
         return {
             "id": store_id(collection), "object": "vector_store", "name": entry.name if entry else collection,
-            "created_at": entry.created_at if entry else self._first_record_time(collection),
+            "created_at": entry.created_at if entry and entry.created_at else self._first_record_time(collection),
             "last_active_at": entry.last_active_at if entry else None,
             "usage_bytes": sum(f["usage_bytes"] for f in files), "file_counts": counts,
             "status": "in_progress" if counts["in_progress"] else "completed",

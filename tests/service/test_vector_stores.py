@@ -125,9 +125,15 @@ def test_the_default_knowledge_base_is_a_vector_store_with_its_documents_as_file
     with pytest.raises(openai.BadRequestError):  # the service's own knowledge base stays
         client.vector_stores.delete("vs_svc")
     made = client.vector_stores.retrieve("vs_svc").created_at
+    newer = client.vector_stores.create(name="newer").id
     renamed = client.vector_stores.update("vs_svc", name="三国", metadata={"lang": "zh"})
     assert renamed.name == "三国" and renamed.metadata == {"lang": "zh"}
     assert renamed.created_at == made > 0  # its first document's time, before and after the change
+    times = [s.created_at for s in client.vector_stores.list(order="desc")]  # a change does not make it newest
+    assert times == sorted(times, reverse=True), times
+    ids = [s.id for s in client.vector_stores.list(order="desc")]
+    assert ids.index(newer) < ids.index("vs_svc")
+    client.vector_stores.delete(newer)
     client.vector_stores.update("vs_svc", name="svc", metadata={})
 
 
