@@ -310,8 +310,8 @@ class ChatService:
 
         def extractive(note: str) -> Reply:
             extract = extractive_answer(query, hits, terms, lexicon, said=last_reply(history))
-            ready = Reply(decision, citations(hits, used=extract.used), model, text=extract.text, note=note,
-                          timings=timings)
+            ready = Reply(decision, citations(hits, used=extract.used, quoted=extract.text), model,
+                          text=extract.text, note=note, timings=timings)
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from
             return self._finish_text(ready, read, params.stop, max_tokens)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -108,13 +109,24 @@ def source_name(source: object) -> str:
 
 
 def citations(
-    hits: list[RetrievedChunk], titles: dict[str, str] | None = None, used: Sequence[int] | None = None
+    hits: list[RetrievedChunk], titles: dict[str, str] | None = None, used: Sequence[int] | None = None,
+    quoted: str = "",
 ) -> list[Citation]:
     """One citation per passage, numbered from 1; with `used` (1-based passage ranks, as an extractive answer's
-    markers list them) only those passages, numbered 1, 2… in that order as the text marks them."""
+    markers list them) only those passages, numbered 1, 2… in that order as the text marks them. A snippet is the
+    passage's start, or with `quoted` (the extractive answer, `sentence[1]sentence[2]`) the passage from the first
+    sentence the answer quotes from it ("…" before it): what the reader checks the quote against."""
     if used is not None:
         found = citations(hits, titles)
-        return [found[n - 1].model_copy(update={"index": i}) for i, n in enumerate(used, start=1)]
+        out = []
+        for i, n in enumerate(used, start=1):
+            text = hits[n - 1].text.strip().replace("\n", " ")
+            start = quote_start(text, [q for q, m in CITED.findall(quoted) if int(m) == i])
+            update: dict[str, object] = {"index": i}
+            if start:
+                update["snippet"] = "…" + _cut(text[start:])
+            out.append(found[n - 1].model_copy(update=update))
+        return out
     out = []
     for i, h in enumerate(hits, start=1):
         m = h.metadata
@@ -128,9 +140,37 @@ def citations(
                 chapter=h.chapter,
                 chapter_unit=m.get("chapter_unit") or None,
                 chapter_title=m.get("chapter_title") or None,
-                snippet=snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),
+                snippet=_cut(snippet),
                 score=round(h.score, 6),
                 chunk_id=h.chunk_id,
             )
         )
     return out
+
+
+CITED = re.compile(r"([^\[\]]+)\[(\d+)\]")  # an extractive answer's quote and the citation number after it
+MIN_QUOTE = 6  # characters of a quote that must be found in the passage
+SENTENCE_TAIL = set("。！？；，、：）」』”.!?;,:)")
+
+
+def quote_start(text: str, quotes: Sequence[str]) -> int:
+    """Where in `text` the first of `quotes` begins (its longest tail of MIN_QUOTE characters or more that `text`
+    holds: an answer's lead, 孔秀。, comes before the first quote), whitespace aside (a quote of two sentences
+    joins them without the line break between); 0 when none is found."""
+    where = [i for i, c in enumerate(text) if not c.isspace()]
+    flat = "".join(text[i] for i in where)
+    starts = []
+    for q in quotes:
+        q = "".join(q.split())
+        for k in range(max(0, len(q) - MIN_QUOTE + 1)):
+            at = flat.find(q[k:])
+            if at >= 0:  # (a tail that starts with the lead's full stop starts after it)
+                while at < len(flat) - 1 and flat[at] in SENTENCE_TAIL:
+                    at += 1
+                starts.append(where[at])
+                break
+    return min(starts, default=0)
+
+
+def _cut(snippet: str) -> str:
+    return snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else "")

@@ -601,3 +601,19 @@ def test_a_document_in_english_is_quoted_sentence_by_sentence():
     assert "fish market" not in built.text and "桃园" not in built.text and built.used == [2]
     tall = extractive_answer("How tall is the lighthouse?", hits, [(["lighthouse"], 3.0), (["tall"], 3.0)], Lexicon())
     assert "Holloway.[1] It stands forty meters tall" in tall.text  # sentences of a Latin script keep their space
+
+
+def test_a_cited_passage_s_snippet_starts_at_the_sentence_the_answer_quotes():
+    from service.answer.retrieval import SNIPPET_CHARS, citations
+
+    long = chunk("第一段闲话。" * 40 + "\n孔明向鲁肃借船二十只，\n每船用军士三十人。余下闲话。")
+    hits = [HITS[1], long]
+    answer = "二十只。孔明向鲁肃借船二十只，每船用军士三十人。[1]船上草束皆排满箭枝，约有十余万支。[2]"
+    first, second = citations(hits, used=[2, 1], quoted=answer)
+    assert first.index == 1 and first.chunk_id == long.chunk_id  # the lead and the line breaks aside
+    assert first.snippet.startswith("…孔明向鲁肃借船二十只， 每船用军士三十人。")
+    assert second.snippet.startswith("…船上草束皆排满箭枝")  # the passage's later sentence, not its start
+    plain = citations(hits, used=[2])[0]  # without the answer: the passage's start, as for generated answers
+    assert plain.snippet.startswith("第一段闲话。") and len(plain.snippet) == SNIPPET_CHARS + 1
+    unknown = citations(hits, used=[2], quoted="另一句话，不在段落中。[1]")[0]
+    assert unknown.snippet == plain.snippet
