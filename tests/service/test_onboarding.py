@@ -95,3 +95,16 @@ def test_ask_on_a_mistyped_knowledge_base_fails_saying_so_and_creates_none(tmp_p
     assert "没有这个知识库" in r.stdout and "空" not in r.stdout  # not "empty": it does not exist
     listed = subprocess.run([*ingest, "collections"], env=env, capture_output=True, text=True, check=True)
     assert listed.stdout.split() == ["default"]
+
+
+@pytest.mark.parametrize(("env", "names"), [({"KONGMING_API_KEYS": "k1"}, ["api_keys", "JSON list"]),
+                                            ({"KONGMING_PORT": "eighty"}, ["port", "integer"])])
+def test_a_setting_that_cannot_be_read_is_one_line_naming_it(tmp_path, monkeypatch, capsys, env, names):
+    from service.cli import main
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("KONGMING_DATA_DIR", str(tmp_path))
+    assert main(["keys", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(n in err for n in names) and "Traceback" not in err, err
