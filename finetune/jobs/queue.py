@@ -70,13 +70,13 @@ def create_job(data_dir: str | Path, request: dict[str, Any]) -> JobRecord:
 
 
 def _check_target_modules(cfg: Any, cache_dir: Path) -> None:
-    """SpecError when the LoRA target modules are not in a base model already on this machine (a model that is
-    still to be converted or downloaded is checked when the job trains)."""
-    from finetune.models.base import local_model_dir, module_names
+    """SpecError when the LoRA target modules are not linear layers of the base model (a folder's or gemma-3-270m's
+    config; a hub id, still to be downloaded, is checked when the job trains)."""
+    from finetune.models.base import config_lora_targets, model_config
     from finetune.training.train import missing_modules
 
-    folder = local_model_dir(cfg.model, cfg.model_cache_dir or cache_dir)
-    problem = missing_modules(cfg.lora.target_modules, module_names(folder)) if folder else None
+    config = model_config(cfg.model, cfg.model_cache_dir or cache_dir)
+    problem = missing_modules(cfg.lora.target_modules, config_lora_targets(config)) if config is not None else None
     if problem:
         raise SpecError(f"kongming.lora.target_modules: {problem}", "kongming.lora.target_modules")
 

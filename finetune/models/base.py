@@ -58,26 +58,41 @@ def resolve_model(name_or_path: str | Path, cache_dir: str | Path | None = None)
     return _from_hub(name)
 
 
-def local_model_dir(name_or_path: str | Path, cache_dir: str | Path | None = None) -> Path | None:
-    """The folder `resolve_model` would load from when it is already on this machine (a model folder, or
-    gemma-3-270m once converted); None when it would have to convert or download it first."""
+def model_config(name_or_path: str | Path, cache_dir: str | Path | None = None) -> Any | None:
+    """The transformers config of a base model without loading or fetching weights: a model folder's config.json,
+    gemma-3-270m's (its converted folder's, else its architecture's: Gemma3TextConfig), None for a hub id."""
+    from transformers import AutoConfig
+
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path if is_model_dir(path) else None
+        return AutoConfig.from_pretrained(path) if is_model_dir(path) else None
+    if str(name_or_path) != DEFAULT_MODEL:
+        return None
     cached = (Path(cache_dir) if cache_dir else default_cache_dir()) / DEFAULT_MODEL
-    return cached if str(name_or_path) == DEFAULT_MODEL and is_model_dir(cached) else None
+    if is_model_dir(cached):
+        return AutoConfig.from_pretrained(cached)
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(num_hidden_layers=1)  # the module names do not depend on the sizes
 
 
-def module_names(model_dir: Path) -> set[str]:
-    """The last dotted part of every module name of the causal LM in `model_dir` (`q_proj`, `mlp`, ...): what
-    peft's `target_modules` matches. Built from config.json on torch's meta device: no weights are read."""
+def lora_targets(model: Any) -> set[str]:
+    """The dotted names of `model`'s modules LoRA can adapt (linear, embedding and convolution layers): what
+    peft's `target_modules` must name (a module's name or its last dotted parts, `q_proj`, `self_attn.q_proj`)."""
+    from torch import nn
+
+    kinds = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
+    return {n for n, m in model.named_modules() if n and (isinstance(m, kinds) or type(m).__name__ == "Conv1D")}
+
+
+def config_lora_targets(config: Any) -> set[str]:
+    """`lora_targets` of the causal LM a config describes, built on torch's meta device: no weights are read."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_dir)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    return lora_targets(model)
 
 
 def _from_hub(model_id: str) -> Path:

@@ -91,6 +91,8 @@ def _device(value: str) -> str:
 def _modules(value: list[str]) -> list[str]:
     if not value:
         raise _fail("must name at least one module, e.g. q_proj,v_proj")
+    if any(not v.strip() for v in value):
+        raise _fail("holds an empty module name: name modules such as q_proj,v_proj")
     return value
 
 

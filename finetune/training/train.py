@@ -64,23 +64,26 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def missing_modules(wanted: list[str], present: set[str]) -> str | None:
-    """Why `wanted` target modules do not fit a model whose module names are `present` (None when they all do)."""
-    missing = [m for m in wanted if m not in present]
+def missing_modules(wanted: list[str], targets: set[str]) -> str | None:
+    """Why `wanted` target modules do not fit a model whose LoRA-able modules are `targets` (dotted names; a wanted
+    name matches a module's name or its last dotted parts, as peft matches them); None when they all do."""
+    missing = [m for m in wanted if not any(t == m or t.endswith("." + m) for t in targets)]
     if not missing:
         return None
-    linear = ", ".join(sorted(n for n in present if n.endswith("proj")))
-    return f"{', '.join(missing)} not in this model (it has {linear})"
+    leaves = ", ".join(sorted({t.rsplit(".", 1)[-1] for t in targets}))
+    return f"{', '.join(repr(m) for m in missing)} not a layer of this model LoRA can adapt (it has {leaves})"
 
 
 def _lora(model: Any, cfg: Config) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from finetune.models.base import lora_targets
+
     if cfg.lora.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    problem = missing_modules(cfg.lora.target_modules, {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()})
+    problem = missing_modules(cfg.lora.target_modules, lora_targets(model))
     if problem:
         raise TrainError(f"lora.target_modules: {problem}")
     spec = LoraConfig(

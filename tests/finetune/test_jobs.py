@@ -107,10 +107,16 @@ def test_job_request_becomes_a_config_and_errors_name_the_field(tmp_path, tiny_m
     assert err.value.param == "training_file"
     with pytest.raises(SpecError, match="learning_rate_multiplier"):
         create_job(tmp_path, fast_job(tiny_model, fid, kongming={"train": {"lr": 1}}))
-    with pytest.raises(SpecError, match=r"no_such_proj not in this model.*q_proj") as err:  # at once, not at training
-        create_job(tmp_path, fast_job(tiny_model, fid, kongming={"lora": {"target_modules": "q_proj,no_such_proj"}}))
-    assert err.value.param == "kongming.lora.target_modules"
-    assert len(JobStore(tmp_path).list_jobs()[0]) == 1  # refused requests store nothing
+    for bad in ("q_proj,no_such_proj", "mlp", "1", "input_layernorm", ["q_proj", " "]):  # at once, not at training
+        with pytest.raises(SpecError, match=r"(not a layer of this model.*q_proj|empty module name)") as err:
+            create_job(tmp_path, fast_job(tiny_model, fid, kongming={"lora": {"target_modules": bad}}))
+        assert err.value.param == "kongming.lora.target_modules", bad
+    with pytest.raises(SpecError, match="not a layer of this model") as err:  # not converted yet: its architecture's
+        create_job(tmp_path, fast_job("gemma-3-270m", fid, kongming={"lora": {"target_modules": ["qproj"]}}))
+    assert not (tmp_path / "models").exists()
+    dotted = create_job(tmp_path, fast_job(tiny_model, fid, kongming={"lora": {"target_modules": "self_attn.q_proj"}}))
+    assert dotted.status == "queued"  # peft's suffix match
+    assert len(JobStore(tmp_path).list_jobs()[0]) == 2  # refused requests store nothing
 
 
 def test_cancel_a_queued_job_and_refuse_cancelling_a_finished_one(tmp_path, tiny_model):

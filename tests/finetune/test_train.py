@@ -160,7 +160,7 @@ def test_clear_errors_before_any_work(tiny_model: Path, chat_file: Path, tmp_pat
     with pytest.raises(TrainError, match=r"QLoRA .* needs a CUDA GPU; set lora\.qlora=false"):
         train(load_config(None, tiny_overrides(tiny_model, chat_file, tmp_path / "q", "lora.qlora=true",
                                                "train.device=cpu")))  # fmt: skip
-    with pytest.raises(TrainError, match=r"lora\.target_modules: c_attn not in this model"):
+    with pytest.raises(TrainError, match=r"lora\.target_modules: 'c_attn' not a layer of this model"):
         train(load_config(None, tiny_overrides(tiny_model, chat_file, tmp_path / "t", "lora.target_modules=c_attn")))
     from finetune.data.formats import DataError
 
