@@ -263,7 +263,10 @@ def read_with_format(path: str | Path, fmt: Format | None = None) -> tuple[list[
     path = Path(path)
     rows = list(iter_records(path))
     if fmt is None:
-        fmt = detect_format(rec for _, _, rec, _ in rows)
+        try:
+            fmt = detect_format(rec for _, _, rec, _ in rows)
+        except DataError as exc:
+            raise DataError(_no_format(rows, str(exc))) from None
     convs: list[Conversation] = []
     problems: list[Problem] = []
     reader = _READERS[fmt]
@@ -282,6 +285,18 @@ def read_with_format(path: str | Path, fmt: Format | None = None) -> tuple[list[
         convs.append(conv)
     log.info("read %d conversations from %s (%s), %d skipped", len(convs), path, fmt, len(problems))
     return convs, problems, fmt
+
+
+def _no_format(rows: list[tuple[int, int, Any, str | None]], why: str) -> str:
+    """Why no format was found, from the rows read: none at all, no line that is JSON (its first bad lines), or
+    `why` (JSON records in none of the formats)."""
+    if not rows:
+        return "no records: the file is empty, blank or an empty JSON array"
+    bad = [(line, error) for line, _, _, error in rows if error]
+    if len(bad) == len(rows):
+        shown = "; ".join(f"line {line}: {error}" for line, error in bad[:3])
+        return f"no line is a JSON record ({shown}{'; …' if len(bad) > 3 else ''})"
+    return why
 
 
 def detect_format(records: Iterable[Any], sample: int = 20) -> Format:

@@ -129,7 +129,7 @@ def build_config(request: dict[str, Any], paths: JobPaths, has_val: bool) -> Con
         return from_dict(raw)
     except ConfigError as exc:
         message = str(exc)
-        key = message.split(":", 1)[0].removeprefix("unknown key ").split(" ")[0]
+        key = message.split(":", 1)[0].removeprefix("unknown key ").split(" ")[0].rstrip(";,")
         openai = {"train.epochs": "hyperparameters.n_epochs", "train.batch_size": "hyperparameters.batch_size",
                   "train.lr": "hyperparameters.learning_rate_multiplier", "train.seed": "seed"}  # fmt: skip
         param = openai.get(key) or f"kongming.{key}"

@@ -256,3 +256,16 @@ def test_validate_and_convert_print_each_bad_line_and_keep_the_rest(tmp_path, ca
     assert main(["data", "convert", str(src), "--to", "alpaca", "--out", str(dst)]) == EXIT_FAILED
     assert "wrote 2 conversations" in capsys.readouterr().out
     assert len(json.loads(dst.read_text(encoding="utf-8"))) == 2
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("not json\n", "no line is a JSON record (line 1: malformed JSON"),
+    ("[]", "no records: the file is empty"),
+    ('{"x": 1}\n', "cannot tell the format: no record has"),
+])
+def test_a_file_in_no_format_says_why(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read(path)
+    assert says in str(err.value)

@@ -99,6 +99,9 @@ def test_job_request_becomes_a_config_and_errors_name_the_field(tmp_path, tiny_m
     with pytest.raises(SpecError) as err:
         create_job(tmp_path, fast_job(tiny_model, fid, kongming={"lora": {"r": 0}}))
     assert err.value.param == "kongming.lora.r"
+    with pytest.raises(SpecError, match=r"unknown key kongming\.lora\.bogus; known keys: r,") as err:
+        create_job(tmp_path, fast_job(tiny_model, fid, kongming={"lora": {"bogus": 1}}))
+    assert err.value.param == "kongming.lora.bogus"
     with pytest.raises(SpecError) as err:
         create_job(tmp_path, fast_job(tiny_model, fid, hyperparameters={"n_epochs": 0}))
     assert err.value.param == "hyperparameters.n_epochs"
