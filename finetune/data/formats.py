@@ -287,7 +287,7 @@ def read_with_format(path: str | Path, fmt: Format | None = None) -> tuple[list[
     return convs, problems, fmt
 
 
-def _no_format(rows: list[tuple[int, int, Any, str | None]], why: str) -> str:
+def _no_format(rows: list[tuple[int, int | None, Any, str | None]], why: str) -> str:
     """Why no format was found, from the rows read: none at all, no line that is JSON (its first bad lines), or
     `why` (JSON records in none of the formats)."""
     if not rows:
