@@ -17,7 +17,7 @@ from ..protocol import CITATION_MARKER, Citation
 from .extractive import NO_ANSWER as NO_ANSWER  # the decline, also what the generative path's callers compare with
 from .extractive import decline_message
 from .lexicon import Lexicon, simple_name, simplified
-from .question import question_shape
+from .question import PLACE_SUFFIX, question_shape
 
 EMPTY_KB = "知识库还是空的：先用 `ingest add 文件` 加入文档。"
 EMPTY_KB_EN = "The knowledge base is empty: add documents with `ingest add FILES`."
@@ -160,18 +160,54 @@ def _by_name(last: str, users: Sequence[str], lexicon: Lexicon | None, answered:
     if pronoun is None or lexicon is None:
         return ""
     answer = _ANSWER_LEAD.match(answered) if len(users) > 1 else None  # 曹操的父亲是谁？ 曹嵩。… 他是怎么死的？
-    if answer and question_shape(simplified(question_part(users[-2]))).kind == "who":
+    asked_who = len(users) > 1 and question_shape(simplified(question_part(users[-2]))).kind == "who"
+    if answer and asked_who:
         named = [n for n in answer.group(1).split("、") if any(n in group for group in lexicon.entities_in(n))]
         if named:
             return last[: pronoun.start()] + named[0] + last[pronoun.end() :]
+    subject = _answer_subject(answered, question_part(users[-2]), lexicon) if asked_who else ""
+    if subject:  # 谁在长坂坡单骑救主？ "…常山赵子龙也…常山赵云…": 他 is 赵子龙, not 长坂
+        return last[: pronoun.start()] + subject + last[pronoun.end() :]
     for earlier in reversed(users[-1 - PRONOUN_LOOKBACK : -1]):
         text = simplified(question_part(earlier))
         found = [(text.find(simple_name(n)), n) for group in lexicon.entities_in(text) for n in group
-                 if simple_name(n) in text]  # fmt: skip
+                 if simple_name(n) in text and n[-1] not in PLACE_SUFFIX]  # 他 stands for no place  # fmt: skip
         if found:
             name = simple_name(min(found, key=lambda f: (f[0], -len(f[1])))[1])
             return last[: pronoun.start()] + name + last[pronoun.end() :]
     return ""
+
+
+SUBJECT_MIN = 2  # mentions of one person an answer without a lead needs to be taken as whom it answers with
+
+
+def _answer_subject(answered: str, question: str, lexicon: Lexicon) -> str:
+    """Whom the quotes of an answer to a who `question` are about when it does not lead with a name: the entity
+    they name most often (SUBJECT_MIN times at least, by any of its names, each place of the text counted once; on a
+    tie the first named), not one the question names and not a place (a name ending in PLACE_SUFFIX); its name as
+    first written there. Every name is looked for, so a longer junk name the miner took (云长提) hides no one (云长).
+    "" for none."""
+    text = simplified(CITATION_MARKER.sub("", answered))
+    asked = {n for group in lexicon.entities_in(question) for n in group}
+    grouped = {simple_name(n) for group in lexicon.aliases for n in group}
+    alone = ({n} for n in lexicon.names if simple_name(n) in text and simple_name(n) not in grouped)
+    groups = [*lexicon.aliases, *alone]
+    best: tuple[int, int, str] | None = None
+    for group in groups:
+        names = {simple_name(n) for n in group if len(n) >= 2 and n[-1] not in PLACE_SUFFIX} & _substrings(text)
+        if not names or names & asked or set(group) & asked:
+            continue
+        covered = {i for n in names for m in re.finditer(re.escape(n), text) for i in range(m.start(), m.end())}
+        count = sum(1 for i in covered if i == 0 or i - 1 not in covered)  # runs: 赵子龙 counts once, not twice
+        first = min(names, key=text.find)
+        if count >= SUBJECT_MIN and (best is None or (-count, text.find(first)) < best[:2]):
+            best = (-count, text.find(first), first)
+    return best[2] if best else ""
+
+
+def _substrings(text: str, longest: int = 6) -> set[str]:
+    """Every substring of `text` of 2 to `longest` characters (what a name can be)."""
+    return {text[i : i + k] for k in range(2, longest + 1) for i in range(len(text) - k + 1)}
 
 
 def passages_block(hits: Sequence[RetrievedChunk]) -> str:

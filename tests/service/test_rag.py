@@ -480,6 +480,15 @@ def test_a_follow_up_that_refers_back_by_pronoun_is_searched_for_whom_it_means()
     assert retrieval_query(asked, cao, answered="曹嵩。操父曹嵩，本姓夏侯氏。[1]") == "曹嵩是怎么死的？"
     assert retrieval_query(asked, cao, answered="操父曹嵩，本姓夏侯氏。[1]") == "曹操是怎么死的？"  # no lead
     assert retrieval_query(["曹操在哪里起兵？", "他是怎么死的？"], cao, answered="张闿。…") == "曹操是怎么死的？"
+    # without a lead: whom its quotes name most often (twice at least), not a place the question names
+    zhao = Lexicon(names={"赵云", "长坂", "张著", "曹操"}, aliases=[{"赵云", "子龙", "赵子龙"}])
+    quotes = "此乃常山赵子龙也。”操曰：“昔日当阳长坂英雄尚在！”[1]但见“常山赵云”四字旗号。云又救了张著。[1]"
+    asked = ["谁在长坂坡单骑救主？", "他后来是怎么死的？"]
+    assert retrieval_query(asked, zhao, answered=quotes) == "赵子龙后来是怎么死的？"  # (was 长坂后来是怎么死的？)
+    assert retrieval_query(asked, zhao, answered="云又救了张著。[1]") == asked[1]  # no one twice; 长坂 is a place
+    guan = Lexicon(names={"华雄", "云长提", "张飞"}, aliases=[{"关羽", "云长"}])  # 云长提: a name the tagger made up
+    quotes = "云长提华雄之头，掷于地上。其酒尚温。[1]云长停盏施英勇，酒尚温时斩华雄。[1]张飞高声大叫。[1]"
+    assert retrieval_query(["谁温酒斩了华雄？", "他的坐骑叫什么？"], guan, answered=quotes) == "云长的坐骑叫什么？"
 
     # 您 / 你 said to the persona is the persona, when the message names no one else
     assert retrieval_query(["丞相，七星坛上您做了什么？"], lex, "诸葛亮") == "丞相，七星坛上诸葛亮做了什么？"
