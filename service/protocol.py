@@ -166,18 +166,18 @@ class ChatCompletionRequest(OpenAIRequest):
 
     model: str
     messages: list[ChatMessage]
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)  # "yes" / "1" are refused, as OpenAI refuses them
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, strict=True)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, strict=True)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logprobs: bool | None = None
+    logprobs: bool | None = Field(default=None, strict=True)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     logit_bias: dict[str, int] | None = None
     tools: list[dict[str, Any]] | None = None

@@ -133,6 +133,9 @@ def test_chapter_filter_restricts_citations(make_client):
         ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400,
          "temperature"),
         ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1}, 400, "frobnicate"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"}, 400,
+         "max_tokens"),  # a string is no integer, as OpenAI answers it
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "stream"),
         ({"model": "kongming", "messages": "hi"}, 400, "messages"),
         ({"messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
     ],
