@@ -207,7 +207,7 @@ class ChatService:
             return None, None
         if model == RAG_MODEL:
             return "rag", None
-        if model.startswith(PERSONA_PREFIX):
+        if model.startswith(PERSONA_PREFIX) and model != PERSONA_PREFIX:  # (no name: not the default persona)
             persona = self.settings.persona(model.removeprefix(PERSONA_PREFIX))
             if persona is not None:
                 return "persona", persona

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import NotFound
 from ..protocol import ErrorResponse, ModelList
 from ..registry import fine_tuned_object
 from .deps import Chat, KbKey, Key
@@ -41,7 +42,10 @@ async def get_model(model_id: str, chat: Chat) -> dict[str, Any]:
     if tuned is not None:
         return fine_tuned_object(tuned)
     chat.resolve_model(model_id)  # a 404 for an unknown name
-    return next(m for m in chat.models() if m.id == model_id).model_dump()
+    found = next((m for m in chat.models() if m.id == model_id), None)
+    if found is None:  # a name the chat takes that the list does not hold
+        raise NotFound(f"The model `{model_id}` does not exist", param="model")
+    return found.model_dump()
 
 
 @router.delete("/v1/models/{model_id:path}", dependencies=[KbKey],

@@ -109,6 +109,16 @@ def test_built_in_models_cannot_be_deleted_and_management_needs_a_key(make_clien
     assert client.post("/v1/models/kongming-rag/persona", json={"persona": None}, headers=AUTH).status_code == 403
 
 
+def test_the_persona_prefix_without_a_name_is_no_model(make_client: Any) -> None:
+    client = make_client()  # (schemathesis found GET /v1/models/kongming-persona- a 500)
+    got = client.get("/v1/models/kongming-persona-")
+    assert got.status_code == 404 and got.json()["error"]["param"] == "model", got.text
+    chat = client.post("/v1/chat/completions", json={"model": "kongming-persona-",
+                                                     "messages": [{"role": "user", "content": "先生好"}]})
+    assert chat.status_code == 404 and "kongming-persona-zhuge-liang" in chat.json()["error"]["message"]
+    assert client.get("/v1/models/kongming-persona-zhuge-liang").json()["id"] == "kongming-persona-zhuge-liang"
+
+
 class FakeVLLM:
     """vLLM's runtime LoRA endpoints (load/unload_lora_adapter, its messages) and a chat that names the adapter."""
 
