@@ -80,21 +80,18 @@ def _kb_args(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`kongming ...`; a setting that cannot be read (a `KONGMING_*` variable, kongming.toml) is a one-line error
     naming it (exit 2), not a traceback."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     try:
         return _main(argv)
-    except Exception as exc:
-        from pydantic import ValidationError
-        from pydantic_settings import SettingsError
-
-        if isinstance(exc, ValidationError):
-            bad = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-            print(f"kongming: invalid setting ({exc.title}): {bad}", file=sys.stderr)
-        elif isinstance(exc, SettingsError):
-            print(f"kongming: {exc} (list settings are JSON lists, e.g. KONGMING_API_KEYS='[\"key1\"]')",
-                  file=sys.stderr)  # fmt: skip
-        else:
-            raise
-        return 2
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
+        print(f"kongming: invalid setting ({exc.title}): {bad}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"kongming: {exc} (list settings are JSON lists, e.g. KONGMING_API_KEYS='[\"key1\"]')",
+              file=sys.stderr)  # fmt: skip
+    return 2
 
 
 def _main(argv: list[str] | None) -> int:

@@ -192,9 +192,10 @@ def _answer_subject(answered: str, question: str, lexicon: Lexicon) -> str:
     grouped = {simple_name(n) for group in lexicon.aliases for n in group}
     alone = ({n} for n in lexicon.names if simple_name(n) in text and simple_name(n) not in grouped)
     groups = [*lexicon.aliases, *alone]
+    spans = _substrings(text)
     best: tuple[int, int, str] | None = None
     for group in groups:
-        names = {simple_name(n) for n in group if len(n) >= 2 and n[-1] not in PLACE_SUFFIX} & _substrings(text)
+        names = {simple_name(n) for n in group if len(n) >= 2 and n[-1] not in PLACE_SUFFIX} & spans
         if not names or names & asked or set(group) & asked:
             continue
         covered = {i for n in names for m in re.finditer(re.escape(n), text) for i in range(m.start(), m.end())}
