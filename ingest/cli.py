@@ -114,16 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from .settings import settings_error_lines
 
     try:
         return _run(args)
     except IngestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except ValidationError as exc:  # a KONGMING_* setting out of range or of the wrong type
-        for e in exc.errors():
-            name = "KONGMING_" + "_".join(str(p) for p in e["loc"]).upper()
-            print(f"error: {name}={e.get('input')!r}: {e['msg']}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:  # a KONGMING_* setting out of range, of the wrong type, not JSON
+        for line in settings_error_lines(exc):
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:  # a data folder that cannot be written (read-only, full): the message names the path
         print(f"error: {exc}: check that the folder is writable and has room (KONGMING_DATA_DIR)", file=sys.stderr)

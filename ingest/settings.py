@@ -136,3 +136,29 @@ class IngestSettings(BaseSettings):
 def get_settings(**overrides: Any) -> IngestSettings:
     """Build settings from the environment, with explicit overrides (None values are ignored)."""
     return IngestSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+_SECRET = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def settings_error_lines(exc: Exception) -> list[str]:
+    """One line per setting that could not be read, naming its environment variable (`KONGMING_PORT='eighty': Input
+    should be a valid integer…`); the value of a key, token, secret or password is left out. `exc`: pydantic's
+    ValidationError (a value of the wrong type or out of range) or pydantic-settings' SettingsError (a list or
+    mapping setting that is not JSON); anything else is one line of its own text."""
+    import re
+
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        lines = []
+        for e in exc.errors():
+            name = "KONGMING_" + "_".join(str(p) for p in e["loc"] if not isinstance(p, int)).upper()
+            shown = "" if any(s in name for s in _SECRET) else f"={e.get('input')!r}"
+            lines.append(f"{name}{shown}: {e['msg']}")
+        return lines
+    field = re.search(r'field "(\w+)"', str(exc))
+    if field is None:
+        return [str(exc)]
+    return [f"KONGMING_{field.group(1).upper()}: cannot be read; list settings are JSON lists, "
+            """e.g. KONGMING_API_KEYS='["key1"]'"""]  # fmt: skip

@@ -83,14 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    from ingest.settings import settings_error_lines
+
     try:
         return _main(argv)
-    except ValidationError as exc:
-        bad = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-        print(f"kongming: invalid setting ({exc.title}): {bad}", file=sys.stderr)
-    except SettingsError as exc:
-        print(f"kongming: {exc} (list settings are JSON lists, e.g. KONGMING_API_KEYS='[\"key1\"]')",
-              file=sys.stderr)  # fmt: skip
+    except (ValidationError, SettingsError) as exc:  # the same lines as ingest's
+        for line in settings_error_lines(exc):
+            print(f"error: {line}", file=sys.stderr)
     return 2
 
 

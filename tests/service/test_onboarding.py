@@ -97,8 +97,8 @@ def test_ask_on_a_mistyped_knowledge_base_fails_saying_so_and_creates_none(tmp_p
     assert listed.stdout.split() == ["default"]
 
 
-@pytest.mark.parametrize(("env", "names"), [({"KONGMING_API_KEYS": "k1"}, ["api_keys", "JSON list"]),
-                                            ({"KONGMING_PORT": "eighty"}, ["port", "integer"])])
+@pytest.mark.parametrize(("env", "names"), [({"KONGMING_API_KEYS": "sk-mine-1"}, ["KONGMING_API_KEYS:", "JSON list"]),
+                                            ({"KONGMING_PORT": "eighty"}, ["KONGMING_PORT='eighty':", "integer"])])
 def test_a_setting_that_cannot_be_read_is_one_line_naming_it(tmp_path, monkeypatch, capsys, env, names):
     from service.cli import main
 
@@ -108,3 +108,4 @@ def test_a_setting_that_cannot_be_read_is_one_line_naming_it(tmp_path, monkeypat
     assert main(["keys", "list"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(n in err for n in names) and "Traceback" not in err, err
+    assert err.startswith("error: KONGMING_") and "sk-mine-1" not in err  # as ingest says it; a key is not echoed
