@@ -174,7 +174,8 @@ class ChatCompletionRequest(OpenAIRequest):
     top_p: float | None = Field(default=None, gt=0, le=1)
     n: int | None = Field(default=None, ge=1, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, strict=True)
+    # a 64-bit signed integer, as vLLM takes it (torch's generator refuses more): a 400 naming `seed` otherwise
+    seed: int | None = Field(default=None, strict=True, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logprobs: bool | None = Field(default=None, strict=True)

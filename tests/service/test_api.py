@@ -136,6 +136,8 @@ def test_chapter_filter_restricts_citations(make_client):
         ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"}, 400,
          "max_tokens"),  # a string is no integer, as OpenAI answers it
         ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "stream"),
+        ({"model": "kongming", "messages": [{"role": "user", "content": "hi"}], "seed": 2**64}, 400,
+         "seed"),  # past a 64-bit integer: the local engine's generator raised (a 500), vLLM refuses it
         ({"model": "kongming", "messages": "hi"}, 400, "messages"),
         ({"messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
     ],
