@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("remove", parents=[common], help="remove documents by path, folder or document id")
     r.add_argument("targets", nargs="+")
+    r.add_argument("--yes", action="store_true", help="remove every document under a folder that holds more than one")
 
     sub.add_parser("list", parents=[common], help="list documents with chunk counts").add_argument(
         "--json", action="store_true"
@@ -203,6 +204,15 @@ def _embed(args: argparse.Namespace, settings: IngestSettings) -> int:
 def _remove(args: argparse.Namespace, settings: IngestSettings) -> int:
     from . import pipeline
 
+    if not args.yes:  # `ingest remove /` (or ~, .) removed the whole knowledge base without a word
+        sources = [d.source for d in pipeline.list_documents(settings)]
+        for target in args.targets:
+            folder = str(Path(target).resolve()).rstrip("/") + "/"
+            under = [s for s in sources if s.startswith(folder)]
+            if len(under) > 1:
+                print(f"error: {target!r} is a folder holding {len(under)} documents of the knowledge base; "
+                      "add --yes to remove them all, or name the files or ids", file=sys.stderr)
+                return EXIT_USAGE
     summary = pipeline.remove_documents(args.targets, settings)
     print(f"removed {summary.removed_docs} documents ({summary.chunks_removed} chunks) in {summary.seconds:.1f} s")
     return EXIT_OK

@@ -205,3 +205,20 @@ def test_bad_search_arguments_are_usage_errors_and_a_missing_path_creates_no_kno
     r = run("ingest.cli", "add", str(tmp_path / "nope.txt"), "--collection", "ghost", env=env)
     assert r.returncode == 1 and "no such file" in r.stderr and "searchable" not in r.stderr
     assert "ghost" not in run("ingest.cli", "collections", env=env).stdout
+
+
+def test_removing_a_folder_of_several_documents_asks_for_yes(tmp_path, env):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("第一回 桃园结义\n刘备、关羽、张飞在桃园结为兄弟。" * 3, encoding="utf-8")
+    (docs / "b.txt").write_text("第一回 草船借箭\n孔明用草船向曹操借得十万余支箭。" * 3, encoding="utf-8")
+    assert run("ingest.cli", "add", str(docs), "--no-embed", "--no-progress", env=env).returncode == 0
+    r = run("ingest.cli", "remove", str(tmp_path), env=env)  # a parent folder: easy to type by mistake (/, ~, .)
+    assert r.returncode == 2 and "2 documents" in r.stderr and "--yes" in r.stderr, r.stderr
+    assert "2 documents" in run("ingest.cli", "list", env=env).stdout  # nothing removed
+    r = run("ingest.cli", "remove", str(docs / "a.txt"), env=env)  # a file names one document: no question
+    assert r.returncode == 0 and "removed 1 documents" in r.stdout
+    (docs / "c.txt").write_text("第一回 单刀赴会\n关公单刀赴会，鲁肃不能害。" * 3, encoding="utf-8")
+    assert run("ingest.cli", "add", str(docs / "c.txt"), "--no-embed", "--no-progress", env=env).returncode == 0
+    r = run("ingest.cli", "remove", str(docs), "--yes", env=env)
+    assert r.returncode == 0 and "removed 2 documents" in r.stdout, r.stderr
