@@ -17,6 +17,9 @@ _AD_PATTERNS = re.compile(
     r"(电子书下载|版权声明|购买正版|请在下载.{0,6}小时内删除|下载后.{0,6}小时内删除|仅供读者(预览|研究|学习)"
     r"|网友提供|请通过Email|整理校对|本书由.{0,12}(整理|制作))"
 )
+# A longer line holding an advert is text run together (a scraped copy on one line): only the advert's sentences go.
+_AD_LINE_MAX = 200
+_SENTENCE = re.compile(r"[^。！？!?]*(?:[。！？!?]+[”」』）)]?|$)")
 _URL = re.compile(r"(https?://|www\.)[\w./%?=&-]+", re.IGNORECASE)
 _SEPARATOR = re.compile(r"^[-=_*~#·.]{6,}(.{0,14}?)[-=_*~#·.]{3,}$|^[-=_*~]{6,}$")
 _WEB_HEADING_PREFIX = re.compile(r"^(正文|章节目录|VIP章节)\s+(?=第)")
@@ -135,11 +138,22 @@ def _is_noise(line: str, templates: set[str]) -> bool:
     s = line.strip()
     if not s or TABLE_CELL_SEPARATOR in s:
         return False
-    if _template(s) in templates or _SEPARATOR.match(s) or _AD_PATTERNS.search(s):
+    if _template(s) in templates or _SEPARATOR.match(s) or (_AD_PATTERNS.search(s) and len(s) <= _AD_LINE_MAX):
         return True
     # A line that is mostly a web address is an advert, not prose.
     urls = "".join(m.group(0) for m in _URL.finditer(s))
     return bool(urls) and len(urls) >= 0.3 * len(s)
+
+
+def _without_ad_sentences(line: str, report: CleanReport) -> str:
+    """The line less its sentences that hold an advert phrase (each listed in the report's `removed_lines`)."""
+    kept = []
+    for sentence in _SENTENCE.findall(line):
+        if _AD_PATTERNS.search(sentence):
+            report.removed_lines.append(sentence.strip())
+        else:
+            kept.append(sentence)
+    return "".join(kept)
 
 
 def _wrap_width(lines: list[str]) -> int | None:
@@ -188,6 +202,8 @@ def clean_text(text: str, report: CleanReport | None = None, blank_lines: bool =
     templates = _boilerplate_templates(lines, report)
     kept: list[str] = []
     for ln in lines:
+        if len(ln) > _AD_LINE_MAX and _AD_PATTERNS.search(ln):
+            ln = _without_ad_sentences(ln, report)
         if _is_noise(ln, templates):
             report.removed_lines.append(ln.strip())
             # keep a paragraph break where a line was removed

@@ -52,6 +52,15 @@ def test_url_and_download_site_lines_are_removed():
     assert text == "玄德大喜。\n"
 
 
+def test_an_advert_in_text_run_onto_one_line_takes_only_its_sentences():
+    body = "玄德大喜，引关、张赴宴。孔明曰：“此去必有埋伏！”" * 60  # a scraped copy with no line breaks
+    ads = ["本书由某某网整理，仅供读者预览，请在下载24小时内删除。", "更多TXT电子书下载请访问本站。"]
+    report = CleanReport()
+    out = clean_text(ads[0] + body + ads[1], report)
+    assert out.strip() == body and "下载" not in out
+    assert report.removed_lines == ads
+
+
 def test_gbk_hard_wrapped_copy_cleans_like_the_utf8_copy():
     utf8 = clean_text(decode_bytes(shared_file("corpus", "sanguo_yanyi.txt").read_bytes())[0])
     gbk_text, enc = decode_bytes(shared_file("corpus", "sanguo_yanyi.gbk.txt").read_bytes())
