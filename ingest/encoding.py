@@ -253,9 +253,14 @@ def _best_chinese(data: bytes) -> tuple[str, str, float] | None:
 def _detected(data: bytes) -> tuple[str, str] | None:
     from charset_normalizer import from_bytes
 
-    match = from_bytes(data).best()
+    matches = from_bytes(data)
+    match = matches.best()
     if match is None:
         return None
+    # a short text scores the same in several single-byte code pages (naïve: cp1252 ï, cp1250 ď); as browsers do
+    # (WHATWG: latin1 / iso-8859-1 are windows-1252), the Western one wins the tie
+    tied = [m for m in matches if (m.chaos, m.coherence) == (match.chaos, match.coherence)]
+    match = next((m for m in tied if m.encoding == "cp1252"), match)
     text = str(match)
     return None if _looks_binary(text) else (text, match.encoding)
 

@@ -90,6 +90,12 @@ def test_other_encodings_go_to_the_detector():
     assert enc not in ("gb18030", "big5", "cp950", "big5hkscs", "utf-16-le", "utf-16-be")
 
 
+@pytest.mark.parametrize(("text", "codec"), [("Café naïve résumé", "latin-1"), ("Smørrebrød, crème brûlée", "cp1252"),
+                                           ("Zażółć gęślą jaźń, które ma wiele znaków.", "cp1250")])
+def test_a_short_western_text_whose_code_pages_tie_reads_as_windows_1252(text, codec):
+    assert decode_bytes(text.encode(codec))[0] == text  # cp1250 read naïve as naďve; a Polish text stays cp1250
+
+
 def test_undecodable_message_names_what_was_tried():
     with pytest.raises(DecodeError) as err:
         decode_bytes(bytes(range(1, 256)) * 40)
