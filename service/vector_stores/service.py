@@ -251,7 +251,7 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
         out = [self._file_object(f) for f in reversed(entries)]
         for rec in records.values():
             if rec.doc_id not in owned and not _inside(rec, self.root / "files" / collection):
-                out.append(_document_object(collection, rec))
+                out.append(_document_object(collection, rec, self._chunking()))
         return out
 
     def _without_removed(self, entries: List[FileEntry], records: dict[str, DocRecord]) -> List[FileEntry]:
@@ -294,14 +294,14 @@ def file_counts_of(files: List[dict[str, Any]]) -> dict[str, int]:
     return file_counts([FileEntry("", "", "", 0, 0, status=f["status"]) for f in files])
 
 
-def _document_object(collection: str, rec: DocRecord) -> dict[str, Any]:
+def _document_object(collection: str, rec: DocRecord, chunking: dict[str, Any]) -> dict[str, Any]:
     """A document that was not attached through this API (the `ingest` CLI, /v1/kb), as a vector_store.file: in
     progress until every chunk has its vector (it answers searches before, from its keyword phase on)."""
     status = COMPLETED if rec.n_chunks and rec.embedded >= rec.n_chunks else IN_PROGRESS
     return {
         "id": rec.doc_id, "object": "vector_store.file", "created_at": int(rec.updated_at), "usage_bytes": rec.chars,
         "vector_store_id": store_id(collection), "status": status, "last_error": None, "attributes": None,
-        "chunking_strategy": None,
+        "chunking_strategy": chunking,
         "kongming": {"filename": source_name(rec.source), "title": rec.title, "chunks": rec.n_chunks,
                      "documents": [rec.doc_id], "searchable": bool(rec.n_chunks),
                      "progress": None if status == COMPLETED else

@@ -120,6 +120,7 @@ def test_the_default_knowledge_base_is_a_vector_store_with_its_documents_as_file
     files = client.vector_stores.files.list("vs_svc").data  # the session's KB: other tests may have added files
     novel = [f for f in files if (f.model_extra or {})["kongming"]["filename"] == "xiao_sanguo.txt"]
     assert len(novel) == 1 and novel[0].status == "completed", files
+    assert novel[0].chunking_strategy and novel[0].chunking_strategy.type == "other"  # characters, as attached files
     hits = client.vector_stores.search("vs_svc", query="草船借箭", max_num_results=2).data
     assert hits[0].file_id == novel[0].id and hits[0].attributes and hits[0].attributes["chapter"] == 3
     with pytest.raises(openai.BadRequestError):  # the service's own knowledge base stays
