@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from ingest.errors import IngestError, StoreError, UnknownDocumentError, UnreadableFileError
 
 from .protocol import ErrorDetail, ErrorResponse
-from .validation import CONVERSATION, UNSUPPORTED
+from .validation import CONVERSATION, INVALID_TEXT, UNSUPPORTED
 
 log = logging.getLogger(__name__)
 INVALID = "invalid_request_error"
@@ -137,6 +137,8 @@ def validation_error(errors: Sequence[Any]) -> BadRequest:
         message = f"Unrecognized request argument supplied: {param}"
     elif kind in (UNSUPPORTED, CONVERSATION):  # the request model's own refusals say everything themselves
         message = msg
+    elif kind == INVALID_TEXT:  # raised for the whole body: the field is in its context
+        message, param = msg, first.get("ctx", {}).get("param")
     else:
         message = f"{param or 'body'}: {msg}"
     return BadRequest(message, param=param)

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .validation import (
     CONVERSATION,
+    INVALID_TEXT,
     _lone_surrogate,
     can_honour,
     check_last_turn,
@@ -152,7 +154,8 @@ class OpenAIRequest(BaseModel):
     def _valid_unicode(cls, data: Any) -> Any:
         bad = _lone_surrogate(data)
         if bad is not None:  # valid JSON ("\ud800"), but no model, tokenizer or UTF-8 encoder takes it
-            raise ValueError(f"{bad or 'a string'} is not valid Unicode text (it holds a lone surrogate)")
+            message = f"{bad or 'a string'} is not valid Unicode text (it holds a lone surrogate)"
+            raise PydanticCustomError(INVALID_TEXT, message, {"param": bad or None})
         return data
 
 

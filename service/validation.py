@@ -12,6 +12,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 # Error types of the refusals; errors.validation_error shows their messages as they are.
 UNSUPPORTED = "unsupported"  # the reference defines it, this service cannot honour it
 CONVERSATION = "conversation"  # the messages do not make a turn to answer
+INVALID_TEXT = "invalid_text"  # a string that is no Unicode text; its context's `param` names where
 
 
 def refuse(message: str, kind: str = UNSUPPORTED) -> PydanticCustomError:
