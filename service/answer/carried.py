@@ -58,5 +58,11 @@ def carried_over(
                 break
 
 
+def at_anothers_death(win: Candidate) -> bool:
+    """Whether the window tells an age or date at a death (parts["died"]) beside no one the question asks about: after
+    the answer's own filler it would offer a second one (曹操's 寿六十六岁 after 张飞's 时年五十五岁)."""
+    return bool(win.parts.get("died")) and not win.parts.get("entity", 1.0)
+
+
 # a quotation, or the part of one a sentence holds (the sentence splitter cuts inside them)
 _QUOTED = re.compile(r"“[^”]*(?:”|$)|^[^“]*”")

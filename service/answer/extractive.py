@@ -14,7 +14,7 @@ from ingest.chunking import split_sentences
 from ingest.events import event_words
 from ingest.retrieval import RetrievedChunk
 
-from .carried import carried_over
+from .carried import at_anothers_death, carried_over
 from .decline import FUNCTION_CHARS, HAN_CHAR, Terms, coverage, decline_message, decline_reason
 from .decline import MIN_COVERAGE as MIN_COVERAGE
 from .decline import MIN_DENSE as MIN_DENSE
@@ -371,8 +371,8 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
         return decline
     ranked = rank_windows(found, weights)
     if shape.kind in FILLED_KINDS:  # and the answer starts with the best window that offers one
-        first = max(filled, key=lambda w: w.score)
-        ranked = [first, *(w for w in ranked if w is not first)]
+        first = max(filled, key=lambda w: w.score)  # and no one else's age or date at a death follows it
+        ranked = [first, *(w for w in ranked if w is not first and not at_anothers_death(w))]
     best = ranked[0].score
     top, span = ranked[0], None
     if shape.kind in SPAN_KINDS:

@@ -283,6 +283,11 @@ def test_the_age_told_after_a_death_in_a_sentence_naming_no_one_is_the_dead_pers
     wei = Lexicon(names={"曹睿", "曹丕", "曹真"})
     hits = [chunk("丕言讫而薨。时年四十岁，在位七年。于是曹真拥立曹睿为大魏皇帝。睿年至十五岁，弓马熟娴。", 91)]
     assert extractive_answer("曹睿死时几岁？", hits, [(["曹睿"], 3.0), (["时年"], 4.0)], wei).kind == "declined"
+    # his age, and not another's age at another death in the next passage (曹操's 寿六十六岁 followed 张飞's 55)
+    two = [told[0], chunk("操言讫，长叹一声，泪如雨下。须臾，气绝而死。寿六十六岁。", 78)]
+    wu = Lexicon(shu.names | {"曹操"}, shu.aliases)
+    both = extractive_answer("张飞死时多大年纪？", two, terms, wu, max_chars=400)
+    assert "五十五岁" in both.text and "六十六" not in both.text, both.text
 
 
 def test_a_traditional_script_question_is_read_as_the_simplified_one():
