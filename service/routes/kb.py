@@ -74,6 +74,8 @@ async def kb_upload(
         "chunks_to_embed": summary.chunks_unembedded,
         "searchable_seconds": round(summary.searchable_seconds, 3),
         "failed": failed,  # the files refused beside those ingested: the rest of a batch goes on
+        # ingested, with a note: the same text as another document (both kept, as `ingest add` says)
+        "warnings": [{"file": source_name(p.path), "message": scrub_paths(p.reason)} for p in summary.warnings],
     }
 
 

@@ -186,7 +186,10 @@ def test_kb_writes_need_a_key_and_reuse_ingest(make_client, tmp_path):
     auth = {"authorization": "Bearer k"}
     text = "第一回 测试\n\n曹丕字子桓，曹操之子也。子桓好文学，著《典论》。" * 3
     r = client.post("/v1/kb/documents", headers=auth, files={"files": ("caopi.txt", text.encode(), "text/plain")})
-    assert r.status_code == 200 and r.json()["added"] == 1, r.text
+    assert r.status_code == 200 and r.json()["added"] == 1 and r.json()["warnings"] == [], r.text
+    r = client.post("/v1/kb/documents", headers=auth, files={"files": ("copy.txt", text.encode(), "text/plain")})
+    (note,) = r.json()["warnings"]  # the same text again under another name: kept, and said so
+    assert note["file"] == "copy.txt" and "same text as caopi.txt" in note["message"] and "/" not in note["message"]
     docs = client.get("/v1/kb/documents", headers=auth).json()["data"]
     doc = next(d for d in docs if d["source"].endswith("caopi.txt"))
     r = client.post("/v1/kb/documents", headers=auth, files={"files": ("../evil.txt", b"x", "text/plain")})
