@@ -26,6 +26,8 @@ _WH: list[tuple[Kind, str]] = [
     ("yesno", r"吗|有没有|是不是|是否|能否|可否"),
 ]
 _WH_RE = [(k, re.compile(p)) for k, p in _WH]
+# the last character of a noun for a person (守将, 先生, 大汉, 母亲, 之子, 化名): "X叫什么" then asks who
+_PERSONS = set("将人臣士帅官医妃伎王僧女后帝主侯相父母亲妻子儿兄弟妹姐叔伯侄孙夫婿媳汉匠者生名氏婆公翁妾师友贼")
 
 NUMERAL = "零〇一二两三四五六七八九十百千万亿0123456789０１２３４５６７８９"
 _NUMBER = re.compile(
@@ -127,6 +129,8 @@ def question_shape(question: str) -> Shape:
         if m:
             left = _PUNCT.split(q[: m.start()])[-1]
             right = _PUNCT.split(q[m.end() :])[0]
+            if kind == "who" and m.group(0).startswith("叫") and left and left.rstrip("的")[-1:] not in _PERSONS:
+                kind = "what"  # 兵书叫什么名字 asks a thing's name (孟德新书), 守将叫什么 a person's
             return Shape(kind, left, right, m.group(0))
     return Shape("what", _PUNCT.split(q.rstrip("？?。！!"))[-1], "", "")
 

@@ -95,6 +95,17 @@ def test_when_what_and_why_answers_hold_the_sentence_that_answers():
     assert why.kind == "why" and "失了街亭" in why.text and 3 in why.used
 
 
+def test_the_name_of_a_thing_is_asked_as_what_and_of_a_person_as_who():
+    # 兵器叫什么名字 led its answer with a general's name (黄忠。): a thing's name is no who question
+    things = ("关羽用的兵器叫什么名字？", "羌兵使用的战车叫什么？", "杨修拿给张松看的兵书叫什么名字？")
+    assert [question_shape(q).kind for q in things] == ["what"] * 3
+    people = ("关羽过东岭关时斩杀的守将叫什么？", "马超的父亲叫什么？", "那个黑脸大汉叫什么名字？",
+              "徐庶用的化名叫什么？")
+    assert [question_shape(q).kind for q in people] == ["who"] * 4
+    text = "只是他有一员大将，姓黄，名忠，字汉升。"  # no name fills a what slot: no lead of 黄忠
+    assert fillers(question_shape(things[0]), text, things[0], {"黄忠"}) == []
+
+
 def test_a_what_question_with_a_head_noun_has_typed_fillers():
     shape = question_shape("诸葛亮和司马懿斗阵时摆的是什么阵？")
     text = "孔明布成八卦阵，司马懿看了一回。"
