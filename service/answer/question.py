@@ -27,7 +27,8 @@ _WH: list[tuple[Kind, str]] = [
 ]
 _WH_RE = [(k, re.compile(p)) for k, p in _WH]
 # the last character of a noun for a person (守将, 先生, 大汉, 母亲, 之子, 化名): "X叫什么" then asks who
-_PERSONS = set("将人臣士帅官医妃伎王僧女后帝主侯相父母亲妻子儿兄弟妹姐叔伯侄孙夫婿媳汉匠者生名氏婆公翁妾师友贼")
+_PERSONS = set("将人臣士帅官医妃伎王僧女后帝主侯相父母亲妻子儿兄弟妹姐叔伯侄孙夫婿媳汉匠者生名氏婆公翁妾师友贼"
+               "守史令督尉锋牧客卒童")
 
 NUMERAL = "零〇一二两三四五六七八九十百千万亿0123456789０１２３４５６７８９"
 _NUMBER = re.compile(

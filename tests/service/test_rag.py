@@ -100,8 +100,8 @@ def test_the_name_of_a_thing_is_asked_as_what_and_of_a_person_as_who():
     things = ("关羽用的兵器叫什么名字？", "羌兵使用的战车叫什么？", "杨修拿给张松看的兵书叫什么名字？")
     assert [question_shape(q).kind for q in things] == ["what"] * 3
     people = ("关羽过东岭关时斩杀的守将叫什么？", "马超的父亲叫什么？", "那个黑脸大汉叫什么名字？",
-              "徐庶用的化名叫什么？")
-    assert [question_shape(q).kind for q in people] == ["who"] * 4
+              "徐庶用的化名叫什么？", "长沙太守叫什么名字？", "东吴的大都督叫什么？")
+    assert [question_shape(q).kind for q in people] == ["who"] * 6
     text = "只是他有一员大将，姓黄，名忠，字汉升。"  # no name fills a what slot: no lead of 黄忠
     assert fillers(question_shape(things[0]), text, things[0], {"黄忠"}) == []
 
