@@ -205,12 +205,9 @@ def _remove(args: argparse.Namespace, settings: IngestSettings) -> int:
     from . import pipeline
 
     if not args.yes:  # `ingest remove /` (or ~, .) removed the whole knowledge base without a word
-        sources = [d.source for d in pipeline.list_documents(settings)]
-        for target in args.targets:
-            folder = str(Path(target).resolve()).rstrip("/") + "/"
-            under = [s for s in sources if s.startswith(folder)]
-            if len(under) > 1:
-                print(f"error: {target!r} is a folder holding {len(under)} documents of the knowledge base; "
+        for target, under in pipeline.documents_under(args.targets, settings).items():
+            if under > 1:
+                print(f"error: {target!r} is a folder holding {under} documents of the knowledge base; "
                       "add --yes to remove them all, or name the files or ids", file=sys.stderr)
                 return EXIT_USAGE
     summary = pipeline.remove_documents(args.targets, settings)

@@ -229,13 +229,13 @@ def remove_documents(targets: Iterable[str], settings: IngestSettings, collectio
     store = open_store(settings, collection)
     records = store.records()
     for target in targets:
-        path = str(Path(target).resolve())
+        path, folder = str(Path(target).resolve()), _folder(target)
         matched = [
             r
             for r in records.values()
             if r.doc_id == target
             or r.source == path
-            or r.source.startswith(path.rstrip("/") + "/")
+            or r.source.startswith(folder)
             or r.doc_id.startswith(target + ":")
         ]
         if not matched:
@@ -250,6 +250,17 @@ def remove_documents(targets: Iterable[str], settings: IngestSettings, collectio
     refresh_keyword_index(settings, store)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _folder(target: str) -> str:
+    """`target` as a folder prefix of document sources ("/" for the root)."""
+    return str(Path(target).resolve()).rstrip("/") + "/"
+
+
+def documents_under(targets: Iterable[str], settings: IngestSettings, collection: str | None = None) -> dict[str, int]:
+    """For each target, how many documents `remove_documents` would take for it as a folder holding their files."""
+    sources = [r.source for r in open_store(settings, collection).records().values()]
+    return {t: sum(s.startswith(_folder(t)) for s in sources) for t in targets}
 
 
 def list_documents(settings: IngestSettings, collection: str | None = None) -> list[DocRecord]:
