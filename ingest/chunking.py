@@ -281,10 +281,54 @@ def pieces(text: str, size: int) -> list[str]:
     return [p for p in out if p.strip()] or [text]
 
 
+@dataclass
+class ChunkNode:
+    """One chunk of a document as a node, before LlamaIndex: what the keyword phase stages (text and flat metadata,
+    no vector) and what becomes a `TextNode` when it is embedded (`to_text_node`). Building these imports nothing
+    from llama_index (its package import costs about 2 s, most of the time to keyword-searchable)."""
+
+    node_id: str  # content-addressed: chunk_node_id
+    text: str
+    metadata: dict[str, Any]  # the document's (doc_id, source, doc_title) and the chunk's (Chunk.metadata)
+
+
+def chunk_nodes(
+    doc_id: str, text: str, doc_metadata: dict[str, Any], size: int = 480, overlap: int = 60, length: LengthFn = len
+) -> list[ChunkNode]:
+    """The chunks of one document as nodes, in document order; identical chunks (a repeated chapter) keep one."""
+    unique: dict[str, ChunkNode] = {}
+    for chunk in chunk_document(text, size, overlap, length):
+        node_id = chunk_node_id(doc_id, chunk)
+        unique.setdefault(node_id, ChunkNode(node_id, chunk.text, {**doc_metadata, **chunk.metadata()}))
+    return list(unique.values())
+
+
+def to_text_node(node_id: str, text: str, metadata: dict[str, Any], source: Any = None) -> Any:
+    """A LlamaIndex TextNode of a chunk; its SOURCE is `source` (a RelatedNodeInfo) or the document named by the
+    metadata's doc_id. Metadata is for filters and citations: none of it goes into the embedded or LLM text."""
+    from llama_index.core.schema import NodeRelationship, ObjectType, RelatedNodeInfo, TextNode
+
+    start, end = metadata.get("start_char"), metadata.get("end_char")
+    metadata = dict(sorted(metadata.items()))  # one serialized form, whether built here or read back from Chroma
+    node = TextNode(
+        id_=node_id,
+        text=text,
+        metadata=metadata,
+        start_char_idx=int(start) if start is not None else None,
+        end_char_idx=int(end) if end is not None else None,
+        excluded_embed_metadata_keys=list(metadata),
+        excluded_llm_metadata_keys=list(metadata),
+    )
+    if source is None:
+        source = RelatedNodeInfo(node_id=str(metadata.get("doc_id", "")), node_type=ObjectType.DOCUMENT)
+    node.relationships[NodeRelationship.SOURCE] = source
+    return node
+
+
 def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) -> Any:
     """A LlamaIndex NodeParser over `chunk_document`, for use in IngestionPipeline and friends."""
     from llama_index.core.node_parser import NodeParser
-    from llama_index.core.schema import BaseNode, NodeRelationship, TextNode
+    from llama_index.core.schema import BaseNode
 
     class ChineseChapterSplitter(NodeParser):
         """Chapter-aware, sentence-bounded chunking for Chinese text."""
@@ -295,22 +339,11 @@ def make_splitter(size: int = 480, overlap: int = 60, length: LengthFn = len) ->
         def _parse_nodes(self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any) -> list[BaseNode]:
             out: list[BaseNode] = []
             for node in nodes:
-                doc_text = node.get_content()
                 source = node.as_related_node_info()  # hashes the whole document: once, not once per chunk
-                for chunk in chunk_document(doc_text, self.chunk_size, self.chunk_overlap, length):
+                for chunk in chunk_document(node.get_content(), self.chunk_size, self.chunk_overlap, length):
                     meta = {**node.metadata, **chunk.metadata()}
-                    tn = TextNode(
-                        id_=chunk_node_id(node.node_id, chunk),
-                        text=chunk.text,
-                        metadata=meta,
-                        start_char_idx=chunk.start,
-                        end_char_idx=chunk.end,
-                        # metadata is for filters and citations, not for the embedded text
-                        excluded_embed_metadata_keys=list(meta),
-                        excluded_llm_metadata_keys=list(meta),
-                    )
-                    tn.relationships[NodeRelationship.SOURCE] = source.model_copy()
-                    out.append(tn)
+                    node_id = chunk_node_id(node.node_id, chunk)
+                    out.append(to_text_node(node_id, chunk.text, meta, source.model_copy()))
             return out
 
     return ChineseChapterSplitter(include_prev_next_rel=False)

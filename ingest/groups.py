@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .aliases import mine_aliases
-from .chunking import content_hash, make_splitter
+from .chunking import ChunkNode, chunk_nodes, content_hash, to_text_node
 from .embedding import Embedder
 from .errors import IngestError
 from .kb import commit_version, is_current, refresh_keyword_index
@@ -89,26 +89,18 @@ def write_groups(
     return texts
 
 
-def _nodes(doc: LoadedDocument, settings: IngestSettings, length: Callable[[str], int]) -> list[Any]:
-    """LlamaIndex nodes of a document, through the chapter-aware NodeParser (ids are content-addressed)."""
-    from llama_index.core import Document
-
-    splitter = make_splitter(settings.chunk_size, settings.chunk_overlap, length)
-    source = Document(
-        id_=doc.doc_id, text=doc.text, metadata={"doc_id": doc.doc_id, "source": doc.source, "doc_title": doc.title}
-    )
-    # identical chunks within one document (a repeated chapter) collapse to one id: keep the first
-    unique: dict[str, Any] = {}
-    for n in splitter.get_nodes_from_documents([source]):
-        unique.setdefault(n.node_id, n)
-    return list(unique.values())
+def _nodes(doc: LoadedDocument, settings: IngestSettings, length: Callable[[str], int]) -> list[ChunkNode]:
+    """The chunks of a document as nodes (ids are content-addressed; LlamaIndex TextNodes are made of them when
+    they are embedded)."""
+    meta = {"doc_id": doc.doc_id, "source": doc.source, "doc_title": doc.title}
+    return chunk_nodes(doc.doc_id, doc.text, meta, settings.chunk_size, settings.chunk_overlap, length)
 
 
 def _write_version(
     store: KnowledgeStore,
     doc: LoadedDocument,
     h: str,
-    nodes: list[Any],
+    nodes: list[ChunkNode],
     records: dict[str, DocRecord],
     settings: IngestSettings,
     summary: IngestSummary,
@@ -117,10 +109,10 @@ def _write_version(
     """Commit the new version of a document: chunks the store lacks are staged (text only, embedded later), or
     written with their vector when `reuse` has one for their text."""
 
-    def write(fresh: list[Any]) -> None:
-        known = [n for n in fresh if n.text in reuse]
-        for n in known:
-            n.embedding = reuse[n.text]
+    def write(fresh: list[ChunkNode]) -> None:
+        known = [to_text_node(n.node_id, n.text, n.metadata) for n in fresh if n.text in reuse]
+        for tn in known:
+            tn.embedding = reuse[tn.text]
         if known:
             store.add_nodes(known)
         if len(known) < len(fresh):

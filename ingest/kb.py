@@ -98,11 +98,7 @@ def commit_version(
         write(fresh)
     kept = [n for n in nodes if n.node_id in existing]
     if kept:  # same text, maybe new offsets or index: update metadata, no embedding
-        from llama_index.core.vector_stores.utils import node_to_metadata_dict
-
-        store.update_metadata(
-            [n.node_id for n in kept], [node_to_metadata_dict(n, remove_text=True, flat_metadata=True) for n in kept]
-        )
+        store.update_metadata(kept)
     stale = set(rec.committed) - set(rec.pending)
     rec.committed, rec.pending, rec.status = rec.pending, [], COMPLETE
     store.put_record(rec)  # the new version becomes visible in this one write

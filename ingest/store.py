@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from .chunking import to_text_node
 from .client import check_writable, make_client, where_of
 from .errors import EmbeddingMismatchError, StoreError, as_store_error, guarded
 from .pieces import PieceVectors, chunks_by_piece
@@ -179,9 +180,15 @@ class KnowledgeStore:
         self.pieces.add(by_hash)
 
     @guarded("updating chunk metadata")
-    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
-        for lo in range(0, len(ids), self._batch):
-            self.chunks.update(ids=list(ids[lo : lo + self._batch]), metadatas=list(metadatas[lo : lo + self._batch]))
+    def update_metadata(self, nodes: Sequence[Any]) -> None:
+        """New metadata (offsets, index) for embedded chunks whose text a new version keeps (ChunkNodes; staged
+        chunks are staged again, as their ids are not `existing_ids`)."""
+        from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+        for part in _batches(list(nodes), self._batch):
+            metas = [node_to_metadata_dict(to_text_node(n.node_id, n.text, n.metadata), remove_text=True,
+                                           flat_metadata=True) for n in part]  # fmt: skip
+            self.chunks.update(ids=[n.node_id for n in part], metadatas=metas)
 
     @guarded("deleting chunks")
     def delete_chunks(self, ids: Iterable[str]) -> None:
@@ -198,14 +205,12 @@ class KnowledgeStore:
     # --- staged chunks: text and metadata, no vector yet -----------------------------------
     @guarded("staging chunks")
     def stage_nodes(self, nodes: Sequence[Any]) -> None:
-        """Keep LlamaIndex nodes without embeddings (their text and the metadata Chroma would hold)."""
-        from llama_index.core.vector_stores.utils import node_to_metadata_dict
-
+        """Keep chunks without embeddings (ChunkNodes: their text and flat metadata)."""
         for part in _batches(list(nodes), self._batch):
             self.staged.upsert(
                 ids=[n.node_id for n in part],
-                documents=[n.get_content() for n in part],
-                metadatas=[node_to_metadata_dict(n, remove_text=True, flat_metadata=True) for n in part],
+                documents=[n.text for n in part],
+                metadatas=[n.metadata for n in part],
                 embeddings=[[1.0]] * len(part),  # the collection is read by id only; Chroma wants a vector
             )
 
@@ -215,14 +220,15 @@ class KnowledgeStore:
 
     @guarded("reading staged chunks")
     def staged_nodes(self, ids: Sequence[str]) -> list[Any]:
-        """The staged chunks of `ids` (those still staged) as LlamaIndex nodes, in the order of `ids`."""
+        """The staged chunks of `ids` (those still staged) as LlamaIndex TextNodes, in the order of `ids`."""
         from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
         found: dict[str, Any] = {}
         for part in _batches(list(ids), self._batch):
             page_ids, texts, metas = _unpack(self.staged.get(ids=part, include=["documents", "metadatas"]))
-            for i, text, meta in zip(page_ids, texts, metas, strict=True):
-                found[i] = metadata_dict_to_node(meta, text=text)
+            for i, text, meta in zip(page_ids, texts, metas, strict=True):  # staged before 2026-12: LlamaIndex's form
+                legacy = "_node_content" in meta
+                found[i] = metadata_dict_to_node(meta, text=text) if legacy else to_text_node(i, text, meta)
         return [found[i] for i in ids if i in found]
 
     @guarded("unstaging chunks")

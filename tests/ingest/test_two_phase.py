@@ -269,3 +269,65 @@ def test_names_an_older_miner_recorded_are_mined_again_from_the_stored_chunks(se
         if c.metadata.get("overlap"):
             repeated = c.text[: c.metadata["overlap"]]
             assert text.count(repeated) == clean.count(repeated) == 1
+
+
+def test_the_keyword_phase_imports_no_llama_index(tmp_path, novel_file):
+    """The llama_index package import (about 2 s) is left to the embedding phase: not on the way to searchable."""
+    code = (
+        "import sys; from ingest import pipeline; from ingest.settings import get_settings; "
+        f"s = get_settings(data_dir={str(tmp_path / 'data')!r}, collection='t', chunk_size=80, chunk_overlap=20); "
+        f"r = pipeline.add_paths([{str(novel_file)!r}], s, embed=False); "
+        "print(r.chunks_added, sorted({m.split('.')[0] for m in sys.modules if m.startswith('llama_index')}))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    added, modules = r.stdout.split(" ", 1)
+    assert int(added) > 5 and modules.strip() == "[]"
+
+
+def test_chunks_staged_in_llama_index_form_by_an_older_version_are_embedded_as_new_ones(settings, novel_file, embedder):
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+    from ingest.chunking import to_text_node
+
+    pipeline.add_paths([novel_file], settings, embedder=embedder, embed=False)
+    store = pipeline.open_store(settings)
+    got = store.staged.get(include=["documents", "metadatas"])
+    assert got["ids"] and not any("_node_content" in m for m in got["metadatas"])  # staged flat: text and metadata
+    legacy = [node_to_metadata_dict(to_text_node(i, d, m), remove_text=True, flat_metadata=True)
+              for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)]  # fmt: skip
+    store.staged.upsert(ids=got["ids"], documents=got["documents"], metadatas=legacy,
+                        embeddings=[[1.0]] * len(legacy))  # fmt: skip
+    assert [c.metadata for c in store.get_chunks(got["ids"])] == got["metadatas"]  # readers see the same chunks
+    pipeline.embed_pending(settings, embedder=embedder)
+
+    reference = settings.model_copy(update={"collection": "oneshot"})
+    pipeline.add_paths([novel_file], reference, embedder=embedder)
+    assert_same_state(snapshot(settings), snapshot(reference))
+
+
+def test_a_changed_document_moves_the_offsets_of_its_kept_chunks_whether_staged_or_embedded(tmp_path, embedder):
+    from ingest.cleaning import clean_text
+    from ingest.settings import get_settings
+
+    text = NOVEL_HEAD + "\n\n" + "\n".join(f"第{n}回 第{n}回的题目\n" + f"这是第{n}回的正文，说的是第{n}件事。" * 6
+                                            for n in range(1, 4))  # fmt: skip
+    for embed in (False, True):
+        settings = get_settings(data_dir=tmp_path / f"data{embed}", collection="t", chunk_size=80, chunk_overlap=20)
+        doc = tmp_path / f"book{embed}.txt"
+        doc.write_text(text, encoding="utf-8")
+        pipeline.add_paths([doc], settings, embedder=embedder, embed=embed)
+        doc.write_text("新加的一段序言，放在书的最前面。\n\n" + text, encoding="utf-8")
+        summary = pipeline.add_paths([doc], settings, embedder=embedder, embed=embed)
+        # the chapters' chunks keep their ids (same text): staged again, or kept with their vectors
+        assert summary.chunks_skipped == (summary.chunks_added + summary.chunks_skipped - 1 if embed else 0)
+        store = pipeline.open_store(settings)
+        (rec,) = store.records().values()
+        stored, new_text = list(store.get_chunks(rec.committed)), clean_text(doc.read_text("utf-8"))
+        assert len(stored) == rec.n_chunks
+        for c in stored:
+            start, end = c.metadata["start_char"], c.metadata["end_char"]
+            assert new_text[start:end] == c.text, (embed, c.chunk_id)
+
+
+NOVEL_HEAD = "小三国"
