@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable
 
 from .embedding import Embedder, get_embedder
@@ -43,19 +44,24 @@ def embed_phase(
     texts: dict[str, str],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int, float]:
-    """Names first (the router reads them; seconds), then the vector of every visible chunk that has none.
-    `texts` holds the documents' texts where the caller has them loaded. Returns (chunks, characters, seconds)
-    embedded."""
+    """Names first (the router reads them; seconds), then the vector of every visible chunk that has none, until
+    none is left: chunks another process staged meanwhile (`ingest add` beside the service) are embedded too, each
+    chunk tried once. `texts` holds the documents' texts where the caller has them loaded. Returns (chunks,
+    characters, seconds) embedded."""
     if settings.mine_entities:
-        mine_pending_entities(store, texts)
-    ids = unembedded_ids(store)
-    if ids:
+        mine_pending_entities(store, texts, progress)
+    tried: set[str] = set()
+    total = (0, 0, 0.0)
+    while ids := [i for i in unembedded_ids(store) if i not in tried]:
         log.info("embedding %d chunks", len(ids))
-    return embed_staged(
-        store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress,
-        with_overlap=settings.embed_overlap, piece_chars=store.piece_chars(settings.embed_piece_chars),
-        page=embed_page(settings),
-    )
+        tried.update(ids)
+        counts = embed_staged(
+            store, embedder, ids, settings.embed_batch_size, settings.embed_flush, progress, on_progress,
+            with_overlap=settings.embed_overlap, piece_chars=store.piece_chars(settings.embed_piece_chars),
+            page=embed_page(settings),
+        )
+        total = (total[0] + counts[0], total[1] + counts[1], total[2] + counts[2])
+    return total
 
 
 def embed_page(settings: IngestSettings) -> int:
@@ -63,25 +69,29 @@ def embed_page(settings: IngestSettings) -> int:
     return max(settings.embed_flush, settings.ingest_group_chars // max(settings.chunk_size, 1))
 
 
-def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str]) -> int:
+def mine_pending_entities(store: KnowledgeStore, texts: dict[str, str], progress: bool = False) -> int:
     """Mine the names of committed documents whose names the keyword phase left for later, or an older miner mined
     (MINER_VERSION; jieba's tagger: about 30 s for a novel), from the loaded text or, after a restart, from the
-    stored chunks. Returns how many."""
+    stored chunks; with `progress`, say so on stderr. Returns how many."""
     done = 0
     for rec in store.records().values():
         if (rec.entities_mined and rec.entities_version >= MINER_VERSION) or rec.status != COMPLETE:
             continue
+        if progress:
+            print(f"finding the names in {rec.title or rec.doc_id} ({rec.chars:,} characters; about 30 s for a novel)",
+                  file=sys.stderr, flush=True)  # fmt: skip
         text = texts.get(rec.doc_id)
         if text is None:
             text = stored_text(store.get_chunks(rec.committed))
         entities = mine_entities(text, aliases=rec.aliases)
         kin = mine_kin(text, entities, rec.aliases)
-        now = store.records([rec.doc_id]).get(rec.doc_id)
-        if now is not None and now.doc_hash == rec.doc_hash and now.status == COMPLETE:  # not replaced meanwhile
-            now.entities, now.entities_mined, now.entities_version = entities, True, MINER_VERSION
-            now.kin = kin
-            store.put_record(now)
-            done += 1
+        with store.writing():  # read and written back with no version committed in between (another process's)
+            now = store.records([rec.doc_id]).get(rec.doc_id)
+            if now is not None and now.doc_hash == rec.doc_hash and now.status == COMPLETE:  # not replaced meanwhile
+                now.entities, now.entities_mined, now.entities_version = entities, True, MINER_VERSION
+                now.kin = kin
+                store.put_record(now)
+                done += 1
     return done
 
 

@@ -1,4 +1,5 @@
-"""Files that readers see whole or not at all (write to a temporary name, then rename), and disk-fault detection.
+"""Files that readers see whole or not at all (write to a temporary name, then rename), locks between processes,
+and disk-fault detection.
 
 The one home for the write-then-rename pattern and for telling a full or read-only disk apart from other
 `OSError`s; `ingest`, `finetune` and `service` all use it (ingest is the bottom of the import arrows).
@@ -7,6 +8,7 @@ The one home for the write-then-rename pattern and for telling a full or read-on
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,3 +60,19 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, perm: int = 0o644) -> N
     """`path.write_bytes(data)` that readers never see half-done."""
     with atomic_open(path, "wb", perm=perm) as f:
         f.write(data)
+
+
+@contextmanager
+def flocked(path: Path, exclusive: bool = True) -> Iterator[None]:
+    """Hold an flock on `path` (a folder, or a lock file, made when missing) for the block: exclusive, or shared
+    with other shared holders. The kernel releases it when the process dies; two holders in one process (threads,
+    each with its own descriptor) exclude each other too. Processes on other machines are not excluded."""
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -119,8 +119,7 @@ def _write_version(
             store.stage_nodes([n for n in fresh if n.text not in reuse])
 
     old = records.get(doc.doc_id)
-    existing = store.existing_ids([n.node_id for n in nodes])
-    counts = commit_version(store, _new_record(doc, h, old, settings), nodes, existing, write)
+    counts = commit_version(store, _new_record(doc, h, old, settings), nodes, write)
     summary.chunks_added += counts.added
     summary.chunks_skipped += counts.kept
     summary.chunks_removed += counts.removed

@@ -31,7 +31,9 @@ __all__ = ["COMPLETE", "DELETING", "PENDING", "DocRecord", "KnowledgeStore", "op
 def open_store(settings: IngestSettings, collection: str | None = None) -> KnowledgeStore:
     """The collection's store; an embedded one can be reopened to see what other processes wrote."""
     reconnect = None if settings.chroma_url else (lambda: make_client(settings, fresh=True))
-    return KnowledgeStore(make_client(settings), collection or settings.collection, where_of(settings), reconnect)
+    name = collection or settings.collection
+    lock = settings.data_dir / "locks" / f"{name}.lock"
+    return KnowledgeStore(make_client(settings), name, where_of(settings), reconnect, lock)
 
 
 def keyword_index_for(settings: IngestSettings, store: KnowledgeStore) -> KeywordIndex:
@@ -84,35 +86,42 @@ def commit_version(
     store: KnowledgeStore,
     rec: DocRecord,
     nodes: Sequence[Any],
-    existing: set[str],
-    write: Callable[[list[Any]], None] | None,
+    write: Callable[[list[Any]], None],
 ) -> VersionCounts:
     """Commit one document version: record it PENDING, write the chunks the store does not have (`write`
-    embeds and adds them), refresh the metadata of those it has, make it visible in one record write, then
-    delete the chunks only the previous version had. A crash at any point is finished by `recover` and the
-    next run; readers see the old version or the new one, never a mix."""
-    rec.status, rec.pending = PENDING, [n.node_id for n in nodes]
-    store.put_record(rec)  # pending first: a crash from here on is finished by the next run
-    fresh = [n for n in nodes if n.node_id not in existing]
-    if fresh and write is not None:
-        write(fresh)
-    kept = [n for n in nodes if n.node_id in existing]
-    if kept:  # same text, maybe new offsets or index: update metadata, no embedding
-        store.update_metadata(kept)
-    stale = set(rec.committed) - set(rec.pending)
-    rec.committed, rec.pending, rec.status = rec.pending, [], COMPLETE
-    store.put_record(rec)  # the new version becomes visible in this one write
-    store.delete_chunks(stale)
-    return VersionCounts(len(fresh), len(kept), len(stale))
+    stages them, or adds them with a vector it has), refresh the metadata of those it has (embedded, or staged
+    again), make it visible in one record write, then delete the chunks only the previous version had. A crash at
+    any point is finished by `recover` and the next run; readers see the old version or the new one, never a mix.
+    Under the store's write lock: an embedding flush (another process's too) writes before or after, not between."""
+    with store.writing():
+        ids = [n.node_id for n in nodes]
+        embedded, staged = store.existing_ids(ids), store.existing_ids(ids, staged=True)
+        rec.status, rec.pending = PENDING, ids
+        store.put_record(rec)  # pending first: a crash from here on is finished by the next run
+        fresh = [n for n in nodes if n.node_id not in embedded and n.node_id not in staged]
+        if fresh:
+            write(fresh)
+        kept = [n for n in nodes if n.node_id in embedded]
+        if kept:  # same text, maybe new offsets or index: update metadata, no embedding
+            store.update_metadata(kept)
+        if restage := [n for n in nodes if n.node_id in staged and n.node_id not in embedded]:
+            store.stage_nodes(restage)  # the same, for chunks still without a vector
+        kept += restage
+        stale = set(rec.committed) - set(rec.pending)
+        rec.committed, rec.pending, rec.status = rec.pending, [], COMPLETE
+        store.put_record(rec)  # the new version becomes visible in this one write
+        store.delete_chunks(stale)
+        return VersionCounts(len(fresh), len(kept), len(stale))
 
 
 def remove_record(store: KnowledgeStore, rec: DocRecord) -> int:
     """Remove a document: invisible first (DELETING), then its chunks, then its record. Returns its chunk count."""
     ids = set(rec.committed) | set(rec.pending)
     rec.status, rec.committed = DELETING, []
-    store.put_record(rec)  # invisible from here on
-    store.delete_chunks(ids)
-    store.delete_record(rec.doc_id)
+    with store.writing():
+        store.put_record(rec)  # invisible from here on
+        store.delete_chunks(ids)
+        store.delete_record(rec.doc_id)
     return len(ids)
 
 

@@ -8,17 +8,15 @@ of each Chinese numeral in digits, so 關羽 finds 关羽 and 3000 finds 三千.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import pickle
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +24,7 @@ import numpy as np
 
 from .aliases import AliasTable
 from .bm25 import BM25, Segment, merge
-from .fsio import atomic_open, write_text_atomic
+from .fsio import atomic_open, flocked, write_text_atomic
 from .normalize import fold, number_tokens
 from .store import StoredChunk
 
@@ -372,16 +370,10 @@ def _open_segment(folder: Path, name: str) -> Segment:
     return seg
 
 
-@contextmanager
-def _folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+def _folder_lock(folder: Path, exclusive: bool) -> AbstractContextManager[None]:
     """Hold the folder's lock (an flock on the folder itself, released when a process dies): writers exclusive,
     readers of segment files shared (a writer deletes the segments a merge replaced)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
+    return flocked(folder, exclusive)
 
 
 def _remove_stale_temps(folder: Path) -> None:

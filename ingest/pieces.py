@@ -175,7 +175,7 @@ def chunks_by_piece(
 ) -> list[Any]:
     """The chunks of a `KnowledgeStore` whose best pieces are nearest the query, best first, as `StoredChunk`s
     scored by the mean similarity of their `top` best pieces (every chunk of a text that occurs more than once)."""
-    from .store import StoredChunk, _public_meta
+    from .records import StoredChunk, public_meta
 
     hits = store.pieces.best(embedding, n, total, top)
     if not hits:
@@ -184,7 +184,7 @@ def chunks_by_piece(
     for part in _batches([h for h, _ in hits], store._batch):
         r = store.chunks.get(where={"content_hash": {"$in": part}}, include=["documents", "metadatas"])
         for cid, text, meta in zip(r["ids"], r["documents"], r["metadatas"], strict=True):
-            of_hash.setdefault(str(meta.get("content_hash")), []).append((cid, text or "", _public_meta(meta)))
+            of_hash.setdefault(str(meta.get("content_hash")), []).append((cid, text or "", public_meta(meta)))
     return [
         StoredChunk(cid, text, meta, score) for h, score in hits for cid, text, meta in sorted(of_hash.get(h, []))
     ]

@@ -81,3 +81,12 @@ def validate_name(name: str) -> str:
             "starting and ending with a letter or digit (e.g. 'sanguo')"
         )
     return name
+
+
+# Keys LlamaIndex adds for its own bookkeeping; callers get the chunk's own metadata.
+_LLAMA_KEYS = {"_node_content", "_node_type", "document_id", "ref_doc_id"}
+
+
+def public_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored chunk's own metadata, without what LlamaIndex's ChromaVectorStore adds to it."""
+    return {k: v for k, v in (meta or {}).items() if k not in _LLAMA_KEYS}

@@ -17,11 +17,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from .chunking import to_text_node
 from .client import check_writable, make_client, where_of
 from .errors import EmbeddingMismatchError, StoreError, as_store_error, guarded
+from .fsio import flocked
 from .pieces import PieceVectors, chunks_by_piece
 from .records import (
     COMPLETE,
@@ -34,6 +37,7 @@ from .records import (
     STAGED,
     DocRecord,
     StoredChunk,
+    public_meta,
     validate_name,
 )
 
@@ -59,12 +63,11 @@ class KnowledgeStore:
     """One knowledge base (collection) in Chroma."""
 
     def __init__(
-        self, client: Any, name: str, where: str = "the store", reconnect: Callable[[], Any] | None = None
+        self, client: Any, name: str, where: str = "the store", reconnect: Callable[[], Any] | None = None,
+        lock: Path | None = None,
     ) -> None:
-        self.client = client
-        self.name = validate_name(name)
-        self.where = where
-        self._reconnect = reconnect
+        self.client, self.name, self.where, self._reconnect = client, validate_name(name), where, reconnect
+        self.lock = lock  # a file whose flock a version's commit and an embedding flush hold (`writing`)
         try:
             self._finish_interrupted_rebuild()
             self._open_collections()
@@ -83,6 +86,10 @@ class KnowledgeStore:
         self.staged = self.client.get_or_create_collection(_PREFIX + self.name + _STAGED, embedding_function=None)
         self.pieces = PieceVectors(self.client, _PREFIX + self.name + PIECES, self.where)
         self._vector_store: Any = None
+
+    def writing(self) -> AbstractContextManager[None]:
+        """The collection's write lock, across the processes of this machine (none without a `lock` file)."""
+        return flocked(self.lock) if self.lock else nullcontext()
 
     @guarded("reopening the store")
     def reopen(self) -> None:
@@ -159,10 +166,11 @@ class KnowledgeStore:
         return self._vector_store
 
     @guarded("reading chunk ids")
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+    def existing_ids(self, ids: Sequence[str], staged: bool = False) -> set[str]:
+        """Which of `ids` the store holds with their vector (or, `staged`, without one yet)."""
         found: set[str] = set()
         for part in _batches(list(ids), self._batch):
-            found.update(self.chunks.get(ids=part, include=[])["ids"])
+            found.update((self.staged if staged else self.chunks).get(ids=part, include=[])["ids"])
         return found
 
     @guarded("reading chunk ids")
@@ -181,8 +189,7 @@ class KnowledgeStore:
 
     @guarded("updating chunk metadata")
     def update_metadata(self, nodes: Sequence[Any]) -> None:
-        """New metadata (offsets, index) for embedded chunks whose text a new version keeps (ChunkNodes; staged
-        chunks are staged again, as their ids are not `existing_ids`)."""
+        """New metadata (offsets, index) for embedded chunks whose text a new version keeps (ChunkNodes)."""
         from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
         for part in _batches(list(nodes), self._batch):
@@ -252,7 +259,7 @@ class KnowledgeStore:
                 for i, d, m in zip(page_ids, docs, metas, strict=True):
                     if i not in seen:
                         seen.add(i)
-                        yield StoredChunk(i, d or "", _public_meta(m))
+                        yield StoredChunk(i, d or "", public_meta(m))
 
     @guarded("reading embeddings")
     def vectors_by_text(self, ids: Sequence[str] = (), hashes: Sequence[str] = ()) -> dict[str, list[float]]:
@@ -309,7 +316,7 @@ class KnowledgeStore:
         for node, sim in zip(res.nodes or [], res.similarities or [], strict=True):
             # ChromaVectorStore reports exp(-distance); cosine distance = 1 - cos.
             cos = 1.0 + math.log(sim) if sim > 0 else -1.0
-            out.append(StoredChunk(node.node_id, node.get_content(), _public_meta(node.metadata), cos))
+            out.append(StoredChunk(node.node_id, node.get_content(), public_meta(node.metadata), cos))
         return out
 
     # --- helpers ---------------------------------------------------------------------------
@@ -383,14 +390,6 @@ class RebuildTarget:
 def _unpack(r: Any) -> tuple[Any, ...]:
     n = len(r["ids"])
     return r["ids"], r.get("documents") or [None] * n, r.get("metadatas") or [{}] * n
-
-
-# Keys LlamaIndex adds for its own bookkeeping; callers get the chunk's own metadata.
-_LLAMA_KEYS = {"_node_content", "_node_type", "document_id", "ref_doc_id"}
-
-
-def _public_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (meta or {}).items() if k not in _LLAMA_KEYS}
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

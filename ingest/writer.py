@@ -153,19 +153,24 @@ class EmbeddingWriter:
 
 class _Unstaging:
     """Writes embedded nodes (and the nodes of the same text, which share the vector), then forgets them as staged.
-    A crash between the two leaves a chunk both written and staged: the next run only unstages it."""
+    A crash between the two leaves a chunk both written and staged: the next run only unstages it. Under the store's
+    write lock, each node as it is staged now: a new version committed since it was read (another process's
+    `ingest add`) may have moved its offsets, or removed it (then it is not written)."""
 
     def __init__(self, store: Any, same_text: dict[str, list[Any]]) -> None:
         self.store, self.same_text = store, same_text
 
     def add_nodes(self, nodes: Sequence[Any]) -> None:
-        out = list(nodes)
+        vectors = {}
         for n in nodes:
-            for twin in self.same_text.get(n.node_id, []):
-                twin.embedding = n.embedding
-                out.append(twin)
-        self.store.add_nodes(out)
-        self.store.unstage([n.node_id for n in out])
+            for twin in [n, *self.same_text.get(n.node_id, [])]:
+                vectors[twin.node_id] = n.embedding
+        with self.store.writing():
+            out = self.store.staged_nodes(list(vectors))
+            for n in out:
+                n.embedding = vectors[n.node_id]
+            self.store.add_nodes(out)
+            self.store.unstage([n.node_id for n in out])
 
     def add_pieces(self, by_hash: dict[str, list[list[float]]]) -> None:
         self.store.add_pieces(by_hash)  # a text's twins share its pieces: they are kept by its hash

@@ -319,8 +319,8 @@ def test_a_changed_document_moves_the_offsets_of_its_kept_chunks_whether_staged_
         pipeline.add_paths([doc], settings, embedder=embedder, embed=embed)
         doc.write_text("新加的一段序言，放在书的最前面。\n\n" + text, encoding="utf-8")
         summary = pipeline.add_paths([doc], settings, embedder=embedder, embed=embed)
-        # the chapters' chunks keep their ids (same text): staged again, or kept with their vectors
-        assert summary.chunks_skipped == (summary.chunks_added + summary.chunks_skipped - 1 if embed else 0)
+        # the chapters' chunks keep their ids (same text): kept, staged again or with their vectors
+        assert summary.chunks_added == 1 and summary.chunks_skipped > 0
         store = pipeline.open_store(settings)
         (rec,) = store.records().values()
         stored, new_text = list(store.get_chunks(rec.committed)), clean_text(doc.read_text("utf-8"))
