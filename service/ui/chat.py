@@ -12,7 +12,7 @@ from ingest.errors import IngestError
 from ..errors import ServiceError, error_body
 from ..keys import KeyRing
 from ..protocol import KongmingOptions, Route
-from .render import shown_answer
+from .render import shown_answer, store_label
 
 if TYPE_CHECKING:
     from ..answer.chat import ChatService, Reply
@@ -149,7 +149,7 @@ def make_store_choices(chat: ChatService, ring: KeyRing, state: Any) -> Any:
         except (ServiceError, IngestError, OSError) as exc:
             log.warning("chat page: vector stores unreadable: %s", exc)
             return gr.update()
-        choices = [(f"{s['name'] or s['id']} · {s['file_counts']['completed']} files", s["id"]) for s in stores]
+        choices = [(store_label(s), s["id"]) for s in stores]
         ids = [s["id"] for s in stores]
         return gr.update(choices=choices, value=chosen if chosen in ids else default_store(chat))
 

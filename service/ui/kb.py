@@ -16,6 +16,7 @@ from ..keys import KeyRing
 from ..routes.kb import scrub_paths
 from ..vector_stores.ingesting import EMBEDDING
 from .access import require_key, table
+from .render import store_label
 
 if TYPE_CHECKING:
     from ..answer.chat import ChatService
@@ -61,7 +62,7 @@ class KbConsole:
         import gradio as gr
 
         stores = self.stores(key)
-        choices = [(f"{s['name'] or s['id']} · {s['file_counts']['completed']} files", s["id"]) for s in stores]
+        choices = [(store_label(s), s["id"]) for s in stores]
         ids = [s["id"] for s in stores]
         value = chosen if chosen in ids else self.default_store if self.default_store in ids else (ids or [None])[0]
         return gr.update(choices=choices, value=value)

@@ -4,7 +4,7 @@ reason in Chinese, the sources under it, a mark on an answer cut by the token li
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingest.headings import chapter_label
 
@@ -114,3 +114,16 @@ def shown_answer(reply: Reply, text: str, finish_reason: str | None) -> str:
         lines.extend(f"{citation_line(c)}" for c in cited)
     # one markdown paragraph per line, no rule between answer and route line (no blank band)
     return text.rstrip() + "\n\n" + "  \n".join(lines)
+
+
+def store_label(store: dict[str, Any]) -> str:
+    """A knowledge base as its dropdown shows it (a vector store object of GET /v1/vector_stores): its name and its
+    files, those still being embedded named (searchable by keyword already): `sanguo · 1 file, 1 embedding`."""
+    counts = store["file_counts"]
+    total = int(counts.get("total", counts.get("completed", 0)))
+    parts = [f"{total} file{'' if total == 1 else 's'}"]
+    if counts.get("in_progress"):
+        parts.append(f"{counts['in_progress']} embedding")
+    if counts.get("failed"):
+        parts.append(f"{counts['failed']} failed")
+    return f"{store.get('name') or store['id']} · {', '.join(parts)}"

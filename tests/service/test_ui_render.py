@@ -81,3 +81,16 @@ def test_a_fine_tuned_models_answer_cut_by_the_limit_is_marked_on_the_page(make_
     streamed = seen[1:-1]
     assert streamed and all(s.endswith(WRITING) and "route:" not in s for s in streamed), streamed
     assert WRITING not in seen[-1]
+
+
+def test_a_knowledge_base_still_embedding_shows_its_files_not_zero():
+    from service.ui.render import store_label
+
+    def store(**counts):
+        base = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0}
+        return {"id": "vs_sanguo", "name": "sanguo", "file_counts": {**base, **counts}}
+
+    assert store_label(store(in_progress=1, total=1)) == "sanguo · 1 file, 1 embedding"  # searchable already
+    assert store_label(store(completed=2, total=2)) == "sanguo · 2 files"
+    assert store_label(store(completed=1, failed=1, total=2)) == "sanguo · 2 files, 1 failed"
+    assert store_label({**store(total=0), "name": ""}) == "vs_sanguo · 0 files"
