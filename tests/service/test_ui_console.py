@@ -104,7 +104,7 @@ def test_upload_a_document_and_find_it_with_the_retrieval_test(page: Any, tmp_pa
     assert not page.locator("#kb-upload").get_by_text("qixingtan.txt").count(), "the upload box is emptied"
     from playwright.sync_api import expect
 
-    expect(page.locator("#kb-store input")).to_have_value(re.compile("1 files"), timeout=WAIT_MS)  # the new count
+    expect(page.locator("#kb-store input")).to_have_value(re.compile("· 1 file$"), timeout=WAIT_MS)  # the new count
     assert not page.locator("#kb-doc input").input_value(), "no document is chosen for the user"
     choose(page, "#kb-doc", re.compile("qixingtan.txt"))
     page.click("#kb-show")
