@@ -201,7 +201,8 @@ class KnowledgeStore:
     def delete_chunks(self, ids: Iterable[str]) -> None:
         """Delete chunks, embedded or staged, and the pieces of texts no chunk holds any more."""
         for part in _batches(list(ids), self._batch):
-            metas = self.chunks.get(ids=part, include=["metadatas"])["metadatas"] if self.pieces.count() else []
+            metas = [m for c in (self.chunks, self.staged) for m in c.get(ids=part, include=["metadatas"])["metadatas"]
+                     ] if self.pieces.count() else []  # staged too: pieces a crash left before their chunk
             self.chunks.delete(ids=part)
             self.staged.delete(ids=part)
             hashes = sorted({str(m["content_hash"]) for m in metas if m and m.get("content_hash")})

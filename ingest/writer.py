@@ -155,10 +155,12 @@ class _Unstaging:
     """Writes embedded nodes (and the nodes of the same text, which share the vector), then forgets them as staged.
     A crash between the two leaves a chunk both written and staged: the next run only unstages it. Under the store's
     write lock, each node as it is staged now: a new version committed since it was read (another process's
-    `ingest add`) may have moved its offsets, or removed it (then it is not written)."""
+    `ingest add`) may have moved its offsets, or removed it (then it is not written, nor its pieces' vectors)."""
 
     def __init__(self, store: Any, same_text: dict[str, list[Any]]) -> None:
         self.store, self.same_text = store, same_text
+        self.pending: dict[str, list[list[float]]] = {}  # content hash -> piece vectors, written with the chunks
+        self.written = 0
 
     def add_nodes(self, nodes: Sequence[Any]) -> None:
         vectors = {}
@@ -169,11 +171,21 @@ class _Unstaging:
             out = self.store.staged_nodes(list(vectors))
             for n in out:
                 n.embedding = vectors[n.node_id]
+            hashes = {_hash(n) for n in out}
+            if kept := {h: v for h, v in self.pending.items() if h in hashes}:
+                self.store.add_pieces(kept)  # first: a chunk written is a chunk whose pieces are searchable
             self.store.add_nodes(out)
             self.store.unstage([n.node_id for n in out])
+        for n in nodes:
+            self.pending.pop(_hash(n), None)
+        self.written += len(out)
 
     def add_pieces(self, by_hash: dict[str, list[list[float]]]) -> None:
-        self.store.add_pieces(by_hash)  # a text's twins share its pieces: they are kept by its hash
+        self.pending.update(by_hash)  # a text's twins share its pieces: they are kept by its hash
+
+
+def _hash(node: Any) -> str:
+    return str(node.metadata.get("content_hash") or content_hash(node.text))
 
 
 def embed_staged(
@@ -207,18 +219,18 @@ def embed_staged(
                 writer = EmbeddingWriter(_Unstaging(store, {}), embedder(), batch, len(ids), progress, flush_every,
                                          report=report, with_overlap=with_overlap, piece_chars=piece_chars)  # fmt: skip
                 writer.advance(lo)  # the pages before had nothing staged left
-            _embed_page(store, writer, nodes, skipped=len(part) - len(nodes))
-            written += len(nodes)
+            written += _embed_page(store, writer, nodes, skipped=len(part) - len(nodes))
     finally:
         if writer is not None:
             writer.close()
     return (written, writer.chars, writer.seconds) if writer else (0, 0, 0.0)
 
 
-def _embed_page(store: Any, writer: EmbeddingWriter, nodes: list[Any], skipped: int) -> None:
+def _embed_page(store: Any, writer: EmbeddingWriter, nodes: list[Any], skipped: int) -> int:
     """Write one page of staged nodes with their vectors: a text seen twice in the page is embedded once, one the
-    collection has (another document, an earlier version or page) takes that vector; progress counts them all, and
-    the page's `skipped` chunks (written already)."""
+    collection has (another document, an earlier version or page) takes that vector; before each flush's worth is
+    embedded, the nodes no longer staged (a version committed meanwhile dropped them) are left out. Progress counts
+    them all, and the page's `skipped` chunks (written already). Returns how many nodes were written."""
     first: dict[str, Any] = {}
     same_text: dict[str, list[Any]] = {}
     for n in nodes:
@@ -234,4 +246,12 @@ def _embed_page(store: Any, writer: EmbeddingWriter, nodes: list[Any], skipped: 
     if reused:
         sink.add_nodes(reused)
     writer.advance(skipped + len(nodes) - len(first) + len(reused))
-    writer.run([n for n in first.values() if n.text not in known])
+    todo = [n for n in first.values() if n.text not in known]
+    for lo in range(0, len(todo), writer.flush_every):
+        part = todo[lo : lo + writer.flush_every]
+        group = {n.node_id: {n.node_id, *(t.node_id for t in same_text.get(n.node_id, []))} for n in part}
+        staged = store.existing_ids(sorted(set().union(*group.values())), staged=True)
+        live = [n for n in part if group[n.node_id] & staged]
+        writer.advance(len(part) - len(live))
+        writer.run(live)
+    return sink.written

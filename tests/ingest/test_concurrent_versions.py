@@ -22,6 +22,7 @@ class CommittingEmbedder:
 
     def __init__(self, inner, action):
         self.inner, self.name, self.dim, self.action, self.calls = inner, inner.name, inner.dim, action, 0
+        self.texts: list[str] = []  # all the texts embedded
 
     def embed_queries(self, texts):
         return self.inner.embed_queries(texts)
@@ -30,15 +31,21 @@ class CommittingEmbedder:
         self.calls += 1
         if self.calls == 1:
             self.action()
+        self.texts.extend(texts)
         return self.inner.embed_passages(texts)
 
 
 def check_store(settings, path: Path) -> None:
-    """Every visible chunk holds the text at its offsets in the cleaned file; no chunk outside a record."""
+    """Every visible chunk holds the text at its offsets in the cleaned file; no chunk outside a record; no piece
+    vector whose text no embedded chunk holds (a dense search would spend a result slot on it)."""
     store = pipeline.open_store(settings)
     records = store.records()
     visible = {i for r in records.values() for i in r.committed}
     assert store.all_chunk_ids() <= visible and store.staged_ids() <= visible
+    pieces = {m["content_hash"] for m in store.pieces.collection.get(include=["metadatas"])["metadatas"]}
+    embedded = {m["content_hash"] for m in store.chunks.get(include=["metadatas"])["metadatas"]}
+    assert pieces <= embedded, f"{len(pieces - embedded)} piece texts no chunk holds"
+    assert pieces or not embedded  # the knowledge base embeds pieces (the default)
     text = clean_text(path.read_text(encoding="utf-8"))
     for c in store.get_chunks(sorted(visible)):
         assert text[c.metadata["start_char"] : c.metadata["end_char"]] == c.text, c.chunk_id
@@ -57,11 +64,29 @@ def test_a_version_committed_while_the_old_one_is_embedded_keeps_its_offsets_and
         assert summary.updated_docs == 1 and summary.chunks_removed >= 1 and summary.chunks_skipped > 0
 
     racing = CommittingEmbedder(embedder, new_version)
-    pipeline.embed_pending(settings, embedder=racing)
+    summary = pipeline.embed_pending(settings, embedder=racing)
     assert racing.calls >= 1
     check_store(settings, book)
     (doc,) = pipeline.list_documents(settings)
     assert doc.status == COMPLETE and doc.embedded == doc.n_chunks  # the new version's chunks all embedded too
+    assert summary.chunks_embedded == doc.n_chunks  # the dropped chapter's chunks were not written: not counted
+
+
+def test_chunks_a_version_dropped_during_the_embedding_are_not_embedded_after_the_next_flush(settings, tmp_path,
+                                                                                             embedder):  # fmt: skip
+    settings = settings.model_copy(update={"embed_flush": 4, "embed_batch_size": 4})
+    book = tmp_path / "book.txt"
+    book.write_text("小三国\n\n" + CHAPTERS + "\n第5回 会被删去的一回\n这一回在新版里没有了。\n", "utf-8")
+    pipeline.add_paths([book], settings, embed=False)
+
+    def new_version() -> None:
+        book.write_text("小三国\n\n" + CHAPTERS + "\n", "utf-8")
+        pipeline.add_paths([book], settings, embed=False)
+
+    racing = CommittingEmbedder(embedder, new_version)
+    pipeline.embed_pending(settings, embedder=racing)
+    assert racing.calls > 2 and not any("在新版里没有了" in t for t in racing.texts)
+    check_store(settings, book)
 
 
 def test_a_small_change_to_a_document_not_yet_embedded_counts_its_unchanged_chunks_as_kept(settings, tmp_path):
@@ -87,3 +112,17 @@ def test_a_document_added_while_the_embedding_phase_runs_is_embedded_by_it(setti
     docs = pipeline.list_documents(settings)
     assert len(docs) == 2 and all(d.embedded == d.n_chunks > 0 for d in docs)
     assert summary.chunks_embedded == sum(d.n_chunks for d in docs) and summary.chunks_unembedded == 0
+
+
+def test_removing_a_document_a_crash_left_half_written_leaves_no_piece_vectors(settings, tmp_path, embedder):
+    """A crash between writing a chunk's piece vectors and the chunk itself (both under the lock, in that order)
+    leaves pieces for a staged chunk: removing the document removes them too."""
+    book = tmp_path / "book.txt"
+    book.write_text("小三国\n\n" + CHAPTERS + "\n", "utf-8")
+    pipeline.add_paths([book], settings, embed=False)
+    store = pipeline.open_store(settings)
+    (node,) = store.staged_nodes(sorted(store.staged_ids())[:1])
+    store.add_pieces({node.metadata["content_hash"]: embedder.embed_passages([node.text]).tolist()})
+    assert store.pieces.count() == 1
+    pipeline.remove_documents([str(book)], settings)
+    assert pipeline.open_store(settings).pieces.count() == 0
