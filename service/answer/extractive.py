@@ -38,7 +38,7 @@ from .question import (
     says_liked,
     slot_candidates,
 )
-from .span import aligned_filler, clause_span, introduced_lead, shares_sentence
+from .span import aligned_filler, clause_span, context_terms, given_name_lead, introduced_lead, shares_sentence
 
 MAX_ANSWER_CHARS = 200
 
@@ -100,14 +100,6 @@ class Extract:
     span: str = ""
     kind: str = ""
     reason: str = ""  # why it declined (decline_reason), "" for an answer
-
-
-def context_terms(shape: Shape, reach: int = 3) -> list[str]:
-    """The question's content characters nearest its slot: up to `reach` before the question word and `reach`
-    after it, function characters (的, 是, 了…) left out."""
-    left = [c for c in HAN_CHAR.findall(shape.left) if c not in FUNCTION_CHARS][-reach:]
-    right = [c for c in HAN_CHAR.findall(shape.right) if c not in FUNCTION_CHARS][:reach]
-    return sorted(set(left + right))
 
 
 # a sentence of a document in a Latin script ends at a full stop before a capital (split_sentences ends Chinese ones)
@@ -275,7 +267,6 @@ def rank_windows(found: list[Window], w: Weights) -> list[Window]:
     return sorted(found, key=lambda x: (-x.score, -len(x.text)))  # on a tie, the window with more support
 
 
-
 def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
     """The best window, then the next ones that do not overlap those chosen, score at least `w.second` of the best
     and fit the budget (characters), up to `w.windows`; in reading order."""
@@ -373,8 +364,8 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     if shape.kind in FILLED_KINDS:  # and the answer starts with the best window that offers one
         first = max(filled, key=lambda w: w.score)  # and no one else's age or date at a death follows it
         ranked = [first, *(w for w in ranked if w is not first and not at_anothers_death(w))]
-    best = ranked[0].score
-    top, span = ranked[0], None
+    best, first = ranked[0].score, ranked[0]
+    top, span = first, None
     if shape.kind in SPAN_KINDS:
         top, span = lead_filler(ranked, question, shape, lexicon, weights)
         if top is not ranked[0]:  # the window the lead comes from is cited first
@@ -385,7 +376,11 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     lead = "" if same else f"{span.rstrip('。！？，；：')}。"
     kin = _stated_kin(question, found, lexicon)  # the relative the documents state leads a kin question's answer
     lead = lead or ("、".join(kin) + "。" if kin else "")
-    chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead))
+    named = ""  # 延脚步急 (the best window) answers 是谁闯进来把主灯扑灭了: 魏延, whom its passage has just named
+    if not lead and shape.kind == "who" and "kin" not in top.parts:
+        named = given_name_lead(found, first, question, shape, lexicon.names, lexicon.same_entity(question))
+    chosen = choose(ranked, weights, min(max_chars, weights.budget) - len(lead or named))
+    lead = lead or (named if first in chosen else "")
     if not lead and shape.kind == "who" and "kin" not in top.parts:  # 把关将姓孔，名秀 answers 守将叫什么: 孔秀
         args = (question, lexicon.names, lexicon.same_entity(question))
         intro = introduced_lead([c.text for c in chosen], *args)

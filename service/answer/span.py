@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
+from typing import Any
 
+from ingest.aliases import surname
 from ingest.chunking import split_sentences
 from ingest.entities import introduced
 
+from .decline import FUNCTION_CHARS, HAN_CHAR
 from .question import Shape
 
 _CLAUSE_END = re.compile(r"[，；：、。！？“”‘’「」\n]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 MAX_SPAN_CHARS = 20
+
+
+def context_terms(shape: Shape, reach: int = 3) -> list[str]:
+    """The question's content characters nearest its slot: up to `reach` before the question word and `reach`
+    after it, function characters (的, 是, 了…) left out."""
+    left = [c for c in HAN_CHAR.findall(shape.left) if c not in FUNCTION_CHARS][-reach:]
+    right = [c for c in HAN_CHAR.findall(shape.right) if c not in FUNCTION_CHARS][:reach]
+    return sorted(set(left + right))
 
 
 def _question_chars(question: str) -> set[str]:
@@ -101,3 +112,23 @@ def introduced_lead(
     found = {n for t in texts for n in introduced(t)}
     found = {n for n in found if n in names and n not in question and n not in same_entity}
     return found.pop() if len(found) == 1 else ""
+
+
+def given_name_lead(
+    found: Sequence[Any], top: Any, question: str, shape: Shape, names: Collection[str], same_entity: Collection[str]
+) -> str:
+    """A who question's short answer (`魏延。`) when the question asks who did something (`是谁闯进来…`, `邀请他的是
+    哪位`: a verb phrase after the question word, or a cleft before it) and its best window `top` (a Window of the
+    candidates `found`) starts with a given name alone (延脚步急，竟将主灯扑灭): the novel names someone so just after
+    naming them in full, and the one full name in the same passage's earlier sentences that ends with it (魏延) is who
+    did it. "" when the slot is an object (斩了谁), the window starts with a name or word of two characters (马腾),
+    or the full name is not found once, or is whom the question names (`same_entity`: their other names)."""
+    if not (_HAN.search(shape.right) or re.search(r"的是[^，,]*$", shape.left)) or not _HAN.match(top.text):
+        return ""
+    given = top.text[0]
+    if any(n.startswith(top.text[:2]) for n in names):
+        return ""
+    before = "".join(w.text for w in found if w.passage == top.passage and w.end <= top.start and w.end - w.start == 1)
+    full = {n for n in names if 2 <= len(n) <= 3 and n[len(surname(n)):] == given and n in before}
+    full = {n for n in full if n not in question and n not in same_entity}
+    return f"{full.pop()}。" if len(full) == 1 else ""

@@ -616,6 +616,23 @@ def test_a_who_answer_leads_with_the_person_its_first_sentence_introduces():
     assert extractive_answer("关羽收下的那个黑脸大汉叫什么名字？", two, terms, lex).text.startswith("一人姓周")
 
 
+def test_a_who_answer_names_in_full_whom_the_best_sentence_calls_by_given_name_alone():
+    """The novel calls someone just named in full by the given name alone (魏延…延脚步急): asked who did what that
+    sentence tells, the answer leads with the full name; not when the question asks whom something was done to."""
+    told = "魏延飞步入告曰：“魏兵至矣！司马懿亲引大军杀到寨前，前营已被冲动，请丞相速作计较，迟则不及矣！”"
+    text = "孔明在帐中祈禳已及六夜，见主灯明亮，心中甚喜。忽听得寨外呐喊，方欲令人出问，" + told * 2  # a long sentence
+    hits = [chunk(text + "延脚步急，竟将主灯扑灭。孔明弃剑而叹。", 103)]
+    terms = [(["孔明", "诸葛亮"], 3.0), (["主灯"], 5.0), (["扑灭"], 5.0), (["禳星"], 4.0)]
+    lex = Lexicon(names={"孔明", "诸葛亮", "魏延"}, aliases=[{"孔明", "诸葛亮"}])
+    who = extractive_answer("诸葛亮禳星时，是谁慌忙闯进来把主灯扑灭了？", hits, terms, lex)
+    assert who.text.startswith("魏延。") and "延脚步急" in who.text, who.text
+    assert not extractive_answer("魏延把主灯扑灭后诸葛亮骂了谁？", hits, terms, lex).text.startswith("魏延。")
+    taken = [chunk("许褚引军直入袁府。褚皆缚之，载于车上，听候曹丕发落。", 33)]
+    lex = Lexicon(names={"许褚", "曹丕"})
+    whom = extractive_answer("曹丕攻入袁府时娶了谁？", taken, [(["曹丕"], 3.0), (["袁府"], 5.0)], lex)
+    assert not whom.text.startswith("许褚。"), whom.text  # an object slot: the sentence's subject is no answer
+
+
 def test_a_document_in_english_is_quoted_sentence_by_sentence():
     hits = [chunk("刘备、关羽、张飞在桃园结为兄弟，誓同生死。三人焚香再拜。", 1),
             chunk("Harbor Report\n\nThe lighthouse of Port Alder was built in 1872 by the engineer Margaret Holloway. "
