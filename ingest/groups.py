@@ -115,6 +115,7 @@ def _write_version(
             tn.embedding = reuse[tn.text]
         if known:
             store.add_nodes(known)
+            summary.chunks_embedded += len(known)  # with the vector of the same text (a renamed file)
         if len(known) < len(fresh):
             store.stage_nodes([n for n in fresh if n.text not in reuse])
 

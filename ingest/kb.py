@@ -114,13 +114,15 @@ def commit_version(
         return VersionCounts(len(fresh), len(kept), len(stale))
 
 
-def remove_record(store: KnowledgeStore, rec: DocRecord) -> int:
-    """Remove a document: invisible first (DELETING), then its chunks, then its record. Returns its chunk count."""
+def remove_record(store: KnowledgeStore, rec: DocRecord, keep_pieces: bool = False) -> int:
+    """Remove a document: invisible first (DELETING), then its chunks, then its record; with `keep_pieces`, its
+    texts' piece vectors stay (a renamed file's new chunks take them; `store.drop_pieces` after). Returns its chunk
+    count."""
     ids = set(rec.committed) | set(rec.pending)
     rec.status, rec.committed = DELETING, []
     with store.writing():
         store.put_record(rec)  # invisible from here on
-        store.delete_chunks(ids)
+        store.delete_chunks(ids, keep_pieces)
         store.delete_record(rec.doc_id)
     return len(ids)
 

@@ -67,7 +67,7 @@ class PieceVectors:
     @guarded("deleting piece vectors")
     def delete(self, hashes: Iterable[str]) -> None:
         """Forget the pieces of these chunk texts."""
-        for part in _batches(sorted(set(hashes)), self._batch):
+        for part in batches(sorted(set(hashes)), self._batch):
             self.collection.delete(where={"content_hash": {"$in": part}})
 
     @guarded("counting piece vectors")
@@ -181,7 +181,7 @@ def chunks_by_piece(
     if not hits:
         return []
     of_hash: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-    for part in _batches([h for h, _ in hits], store._batch):
+    for part in batches([h for h, _ in hits], store._batch):
         r = store.chunks.get(where={"content_hash": {"$in": part}}, include=["documents", "metadatas"])
         for cid, text, meta in zip(r["ids"], r["documents"], r["metadatas"], strict=True):
             of_hash.setdefault(str(meta.get("content_hash")), []).append((cid, text or "", public_meta(meta)))
@@ -216,6 +216,7 @@ def mean_vectors(pieces_of: Sequence[Any], flat: Any) -> list[Any]:
     return out
 
 
-def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """`items` in lists of at most `size` (what Chroma accepts in one call)."""
     for lo in range(0, len(items), size):
         yield items[lo : lo + size]

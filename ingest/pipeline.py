@@ -108,19 +108,22 @@ def add_paths(
     # a renamed file's text is embedded already: its vectors serve the new document's chunks
     reuse = store.vectors_by_text([i for r in renamed for i in r.committed]) if renamed else {}
     for rec in gone + renamed:
-        summary.chunks_removed += remove_record(store, rec)
+        summary.chunks_removed += remove_record(store, rec, keep_pieces=rec in renamed)
         summary.removed_docs += 1
     if work:  # each group's refresh brings the keyword index to what is visible, removals included
         texts = write_groups(store, work, records, settings, summary, reuse, length_fn(settings, embedders.get))
     else:  # (a second refresh would find the index current, and load it whole as a reader does: seconds at 10x)
         texts = {}
         refresh_keyword_index(settings, store)
+    if reuse:  # the renamed texts' pieces now serve the new chunks; those of a text no chunk took go
+        store.drop_pieces(content_hash(t) for t in reuse)
     summary.searchable_seconds = time.perf_counter() - t0
     if on_searchable is not None:
         on_searchable(summary)
     if embed:
         counts = embed_phase(store, settings, embedders.get, progress, texts, on_progress)
-        summary.chunks_embedded, summary.embedded_chars, summary.embed_seconds = counts
+        summary.chunks_embedded += counts[0]
+        summary.embedded_chars, summary.embed_seconds = counts[1], counts[2]
     summary.chunks_unembedded = len(unembedded_ids(store))
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -25,7 +25,7 @@ from .chunking import to_text_node
 from .client import check_writable, make_client, where_of
 from .errors import EmbeddingMismatchError, StoreError, as_store_error, guarded
 from .fsio import flocked
-from .pieces import PieceVectors, chunks_by_piece
+from .pieces import PieceVectors, batches, chunks_by_piece
 from .records import (
     COMPLETE,
     DELETING,
@@ -169,7 +169,7 @@ class KnowledgeStore:
     def existing_ids(self, ids: Sequence[str], staged: bool = False) -> set[str]:
         """Which of `ids` the store holds with their vector (or, `staged`, without one yet)."""
         found: set[str] = set()
-        for part in _batches(list(ids), self._batch):
+        for part in batches(list(ids), self._batch):
             found.update((self.staged if staged else self.chunks).get(ids=part, include=[])["ids"])
         return found
 
@@ -180,7 +180,7 @@ class KnowledgeStore:
     @guarded("writing chunks")
     def add_nodes(self, nodes: Sequence[Any]) -> None:
         """Add LlamaIndex nodes that carry embeddings, in batches Chroma accepts."""
-        for part in _batches(list(nodes), self._batch):
+        for part in batches(list(nodes), self._batch):
             self.vector_store.add(part)
 
     def add_pieces(self, by_hash: Mapping[str, Sequence[Sequence[float]]]) -> None:
@@ -192,29 +192,35 @@ class KnowledgeStore:
         """New metadata (offsets, index) for embedded chunks whose text a new version keeps (ChunkNodes)."""
         from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
-        for part in _batches(list(nodes), self._batch):
+        for part in batches(list(nodes), self._batch):
             metas = [node_to_metadata_dict(to_text_node(n.node_id, n.text, n.metadata), remove_text=True,
                                            flat_metadata=True) for n in part]  # fmt: skip
             self.chunks.update(ids=[n.node_id for n in part], metadatas=metas)
 
     @guarded("deleting chunks")
-    def delete_chunks(self, ids: Iterable[str]) -> None:
-        """Delete chunks, embedded or staged, and the pieces of texts no chunk holds any more."""
-        for part in _batches(list(ids), self._batch):
+    def delete_chunks(self, ids: Iterable[str], keep_pieces: bool = False) -> None:
+        """Delete chunks, embedded or staged, and (unless `keep_pieces`: drop_pieces later) the pieces of their
+        texts that no chunk holds any more."""
+        for part in batches(list(ids), self._batch):
             metas = [m for c in (self.chunks, self.staged) for m in c.get(ids=part, include=["metadatas"])["metadatas"]
-                     ] if self.pieces.count() else []  # staged too: pieces a crash left before their chunk
+                     ] if self.pieces.count() and not keep_pieces else []  # staged: pieces a crash left before it
             self.chunks.delete(ids=part)
             self.staged.delete(ids=part)
-            hashes = sorted({str(m["content_hash"]) for m in metas if m and m.get("content_hash")})
-            if hashes:
-                kept = self.chunks.get(where={"content_hash": {"$in": hashes}}, include=["metadatas"])["metadatas"]
-                self.pieces.delete(set(hashes) - {str(m.get("content_hash")) for m in kept if m})
+            self.drop_pieces({str(m["content_hash"]) for m in metas if m and m.get("content_hash")})
+
+    def drop_pieces(self, hashes: Iterable[str]) -> None:
+        """Delete the piece vectors of the texts among `hashes` (content hashes) that no chunk holds, embedded or
+        staged (a staged chunk of the same text may take the vector of one being deleted, its pieces with it)."""
+        for part in batches(sorted(set(hashes)), self._batch):
+            held = [m for c in (self.chunks, self.staged) for m in c.get(
+                where={"content_hash": {"$in": part}}, include=["metadatas"])["metadatas"]]  # fmt: skip
+            self.pieces.delete(set(part) - {str(m.get("content_hash")) for m in held if m})
 
     # --- staged chunks: text and metadata, no vector yet -----------------------------------
     @guarded("staging chunks")
     def stage_nodes(self, nodes: Sequence[Any]) -> None:
         """Keep chunks without embeddings (ChunkNodes: their text and flat metadata)."""
-        for part in _batches(list(nodes), self._batch):
+        for part in batches(list(nodes), self._batch):
             self.staged.upsert(
                 ids=[n.node_id for n in part],
                 documents=[n.text for n in part],
@@ -232,7 +238,7 @@ class KnowledgeStore:
         from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
         found: dict[str, Any] = {}
-        for part in _batches(list(ids), self._batch):
+        for part in batches(list(ids), self._batch):
             page_ids, texts, metas = _unpack(self.staged.get(ids=part, include=["documents", "metadatas"]))
             for i, text, meta in zip(page_ids, texts, metas, strict=True):  # staged before 2026-12: LlamaIndex's form
                 legacy = "_node_content" in meta
@@ -242,7 +248,7 @@ class KnowledgeStore:
     @guarded("unstaging chunks")
     def unstage(self, ids: Iterable[str]) -> None:
         """Forget staged chunks (their vectors are written)."""
-        for part in _batches(list(ids), self._batch):
+        for part in batches(list(ids), self._batch):
             self.staged.delete(ids=part)
 
     @guarded("reading chunks")
@@ -255,7 +261,7 @@ class KnowledgeStore:
                 pages: Iterable[tuple[Any, ...]] = self._pages(coll, include=include)
             else:
                 wanted = [i for i in ids if i not in seen]
-                pages = (_unpack(coll.get(ids=part, include=include)) for part in _batches(wanted, self._batch))
+                pages = (_unpack(coll.get(ids=part, include=include)) for part in batches(wanted, self._batch))
             for page_ids, docs, metas in pages:
                 for i, d, m in zip(page_ids, docs, metas, strict=True):
                     if i not in seen:
@@ -268,7 +274,7 @@ class KnowledgeStore:
         (a text embeds the same wherever it occurs)."""
         out: dict[str, list[float]] = {}
         for by, values in (("ids", list(ids)), ("hashes", sorted(set(hashes)))):
-            for part in _batches(values, self._batch):
+            for part in batches(values, self._batch):
                 sel: dict[str, Any] = {"ids": part} if by == "ids" else {"where": {"content_hash": {"$in": part}}}
                 r = self.chunks.get(**sel, include=["documents", "embeddings"])
                 pairs = zip(r["documents"], r["embeddings"], strict=True)
@@ -377,7 +383,7 @@ class RebuildTarget:
 
     @guarded("writing re-embedded chunks")
     def add_nodes(self, nodes: Sequence[Any]) -> None:
-        for part in _batches(list(nodes), self._batch):
+        for part in batches(list(nodes), self._batch):
             self._writer.add(part)
 
     def add_pieces(self, by_hash: Mapping[str, Sequence[Sequence[float]]]) -> None:
@@ -391,8 +397,3 @@ class RebuildTarget:
 def _unpack(r: Any) -> tuple[Any, ...]:
     n = len(r["ids"])
     return r["ids"], r.get("documents") or [None] * n, r.get("metadatas") or [{}] * n
-
-
-def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for lo in range(0, len(items), size):
-        yield items[lo : lo + size]

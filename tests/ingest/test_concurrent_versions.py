@@ -45,7 +45,7 @@ def check_store(settings, path: Path) -> None:
     pieces = {m["content_hash"] for m in store.pieces.collection.get(include=["metadatas"])["metadatas"]}
     embedded = {m["content_hash"] for m in store.chunks.get(include=["metadatas"])["metadatas"]}
     assert pieces <= embedded, f"{len(pieces - embedded)} piece texts no chunk holds"
-    assert pieces or not embedded  # the knowledge base embeds pieces (the default)
+    assert embedded <= pieces, f"{len(embedded - pieces)} embedded texts without pieces (dense search misses them)"
     text = clean_text(path.read_text(encoding="utf-8"))
     for c in store.get_chunks(sorted(visible)):
         assert text[c.metadata["start_char"] : c.metadata["end_char"]] == c.text, c.chunk_id
@@ -126,3 +126,44 @@ def test_removing_a_document_a_crash_left_half_written_leaves_no_piece_vectors(s
     assert store.pieces.count() == 1
     pipeline.remove_documents([str(book)], settings)
     assert pipeline.open_store(settings).pieces.count() == 0
+
+
+def test_a_renamed_file_keeps_its_vectors_and_their_pieces(settings, tmp_path, embedder):
+    (tmp_path / "a").mkdir()
+    book = tmp_path / "a" / "book.txt"
+    book.write_text("小三国\n\n" + CHAPTERS + "\n", "utf-8")
+    first = pipeline.add_paths([book], settings, embedder=embedder)
+    moved = tmp_path / "a" / "renamed.txt"
+    book.rename(moved)
+    again = pipeline.add_paths([moved], settings, embedder=embedder)
+    assert again.removed_docs == 1 and again.chunks_added == first.chunks_added
+    assert again.chunks_embedded == first.chunks_added and again.embedded_chars == 0  # its vectors, not embedded again
+    check_store(settings, moved)
+
+
+def test_a_text_staged_twice_keeps_its_pieces_when_the_embedded_copy_goes_during_the_embedding(
+    settings, tmp_path, embedder, monkeypatch
+):
+    """The embedding reads the vectors of texts the store has (another document's) outside the lock; removing that
+    document before the flush must leave the pieces, which the staged copy takes with the vector."""
+    from ingest.store import KnowledgeStore
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, two = tmp_path / "a" / "one.txt", tmp_path / "b" / "two.txt"
+    one.write_text("小三国\n\n" + CHAPTERS + "\n", "utf-8")
+    pipeline.add_paths([one], settings, embedder=embedder)
+    two.write_text("另一个版本\n\n" + CHAPTERS + "\n", "utf-8")  # the same chapters: the same chunk texts
+    pipeline.add_paths([two], settings, embed=False)
+    read, removed = KnowledgeStore.vectors_by_text, []
+
+    def racing(self, *args, **kwargs):
+        out = read(self, *args, **kwargs)
+        if out and not removed:  # another process removes the embedded copy right after its vectors were read
+            removed.append(pipeline.remove_documents([str(one)], settings))
+        return out
+
+    monkeypatch.setattr(KnowledgeStore, "vectors_by_text", racing)
+    pipeline.embed_pending(settings, embedder=embedder)
+    assert removed and removed[0].removed_docs == 1
+    check_store(settings, two)
