@@ -30,6 +30,7 @@ class ProgressLines:
     def __init__(self, total: int, stream: Any = None, every: float = 5.0) -> None:
         self.total, self.stream, self.every = total, stream or sys.stderr, every
         self.done = 0
+        self.skipped = 0  # counted without embedding (skip): not in the rate that tells the time left
         self.started = time.monotonic()
         self.last: float | None = None
 
@@ -41,8 +42,13 @@ class ProgressLines:
             self.stream.write(self.line(now - self.started) + "\n")
             self.stream.flush()
 
+    def skip(self, n: int) -> None:
+        """Count `n` chunks that needed no embedding (a vector the store had, a text seen already)."""
+        self.skipped += n
+        self.update(n)
+
     def line(self, elapsed: float) -> str:
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
         eta = f"about {left:.0f} s left" if self.done < self.total else f"done in {elapsed:.1f} s"
         return f"embedding: {self.done}/{self.total} chunks ({100 * self.done // max(self.total, 1)}%), " \
@@ -117,7 +123,7 @@ class EmbeddingWriter:
         """Count `n` chunks written without embedding (a vector the collection had, a text seen already)."""
         if n:
             if self.bar:
-                self.bar.update(n)
+                getattr(self.bar, "skip", self.bar.update)(n)  # tqdm has no skip: it counts them as done
             self.embedded += n
             if self.report:
                 self.report(self.embedded, self.total)

@@ -27,6 +27,17 @@ def test_progress_lines_say_done_total_rate_and_time_left():
     assert lines[-1].startswith("embedding: 100/100 chunks (100%)") and "done in" in lines[-1]
 
 
+def test_chunks_counted_without_embedding_do_not_speed_up_the_rate_or_shorten_the_time_left():
+    out = io.StringIO()
+    bar = ProgressLines(1000, out, every=0)
+    bar.skip(500)  # vectors the store had: done at once
+    bar.started -= 10.0  # then 10 s for 100 embedded chunks
+    bar.update(100)
+    last = out.getvalue().splitlines()[-1]
+    rate, left = re.match(r"embedding: 600/1000 chunks \(60%\), ([\d.]+) chunks/s, about (\d+) s left$", last).groups()
+    assert 9.0 <= float(rate) <= 10.0 and 40 <= int(left) <= 44, last  # not 50 chunks/s and 8 s left
+
+
 def test_progress_lines_are_spaced_in_time_but_keep_the_first_and_the_last():
     out = io.StringIO()
     bar = ProgressLines(1000, out, every=3600)
