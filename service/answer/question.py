@@ -15,7 +15,7 @@ Kind = Literal["who", "where", "when", "number", "why", "how", "what", "yesno"]
 # Question words, the most specific first; each with the slot kind it asks for.
 _WH: list[tuple[Kind, str]] = [
     ("why", r"为什么|为何|为啥|何故|什么原因|何原因|什么缘故|因何|原因是什么|是何原因"),
-    ("when", r"什么时候|何时|哪一年|哪年|几时|哪一天|哪天|什么时间|何年"),
+    ("when", r"什么时候|何时|哪一年|哪年|几时|哪一天|哪天|什么时间|何年|几月几[日号]|几月份?|哪一?个?月|几号|哪一日"),
     ("where", r"什么地方|哪里|哪儿|(?<!如)何处|何地|在哪|哪座城|哪个城|哪一城|哪座|哪个地方|哪一处|哪处|哪条|哪一座"),
     ("number", r"多大(?:年纪|岁数|年龄)?|多少岁"
                r"|多少|几[个人次年天日匹员名位座枚路万千百十种条只头支把口次岁里斤尺丈]|几|多[重长高远宽深厚久](?![要视])"),
@@ -191,9 +191,11 @@ def _name_spans(text: str, names: Collection[str]) -> list[tuple[int, int]]:
 
 
 # Question words that ask for a measure, and the units a filler must end in (an age for 多大 / 多大年纪 / 几岁, a year
-# for 哪一年, a height for 几尺, a weight for 多重); the first key the question word holds decides.
-UNITS = {"多大": "岁", "岁": "岁", "年": "年", "尺": "尺丈", "多重": "斤两钧石", "多长": "尺丈里寸", "多高": "尺丈寸",
-         "多深": "尺丈", "多宽": "尺丈里", "多厚": "尺寸", "多远": "里", "多久": "日天月年旬载"}
+# for 哪一年, a month for 几月几日, a height for 几尺, a weight for 多重); the first key the question word holds
+# decides.
+UNITS = {"多大": "岁", "岁": "岁", "年": "年", "月": "月", "号": "日", "尺": "尺丈", "多重": "斤两钧石",
+         "多长": "尺丈里寸", "多高": "尺丈寸", "多深": "尺丈", "多宽": "尺丈里", "多厚": "尺寸", "多远": "里",
+         "多久": "日天月年旬载"}
 
 
 def fits_unit(wh: str, span: str) -> bool:

@@ -207,6 +207,13 @@ def test_a_number_or_date_filler_must_stand_in_a_sentence_naming_whom_the_questi
     assert born.kind == "declined" and "beside whom" in born.reason
     hits = [chunk("中平元年，曹操起兵。却说曹操于金光处掘出一铜雀。", 60)]
     assert extractive_answer("曹操是哪一年起兵的？", hits, terms, CAO).span == "中平元年"
+    # a month and day ask for a date (not a count: 几 alone), told beside 生 for a birthday
+    hits = [chunk("建安十七年冬十月，曹操兴兵下江南，就命荀彧同行。", 61)]
+    lexicon = Lexicon(names={"曹操", "荀彧"}, aliases=[{"荀彧", "文若"}])
+    born = extractive_answer("荀彧是几月几日出生的？", hits, [(["荀彧"], 3.0), (["出生"], 2.0)], lexicon)
+    assert born.kind == "declined" and "when question" in born.reason
+    went = extractive_answer("荀彧是几月随曹操下江南的？", hits, [(["荀彧"], 3.0), (["江南"], 2.0)], lexicon, LEAD)
+    assert went.kind == "when" and went.span == "建安十七年冬十月"
 
 
 def test_the_filler_stands_beside_whom_the_slots_clause_names():
@@ -392,6 +399,7 @@ def test_question_kinds_and_the_words_around_the_slot():
     cases = {
         "曹操的父亲是被谁杀害的？": ("who", "杀害的"), "诸葛亮在哪座山上祭东风？": ("where", "座山上祭东风"),
         "孙权是哪一年称帝的？": ("when", "称帝的"), "甘宁带了多少骑兵？": ("number", "骑兵"),
+        "荀彧是几月几日出生的？": ("when", "出生的"), "曹操哪个月起兵？": ("when", "起兵"),
         "诸葛亮为什么斩马谡？": ("why", "斩马谡"), "孙权是怎样过桥的？": ("how", "过桥的"),
         "赵云夺得什么宝剑？": ("what", "宝剑"), "关羽离开曹营前把金银如何处置？": ("how", "处置"),
     }
