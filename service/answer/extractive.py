@@ -95,7 +95,7 @@ class Window:
 @dataclass
 class Extract:
     text: str
-    used: list[int]  # indexes (1-based) of the passages cited, in reading order: the text marks used[i] as [i + 1]
+    used: list[int]  # indexes (1-based) of the passages cited, as the text cites them: it marks used[i] as [i + 1]
     confidence: float
     span: str = ""
     kind: str = ""
@@ -269,7 +269,8 @@ def rank_windows(found: list[Window], w: Weights) -> list[Window]:
 
 def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
     """The best window, then the next ones that do not overlap those chosen, score at least `w.second` of the best
-    and fit the budget (characters), up to `w.windows`; in reading order."""
+    and fit the budget (characters), up to `w.windows`: the best first (an answer starts with what answers), the
+    others after it in reading order."""
     chosen = ranked[:1]
     for win in ranked[1:]:
         if len(chosen) >= w.windows or win.score < w.second * chosen[0].score:
@@ -281,7 +282,7 @@ def choose(ranked: list[Window], w: Weights, budget: int) -> list[Window]:
         if any(shares_sentence(win.text, c.text) for c in chosen):  # the same sentence in two passages (overlap)
             continue
         chosen.append(win)
-    return sorted(chosen, key=lambda c: (c.passage, c.start))
+    return [chosen[0], *sorted(chosen[1:], key=lambda c: (c.passage, c.start))]
 
 
 def extractive_answer(
@@ -289,7 +290,7 @@ def extractive_answer(
     weights: Weights = DEFAULT_WEIGHTS, max_chars: int = MAX_ANSWER_CHARS, said: str = "",
 ) -> Extract:
     """`{sentence}[1]{sentence}[2]`: up to `weights.windows` windows (a sentence or two each, `weights.budget`
-    characters in all) of the passages that answer, in reading order, each marked with its passage's place in
+    characters in all) of the passages that answer, the best first, each marked with its passage's place in
     `Extract.used` (the passages cited, numbered from 1), after a short answer when `weights.lead`; or the decline,
     in the question's language, when the passages are no evidence (`decline_reason`, kept in `Extract.reason`) or
     no sentence offers a filler for a number / date question (FILLED_KINDS). Sentences the conversation's last
@@ -389,7 +390,7 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
             chosen, lead = again, f"{intro}。"
     if kin and not any(k in c.text for c in chosen for k in kin):
         lead = ""  # only a relative the quoted sentences name
-    used = sorted({c.passage for c in chosen})  # marked [1], [2]… (not the passages' ranks: [2][4] skips numbers)
+    used = list(dict.fromkeys(c.passage for c in chosen))  # marked [1], [2]… as cited (not the passages' ranks)
     marked = [f"{c.text}[{used.index(c.passage) + 1}]" for c in chosen]  # then a space before a Latin sentence
     body = "".join((" " if i and re.match(r"[A-Za-z\"']", m) else "") + m for i, m in enumerate(marked))
     return Extract(lead + body, used, best, span=span, kind=shape.kind)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ingest.fsio import write_text_atomic
+from ingest.normalize import to_simplified, to_traditional
 
 from ..protocol import Route
 
@@ -79,9 +80,14 @@ def _names_in(text: str, names: frozenset[str] | Sequence[str], limit: int = 8) 
 
 
 def text_features(text: str, signals: Signals, prefix: str = "") -> tuple[dict[str, float], dict[str, list[str]]]:
-    """Features of one message (without the embedding), plus the names that explain them."""
+    """Features of one message (without the embedding), plus the names that explain them. A message in traditional
+    script is read as simplified (the signals' words and the fitted model are), and names are looked for in either
+    script (a knowledge base keeps its documents' own)."""
+    text = to_simplified(text)
+    either = text + "\n" + to_traditional(text) if _HAN.search(text) else text
     persona = _names_in(text, list(signals.persona_names))
-    entities = [e for e in _names_in(text, signals.entities(), limit=16) if not any(e in p or p in e for p in persona)]
+    entities = [e for e in _names_in(either, signals.entities(), limit=16)
+                if not any(to_simplified(e) in p or p in to_simplified(e) for p in persona)]
     top, n_tokens = signals.keyword_top(text) if text.strip() else (0.0, 0)
     han = len(_HAN.findall(text))
     words = len(_ASCII_WORD.findall(text))

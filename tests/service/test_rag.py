@@ -667,3 +667,10 @@ def test_a_cited_passage_s_snippet_starts_at_the_sentence_the_answer_quotes():
     assert plain.snippet.startswith("第一段闲话。") and len(plain.snippet) == SNIPPET_CHARS + 1
     unknown = citations(hits, used=[2], quoted="另一句话，不在段落中。[1]")[0]
     assert unknown.snippet == plain.snippet
+
+
+def test_the_answer_starts_with_its_best_sentence_and_numbers_citations_as_they_appear():
+    hits = [chunk("鲁肃来见孔明，孔明向鲁肃借船。"), chunk("孔明向鲁肃借船二十只，每船用军士三十人。")]
+    e = extractive_answer("孔明向鲁肃借了多少只船？", hits, TERMS)  # the second passage answers, the first supports
+    assert e.text == "孔明向鲁肃借船二十只，每船用军士三十人。[1]鲁肃来见孔明，孔明向鲁肃借船。[2]"
+    assert e.used == [2, 1]  # [1] is the first passage the text cites

@@ -57,6 +57,18 @@ def test_text_features_read_address_entities_and_questions():
     assert g["english"] == 1.0 and g["second_person"] >= 1 and g["opinion"] >= 1
 
 
+def test_a_message_in_traditional_script_has_the_simplified_ones_features():
+    for simple in ("丞相，当年赤壁之战您是怎么借东风的？", "刘备在荆州做了什么？", "先生，我心里很烦"):
+        traditional = {"丞相，当年赤壁之战您是怎么借东风的？": "丞相，當年赤壁之戰您是怎麼借東風的？",
+                       "刘备在荆州做了什么？": "劉備在荊州做了什麼？", "先生，我心里很烦": "先生，我心裡很煩"}[simple]
+        assert text_features(traditional, signals()) == text_features(simple, signals())
+    # a knowledge base of traditional-script documents knows its names in that script
+    kept = Signals(entities=lambda: frozenset({"劉備", "荊州"}), keyword_top=lambda q: (0.0, 1),
+                   persona_names=["诸葛亮"])
+    f, names = text_features("刘备在荆州做了什么？", kept)
+    assert f["entities"] == 2 and set(names["entities"]) == {"劉備", "荊州"}
+
+
 def test_a_follow_up_carries_the_previous_turn():
     msgs = [{"role": "user", "content": "刘备是怎么死的"}, {"role": "assistant", "content": "..."},
             {"role": "user", "content": "那后来呢"}]
