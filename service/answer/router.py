@@ -38,6 +38,12 @@ _OPINION = re.compile(
 _PAST_SELF = re.compile(r"当年|当时|那时|那年|您当|你当|你那|您那|昔日|彼时|back then|at the time|did you|were you",
                         re.I)
 _NOVEL = re.compile(r"三国|演义|书中|书里|原文|小说|哪一回|第.{1,4}回|章节|\bnovel\b|\bbook\b|\bchapter\b", re.I)
+# a short message asking the conversation to go on (那后来呢？ 然后呢 接着讲 他呢？): it takes the route of the user
+# message before it, whose subject it continues
+_GO_ON = re.compile(r"后来|然后|接着|继续|还有|之后|再说|再讲|下文|详细|具体|展开|呢[？?]?$"
+                    r"|^(?:and )?then\b|\bgo on\b|\bcontinue\b|\bwhat next\b|\bwhat happened next\b|\bmore\b", re.I)
+_OWN_SIGNALS = ("persona_named", "second_person", "title", "greeting", "opinion", "entities")
+GO_ON = "asks the conversation to go on (the route of the message before)"
 _CALL = "，,！!：:啊呀"  # after a name that opens the message, it calls him (孔明，… / 孔明啊 / Zhuge Liang, …)
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _ASCII_WORD = re.compile(r"[A-Za-z]+")
@@ -248,6 +254,11 @@ class Router:
         return f, names
 
     def decide(self, messages: Sequence[dict[str, str]], embedding: np.ndarray | None = None) -> RouteDecision:
+        last, f, _ = conversation_features(messages, self.signals)
+        if f["short_followup"] and _GO_ON.search(last.strip()) and not any(f[k] for k in _OWN_SIGNALS):
+            users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+            before = self.decide(messages[: users[-1]])  # the conversation up to the user message before
+            return RouteDecision(before.route, before.scores, f"{before.route}: {GO_ON}", features=f)
         f, names = self.features(messages, embedding)
         x = (np.asarray([f.get(n, 0.0) for n in self.model.features]) - self._mean) / self._scale
         logits = self._coef @ x + self._intercept

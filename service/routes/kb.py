@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, UploadFile
 
 from ..answer.retrieval import source_name
 from ..errors import BadRequest
-from ..uploads import save_upload, upload_target
+from ..uploads import save_upload, shown_name, upload_target
 from .deps import Chat, KbKey, Settings, VectorStores
 
 _ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"(),:;]+/)+(?=[^\s/'\"(),:;]+)")
@@ -46,8 +46,18 @@ def _doc(d: Any) -> dict[str, Any]:
 async def kb_upload(
     chat: Chat, settings: Settings, stores: VectorStores, files: Annotated[list[UploadFile], File()]
 ) -> dict[str, Any]:
-    for f in files:  # every name is checked before any file is written
-        upload_target(settings.upload_dir(), f.filename)
+    refused_names, kept = [], []  # every name is checked before any file is written; one refused is left out
+    for f in files:
+        try:
+            upload_target(settings.upload_dir(), f.filename)
+            kept.append(f)
+        except BadRequest as e:
+            refused_names.append({"file": shown_name(f.filename), "reason": e.message})
+    if not kept:
+        reasons = "; ".join(r["reason"] for r in refused_names)
+        raise BadRequest(reasons if len(files) == 1 else f"no file of the upload has a name it can keep ({reasons})",
+                         param="files")
+    files = kept
     names = [str(f.filename) for f in files]  # checked: none is empty
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # a document is its file name: the second would replace the first before it is read
@@ -56,12 +66,12 @@ async def kb_upload(
         paths = [await save_upload(settings.upload_dir(), f) for f in files]
         # answered after the keyword phase (seconds, also for a novel); the embedding continues in the background
         summary = await asyncio.wrap_future(stores.add_documents(chat.kb.settings.collection, paths))
-    failed = [{"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed]
+    failed = [*refused_names, *({"file": Path(p.path).name, "reason": scrub_paths(p.reason)} for p in summary.failed)]
     refused = {Path(p.path).resolve() for p in summary.failed}
     for path in paths:  # a refused file is not kept on the server
         if Path(path).resolve() in refused:
             Path(path).unlink(missing_ok=True)
-    if failed and len(failed) == len(paths):  # nothing of the upload could be ingested: a client error, not a 200
+    if len(summary.failed) == len(paths):  # nothing of the upload could be ingested: a client error, not a 200
         reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failed)
         raise BadRequest(f"no file of the upload could be ingested ({reasons})", param="files", code="unreadable_file")
     return {

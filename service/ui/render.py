@@ -34,6 +34,7 @@ REASONS_ZH: dict[str, str] = {
     "is long": "消息较长", "is short": "消息较短", "is in English": "用英文", "is in Chinese": "用中文",
     "continues a conversation": "接着前面的对话", "opens the conversation": "开启新对话",
     "is a short follow-up": "是简短的追问", "is not a short follow-up": "不是简短的追问",
+    "asks the conversation to go on (the route of the message before)": "请接着讲（沿用上一条消息的路由）",
     "names the persona without speaking to him": "以第三人称提到角色",
     "does not speak of the persona in the third person": "没有以第三人称提到角色",
     "resembles factual questions": "像事实类问题", "does not resemble factual questions": "不像事实类问题",

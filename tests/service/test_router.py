@@ -92,6 +92,27 @@ def test_fitted_router_decides_and_explains():
     assert d.features["entities"] == 2 and d.features["persona_named"] == 0
 
 
+def test_a_message_asking_to_go_on_takes_the_route_of_the_message_before():
+    router = Router(fit_router(items(TRAIN), signals(), fake_embed), signals(), fake_embed)
+
+    def turns(*users: str) -> list[dict[str, str]]:
+        out = []
+        for u in users:
+            out += [{"role": "user", "content": u}, {"role": "assistant", "content": "……"}]
+        return out[:-1]
+
+    for first, route in [("关羽在赤壁做了什么", "rag"), ("丞相，当年荆州您是怎么丢的", "both")]:
+        assert router.decide(turns(first)).route == route
+        for go_on in ("那后来呢？", "然后呢", "接着讲"):
+            d = router.decide(turns(first, go_on))
+            assert (d.route, d.reason) == (route, f"{route}: asks the conversation to go on (the route of the "
+                                                  "message before)"), (first, go_on)
+        assert router.decide(turns(first, "他是怎么死的？", "那后来呢？")).route == router.decide(
+            turns(first, "他是怎么死的？")).route  # two follow-ups: the one before decides
+    # a short message with its own signal is decided by the model, not carried over (thanks, a greeting, "you")
+    assert router.decide(turns("关羽在赤壁做了什么", "先生，你好")).route == "persona"
+
+
 def test_fit_leaves_each_message_out_of_its_own_similarity():
     """With the message itself among the examples, similarity would be 1.0 for its own route: leaked."""
     model = fit_router(items(TRAIN), signals(), fake_embed)

@@ -244,12 +244,13 @@ def test_upload_through_a_symlink_is_refused_and_writes_nothing_outside(make_cli
     for name in ("link.txt", "dirlink"):
         r = client.post("/v1/kb/documents", headers=auth, files={"files": (name, b"overwritten", "text/plain")})
         assert r.status_code == 400, r.text
-    # two files in one request: the good name is not written when the other is refused
-    r = client.post("/v1/kb/documents", headers=auth, files=[("files", ("good.txt", b"ok", "text/plain")),
-                                                            ("files", ("link.txt", b"overwritten", "text/plain"))])
-    assert r.status_code == 400
+    # two files in one request: the one refused is named, the other goes on
+    pair = [("files", ("good.txt", "白云塔有七层。".encode(), "text/plain")),
+            ("files", ("link.txt", b"overwritten", "text/plain"))]
+    r = client.post("/v1/kb/documents", headers=auth, files=pair)
+    assert r.status_code == 200 and [f["file"] for f in r.json()["failed"]] == ["link.txt"], r.text
     assert outside.read_text() == "original"
-    assert sorted(p.name for p in upload_dir.iterdir()) == ["dirlink", "link.txt"]
+    assert sorted(p.name for p in upload_dir.iterdir()) == ["dirlink", "good.txt", "link.txt"]
     assert os.path.islink(upload_dir / "link.txt")
 
 
@@ -361,3 +362,18 @@ def test_a_passage_cannot_close_its_fence(payload):
     assert block.count("\n[") == 1 and block.startswith("[1] （三国 第46回 用奇谋孔明借箭）\n```\n")
     prompt = rag_messages([], "孔明借了多少箭？", hits)
     assert json.dumps(prompt, ensure_ascii=False).count("```") == 4
+
+
+def test_a_file_refused_by_its_name_is_left_out_and_the_rest_of_the_upload_goes_on(make_client):
+    client = make_client(api_keys=["k"])
+    upload_dir = client.app.state.settings.upload_dir()
+    batch = [("files", ("长" * 100 + ".txt", "翡翠湖在城东。".encode(), "text/plain")),
+             ("files", ("../evil.txt", b"x", "text/plain")),
+             ("files", ("good.md", "白云塔有七层，建于唐代。".encode(), "text/plain"))]  # fmt: skip
+    r = client.post("/v1/kb/documents", headers={"authorization": "Bearer k"}, files=batch)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["added"] == 1 and [p.name for p in upload_dir.iterdir()] == ["good.md"]
+    reasons = {f["file"]: f["reason"] for f in body["failed"]}
+    assert len(reasons) == 2 and "too long (304 bytes in UTF-8, at most 255)" in reasons["长" * 59 + "…"]
+    assert "plain file name" in reasons["../evil.txt"]
