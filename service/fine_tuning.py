@@ -3,7 +3,7 @@ objects and their lists, built from finetune.jobs' records."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,7 @@ from finetune.jobs.store import EventRecord, FileRecord, JobRecord
 from .protocol import OpenAIRequest
 
 Auto = Literal["auto"]
+MAX_BATCH_SIZE = 256  # sequences in one micro-batch: more holds no machine's memory (and a typo of 1e11 is refused)
 
 
 class Hyperparameters(BaseModel):
@@ -19,7 +20,8 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     n_epochs: Auto | int | None = Field(default=None, description="passes over the training data")
-    batch_size: Auto | int | None = Field(default=None, description="sequences per micro-batch")
+    batch_size: Auto | Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] | None = Field(
+        default=None, description=f"sequences per micro-batch, 1 to {MAX_BATCH_SIZE}")
     learning_rate_multiplier: Auto | float | None = Field(default=None, description="times finetune's 2e-4")
 
 

@@ -177,6 +177,8 @@ def test_list_pages_events_shape_and_errors(ft_service, tmp_path):
            ({"model": "tiny", "training_file": "file-nope"}, "training_file"),
            ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"n_epochs": 0}},
             "hyperparameters.n_epochs"),
+           ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"batch_size": 100000000000}},
+            "hyperparameters.batch_size"),
            ({"model": "tiny", "training_file": upload.id, "extra_body": {"kongming": {"lora": {"r": 0}}}},
             "kongming.lora.r"),
            ({"model": "tiny", "training_file": upload.id,
