@@ -129,7 +129,13 @@ def create_app(
                        metrics=metrics, prefix_limits={"/v1/files": files_limit, **page_uploads})
     app.add_middleware(AccessLog, metrics=metrics)
     if with_ui:
+        from fastapi.responses import RedirectResponse
+
         from .ui import mount_ui
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:  # the address a person types opens the page
+            return RedirectResponse("/ui/")
 
         app = mount_ui(app, chat)
     return app

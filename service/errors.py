@@ -133,6 +133,9 @@ def validation_error(errors: Sequence[Any]) -> BadRequest:
         where = f" (at character {loc[0]})" if loc else ""
         message = f"the request body is not valid JSON{where}: " + str(first.get("ctx", {}).get("error", "parse error"))
         param = None
+    elif kind in ("model_attributes_type", "dict_type") and not loc:  # curl -d without a JSON content type
+        message = ("the request body must be a JSON object, sent with `Content-Type: application/json` "
+                   "(curl: -H 'Content-Type: application/json')")
     elif kind == "extra_forbidden":
         message = f"Unrecognized request argument supplied: {param}"
     elif kind in (UNSUPPORTED, CONVERSATION):  # the request model's own refusals say everything themselves

@@ -65,8 +65,8 @@ async def require_kb_key(request: Request, settings: Settings) -> None:
     off. The key ring is read on every request: keys added or revoked while the service runs count at once."""
     ring: KeyRing = request.app.state.keys
     if not ring.configured():
-        raise Unauthorized("the knowledge-base endpoints are disabled: create a key with `kongming keys add` (or "
-                           "set KONGMING_API_KEYS) and send it as a Bearer token")
+        raise Unauthorized("the knowledge-base, files and fine-tuning endpoints are disabled: create a key with "
+                           "`kongming keys add` (or set KONGMING_API_KEYS) and send it as a Bearer token")
     key_id = ring.identify(_bearer(request))
     if key_id is None:
         raise Unauthorized(WRONG_KEY)

@@ -199,6 +199,9 @@ def test_the_pages_uploads_take_the_files_limit_not_the_chats(kb_settings, tmp_p
         assert r.status_code == 200, r.text
         big = {"files": ("novel.txt", b"x" * 1_100_000, "text/plain")}  # over max_file_bytes + the framing
         assert_openai_error(client.post("/ui/gradio_api/upload", files=big), 413)
+        home = client.get("/", follow_redirects=False)  # the address a person types opens the page
+        assert home.status_code == 307 and home.headers["location"] == "/ui/"
+        assert client.get("/").status_code == 200
 
 
 def test_unknown_model_persona_and_document(make_client):

@@ -137,3 +137,11 @@ def test_param_names_a_field_not_an_offset_or_a_union_member(make_client, body, 
     r = make_client().post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     err = shape(r.json())
     assert r.status_code == 400 and err["param"] == param and says in err["message"], err
+
+
+def test_a_json_body_sent_as_a_form_says_which_content_type_to_send(make_client):
+    body = b'{"model": "kongming", "messages": [{"role": "user", "content": "x"}]}'  # what curl -d sends as a form
+    r = make_client().post("/v1/chat/completions", content=body,
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    err = shape(r.json())
+    assert r.status_code == 400 and "Content-Type: application/json" in err["message"], err
