@@ -46,7 +46,9 @@ def _doc(d: Any) -> dict[str, Any]:
 async def kb_upload(
     chat: Chat, settings: Settings, stores: VectorStores, files: Annotated[list[UploadFile], File()]
 ) -> dict[str, Any]:
-    refused_names, kept = [], []  # every name is checked before any file is written; one refused is left out
+    # every name is checked before any file is written; a file refused by its name is left out
+    refused_names: list[dict[str, Any]] = []
+    kept: list[UploadFile] = []
     for f in files:
         try:
             upload_target(settings.upload_dir(), f.filename)
@@ -54,7 +56,7 @@ async def kb_upload(
         except BadRequest as e:
             refused_names.append({"file": shown_name(f.filename), "reason": e.message})
     if not kept:
-        reasons = "; ".join(r["reason"] for r in refused_names)
+        reasons = "; ".join(str(r["reason"]) for r in refused_names)
         raise BadRequest(reasons if len(files) == 1 else f"no file of the upload has a name it can keep ({reasons})",
                          param="files")
     files = kept
