@@ -67,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# the settings the command line can give: field -> (argparse dest, flag)
+_FLAGS = {"data_dir": ("data_dir", "--data-dir"), "store_dir": ("store", "--store"),
+          "chroma_url": ("chroma_url", "--chroma-url"), "collection": ("collection", "--collection"),
+          "embed_model": ("embed_model", "--embed-model"), "chunk_size": ("chunk_size", "--chunk-size"),
+          "chunk_overlap": ("chunk_overlap", "--chunk-overlap"), "chunk_unit": ("chunk_unit", "--chunk-unit"),
+          "aliases_file": ("aliases", "--aliases")}
+
+
 def _settings(args: argparse.Namespace) -> IngestSettings:
     from .settings import get_settings
 
@@ -125,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (ValidationError, SettingsError) as exc:  # a KONGMING_* setting out of range, of the wrong type, not JSON
-        for line in settings_error_lines(exc):
+        given = {f: flag for f, (dest, flag) in _FLAGS.items() if getattr(args, dest, None) is not None}
+        for line in settings_error_lines(exc, given):
             print(f"error: {line}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:  # a data folder that cannot be written (read-only, full): the message names the path

@@ -141,9 +141,11 @@ def get_settings(**overrides: Any) -> IngestSettings:
 _SECRET = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
-def settings_error_lines(exc: Exception) -> list[str]:
+def settings_error_lines(exc: Exception, flags: dict[str, str] | None = None) -> list[str]:
     """One line per setting that could not be read, naming its environment variable (`KONGMING_PORT='eighty': Input
-    should be a valid integer…`); the value of a key, token, secret or password is left out. `exc`: pydantic's
+    should be a valid integer…`), or the command-line flag that gave it (`flags`: field -> flag, e.g. chunk_size ->
+    --chunk-size: `--chunk-size 10: Input should be ≥ 20`); the value of a key, token, secret or password is left
+    out. `exc`: pydantic's
     ValidationError (a value of the wrong type or out of range) or pydantic-settings' SettingsError (a list or
     mapping setting that is not JSON); anything else is one line of its own text."""
     import re
@@ -153,7 +155,11 @@ def settings_error_lines(exc: Exception) -> list[str]:
     if isinstance(exc, ValidationError):
         lines = []
         for e in exc.errors():
-            name = "KONGMING_" + "_".join(str(p) for p in e["loc"] if not isinstance(p, int)).upper()
+            key = "_".join(str(p) for p in e["loc"] if not isinstance(p, int))
+            name = "KONGMING_" + key.upper()
+            if (flags or {}).get(key):
+                lines.append(f"{(flags or {})[key]} {e.get('input')}: {e['msg']}")
+                continue
             shown = "" if any(s in name for s in _SECRET) else f"={e.get('input')!r}"
             lines.append(f"{name}{shown}: {e['msg']}")
         return lines

@@ -49,6 +49,13 @@ def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(env, value):
     assert r.stderr.startswith(f"error: KONGMING_EMBED_PIECE_CHARS='{value}': ")
 
 
+def test_a_bad_flag_value_names_the_flag_not_its_environment_variable(env, tmp_path):
+    doc = tmp_path / "a.txt"
+    doc.write_text("白云塔有七层。", encoding="utf-8")
+    r = run("ingest.cli", "add", "--chunk-size", "10", str(doc), env=env)
+    assert r.returncode != 0 and r.stderr.startswith("error: --chunk-size 10: "), r.stderr
+
+
 def test_add_list_search_remove_with_exit_codes(tmp_path, env, novel_file):
     bad = novel_file.parent / "bad.txt"
     bad.write_bytes(b"\x00\xff" * 100)
