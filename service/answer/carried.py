@@ -13,9 +13,14 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from .question import PLACE_SUFFIX
+
 # how the novel tells that someone died (the death itself, not 死战 or 受死: ingest/events.py searches wider)
 DIED = re.compile(r"[而已遂乃皆]?(?:死|亡|逝|卒)(?![战守罪地士拒命])|崩|薨|殂|气绝|身亡|遇害|归天|自刎|殒命")
-CARRY = 4  # sentences before the filler's that may tell the death and name the one who died
+CARRY = 5  # sentences before the filler's that may tell the death and name the one who died
+# a mined "name" that is not someone: an era before its year (时建兴 of 时建兴十二年) or a place (铜雀台, 城南)
+_ERA_YEAR = re.compile(r"[零〇一二两三四五六七八九十百元]")
+PLACE_END = PLACE_SUFFIX + "门"
 
 
 class Candidate(Protocol):
@@ -36,6 +41,7 @@ def carried_over(
     `whose` (whom the question asks about: 飞大叫一声而亡。时年五十五岁。). Every window gets a "died" part: 1 for
     one whose filler is told at the death (carried, or a death word in it or the sentence before it: 睿年至十五岁 is
     no age at his death)."""
+    names = [n for n in names if n[-1] not in PLACE_END]
     sentence = {(w.passage, w.start): w.text for w in found if w.end - w.start == 1}
     for win in found:
         before = sentence.get((win.passage, win.start - 1), "")
@@ -43,7 +49,7 @@ def carried_over(
         win.parts["died"] = 1.0 if at_death else 0.0
         if win.end - win.start != 1 or not win.parts.get("slot") or win.parts.get("entity", 1.0):
             continue
-        if win.passage not in passages or any(n in win.text for n in names):
+        if win.passage not in passages or _names_someone(win.text, names):
             continue
         died = False
         for back in range(CARRY + 1):
@@ -52,16 +58,28 @@ def carried_over(
                 break  # the passage's start
             died = died or DIED.search(text) is not None
             told = _QUOTED.sub("", text)
-            if back and any(n in told for n in names):
-                if died and any(n in told for n in whose):
+            if back and _names_someone(told, names):
+                if died and _names_someone(told, whose):
                     win.parts["entity"] = win.parts["died"] = 1.0
                 break
 
 
-def at_anothers_death(win: Candidate) -> bool:
-    """Whether the window tells an age or date at a death (parts["died"]) beside no one the question asks about: after
-    the answer's own filler it would offer a second one (曹操's 寿六十六岁 after 张飞's 时年五十五岁)."""
-    return bool(win.parts.get("died")) and not win.parts.get("entity", 1.0)
+def _names_someone(text: str, names: Collection[str]) -> bool:
+    """Whether `text` holds one of `names` not followed by a year's numeral (an era: 建兴十二年)."""
+    for n in names:
+        at = text.find(n)
+        while at >= 0:
+            if not _ERA_YEAR.match(text, at + len(n)):
+                return True
+            at = text.find(n, at + 1)
+    return False
+
+
+def anothers_filler(win: Candidate) -> bool:
+    """Whether the window offers a filler (an age, a date, a number) beside no one the question asks about: after the
+    answer's own it would offer a second, someone else's (曹操's 寿六十六岁 after 张飞's 时年五十五岁, 诸葛尚's
+    时年一十九岁 after 孔明's 寿五十四岁)."""
+    return bool(win.parts.get("slot")) and not win.parts.get("entity", 1.0)
 
 
 # a quotation, or the part of one a sentence holds (the sentence splitter cuts inside them)

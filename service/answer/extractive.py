@@ -14,7 +14,7 @@ from ingest.chunking import split_sentences
 from ingest.events import event_words
 from ingest.retrieval import RetrievedChunk
 
-from .carried import at_anothers_death, carried_over
+from .carried import anothers_filler, carried_over
 from .decline import FUNCTION_CHARS, HAN_CHAR, Terms, coverage, decline_message, decline_reason
 from .decline import MIN_COVERAGE as MIN_COVERAGE
 from .decline import MIN_DENSE as MIN_DENSE
@@ -363,12 +363,15 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
         return decline
     ranked = rank_windows(found, weights)
     if shape.kind in FILLED_KINDS:  # and the answer starts with the best window that offers one
-        first = max(filled, key=lambda w: w.score)  # and no one else's age or date at a death follows it
-        ranked = [first, *(w for w in ranked if w is not first and not at_anothers_death(w))]
+        first = max(filled, key=lambda w: w.score)  # and no one else's number or date follows it
+        ranked = [first, *(w for w in ranked if w is not first and not anothers_filler(w))]
     best, first = ranked[0].score, ranked[0]
     top, span = first, None
-    if shape.kind in SPAN_KINDS:
-        top, span = lead_filler(ranked, question, shape, lexicon, weights)
+    if shape.kind in SPAN_KINDS:  # a number or date lead comes from a window that offers it beside them
+        pool = [w for w in ranked if w in filled] if shape.kind in FILLED_KINDS else ranked
+        top, span = lead_filler(pool, question, shape, lexicon, weights)
+        if shape.kind in FILLED_KINDS and top.parts.get("died"):  # with the death it follows (气绝而死。寿六十六岁。)
+            top = next((w for w in found if (w.passage, w.start, w.end) == (top.passage, top.start - 1, top.end)), top)
         if top is not ranked[0]:  # the window the lead comes from is cited first
             ranked = [top, *(w for w in ranked if w is not top)]
     span = span or clause_span(top.text, question, shape)

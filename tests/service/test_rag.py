@@ -308,6 +308,23 @@ def test_the_age_told_after_a_death_in_a_sentence_naming_no_one_is_the_dead_pers
     assert "五十五岁" in both.text and "六十六" not in both.text, both.text
 
 
+def test_an_age_at_a_death_is_told_after_an_era_or_a_place_mined_as_a_name_and_quoted_with_the_death():
+    # 时建兴 (an era before its year) and 铜雀台 (a place) were mined as names: neither is someone named
+    shu = Lexicon(names={"孔明", "诸葛亮", "时建兴", "李福", "诸葛尚", "铜雀台", "曹操"},
+                  aliases=[{"诸葛亮", "孔明"}, {"曹操", "孟德", "曹孟德"}])
+    terms = [(["诸葛亮", "孔明"], 3.0), (["薨", "寿五"], 4.0)]
+    told = [chunk("孔明尚在。福问：“丞相之后，谁可继之？”孔明不答。众将近前视之，已薨矣。"
+                  "时建兴十二年秋八月二十三日也，寿五十四岁。", 104),
+            chunk("众视之，乃瞻长子诸葛尚也。尚时年一十九岁。", 117)]  # another's age, naming 诸葛尚
+    age = extractive_answer("诸葛亮死时多少岁？", told, terms, shu)
+    assert age.text.startswith("众将近前视之，已薨矣。时建兴十二年秋八月二十三日也，寿五十四岁。[1]")  # with the death
+    assert "一十九岁" not in age.text, age.text
+    cao = [chunk("曹操病重。操令近侍取平日所藏名香，分赐诸侍妾。又命诸妾多居于铜雀台中。又遗命设立疑冢七十二。"
+                 "嘱毕，长叹一声，泪如雨下。须臾，气绝而死。寿六十六岁。", 78)]
+    age = extractive_answer("曹操享年多少？", cao, [(["曹操", "孟德"], 3.0), (["享年"], 4.0)], shu)
+    assert age.kind == "number" and age.text.startswith("须臾，气绝而死。寿六十六岁。[1]"), age.text
+
+
 def test_a_traditional_script_question_is_read_as_the_simplified_one():
     pytest.importorskip("opencc")
     hits = [chunk("却说司马懿在宛城闲住。懿长子司马师，字子元。徐母曰：“司马懿何如人也？”", 106)]
