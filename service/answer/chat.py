@@ -190,16 +190,15 @@ class ChatService:
 
     def models(self) -> list[ModelCard]:
         """Every model a request may name: the routes, the personas, then the fine-tuned models (read now)."""
-        return self._builtin_models() + self.served.cards()
+        return self._builtin_models(with_bindings=True) + self.served.cards()
 
-    def _builtin_models(self) -> list[ModelCard]:
-        cards = [
-            ModelCard(id=ROUTED, description="routed per message: rag, persona or both"),
-            ModelCard(id=RAG_MODEL, description="answers from the knowledge base with citations"),
-        ]
-        for p in self.settings.personas:
-            cards.append(ModelCard(id=PERSONA_PREFIX + p.name, description=f"speaks as {p.display_name}"))
-        return cards
+    def _builtin_models(self, with_bindings: bool = False) -> list[ModelCard]:
+        bound = self.engines.bindings() if with_bindings else {}  # a fine-tuned model deployed as a persona
+        return [ModelCard(id=ROUTED, description="routed per message: rag, persona or both"),
+                ModelCard(id=RAG_MODEL, description="answers from the knowledge base with citations"),
+                *(ModelCard(id=PERSONA_PREFIX + p.name, description=f"speaks as {p.display_name}" + (
+                    f", answered by fine-tuned model {bound[p.name]}" if p.name in bound else ""))
+                  for p in self.settings.personas)]
 
     def resolve_model(self, model: str) -> tuple[Route | None, PersonaConfig | None]:
         """The forced route and persona a model name stands for (None route = let the router decide)."""
@@ -333,7 +332,8 @@ class ChatService:
         hits: list[RetrievedChunk] | None = None,
     ) -> Reply:
         """The persona's own model answers (its decoding: persona_params), grounded on `hits` when there are any."""
-        engine = await self.engines.persona(persona)
+        engine, bound = await self.engines.persona_engine(persona)
+        decision.reason += f"; answered by fine-tuned model {bound.id}" if bound else ""  # one deployed to chat
         params.max_tokens = min(max_tokens or persona.max_tokens, self.settings.max_tokens_cap)
         persona_params(persona, params)
         prompt = persona_messages(persona, msgs)

@@ -84,15 +84,23 @@ class Engines:
 
     async def persona(self, persona: PersonaConfig) -> Engine:
         """The persona's engine: the fine-tuned model bound to it, else its configured model."""
+        return (await self.persona_engine(persona))[0]
+
+    async def persona_engine(self, persona: PersonaConfig) -> tuple[Engine, FineTunedModel | None]:
+        """The persona's engine and the fine-tuned model bound to it (None: its configured model answers)."""
         models = await asyncio.to_thread(self._registered)
         await self._drop_deleted(models)
         bound = next((m for m in models or [] if m.persona == persona.name), None)
         if bound is not None:
-            return await self.fine_tuned(bound)
+            return await self.fine_tuned(bound), bound
         engine = self._engines.get(persona.name)
         if engine is None:
             engine = await asyncio.to_thread(self._build_persona, persona)
-        return engine
+        return engine, None
+
+    def bindings(self) -> dict[str, str]:
+        """persona name -> the id of the fine-tuned model bound to it (empty when the registry cannot be read)."""
+        return {m.persona: m.id for m in self._registered() or [] if m.persona}
 
     def _build_persona(self, persona: PersonaConfig) -> Engine:
         with self._lock:

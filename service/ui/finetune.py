@@ -166,7 +166,15 @@ def make_actions(chat: ChatService, ring: KeyRing) -> tuple[Any, Any]:
                 await chat.served.bind(job.fine_tuned_model, persona)
             except ServiceError as exc:
                 _fail(ft_ops.ConsoleError(error_body(exc)[1].error.message))
-            said += f", and persona {persona} answers with it"
+            said += (f", and persona {persona} answers with it instead of its own model (undo: deploy again with "
+                     f"persona «{UNBOUND}»)")
+            config, tuned = chat.settings.persona(persona), chat.served.get(job.fine_tuned_model)
+            if config and tuned and tuned.system_prompt and tuned.system_prompt != config.system_prompt:
+                said += (f". Note: it was trained with another system prompt ({tuned.system_prompt[:40]!r}) than the "
+                         f"persona's, which it is now given")
+        elif (tuned := chat.served.get(job.fine_tuned_model)) is not None and tuned.persona:
+            await chat.served.bind(job.fine_tuned_model, None)
+            said += f", and persona {tuned.persona} answers with its own model again"
         return gr.update(choices=model_choices(chat), value=job.fine_tuned_model), said
 
     return cancel, deploy

@@ -57,6 +57,9 @@ def reason_zh(reason: str, route: str) -> str:
         before = ""
         if part.startswith("previous message "):
             before, part = "上一条消息", part.removeprefix("previous message ")
+        if part.startswith("answered by fine-tuned model "):  # a fine-tuned model deployed as the persona
+            parts.append("由微调模型 " + part.removeprefix("answered by fine-tuned model ") + " 回答")
+            continue
         names = ""
         if (m := _NAMES.match(part)) and m.group(1) in REASONS_ZH:
             part, names = m.group(1), f"（{m.group(2)}）"

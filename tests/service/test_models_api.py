@@ -57,7 +57,15 @@ def test_a_fine_tuned_model_is_served_at_once_bound_and_deleted(
     before = _chat(client, persona).json()["choices"][0]["message"]["content"]
     bound = client.post(f"/v1/models/{FT}/persona", json={"persona": "zhuge-liang"}, headers=AUTH)
     assert bound.status_code == 200 and bound.json()["kongming"]["persona"] == "zhuge-liang"
-    assert _chat(client, persona).json()["choices"][0]["message"]["content"] != before
+    spoke = _chat(client, persona).json()
+    assert spoke["choices"][0]["message"]["content"] != before
+    # and says so: in the route's reason, and in the persona's card of the model list
+    assert spoke["kongming"]["route"]["reason"].endswith(f"; answered by fine-tuned model {FT}"), spoke["kongming"]
+    cards = {m["id"]: m for m in client.get("/v1/models", headers=AUTH).json()["data"]}
+    assert cards[persona]["description"].endswith(f", answered by fine-tuned model {FT}")
+    from service.ui.render import reason_zh
+
+    assert reason_zh(spoke["kongming"]["route"]["reason"], "persona").endswith(f"由微调模型 {FT} 回答")
     unknown = client.post(f"/v1/models/{FT}/persona", json={"persona": "cao-cao"}, headers=AUTH)
     assert unknown.status_code == 400 and "zhuge-liang" in unknown.json()["error"]["message"]
     assert client.post(f"/v1/models/{FT}/persona", json={"persona": None}, headers=AUTH).json()["kongming"][
@@ -180,3 +188,28 @@ def test_upstream_adapters_go_through_vllms_load_and_unload(make_client: Any, tm
         assert other not in vllm.loaded and FT in vllm.loaded
     finally:
         server.stop()
+
+
+def test_the_pages_deploy_binds_a_persona_says_so_and_unbinds_it(
+    make_client: Any, tiny_chat_model: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """«deploy to Chat» with a persona says the persona now answers with the model (and that it was trained with
+    another system prompt); deploying again without one gives the persona its own model back."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from service.ui import finetune, ft_ops
+    from tests.tinymodel import build_random_lora
+
+    client = make_client(api_keys=[KEY])
+    _add(tmp_path / "svc", build_random_lora(tiny_chat_model, tmp_path / "lora"), str(tiny_chat_model),
+         system_prompt="你是甄嬛。")
+    monkeypatch.setattr(ft_ops, "job_view", lambda settings, job_id: (SimpleNamespace(fine_tuned_model=FT),))
+    monkeypatch.setattr(finetune, "model_choices", lambda chat: [FT])
+    _, deploy = finetune.make_actions(client.app.state.chat, client.app.state.keys)
+    _, said = asyncio.run(deploy(KEY, "ftjob-abc123", "zhuge-liang"))
+    assert "persona zhuge-liang answers with it instead of its own model" in said and "'你是甄嬛。'" in said, said
+    assert client.get(f"/v1/models/{FT}", headers=AUTH).json()["kongming"]["persona"] == "zhuge-liang"
+    _, said = asyncio.run(deploy(KEY, "ftjob-abc123", finetune.UNBOUND))
+    assert "persona zhuge-liang answers with its own model again" in said, said
+    assert client.get(f"/v1/models/{FT}", headers=AUTH).json()["kongming"]["persona"] is None
