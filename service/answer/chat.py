@@ -29,6 +29,7 @@ from .rag import (
     Tokenizer,
     cut_answer,
     grounded_persona_messages,
+    next_after,
     no_answer,
     question_part,
     rag_messages,
@@ -67,8 +68,7 @@ class Reply:
     params: SamplingParams = field(default_factory=SamplingParams)
     note: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    # What to answer instead when the engine fails before its first token (a RAG answer: the extractive one),
-    # built only then.
+    # the answer when the engine fails before its first token (a RAG answer: the extractive one), built only then
     fallback: Callable[[], Reply] | None = None
     # kongming.sources "append": the numbered sources follow the text, in the question's language (sources.py)
     append_sources: Language | None = None
@@ -155,19 +155,15 @@ class Reply:
 
 
 def load_router(settings: ServiceSettings, kb: KnowledgeBase) -> Router:
-    path = settings.router_model or DEFAULT_MODEL
-    model = RouterModel.load(Path(path))
+    model = RouterModel.load(Path(settings.router_model or DEFAULT_MODEL))
     return Router(model, router_signals(settings, kb), kb.embed_queries)
 
 
 def router_signals(settings: ServiceSettings, kb: KnowledgeBase) -> Signals:
     """What the router reads from the knowledge base (names, keyword match) and the personas' names."""
     names = [a for p in settings.personas for a in [p.display_name, *p.aliases]]
-    return Signals(
-        entities=kb.entities,
-        keyword_top=lambda q: kb.retriever.keyword_top(q) if kb.available() else (0.0, 0),
-        persona_names=names,
-    )
+    return Signals(entities=kb.entities, persona_names=names,
+                   keyword_top=lambda q: kb.retriever.keyword_top(q) if kb.available() else (0.0, 0))
 
 
 class ChatService:
@@ -271,7 +267,8 @@ class ChatService:
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
         lexicon = lexicon_of(self.kb.retriever) if kb_ready else None
-        query = retrieval_query(users, lexicon, persona.display_name, persona.aliases, last_reply(msgs))
+        replies = [m["content"] if isinstance(m["content"], str) else "" for m in msgs if m["role"] == "assistant"]
+        query = retrieval_query(users, lexicon, persona.display_name, persona.aliases, replies or "")
         embedding = None
         t0 = time.perf_counter()
         if kb_ready and (forced is None or forced in ("rag", "both")):
@@ -290,7 +287,8 @@ class ChatService:
             decision.persona = persona.name
         if decision.route == "persona":
             return await self._persona_reply(decision, persona, model, msgs, tail, params, max_tokens, timings)
-        hits, terms = await self._retrieve(query, options, embedding, timings) if kb_ready else ([], [])
+        after = next_after(users, last_reply(msgs))  # 那后来呢？: the story goes on from the last answer's chapter
+        hits, terms = await self._retrieve(query, options, embedding, timings, after) if kb_ready else ([], [])
         history = msgs[:-1]
         # the extractive answer's decline evidence (terms, names, dense floor), for every passage route
         evidence = relevant(hits, terms, question=query, lexicon=lexicon)
@@ -385,13 +383,14 @@ class ChatService:
         return options.route or forced, persona
 
     async def _retrieve(
-        self, query: str, options: KongmingOptions, embedding: Any, timings: dict[str, float]
+        self, query: str, options: KongmingOptions, embedding: Any, timings: dict[str, float], after: str = ""
     ) -> tuple[list[RetrievedChunk], list[tuple[list[str], float]]]:
         """The passages for the query (within the request's chapters and documents) and its weighted terms."""
         started = time.perf_counter()
         chapters = options.chapters or (None, None)
         filters = Filters(doc_ids=options.doc_ids, chapter_min=chapters[0], chapter_max=chapters[1])
-        hits = await self.kb.run(self.kb.search, query, options.k or self.settings.retrieval_k, filters, embedding)
+        hits = await self.kb.run(self.kb.search, query, options.k or self.settings.retrieval_k, filters, embedding,
+                                 after)
         terms = await self.kb.run(self.kb.retriever.query_terms, query)
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         return hits, terms

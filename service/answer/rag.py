@@ -116,9 +116,23 @@ _CALL = re.compile(r"^[^，,：:！!？?。]{1,8}[，,：:！!]\s*")  # a call t
 PRONOUN_LOOKBACK = 3  # earlier user turns searched for whom a pronoun stands for
 
 
+# a short follow-up asking what happened next: searched from the chapter of the last answer on (KnowledgeBase.search)
+_NEXT = re.compile(r"后来|然后|接着|之后|后面|下文|what happened next|and then|after that|what next", re.I)
+
+
+def next_after(users: Sequence[str], answered: str) -> str:
+    """The first sentence the last answer (`answered`) quoted when the turn (the last of `users`) is a short follow-up
+    asking what happened next (那后来呢？ 然后呢？), else "": where the story the turn asks after goes on from."""
+    if len(users) < 2 or len(question_part(users[-1])) > 12 or not _NEXT.search(users[-1]):
+        return ""
+    quoted = CITATION_MARKER.split(answered, 1)[0]  # the text before the first [n]: a lead, then the sentence
+    sentences = [quoted[a:b] for a, b in split_sentences(quoted)] or [quoted]
+    return max(sentences, key=len).strip() if CITATION_MARKER.search(answered) else ""
+
+
 def retrieval_query(
     users: Sequence[str], lexicon: Lexicon | None = None, you: str = "", you_called: Collection[str] = (),
-    answered: str = "",
+    answered: str | Sequence[str] = "",
 ) -> str:
     """What a turn searches for, from the conversation's user messages (oldest first): its question part (a long
     message, a pasted text, by its question: at most about 2 x MAX_QUERY_CHARS are embedded and keyword-searched);
@@ -131,14 +145,19 @@ def retrieval_query(
     (孔明在哪里借的东风？ -> 孔明为什么要借东风？); one that names no one (but the persona it opens by calling by one of
     the names `you_called`) and says 您 / 你 or a polite kin word (令郎, 令尊…) to the persona with the name `you`,
     with those words for the persona and without the call (丞相，七星坛上您做了什么？ -> 七星坛上诸葛亮做了什么？;
-    军师，令郎叫什么名字？ -> 诸葛亮的儿子叫什么名字？)."""
+    军师，令郎叫什么名字？ -> 诸葛亮的儿子叫什么名字？). `answered`: the last answer, or every answer of the
+    conversation (oldest first), which lets a follow-up of a follow-up go on with what the one before searched
+    (曹操的父亲是谁？ 曹嵩。… 他是怎么死的？ 那后来呢？ -> 曹嵩是怎么死的？ 那后来呢？)."""
+    replies = [answered] if isinstance(answered, str) else list(answered)
+    answered = replies[-1] if replies else ""
     last = question_part(users[-1])
     if lexicon is None:
         return question_part(users[-2]) + " " + last if len(users) > 1 and len(last) <= 8 else last
     call = _CALL.match(last)  # 丞相，… / 孔明先生，…: the persona called by one of its names
     body = last[call.end() :] if call and any(n in call.group(0) for n in you_called) else last
     if len(users) > 1 and len(last) <= 8 and not _names_someone(last, lexicon):  # 他的父亲呢？: whom 他 stands for
-        return _by_name(last, users, lexicon, answered) or question_part(users[-2]) + " " + last
+        before = retrieval_query(users[:-1], lexicon, you, you_called, replies[:-1]) if len(replies) > 1 else ""
+        return _by_name(last, users, lexicon, answered) or (before or question_part(users[-2])) + " " + last
     if _names_someone(body, lexicon):
         return last
     if you and (_YOU.search(body) or _YOUR_KIN.search(body)):

@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ingest.errors import IngestError
@@ -93,10 +94,18 @@ class KnowledgeBase:
         return self.retriever.entities if self.available() else frozenset()
 
     def search(
-        self, query: str, k: int, filters: Filters | None = None, embedding: Any = None
+        self, query: str, k: int, filters: Filters | None = None, embedding: Any = None, after: str = ""
     ) -> list[RetrievedChunk]:
+        """The `k` passages for `query`; with `after` (a sentence the last answer quoted: the turn asks what happened
+        next), from the chapter that sentence is in onwards, unless `filters` set where chapters start."""
         if not self.available():
             return []
+        filters = filters or Filters()
+        if after and filters.chapter_min is None:
+            seen = self.retriever.retrieve(after, 1, filters)
+            chapter = seen[0].metadata.get("chapter") if seen else None
+            if isinstance(chapter, int):
+                filters = replace(filters, chapter_min=chapter)
         return self.retriever.retrieve(query, k, filters, query_embedding=embedding)
 
     def close(self) -> None:

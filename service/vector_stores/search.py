@@ -162,8 +162,10 @@ class StoresKnowledgeBase(KnowledgeBase):
         self.error = None if any(ready) else self.parts[0].error
         return any(ready)
 
-    def search(self, query: str, k: int, filters: Filters | None = None, embedding: Any = None) -> list[RetrievedChunk]:
-        hits = [h for p in self.parts for h in p.search(query, k, filters, embedding)]
+    def search(
+        self, query: str, k: int, filters: Filters | None = None, embedding: Any = None, after: str = ""
+    ) -> list[RetrievedChunk]:
+        hits = [h for p in self.parts for h in p.search(query, k, filters, embedding, after)]
         return sorted(hits, key=lambda h: -h.score)[:k]
 
 

@@ -691,3 +691,29 @@ def test_the_answer_starts_with_its_best_sentence_and_numbers_citations_as_they_
     e = extractive_answer("孔明向鲁肃借了多少只船？", hits, TERMS)  # the second passage answers, the first supports
     assert e.text == "孔明向鲁肃借船二十只，每船用军士三十人。[1]鲁肃来见孔明，孔明向鲁肃借船。[2]"
     assert e.used == [2, 1]  # [1] is the first passage the text cites
+
+
+def test_a_follow_up_asking_what_happened_next_is_searched_from_the_last_answers_chapter_on(kb_settings):
+    from service.answer.rag import next_after
+    from service.answer.retrieval import KnowledgeBase
+
+    answered = "三顾。玄德闻言，顿首拜谢，请孔明出山相助。[1]孔明感其诚意，遂许之。[1]"
+    assert next_after(["刘备怎么请到孔明的？", "那后来呢？"], answered) == "玄德闻言，顿首拜谢，请孔明出山相助。"
+    assert next_after(["刘备怎么请到孔明的？", "他住在哪里？"], answered) == ""  # not what happened next
+    assert next_after(["刘备怎么请到孔明的？", "那后来呢？"], "知识库中没有找到…") == ""  # nothing was quoted
+    kb = KnowledgeBase(kb_settings)
+    try:
+        assert 1 in {h.metadata.get("chapter") for h in kb.search("玄德 张飞 云长", 8)}
+        later = kb.search("玄德 张飞 云长", 8, after=next_after(["刘备怎么请到孔明的？", "然后呢"], answered))
+        assert later and {h.metadata.get("chapter") for h in later} <= {2, 3}
+    finally:
+        kb.close()
+
+
+def test_a_follow_up_of_a_follow_up_goes_on_with_what_the_one_before_searched():
+    lex = Lexicon(names={"曹操", "曹嵩", "陶谦"}, aliases=[{"曹操", "孟德"}])
+    users = ["曹操的父亲是谁？", "他是怎么死的？", "那后来呢？"]
+    replies = ["曹嵩。操父曹嵩，本姓夏侯氏。[1]", "曹嵩一家被张闿所杀。[1]"]
+    assert retrieval_query(users[:2], lex, answered=replies[:1]) == "曹嵩是怎么死的？"
+    assert retrieval_query(users, lex, answered=replies) == "曹嵩是怎么死的？ 那后来呢？"
+    assert retrieval_query(users, lex, answered=replies[-1]) == "他是怎么死的？ 那后来呢？"  # the last answer only
