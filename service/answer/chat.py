@@ -262,7 +262,6 @@ class ChatService:
         last_user = max(i for i, m in enumerate(everything) if m["role"] == "user")
         msgs, tail = everything[: last_user + 1], everything[last_user + 1 :]
         users = [m["content"] for m in msgs if m["role"] == "user"]
-        question = users[-1]
         timings: dict[str, float] = {}
         # a forced persona turn never touches the knowledge base (no hop to its worker thread)
         kb_ready = forced != "persona" and await self.kb.run(self.kb.available)
@@ -318,8 +317,8 @@ class ChatService:
 
         if rag_engine is not None:
             params.max_tokens = min(max_tokens or 512, cap)
-            prompt = rag_messages(history, question, hits) if decision.route == "rag" else grounded_persona_messages(
-                persona_messages(persona, msgs)[0]["content"], history, question, hits)  # a capable model: in persona
+            prompt = rag_messages(history, users[-1], hits) if decision.route == "rag" else grounded_persona_messages(
+                persona_messages(persona, msgs)[0]["content"], history, users[-1], hits)  # a capable model: in persona
             return Reply(decision, citations(hits), model, engine=rag_engine, messages=prompt + tail, params=params,
                          timings=timings, fallback=lambda: answer("extractive answer instead"))
         return await self.kb.run(answer, "extractive answer (no generative model configured)")
