@@ -55,6 +55,9 @@ def create_job(data_dir: str | Path, request: dict[str, Any]) -> JobRecord:
     details = store.get_file(request["training_file"])
     checked["system_prompt"] = details.details.get("system_prompt") if details else None
     checked["task"] = cfg.task
+    lora = cfg.lora  # the job object shows the LoRA values it trains with, those it was sent or the defaults
+    checked["kongming"] = {**(checked.get("kongming") or {}), "lora": {
+        "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": list(lora.target_modules)}}
     checked["fine_tuned_model"] = model_name(request["model"], request.get("suffix"), job_id)
     job = JobRecord(job_id, now(), "validating_files", checked)
     store.add_job(job)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finetune.training.config import ALL_PROJECTIONS, LoraConfig
+
 from ..keys import KeyRing
 from . import ft_ops
 from .access import require_key, table
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from ..answer.chat import ChatService
 
 UPLOAD = "上传文件 upload"
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = ALL_PROJECTIONS
 REFRESH_S = 2.0
 EVENT_COLUMNS = ["time", "level", "message"]
 EVAL_COLUMNS = ["section", "metric", "model", "value", "scale"]
@@ -212,10 +214,12 @@ def build_finetune_tab(gr: Any, chat: ChatService, ring: KeyRing, key: Any, chat
         max_steps = gr.Number(0, label="最多步数 max steps (0 = whole epochs)", precision=0, minimum=0,
                               elem_id="ft-steps")  # fmt: skip
     with gr.Row():
-        rank = gr.Number(16, label="LoRA rank r", precision=0, minimum=1, elem_id="ft-rank")
-        alpha = gr.Number(32, label="LoRA alpha", precision=0, minimum=1, elem_id="ft-alpha")
-        dropout = gr.Number(0.05, label="LoRA dropout", minimum=0, maximum=0.9, elem_id="ft-dropout")
-        targets = gr.CheckboxGroup(TARGETS, value=TARGETS[:4], label="目标模块 target modules", elem_id="ft-targets")
+        lora = LoraConfig()  # the API's defaults: a job started here or through the API trains alike
+        rank = gr.Number(lora.r, label="LoRA rank r", precision=0, minimum=1, elem_id="ft-rank")
+        alpha = gr.Number(lora.alpha, label="LoRA alpha", precision=0, minimum=1, elem_id="ft-alpha")
+        dropout = gr.Number(lora.dropout, label="LoRA dropout", minimum=0, maximum=0.9, elem_id="ft-dropout")
+        targets = gr.CheckboxGroup(TARGETS, value=[t for t in TARGETS if t in lora.target_modules],
+                                   label="目标模块 target modules", elem_id="ft-targets")
     advanced = gr.Textbox(label="高级 advanced (JSON: lora / train / data / eval sections of the kongming extension)",
                           placeholder='{"train": {"max_seq_len": 512}}', lines=2, elem_id="ft-advanced")
     start = gr.Button("开始微调 start fine-tuning", variant="primary", elem_id="ft-start")

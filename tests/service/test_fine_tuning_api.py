@@ -160,6 +160,15 @@ def test_list_pages_events_shape_and_errors(ft_service, tmp_path):
     assert [j.id for j in client.fine_tuning.jobs.list(limit=1)] == ids[::-1]  # the client's auto-paging
     job = client.fine_tuning.jobs.retrieve(ids[0])
     assert job.status == "queued" and job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 8
+    assert job.model_extra["kongming"]["lora"] == FAST["lora"]  # the values it trains with, as sent
+    from finetune.training.config import LoraConfig
+
+    bare = client.fine_tuning.jobs.create(model="tiny", training_file=upload.id)  # and the defaults, when none sent
+    defaults = LoraConfig()
+    assert bare.model_extra["kongming"]["lora"] == {"r": defaults.r, "alpha": defaults.alpha,
+                                                    "dropout": defaults.dropout,
+                                                    "target_modules": list(defaults.target_modules)}
+    client.fine_tuning.jobs.cancel(bare.id)
     events = client.fine_tuning.jobs.list_events(ids[0], limit=1)
     assert events.has_more and events.data[0].message.startswith("Files validated")
     older = client.fine_tuning.jobs.list_events(ids[0], after=events.data[0].id)
@@ -188,4 +197,4 @@ def test_list_pages_events_shape_and_errors(ft_service, tmp_path):
         with pytest.raises(openai.BadRequestError) as err:
             client.fine_tuning.jobs.create(**kwargs)
         assert err.value.body["param"] == param, err.value.body
-    assert len(client.fine_tuning.jobs.list().data) == 3
+    assert len(client.fine_tuning.jobs.list().data) == 4  # the three and the bare one
