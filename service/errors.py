@@ -90,8 +90,9 @@ def as_service_error(exc: BaseException, request_id: str = "") -> ServiceError:
 def _ingest_error(exc: IngestError) -> ServiceError:
     if isinstance(exc, StoreError):
         return KnowledgeBaseUnavailable(str(exc))
-    if isinstance(exc, UnknownDocumentError):
-        return NotFound(str(exc), code="document_not_found")
+    if isinstance(exc, UnknownDocumentError):  # an API client lists documents with the API, not the CLI
+        message = re.sub(r"see `ingest list --collection [^`]*`", "GET /v1/kb/documents lists them", str(exc))
+        return NotFound(message, code="document_not_found")
     if isinstance(exc, UnreadableFileError):
         return BadRequest(f"{Path(exc.path).name}: {exc.reason}", param="files", code="unreadable_file")
     return BadRequest(str(exc))

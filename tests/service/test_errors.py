@@ -145,3 +145,9 @@ def test_a_json_body_sent_as_a_form_says_which_content_type_to_send(make_client)
                            headers={"content-type": "application/x-www-form-urlencoded"})
     err = shape(r.json())
     assert r.status_code == 400 and "Content-Type: application/json" in err["message"], err
+
+
+def test_an_unknown_document_tells_an_api_client_how_to_list_documents():
+    exc = UnknownDocumentError("no document 'abc' in collection 'default': see `ingest list --collection default`")
+    message = shape(error_body(exc, "rid-1")[1].model_dump())["message"]
+    assert message == "no document 'abc' in collection 'default': GET /v1/kb/documents lists them"
