@@ -61,7 +61,7 @@ class EngineUnavailable(ServiceError, status=503, type=UNAVAILABLE, code="model_
 class KnowledgeBaseUnavailable(ServiceError, status=503, type=UNAVAILABLE, code="knowledge_base_unavailable"): ...
 
 
-_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"]+/)+([^\s/'\":,;)]+)")
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?!v1/)(?:[^\s/'\"]+/)+([^\s/'\":,;)]+)")  # not the API's routes (/v1/…)
 
 
 def without_paths(message: str) -> str:
