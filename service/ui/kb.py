@@ -84,8 +84,11 @@ class KbConsole:
         found = self._call(lambda vs: vs.list_files(store))
         rows = [{"id": f["id"], "filename": f["kongming"].get("filename") or f["kongming"].get("title"),
                  "status": f["status"], "chunks": f["kongming"].get("chunks"),
-                 "error": (f.get("last_error") or {}).get("message")} for f in found]  # fmt: skip
-        choices = [(f"{r['filename']} ({r['chunks']} chunks)", r["id"]) for r in rows]
+                 "error": (f.get("last_error") or {}).get("message") or f["kongming"].get("warning")}
+                for f in found]  # fmt: skip
+        names = [r["filename"] for r in rows]  # two files of one name are told apart by their ids
+        choices = [(f"{r['filename']} ({r['chunks']} chunk{'' if r['chunks'] == 1 else 's'}"
+                    + (f", {r['id']})" if names.count(r["filename"]) > 1 else ")"), r["id"]) for r in rows]
         # none chosen: «delete» acts on the chosen document, which the user picks, never a preselected first one
         return table(rows, FILE_COLUMNS), gr.update(choices=choices, value=None)
 

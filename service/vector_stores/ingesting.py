@@ -122,7 +122,8 @@ class BackgroundIngest:
             mine = [r for r in open_store(self.settings, collection).records().values() if _inside(r, path.parent)]
             # its documents now: a search hit names the file from here on
             self.registry.update_file(file_id, doc_ids=sorted(r.doc_id for r in mine),
-                                      chunks=sum(r.n_chunks for r in mine))
+                                      chunks=sum(r.n_chunks for r in mine),
+                                      warning=without_paths(summary.warnings[0].reason) if summary.warnings else None)
             if not summary.chunks_unembedded:  # unchanged, or every chunk's vector known already
                 self.registry.update_file(file_id, status=COMPLETED)
                 self._progress.pop(file_id, None)

@@ -43,6 +43,7 @@ class FileEntry:
     doc_ids: list[str] = field(default_factory=list)
     chunks: int = 0
     attributes: dict[str, Any] = field(default_factory=dict)
+    warning: str | None = None  # ingested, with a note (the same text as another document: both kept)
 
 
 @dataclass

@@ -274,7 +274,7 @@ class VectorStoreService(StoreSearch, BackgroundIngest):
             "vector_store_id": store_id(f.collection), "status": f.status, "last_error": f.last_error,
             "attributes": f.attributes or None, "chunking_strategy": self._chunking(),
             "kongming": {"filename": f.filename, "chunks": f.chunks, "documents": list(f.doc_ids),
-                         "searchable": searchable,
+                         "searchable": searchable, "warning": f.warning,
                          "progress": self._progress.get(f.id) if f.status == IN_PROGRESS else None},
         }  # fmt: skip
 

@@ -209,6 +209,14 @@ def test_a_file_that_cannot_be_ingested_fails_with_last_error_and_chunks_preview
     assert r.status_code == 400 and r.json()["error"]["param"] == "filters"
     r = api.post("/v1/vector_stores", json={"name": "no key"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    # a copy under another name is ingested, with a note naming the first (both kept), as `ingest add` says
+    copy = stores.add_file(store["id"], "赤壁 copy.txt", TXT.encode("utf-8"))
+    stores.wait(timeout=120)
+    got = api.get(f"/v1/vector_stores/{store['id']}/files/{copy['id']}", headers=auth).json()
+    assert got["status"] == "completed" and "赤壁.txt" in got["kongming"]["warning"], got["kongming"]
+    assert "/" not in got["kongming"]["warning"]
+    assert api.get(f"/v1/vector_stores/{store['id']}/files/{good['id']}", headers=auth).json()["kongming"][
+        "warning"] is None  # fmt: skip
     stores.delete(store["id"])
 
 
