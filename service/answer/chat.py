@@ -39,7 +39,7 @@ from .rag import (
 )
 from .retrieval import KnowledgeBase, citations
 from .router import DEFAULT_MODEL, RouteDecision, Router, RouterModel, Signals
-from .sources import Language, complete_with_sources, footer, stream_with_sources
+from .sources import Language, complete_with_sources, footer, language_of, stream_with_sources
 from .structured import json_completion, json_object_wanted, json_stream
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ class ChatService:
 
         def answer(note: str) -> Reply:  # a `both` turn: the same facts after the persona's opening line
             ready = extractive(note)
-            return self._framed(ready, persona, params.stop, max_tokens) if decision.route == "both" else ready
+            return self._framed(ready, persona, params.stop, max_tokens, query) if decision.route == "both" else ready
 
         if rag_engine is not None:
             params.max_tokens = min(max_tokens or 512, cap)
@@ -342,10 +342,12 @@ class ChatService:
         return Reply(decision, [], model, engine=engine, messages=prompt + tail, params=params,
                      note=unsourced if decision.route == "both" else None, timings=timings)
 
-    def _framed(self, reply: Reply, persona: PersonaConfig, stop: Sequence[str], max_tokens: int | None) -> Reply:
-        """A grounded `both` answer: the persona's opening, then the extractive answer and its citations, cut again
-        to the request's stop strings and max_tokens (a decline is left as it is)."""
-        if not (persona.opening and reply.text and reply.citations and self._count is not None):
+    def _framed(
+        self, reply: Reply, persona: PersonaConfig, stop: Sequence[str], max_tokens: int | None, question: str
+    ) -> Reply:
+        """A grounded `both` answer: the persona's opening (not before an English question), then the extractive
+        answer and its citations, cut again to the request's stop and max_tokens (a decline is left as it is)."""
+        if language_of(question) == "en" or not (persona.opening and reply.text and reply.citations and self._count):
             return reply
         reply.text, finish = cut_answer(persona.opening + reply.text, stop, max_tokens, self._count)
         reply.citations = shown(reply.text, reply.citations)

@@ -124,6 +124,10 @@ def test_both_answers_with_the_grounded_extract_after_the_persona_opening(make_c
         "messages": [{"role": "user", "content": "孔明向鲁肃借了多少只船？"}]}).text
     events = [json.loads(b[6:]) for b in streamed.split("\n\n") if b.startswith("data: {")]
     assert "".join(c["delta"].get("content") or "" for e in events for c in e["choices"]) == answer
+    # an English question gets the facts without the persona's Chinese opening line
+    english = chat(client, "How many boats did Kongming borrow from Lu Su?", kongming={"route": "both"})
+    text = english["choices"][0]["message"]["content"]
+    assert english["kongming"]["citations"] and not text.startswith(ZHUGE_LIANG.opening), text
 
 
 @pytest.mark.integration
