@@ -25,7 +25,7 @@ import numpy as np
 from .aliases import AliasTable
 from .bm25 import BM25, Segment, merge
 from .fsio import atomic_open, flocked, write_text_atomic
-from .normalize import fold, number_tokens
+from .normalize import fold, measure_variant, number_tokens
 from .store import StoredChunk
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,10 @@ def keyword_query(query: str, aliases: AliasTable | None, method: Tokenizer) -> 
         from .query_translation import stop_words
 
         tokens = [t for t in tokens if t not in stop_words()]
+    groups = [[t, measure_variant(t)] for t in dict.fromkeys(tokens) if measure_variant(t) != t]  # 支箭 or 枝箭
+    tokens = [t for t in tokens if measure_variant(t) == t]
     if aliases is None:
-        return tokens, []
-    groups: list[list[str]] = []
+        return tokens, groups
     for name in aliases.find(query):
         names = [name, *aliases.expansions(name)]
         groups.append(list(dict.fromkeys(t for n in names for t in tokenize(n, method))))

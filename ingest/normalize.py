@@ -22,6 +22,16 @@ _POSSESSIVE = re.compile(r"['’]s$", re.I)
 # English words that are also pinyin syllables and too common to start or join a name ("he", "an")
 _ENGLISH_SYLLABLES = {"a", "an", "he", "me", "she", "e", "o", "ou", "can", "man", "ran", "men", "ban", "pan", "fan"}
 MAX_NAME_WORDS = 4
+# A measure word older texts write with another character than a modern question (十万枝箭 for 十万支箭; OpenCC
+# keeps both, as both are standard): a query token holding one is searched in either writing (keyword.keyword_query).
+# Only the query is expanded: the index keeps the text's own characters.
+MEASURE_VARIANTS = str.maketrans({"支": "枝", "枝": "支"})
+
+
+def measure_variant(token: str) -> str:
+    """`token` in the other writing of its measure words (支箭 -> 枝箭, 万枝 -> 万支); the token itself when it has
+    none."""
+    return token.translate(MEASURE_VARIANTS)
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import pytest
 
 from ingest import pipeline
 from ingest.kb import open_store, visible_state
-from ingest.keyword import KeywordIndex, fingerprint, tokenize
+from ingest.keyword import KeywordIndex, fingerprint, keyword_query, tokenize
 from ingest.settings import get_settings
 from ingest.store import StoredChunk
 
@@ -271,3 +271,11 @@ def test_an_english_querys_function_words_are_not_searched():
     tokens, _ = keyword_query("who built the lighthouse of port alder?", None, "jieba")
     assert {"built", "lighthouse", "port", "alder"} <= set(tokens) and not {"who", "the", "of"} & set(tokens)
     assert keyword_query("关羽是怎么死的", None, "jieba")[0] == tokenize("关羽是怎么死的", "jieba")  # Chinese as it was
+
+
+def test_a_measure_word_is_searched_in_either_writing():
+    """The novel writes 十万枝箭 where a question says 十万支箭 (and the other way round): either writing matches, as
+    one synonym group."""
+    tokens, groups = keyword_query("孔明借了多少支箭", None, "ngram")
+    assert ["支箭", "枝箭"] in groups and "支箭" not in tokens and "借了" in tokens
+    assert ["万枝", "万支"] in keyword_query("十万枝箭", None, "ngram")[1]

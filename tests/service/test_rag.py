@@ -717,3 +717,4 @@ def test_a_follow_up_of_a_follow_up_goes_on_with_what_the_one_before_searched():
     assert retrieval_query(users[:2], lex, answered=replies[:1]) == "曹嵩是怎么死的？"
     assert retrieval_query(users, lex, answered=replies) == "曹嵩是怎么死的？ 那后来呢？"
     assert retrieval_query(users, lex, answered=replies[-1]) == "他是怎么死的？ 那后来呢？"  # the last answer only
+
