@@ -305,7 +305,7 @@ class ChatService:
             return await self.kb.run(self._finish_text, ready, [query], params.stop, max_tokens)
 
         def extractive(note: str) -> Reply:
-            extract = extractive_answer(query, hits, terms, lexicon, said=last_reply(history))
+            extract = extractive_answer(query, hits, terms, lexicon, said="\n".join(replies if after else replies[-1:]))
             ready = Reply(decision, citations(hits, used=extract.used, quoted=extract.text), model,
                           text=extract.text, note=note, timings=timings)
             read = [query, *(hits[n - 1].text for n in extract.used)]  # what the answer was built from

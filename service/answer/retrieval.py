@@ -104,12 +104,21 @@ class KnowledgeBase:
         if after and filters.chapter_min is None:
             seen = self.retriever.retrieve(after, 1, filters)
             chapter = seen[0].metadata.get("chapter") if seen else None
-            if isinstance(chapter, int):
-                filters = replace(filters, chapter_min=chapter)
+            if isinstance(chapter, int):  # and of that chapter, the passages from the sentence's on
+                hits = self.retriever.retrieve(query, k + 5, replace(filters, chapter_min=chapter),
+                                               query_embedding=embedding)
+                return [h for h in hits if not _earlier(h, seen[0])][:k]
         return self.retriever.retrieve(query, k, filters, query_embedding=embedding)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _earlier(hit: RetrievedChunk, anchor: RetrievedChunk) -> bool:
+    """Whether `hit` comes before `anchor` in the same document and chapter (by chunk index)."""
+    a, h = anchor.metadata, hit.metadata
+    same = (h.get("doc_id"), h.get("chapter")) == (a.get("doc_id"), a.get("chapter"))
+    return same and int(h.get("chunk_index") or 0) < int(a.get("chunk_index") or 0)
 
 
 def source_name(source: object) -> str:

@@ -255,7 +255,8 @@ class Router:
 
     def decide(self, messages: Sequence[dict[str, str]], embedding: np.ndarray | None = None) -> RouteDecision:
         last, f, _ = conversation_features(messages, self.signals)
-        if f["short_followup"] and _GO_ON.search(last.strip()) and not any(f[k] for k in _OWN_SIGNALS):
+        short = f["has_history"] and f["length"] < math.log1p(8)  # (a go-on after a go-on has no subject of its own)
+        if short and _GO_ON.search(last.strip()) and not any(f[k] for k in _OWN_SIGNALS):
             users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
             before = self.decide(messages[: users[-1]])  # the conversation up to the user message before
             return RouteDecision(before.route, before.scores, f"{before.route}: {GO_ON}", features=f)

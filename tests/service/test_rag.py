@@ -704,8 +704,14 @@ def test_a_follow_up_asking_what_happened_next_is_searched_from_the_last_answers
     kb = KnowledgeBase(kb_settings)
     try:
         assert 1 in {h.metadata.get("chapter") for h in kb.search("玄德 张飞 云长", 8)}
-        later = kb.search("玄德 张飞 云长", 8, after=next_after(["刘备怎么请到孔明的？", "然后呢"], answered))
+        after = next_after(["刘备怎么请到孔明的？", "然后呢"], answered)
+        later = kb.search("玄德 张飞 云长", 8, after=after)
         assert later and {h.metadata.get("chapter") for h in later} <= {2, 3}
+        anchor = kb.search(after, 1)[0].metadata  # and in its chapter, nothing before the passage it quoted
+        assert any(h.metadata["chunk_index"] < anchor["chunk_index"] for h in kb.search("玄德 孔明", 8)
+                   if h.metadata.get("chapter") == 2)  # the chapter has passages before the one quoted
+        assert all(h.metadata["chunk_index"] >= anchor["chunk_index"] for h in kb.search("玄德 孔明", 8, after=after)
+                   if h.metadata.get("chapter") == 2)
     finally:
         kb.close()
 

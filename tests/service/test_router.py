@@ -109,6 +109,7 @@ def test_a_message_asking_to_go_on_takes_the_route_of_the_message_before():
                                                   "message before)"), (first, go_on)
         assert router.decide(turns(first, "他是怎么死的？", "那后来呢？")).route == router.decide(
             turns(first, "他是怎么死的？")).route  # two follow-ups: the one before decides
+        assert router.decide(turns(first, "接着讲", "然后呢", "再后来呢")).route == route  # a chain of them
     # a short message with its own signal is decided by the model, not carried over (thanks, a greeting, "you")
     assert router.decide(turns("关羽在赤壁做了什么", "先生，你好")).route == "persona"
 
