@@ -117,15 +117,20 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=err.status, headers=headers)
 
 
-_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|constrained-[a-z]+|[a-z-]+\[.*\])$")
 
 
 def validation_error(errors: Sequence[Any]) -> BadRequest:
     """A 400 for the first problem pydantic found in a request, naming the field as OpenAI's `param` does."""
+    def field(e: Any) -> list[str]:  # pydantic names the union member it tried (`content.str`): not a field
+        return [str(p) for p in e.get("loc", ()) if p != "body" and not _UNION_TAG.match(str(p))]
+
     first: dict[str, Any] = dict(errors[0]) if errors else {}
+    # of a union's errors for one field ("auto" or an integer up to 256), the one of a member other than a literal
+    same = [dict(e) for e in errors if field(e) == field(first) and e.get("type") != "literal_error"]
+    first = same[0] if first.get("type") == "literal_error" and same else first
     kind = first.get("type")
-    # pydantic names the union member it tried (`content.str`, `content.list[ContentPart]`): not a field
-    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _UNION_TAG.match(str(p))]
+    loc = field(first)
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid value"))
     if kind == "missing" and not loc:

@@ -12,17 +12,20 @@ from finetune.jobs.store import EventRecord, FileRecord, JobRecord
 from .protocol import OpenAIRequest
 
 Auto = Literal["auto"]
-MAX_BATCH_SIZE = 256  # sequences in one micro-batch: more holds no machine's memory (and a typo of 1e11 is refused)
+# What a job may ask for: more holds no machine's memory or time (a typo of 1e11 is refused, not queued)
+MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR_MULTIPLIER = 256, 100, 100.0
 
 
 class Hyperparameters(BaseModel):
     """OpenAI's supervised hyperparameters; "auto" lets the service pick (docs/jobs.md says how)."""
 
     model_config = ConfigDict(extra="forbid")
-    n_epochs: Auto | int | None = Field(default=None, description="passes over the training data")
-    batch_size: Auto | Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] | None = Field(
+    n_epochs: Auto | Annotated[int, Field(strict=True, ge=1, le=MAX_EPOCHS)] | None = Field(
+        default=None, description=f"passes over the training data, 1 to {MAX_EPOCHS}")
+    batch_size: Auto | Annotated[int, Field(strict=True, ge=1, le=MAX_BATCH_SIZE)] | None = Field(
         default=None, description=f"sequences per micro-batch, 1 to {MAX_BATCH_SIZE}")
-    learning_rate_multiplier: Auto | float | None = Field(default=None, description="times finetune's 2e-4")
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=MAX_LR_MULTIPLIER)] | None = Field(
+        default=None, description=f"times finetune's 2e-4, above 0 and at most {MAX_LR_MULTIPLIER}")
 
 
 class Supervised(BaseModel):

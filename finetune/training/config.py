@@ -137,7 +137,7 @@ class DataConfig(_Section):
 
 
 class LoraConfig(_Section):
-    r: Count = 8
+    r: Annotated[Count, Field(le=1024)] = 8  # a rank above 1024 is no low-rank adapter (and would not fit in memory)
     alpha: Annotated[Int, Field(gt=0)] = 16
     dropout: Share = 0.05
     target_modules: Annotated[StrList, AfterValidator(_modules)] = Field(default_factory=lambda: list(ALL_PROJECTIONS))

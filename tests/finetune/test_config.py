@@ -52,7 +52,7 @@ def test_overrides_are_typed_by_the_dataclass(tmp_path: Path):
         ("train.lr=fast", "train.lr: must be a number"),
         ("train.lr=0", "train.lr: must be > 0"),
         ("train.max_steps=1.5", "train.max_steps: must be an integer"),
-        ("lora.r=0", "lora.r: must be >= 1"),
+        ("lora.r=0", "lora.r: must be in [1, 1024], got 0"),
         ("lora.dropout=1", "lora.dropout: must be in [0, 1)"),
         ("train.batching=zip", "train.batching: must be one of packing, length, none"),
         ("task=regress", "task: must be one of chat, classify"),

@@ -188,6 +188,14 @@ def test_list_pages_events_shape_and_errors(ft_service, tmp_path):
             "hyperparameters.n_epochs"),
            ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"batch_size": 100000000000}},
             "hyperparameters.batch_size"),
+           ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"batch_size": True}},
+            "hyperparameters.batch_size"),
+           ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"n_epochs": 1000000000}},
+            "hyperparameters.n_epochs"),
+           ({"model": "tiny", "training_file": upload.id, "hyperparameters": {"learning_rate_multiplier": 1e308}},
+            "hyperparameters.learning_rate_multiplier"),
+           ({"model": "tiny", "training_file": upload.id, "extra_body": {"kongming": {"lora": {"r": 10**9}}}},
+            "kongming.lora.r"),
            ({"model": "tiny", "training_file": upload.id, "extra_body": {"kongming": {"lora": {"r": 0}}}},
             "kongming.lora.r"),
            ({"model": "tiny", "training_file": upload.id,
@@ -197,4 +205,8 @@ def test_list_pages_events_shape_and_errors(ft_service, tmp_path):
         with pytest.raises(openai.BadRequestError) as err:
             client.fine_tuning.jobs.create(**kwargs)
         assert err.value.body["param"] == param, err.value.body
+        assert "'auto'" not in err.value.body["message"], err.value.body  # the bound it broke, not the literal
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(model="tiny", training_file=upload.id, hyperparameters={"batch_size": 10**11})
+    assert "256" in err.value.body["message"], err.value.body
     assert len(client.fine_tuning.jobs.list().data) == 4  # the three and the bare one
