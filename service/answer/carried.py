@@ -17,7 +17,7 @@ from .question import PLACE_SUFFIX
 
 # how the novel tells that someone died (the death itself, not 死战 or 受死: ingest/events.py searches wider)
 DIED = re.compile(r"[而已遂乃皆]?(?:死|亡|逝|卒)(?![战守罪地士拒命])|崩|薨|殂|气绝|身亡|遇害|归天|自刎|殒命")
-CARRY = 5  # sentences before the filler's that may tell the death and name the one who died
+CARRY = 6  # sentences before the filler's that may tell the death and name the one who died
 # a mined "name" that is not someone: an era before its year (时建兴 of 时建兴十二年) or a place (铜雀台, 城南)
 _ERA_YEAR = re.compile(r"[零〇一二两三四五六七八九十百元]")
 PLACE_END = PLACE_SUFFIX + "门"

@@ -37,7 +37,7 @@ _NUMBER = re.compile(
 )
 _TIME = re.compile(
     rf"(?:建安|中平|初平|兴平|建兴|章武|黄初|延熙|景耀|炎兴|太和|青龙|嘉平|赤乌|黄武|黄龙|正元|甘露|景元|咸熙|泰始|太康)"
-    rf"[{NUMERAL}元]+年(?:[{NUMERAL}]+月)?|[{NUMERAL}]+月(?:[{NUMERAL}]+日)?|[春夏秋冬][{NUMERAL}]*月?|[{NUMERAL}]更|次日|当夜|是夜|来日|明日"
+    rf"[{NUMERAL}元]+年(?:[{NUMERAL}]+月)?|[{NUMERAL}]+月(?:[{NUMERAL}]+日)?|[春夏秋冬](?:[正腊]|[{NUMERAL}]*)月?|[正腊]月|(?<=月)[{NUMERAL}]+日|[{NUMERAL}]更|次日|当夜|是夜|来日|明日"
 )
 PLACE_SUFFIX = "城关山坡坂江州郡县寨亭园谷原口桥河水岭峡渡津洲湖陵阳都宫寺庙营泽滩林冈洞川台楼殿府界郊湾垒"
 _PLACE = re.compile(rf"[\u4e00-\u9fff]{{1,3}}[{PLACE_SUFFIX}]")

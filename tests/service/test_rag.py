@@ -323,6 +323,10 @@ def test_an_age_at_a_death_is_told_after_an_era_or_a_place_mined_as_a_name_and_q
                  "嘱毕，长叹一声，泪如雨下。须臾，气绝而死。寿六十六岁。", 78)]
     age = extractive_answer("曹操享年多少？", cao, [(["曹操", "孟德"], 3.0), (["享年"], 4.0)], shu)
     assert age.kind == "number" and age.text.startswith("须臾，气绝而死。寿六十六岁。[1]"), age.text
+    # the month of the death, told after the age (正月: a month without a numeral), six sentences after his name
+    dated = [chunk(cao[0].text + "时建安二十五年春正月也。", 78)]
+    month = extractive_answer("曹操是哪个月去世的？", dated, [(["曹操", "孟德"], 3.0), (["去世"], 1.0)], shu)
+    assert month.kind == "when" and "时建安二十五年春正月也。[1]" in month.text, month.text
 
 
 def test_a_traditional_script_question_is_read_as_the_simplified_one():
