@@ -15,8 +15,9 @@ from typing import Protocol
 
 from .question import PLACE_SUFFIX
 
-# how the novel tells that someone died (the death itself, not 死战 or 受死: ingest/events.py searches wider)
-DIED = re.compile(r"[而已遂乃皆]?(?:死|亡|逝|卒)(?![战守罪地士拒命])|崩|薨|殂|气绝|身亡|遇害|归天|自刎|殒命")
+# how the novel tells that someone died (the death itself, not 死战, 受死 or 至死方休: ingest/events.py searches wider)
+DIED = re.compile(r"[而已遂乃皆]?(?:(?<![至誓拼效冒])死|亡|逝|卒)(?![战守罪地士拒命])"
+                  r"|崩|薨|殂|气绝|身亡|遇害|归天|自刎|殒命")
 CARRY = 6  # sentences before the filler's that may tell the death and name the one who died
 # a mined "name" that is not someone: an era before its year (时建兴 of 时建兴十二年) or a place (铜雀台, 城南)
 _ERA_YEAR = re.compile(r"[零〇一二两三四五六七八九十百元]")
@@ -76,9 +77,11 @@ def _names_someone(text: str, names: Collection[str]) -> bool:
 
 
 def anothers_filler(win: Candidate) -> bool:
-    """Whether the window offers a filler (an age, a date, a number) beside no one the question asks about: after the
-    answer's own it would offer a second, someone else's (曹操's 寿六十六岁 after 张飞's 时年五十五岁, 诸葛尚's
-    时年一十九岁 after 孔明's 寿五十四岁)."""
+    """Whether the window offers a filler (an age, a date, a number) beside no one the question asks about, or, for
+    a question about a death, one not told at a death: after the answer's own it would offer a second, someone
+    else's (曹操's 寿六十六岁 after 张飞's 时年五十五岁, 诸葛尚's 时年一十九岁 after 孔明's 寿五十四岁)."""
+    if win.parts.get("slot") and "died" in win.parts and not win.parts["died"]:
+        return True  # a question about a death: a number not told at one is another's (朕幼子曹芳，年才八岁)
     return bool(win.parts.get("slot")) and not win.parts.get("entity", 1.0)
 
 

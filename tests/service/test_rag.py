@@ -315,10 +315,11 @@ def test_an_age_at_a_death_is_told_after_an_era_or_a_place_mined_as_a_name_and_q
     terms = [(["诸葛亮", "孔明"], 3.0), (["薨", "寿五"], 4.0)]
     told = [chunk("孔明尚在。福问：“丞相之后，谁可继之？”孔明不答。众将近前视之，已薨矣。"
                   "时建兴十二年秋八月二十三日也，寿五十四岁。", 104),
-            chunk("众视之，乃瞻长子诸葛尚也。尚时年一十九岁。", 117)]  # another's age, naming 诸葛尚
+            chunk("众视之，乃瞻长子诸葛尚也。尚时年一十九岁。", 117),  # another's age, naming 诸葛尚
+            chunk("睿曰：“刘禅托孤于孔明，孔明竭尽忠诚，至死方休。朕幼子曹芳，年才八岁。”", 106)]  # not at a death
     age = extractive_answer("诸葛亮死时多少岁？", told, terms, shu)
     assert age.text.startswith("众将近前视之，已薨矣。时建兴十二年秋八月二十三日也，寿五十四岁。[1]")  # with the death
-    assert "一十九岁" not in age.text, age.text
+    assert "一十九岁" not in age.text and "八岁" not in age.text, age.text
     cao = [chunk("曹操病重。操令近侍取平日所藏名香，分赐诸侍妾。又命诸妾多居于铜雀台中。又遗命设立疑冢七十二。"
                  "嘱毕，长叹一声，泪如雨下。须臾，气绝而死。寿六十六岁。", 78)]
     age = extractive_answer("曹操享年多少？", cao, [(["曹操", "孟德"], 3.0), (["享年"], 4.0)], shu)
