@@ -244,9 +244,12 @@ class Router:
         return self._examples
 
     def features(
-        self, messages: Sequence[dict[str, str]], embedding: np.ndarray | None = None
+        self, messages: Sequence[dict[str, str]], embedding: np.ndarray | None = None,
+        read: tuple[str, dict[str, float], dict[str, list[str]]] | None = None,
     ) -> tuple[dict[str, float], dict[str, list[str]]]:
-        last, f, names = conversation_features(messages, self.signals)
+        """The model's features of the conversation: its text's (`read`: conversation_features' answer, when the
+        caller has it) and the similarity to the labelled examples."""
+        last, f, names = read or conversation_features(messages, self.signals)
         if any(n.startswith("sim_") for n in self.model.features):
             if embedding is None:
                 embedding = self._embed([last])[0]
@@ -254,13 +257,14 @@ class Router:
         return f, names
 
     def decide(self, messages: Sequence[dict[str, str]], embedding: np.ndarray | None = None) -> RouteDecision:
-        last, f, _ = conversation_features(messages, self.signals)
+        read = conversation_features(messages, self.signals)
+        last, f, _ = read
         short = f["has_history"] and f["length"] < math.log1p(8)  # (a go-on after a go-on has no subject of its own)
         if short and _GO_ON.search(last.strip()) and not any(f[k] for k in _OWN_SIGNALS):
             users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
             before = self.decide(messages[: users[-1]])  # the conversation up to the user message before
             return RouteDecision(before.route, before.scores, f"{before.route}: {GO_ON}", features=f)
-        f, names = self.features(messages, embedding)
+        f, names = self.features(messages, embedding, read)
         x = (np.asarray([f.get(n, 0.0) for n in self.model.features]) - self._mean) / self._scale
         logits = self._coef @ x + self._intercept
         p = np.exp(logits - logits.max())
