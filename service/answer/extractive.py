@@ -368,7 +368,8 @@ def compose(question: str, found: list[Window], lexicon: Lexicon, weights: Weigh
     best, first = ranked[0].score, ranked[0]
     top, span = first, None
     if shape.kind in SPAN_KINDS:  # a number or date lead comes from a window that offers it beside them
-        pool = [w for w in ranked if w in filled] if shape.kind in FILLED_KINDS else ranked
+        offers = {id(w) for w in filled}  # (by identity: a Window compares by value, field by field)
+        pool = [w for w in ranked if id(w) in offers] if shape.kind in FILLED_KINDS else ranked
         top, span = lead_filler(pool, question, shape, lexicon, weights)
         if shape.kind in FILLED_KINDS and top.parts.get("died"):  # with the death it follows (气绝而死。寿六十六岁。)
             top = next((w for w in found if (w.passage, w.start, w.end) == (top.passage, top.start - 1, top.end)), top)
