@@ -55,13 +55,15 @@ class ServedModels:
         self.engines = engines
         self.builtin = builtin
 
-    def cards(self) -> list[ModelCard]:
-        """The fine-tuned models' cards; none when the registry cannot be read (logged: the built-ins still list)."""
+    def cards(self) -> tuple[list[ModelCard], dict[str, str]]:
+        """The fine-tuned models' cards and the personas bound to them (persona name -> model id), from one read of
+        the registry; none when it cannot be read (logged: the built-ins still list)."""
         try:
-            return [fine_tuned_card(m) for m in self.engines.registry.list()]
+            models = self.engines.registry.list()
         except (OSError, sqlite3.Error) as exc:
             log.warning("fine-tuned model registry unreadable: %s", exc)
-            return []
+            return [], {}
+        return [fine_tuned_card(m) for m in models], {m.persona: m.id for m in models if m.persona}
 
     def get(self, model_id: str) -> FineTunedModel | None:
         """The fine-tuned model `model_id` (None for a built-in name, an unknown one, or an unreadable registry)."""

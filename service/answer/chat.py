@@ -175,7 +175,7 @@ class ChatService:
         self.engines = engines
         self._router = router
         self._count: Callable[[str], int] | None = None
-        self.served = ServedModels(settings, engines, [c.id for c in self._builtin_models()])
+        self.served = ServedModels(settings, engines, [c.id for c in self._builtin_models({})])
         self.vector_stores: Any = None  # VectorStoreService (app.py): the knowledge bases of kongming.vector_store_ids
 
     @property
@@ -186,10 +186,10 @@ class ChatService:
 
     def models(self) -> list[ModelCard]:
         """Every model a request may name: the routes, the personas, then the fine-tuned models (read now)."""
-        return self._builtin_models(with_bindings=True) + self.served.cards()
+        tuned, bound = self.served.cards()
+        return self._builtin_models(bound) + tuned
 
-    def _builtin_models(self, with_bindings: bool = False) -> list[ModelCard]:
-        bound = self.engines.bindings() if with_bindings else {}  # a fine-tuned model deployed as a persona
+    def _builtin_models(self, bound: dict[str, str]) -> list[ModelCard]:  # bound: persona -> model deployed as it
         return [ModelCard(id=ROUTED, description="routed per message: rag, persona or both"),
                 ModelCard(id=RAG_MODEL, description="answers from the knowledge base with citations"),
                 *(ModelCard(id=PERSONA_PREFIX + p.name, description=f"speaks as {p.display_name}" + (

@@ -98,10 +98,6 @@ class Engines:
             engine = await asyncio.to_thread(self._build_persona, persona)
         return engine, None
 
-    def bindings(self) -> dict[str, str]:
-        """persona name -> the id of the fine-tuned model bound to it (empty when the registry cannot be read)."""
-        return {m.persona: m.id for m in self._registered() or [] if m.persona}
-
     def _build_persona(self, persona: PersonaConfig) -> Engine:
         with self._lock:
             engine = self._engines.get(persona.name)
