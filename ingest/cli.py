@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# the settings the command line can give: field -> (argparse dest, flag)
+# the settings the command line can give (None: not given): field -> (argparse dest, flag)
 _FLAGS = {"data_dir": ("data_dir", "--data-dir"), "store_dir": ("store", "--store"),
           "chroma_url": ("chroma_url", "--chroma-url"), "collection": ("collection", "--collection"),
           "embed_model": ("embed_model", "--embed-model"), "chunk_size": ("chunk_size", "--chunk-size"),
@@ -78,17 +78,7 @@ _FLAGS = {"data_dir": ("data_dir", "--data-dir"), "store_dir": ("store", "--stor
 def _settings(args: argparse.Namespace) -> IngestSettings:
     from .settings import get_settings
 
-    return get_settings(
-        data_dir=args.data_dir,
-        store_dir=args.store,
-        chroma_url=args.chroma_url,
-        collection=args.collection,
-        embed_model=args.embed_model,
-        chunk_size=getattr(args, "chunk_size", None),
-        chunk_overlap=getattr(args, "chunk_overlap", None),
-        chunk_unit=getattr(args, "chunk_unit", None),
-        aliases_file=getattr(args, "aliases", None),
-    )
+    return get_settings(**{field: getattr(args, dest, None) for field, (dest, _) in _FLAGS.items()})
 
 
 def _query(text: str) -> str:

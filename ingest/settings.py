@@ -153,12 +153,12 @@ def settings_error_lines(exc: Exception, flags: dict[str, str] | None = None) ->
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
-        lines = []
+        lines, flags = [], flags or {}
         for e in exc.errors():
             key = "_".join(str(p) for p in e["loc"] if not isinstance(p, int))
             name = "KONGMING_" + key.upper()
-            if (flags or {}).get(key):
-                lines.append(f"{(flags or {})[key]} {e.get('input')}: {e['msg']}")
+            if key in flags:
+                lines.append(f"{flags[key]} {e.get('input')}: {e['msg']}")
                 continue
             shown = "" if any(s in name for s in _SECRET) else f"={e.get('input')!r}"
             lines.append(f"{name}{shown}: {e['msg']}")
